@@ -1,0 +1,40 @@
+{
+  "targets": [
+    {
+      "target_name": "preftune",
+      "sources": [
+        "native/binding/addon.cc",
+        "native/src/decoder.cpp",
+        "native/src/gradcheck.cpp"
+      ],
+      "include_dirs": [
+        "<!(node -p \"require('node-addon-api').include_dir\")",
+        "native/include",
+        "native/src"
+      ],
+      "defines": [
+        "NAPI_VERSION=8",
+        "NODE_ADDON_API_DISABLE_CPP_EXCEPTIONS"
+      ],
+      "cflags_cc!": [
+        "-fno-exceptions",
+        "-O3"
+      ],
+      "cflags_cc": [
+        "-O3",
+        "-march=native",
+        "-fopenmp",
+        "-std=c++17",
+        "-fno-math-errno",
+        "-Wall",
+        "-Wno-unused-parameter"
+      ],
+      "libraries": [
+        "-L/usr/lib/x86_64-linux-gnu/openblas-openmp",
+        "-Wl,-rpath,/usr/lib/x86_64-linux-gnu/openblas-openmp",
+        "-lopenblas",
+        "-fopenmp"
+      ]
+    }
+  ]
+}

@@ -1,0 +1,202 @@
+// Node-API glue for the native core: unwraps typed arrays, checks their lengths, maps pt_status to
+// JavaScript errors. No math here; everything numeric is behind native/include/preftune.h.
+#include <napi.h>
+#include <string>
+#include "preftune.h"
+
+namespace {
+
+bool throw_if(Napi::Env env, bool bad, const std::string& msg) {
+  if (bad) Napi::TypeError::New(env, msg).ThrowAsJavaScriptException();
+  return bad;
+}
+
+bool check_status(Napi::Env env, pt_status s) {
+  if (s == PT_OK) return false;
+  Napi::Error::New(env, pt_last_error()).ThrowAsJavaScriptException();
+  return true;
+}
+
+int32_t get_int(const Napi::Object& o, const char* key) { return o.Get(key).As<Napi::Number>().Int32Value(); }
+
+class Model : public Napi::ObjectWrap<Model> {
+ public:
+  static Napi::Function Define(Napi::Env env) {
+    return DefineClass(env, "Model",
+                       {InstanceMethod("params", &Model::Params), InstanceMethod("grads", &Model::Grads),
+                        InstanceMethod("table", &Model::Table), InstanceMethod("forward", &Model::Forward),
+                        InstanceMethod("backward", &Model::Backward),
+                        InstanceMethod("releaseActivations", &Model::Release),
+                        InstanceMethod("zeroGrad", &Model::ZeroGrad), InstanceMethod("gradNorm", &Model::GradNorm),
+                        InstanceMethod("scaleGrads", &Model::ScaleGrads),
+                        InstanceMethod("adamwStep", &Model::AdamW), InstanceMethod("free", &Model::Free)});
+  }
+
+  explicit Model(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Model>(info) {
+    Napi::Env env = info.Env();
+    if (throw_if(env, info.Length() < 1 || !info[0].IsObject(), "Model(config): config object expected")) return;
+    Napi::Object o = info[0].As<Napi::Object>();
+    pt_config c{};
+    c.vocab_size = get_int(o, "vocab_size");
+    c.hidden_size = get_int(o, "hidden_size");
+    c.intermediate_size = get_int(o, "intermediate_size");
+    c.num_layers = get_int(o, "num_layers");
+    c.num_heads = get_int(o, "num_heads");
+    c.num_kv_heads = get_int(o, "num_kv_heads");
+    c.head_dim = get_int(o, "head_dim");
+    c.max_position_embeddings = get_int(o, "max_position_embeddings");
+    c.rms_norm_eps = o.Get("rms_norm_eps").As<Napi::Number>().FloatValue();
+    c.rope_theta = o.Get("rope_theta").As<Napi::Number>().FloatValue();
+    c.tie_word_embeddings = get_int(o, "tie_word_embeddings");
+    c.qkv_bias = get_int(o, "qkv_bias");
+    c.o_bias = get_int(o, "o_bias");
+    c.mlp_bias = get_int(o, "mlp_bias");
+    c.qk_norm = get_int(o, "qk_norm");
+    check_status(env, pt_model_create(&c, &m_));
+  }
+  ~Model() override { pt_model_free(m_); }
+
+ private:
+  pt_model* m_ = nullptr;
+
+  bool Alive(Napi::Env env) { return !throw_if(env, m_ == nullptr, "the model was freed"); }
+
+  Napi::Value View(Napi::Env env, float* p) {
+    size_t n = (size_t)pt_model_num_floats(m_);
+    auto ab = Napi::ArrayBuffer::New(env, p, n * sizeof(float));
+    return Napi::Float32Array::New(env, n, ab, 0);
+  }
+  Napi::Value Params(const Napi::CallbackInfo& info) {
+    return Alive(info.Env()) ? View(info.Env(), pt_model_params(m_)) : info.Env().Undefined();
+  }
+  Napi::Value Grads(const Napi::CallbackInfo& info) {
+    return Alive(info.Env()) ? View(info.Env(), pt_model_grads(m_)) : info.Env().Undefined();
+  }
+
+  Napi::Value Table(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!Alive(env)) return env.Undefined();
+    int32_t n = pt_model_num_params(m_);
+    auto arr = Napi::Array::New(env, n);
+    for (int32_t i = 0; i < n; i++) {
+      const pt_param* p = pt_model_param(m_, i);
+      auto o = Napi::Object::New(env);
+      o.Set("name", p->name);
+      auto shape = Napi::Array::New(env, p->ndim);
+      for (int d = 0; d < p->ndim; d++) shape.Set((uint32_t)d, Napi::Number::New(env, (double)p->shape[d]));
+      o.Set("shape", shape);
+      o.Set("offset", Napi::Number::New(env, (double)p->offset));
+      o.Set("size", Napi::Number::New(env, (double)p->size));
+      o.Set("decay", Napi::Boolean::New(env, p->decay != 0));
+      arr.Set((uint32_t)i, o);
+    }
+    return arr;
+  }
+
+  // forward(ids Int32Array (B*T), lengths Int32Array (B), B, T, train, logps?, logitsMean?, entropy?, correct?)
+  Napi::Value Forward(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!Alive(env)) return env.Undefined();
+    if (throw_if(env, info.Length() < 5 || !info[0].IsTypedArray() || !info[1].IsTypedArray(),
+                 "forward(ids, lengths, B, T, train, ...outputs) expected"))
+      return env.Undefined();
+    auto ids = info[0].As<Napi::Int32Array>();
+    auto lengths = info[1].As<Napi::Int32Array>();
+    int32_t B = info[2].As<Napi::Number>().Int32Value(), T = info[3].As<Napi::Number>().Int32Value();
+    bool train = info[4].As<Napi::Boolean>().Value();
+    size_t BT = (size_t)B * (size_t)T;
+    if (throw_if(env, ids.ElementLength() != BT, "ids must have B*T = " + std::to_string(BT) + " entries") ||
+        throw_if(env, lengths.ElementLength() != (size_t)B, "lengths must have B entries"))
+      return env.Undefined();
+    pt_token_stats out{};
+    float** fouts[3] = {&out.logps, &out.logits_mean, &out.entropy};
+    for (int k = 0; k < 3; k++) {
+      size_t a = 5 + k;
+      if (info.Length() > a && info[a].IsTypedArray()) {
+        auto f = info[a].As<Napi::Float32Array>();
+        if (throw_if(env, f.ElementLength() != BT, "each output must have B*T entries")) return env.Undefined();
+        *fouts[k] = f.Data();
+      }
+    }
+    if (info.Length() > 8 && info[8].IsTypedArray()) {
+      auto u = info[8].As<Napi::Uint8Array>();
+      if (throw_if(env, u.ElementLength() != BT, "correct must have B*T entries")) return env.Undefined();
+      out.correct = u.Data();
+    }
+    check_status(env, pt_forward(m_, ids.Data(), lengths.Data(), B, T, train ? 1 : 0, &out));
+    return env.Undefined();
+  }
+
+  Napi::Value Backward(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!Alive(env)) return env.Undefined();
+    if (throw_if(env, info.Length() < 1 || !info[0].IsTypedArray(), "backward(dlogps) expected"))
+      return env.Undefined();
+    check_status(env, pt_backward(m_, info[0].As<Napi::Float32Array>().Data()));
+    return env.Undefined();
+  }
+
+  Napi::Value Release(const Napi::CallbackInfo& info) {
+    if (Alive(info.Env())) pt_release_activations(m_);
+    return info.Env().Undefined();
+  }
+  Napi::Value ZeroGrad(const Napi::CallbackInfo& info) {
+    if (Alive(info.Env())) pt_zero_grad(m_);
+    return info.Env().Undefined();
+  }
+  Napi::Value GradNorm(const Napi::CallbackInfo& info) {
+    return Alive(info.Env()) ? Napi::Number::New(info.Env(), pt_grad_norm(m_)) : info.Env().Undefined();
+  }
+  Napi::Value ScaleGrads(const Napi::CallbackInfo& info) {
+    if (Alive(info.Env())) pt_scale_grads(m_, info[0].As<Napi::Number>().FloatValue());
+    return info.Env().Undefined();
+  }
+
+  // adamwStep(expAvg, expAvgSq, step, lr, beta1, beta2, eps, weightDecay)
+  Napi::Value AdamW(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!Alive(env)) return env.Undefined();
+    auto ma = info[0].As<Napi::Float32Array>();
+    auto va = info[1].As<Napi::Float32Array>();
+    size_t n = (size_t)pt_model_num_floats(m_);
+    if (throw_if(env, ma.ElementLength() != n || va.ElementLength() != n,
+                 "AdamW state must have one entry per parameter float (" + std::to_string(n) + ")"))
+      return env.Undefined();
+    auto num = [&](size_t i) { return info[i].As<Napi::Number>(); };
+    pt_adamw_step(m_, ma.Data(), va.Data(), num(2).Int64Value(), num(3).FloatValue(), num(4).FloatValue(),
+                  num(5).FloatValue(), num(6).FloatValue(), num(7).FloatValue());
+    return env.Undefined();
+  }
+
+  Napi::Value Free(const Napi::CallbackInfo& info) {
+    pt_model_free(m_);
+    m_ = nullptr;
+    return info.Env().Undefined();
+  }
+};
+
+Napi::Value SetNumThreads(const Napi::CallbackInfo& info) {
+  pt_set_num_threads(info[0].As<Napi::Number>().Int32Value());
+  return info.Env().Undefined();
+}
+Napi::Value GetNumThreads(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), pt_get_num_threads());
+}
+Napi::Value Gradcheck(const Napi::CallbackInfo& info) {
+  std::string op = info[0].As<Napi::String>().Utf8Value();
+  uint64_t seed = info.Length() > 1 ? (uint64_t)info[1].As<Napi::Number>().Int64Value() : 1;
+  return Napi::Number::New(info.Env(), pt_gradcheck(op.c_str(), seed));
+}
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("Model", Model::Define(env));
+  exports.Set("setNumThreads", Napi::Function::New(env, SetNumThreads));
+  exports.Set("getNumThreads", Napi::Function::New(env, GetNumThreads));
+  exports.Set("gradcheck", Napi::Function::New(env, Gradcheck));
+  exports.Set("abiVersion", Napi::Number::New(env, pt_abi_version()));
+  return exports;
+}
+
+}  // namespace
+
+NODE_API_MODULE(preftune, Init)

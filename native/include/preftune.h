@@ -1,0 +1,92 @@
+// preftune native core: the whole C ABI between the decoder math and everything else.
+// A Llama-family decoder (Llama 2/3, Mistral, Qwen2/2.5, Qwen3, SmolLM2) in fp32 over a BLAS:
+// forward to per-token log-probs, backward into flat gradients, AdamW over flat arrays.
+// Not here: tokenization, data, losses, file formats (all TypeScript); no per-element calls.
+//
+// Dims legend used in every shape comment of native/:
+//   B  batch rows            T  padded sequence length     N  packed tokens = sum of row lengths
+//   C  hidden size           I  intermediate size          V  vocabulary size
+//   L  layers                NH query heads                NKV key/value heads     HS head dim
+//   QKV = (NH + 2*NKV) * HS  (q, k and v projections are one stacked matrix)
+#pragma once
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define PT_ABI_VERSION 1
+
+typedef enum {
+  PT_OK = 0,
+  PT_ERR_ARGUMENT = 1,     // a dimension, length or id out of range
+  PT_ERR_STATE = 2,        // e.g. backward without a training forward before it
+  PT_ERR_MEMORY = 3,       // allocation failed
+} pt_status;
+
+typedef struct {
+  int32_t vocab_size, hidden_size, intermediate_size, num_layers;
+  int32_t num_heads, num_kv_heads, head_dim, max_position_embeddings;
+  float rms_norm_eps, rope_theta;
+  int32_t tie_word_embeddings, qkv_bias, o_bias, mlp_bias, qk_norm;  // 0 or 1
+} pt_config;
+
+typedef struct {
+  char name[96];           // Hugging Face weight name
+  int32_t ndim;
+  int64_t shape[2];
+  int64_t offset;          // in floats into the parameter (and gradient) buffer
+  int64_t size;
+  int32_t decay;           // weight_decay applies (not to biases and norm weights)
+} pt_param;
+
+typedef struct pt_model pt_model;
+
+// Per-token outputs, label-aligned: entry (b, t) is about ids[b, t] predicted from ids[b, <t].
+// Column 0 and padding positions (t >= lengths[b]) are written as 0. Any pointer may be NULL.
+typedef struct {
+  float* logps;            // (B, T)
+  float* logits_mean;      // (B, T) mean over V of the logits that predict token t
+  float* entropy;          // (B, T)
+  uint8_t* correct;        // (B, T) argmax == ids[b, t]
+} pt_token_stats;
+
+const char* pt_last_error(void);
+int pt_abi_version(void);
+
+pt_status pt_model_create(const pt_config* cfg, pt_model** out);
+void pt_model_free(pt_model* m);
+int64_t pt_model_num_floats(const pt_model* m);            // length of params and grads buffers
+float* pt_model_params(pt_model* m);
+float* pt_model_grads(pt_model* m);
+int32_t pt_model_num_params(const pt_model* m);            // entries in the parameter table
+const pt_param* pt_model_param(const pt_model* m, int32_t i);
+
+// ids (B, T) right-padded; lengths (B,). train != 0 keeps the activations for pt_backward.
+pt_status pt_forward(pt_model* m, const int32_t* ids, const int32_t* lengths, int32_t B, int32_t T,
+                     int32_t train, pt_token_stats* out);
+// dlogps (B, T) label-aligned: d loss / d logps. Accumulates into the gradient buffer, then drops
+// the saved activations.
+pt_status pt_backward(pt_model* m, const float* dlogps);
+void pt_release_activations(pt_model* m);
+
+void pt_zero_grad(pt_model* m);
+double pt_grad_norm(const pt_model* m);                    // global L2 norm over every gradient
+void pt_scale_grads(pt_model* m, float s);
+// One torch.optim.AdamW step (decoupled decay on params whose table entry has decay = 1).
+// exp_avg, exp_avg_sq: same length as params. step: the 1-based step number after this update.
+void pt_adamw_step(pt_model* m, float* exp_avg, float* exp_avg_sq, int64_t step, float lr,
+                   float beta1, float beta2, float eps, float weight_decay);
+
+void pt_set_num_threads(int32_t n);
+int32_t pt_get_num_threads(void);
+
+// Finite-difference check of one op family in float64 ("rmsnorm", "rmsnorm_inplace", "rope",
+// "attention", "swiglu", "linear", "head", "embedding"): returns the largest relative error between analytic and
+// numerical gradients over every input, or a negative value for an unknown op.
+double pt_gradcheck(const char* op, uint64_t seed);
+
+#ifdef __cplusplus
+}
+#endif

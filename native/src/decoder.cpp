@@ -1,0 +1,434 @@
+// The Llama-family decoder: parameter layout, forward to per-token log-probs and backward into the
+// flat gradient buffer, over right-padded batches packed into their real tokens (padding costs nothing).
+// Per layer:  h = rmsnorm(x); qkv = h Wqkv^T (+b); [q/k rmsnorm]; rope; a = attn(qkv);
+//             x' = x + a Wo^T (+b);  h = rmsnorm(x'); gu = h Wgu^T (+b); x'' = x' + swiglu(gu) Wd^T (+b)
+// The op math lives in the headers beside this file; this file only sequences it and owns memory.
+#include <algorithm>
+#include <cstdio>
+#include <string>
+#include <vector>
+#include <omp.h>
+#include "preftune.h"
+#include "attention.h"
+#include "common.h"
+#include "head.h"
+#include "linear.h"
+#include "norm.h"
+#include "rope.h"
+#include "swiglu.h"
+
+using namespace pt;
+
+namespace {
+thread_local std::string g_error;
+pt_status fail(pt_status s, const std::string& msg) { g_error = msg; return s; }
+
+struct Layer {  // pointers into the parameter buffer or, for G, the gradient buffer
+  float *ln1 = nullptr, *wqkv = nullptr, *bqkv = nullptr, *qn = nullptr, *kn = nullptr, *wo = nullptr,
+        *bo = nullptr, *ln2 = nullptr, *wgu = nullptr, *wd = nullptr, *bgu = nullptr, *bd = nullptr;
+};
+}  // namespace
+
+struct pt_model {
+  pt_config cfg;
+  int C, I, V, L, NH, NKV, HS, QKV, AO;  // AO = NH * HS, the attention output width
+  std::vector<pt_param> table;
+  float* params = nullptr;
+  float* grads = nullptr;
+  int64_t nfloats = 0;
+  std::vector<Layer> P, G;
+  float *embed, *normf, *head, *gembed, *gnormf, *ghead;
+  std::vector<float> cosv, sinv;
+
+  // Packed batch of the last forward.
+  bool saved = false;
+  int B = 0, T = 0;
+  int64_t N = 0;
+  std::vector<SeqSpan> seqs;
+  std::vector<int32_t> tok, pos, labels;  // (N)
+  std::vector<int64_t> out_index;         // (N) index into (B, T) outputs of the label row n predicts
+  // Activations, (L, ...) when training, one slot otherwise.
+  Buf<float> xin, rstd1, qkv, qkvpre, qkrstd, att, lse, xmid, rstd2, gu, hf, rstdf, headlse;
+  Buf<float> h, act, tmp, dx, dh, dact, dgu, datt, dqkv, headwork;
+  Buf<float> r_logp, r_mean, r_ent;
+  Buf<uint8_t> r_correct;
+};
+
+namespace {
+
+void add_param(pt_model* m, const std::string& name, int64_t d0, int64_t d1, bool decay, int64_t& off) {
+  pt_param p{};
+  std::snprintf(p.name, sizeof p.name, "%s", name.c_str());
+  p.ndim = d1 > 0 ? 2 : 1;
+  p.shape[0] = d0;
+  p.shape[1] = d1 > 0 ? d1 : 0;
+  p.size = d0 * (d1 > 0 ? d1 : 1);
+  p.offset = off;
+  p.decay = decay;
+  m->table.push_back(p);
+  off += p.size;
+}
+
+// Tensors that must be contiguous (q|k|v, gate|up) are laid out back to back; every other tensor
+// starts on a 64-byte boundary.
+void align(int64_t& off) { off = (off + 15) / 16 * 16; }
+
+void build_table(pt_model* m) {
+  int64_t off = 0;
+  const int64_t C = m->C, I = m->I, V = m->V, NH = m->NH, NKV = m->NKV, HS = m->HS;
+  add_param(m, "model.embed_tokens.weight", V, C, true, off);
+  for (int l = 0; l < m->L; l++) {
+    const std::string p = "model.layers." + std::to_string(l) + ".";
+    align(off); add_param(m, p + "input_layernorm.weight", C, 0, false, off);
+    align(off);
+    add_param(m, p + "self_attn.q_proj.weight", NH * HS, C, true, off);
+    add_param(m, p + "self_attn.k_proj.weight", NKV * HS, C, true, off);
+    add_param(m, p + "self_attn.v_proj.weight", NKV * HS, C, true, off);
+    if (m->cfg.qkv_bias) {
+      align(off);
+      add_param(m, p + "self_attn.q_proj.bias", NH * HS, 0, false, off);
+      add_param(m, p + "self_attn.k_proj.bias", NKV * HS, 0, false, off);
+      add_param(m, p + "self_attn.v_proj.bias", NKV * HS, 0, false, off);
+    }
+    if (m->cfg.qk_norm) {
+      align(off); add_param(m, p + "self_attn.q_norm.weight", HS, 0, false, off);
+      align(off); add_param(m, p + "self_attn.k_norm.weight", HS, 0, false, off);
+    }
+    align(off); add_param(m, p + "self_attn.o_proj.weight", C, NH * HS, true, off);
+    if (m->cfg.o_bias) { align(off); add_param(m, p + "self_attn.o_proj.bias", C, 0, false, off); }
+    align(off); add_param(m, p + "post_attention_layernorm.weight", C, 0, false, off);
+    align(off);
+    add_param(m, p + "mlp.gate_proj.weight", I, C, true, off);
+    add_param(m, p + "mlp.up_proj.weight", I, C, true, off);
+    align(off); add_param(m, p + "mlp.down_proj.weight", C, I, true, off);
+    if (m->cfg.mlp_bias) {
+      align(off);
+      add_param(m, p + "mlp.gate_proj.bias", I, 0, false, off);
+      add_param(m, p + "mlp.up_proj.bias", I, 0, false, off);
+      align(off); add_param(m, p + "mlp.down_proj.bias", C, 0, false, off);
+    }
+  }
+  align(off); add_param(m, "model.norm.weight", C, 0, false, off);
+  if (!m->cfg.tie_word_embeddings) { align(off); add_param(m, "lm_head.weight", V, C, true, off); }
+  align(off);
+  m->nfloats = off;
+}
+
+float* find(pt_model* m, float* base, const std::string& name) {
+  for (auto& p : m->table) if (name == p.name) return base + p.offset;
+  return nullptr;
+}
+
+void bind_views(pt_model* m, float* base, std::vector<Layer>& Ls, float*& embed, float*& normf, float*& head) {
+  Ls.assign(m->L, Layer{});
+  for (int l = 0; l < m->L; l++) {
+    const std::string p = "model.layers." + std::to_string(l) + ".";
+    Layer& y = Ls[l];
+    y.ln1 = find(m, base, p + "input_layernorm.weight");
+    y.wqkv = find(m, base, p + "self_attn.q_proj.weight");
+    y.bqkv = find(m, base, p + "self_attn.q_proj.bias");
+    y.qn = find(m, base, p + "self_attn.q_norm.weight");
+    y.kn = find(m, base, p + "self_attn.k_norm.weight");
+    y.wo = find(m, base, p + "self_attn.o_proj.weight");
+    y.bo = find(m, base, p + "self_attn.o_proj.bias");
+    y.ln2 = find(m, base, p + "post_attention_layernorm.weight");
+    y.wgu = find(m, base, p + "mlp.gate_proj.weight");
+    y.bgu = find(m, base, p + "mlp.gate_proj.bias");
+    y.wd = find(m, base, p + "mlp.down_proj.weight");
+    y.bd = find(m, base, p + "mlp.down_proj.bias");
+  }
+  embed = find(m, base, "model.embed_tokens.weight");
+  normf = find(m, base, "model.norm.weight");
+  head = m->cfg.tie_word_embeddings ? embed : find(m, base, "lm_head.weight");
+}
+
+}  // namespace
+
+extern "C" {
+
+const char* pt_last_error(void) { return g_error.c_str(); }
+int pt_abi_version(void) { return PT_ABI_VERSION; }
+
+pt_status pt_model_create(const pt_config* cfg, pt_model** out) {
+  *out = nullptr;
+  if (cfg->vocab_size <= 0 || cfg->hidden_size <= 0 || cfg->intermediate_size <= 0 || cfg->num_layers <= 0 ||
+      cfg->num_heads <= 0 || cfg->num_kv_heads <= 0 || cfg->head_dim <= 0 || cfg->max_position_embeddings <= 0)
+    return fail(PT_ERR_ARGUMENT, "every model dimension must be positive");
+  if (cfg->num_heads % cfg->num_kv_heads != 0)
+    return fail(PT_ERR_ARGUMENT, "num_attention_heads (" + std::to_string(cfg->num_heads) +
+                                     ") must be a multiple of num_key_value_heads (" +
+                                     std::to_string(cfg->num_kv_heads) + ")");
+  if (cfg->head_dim % 2 != 0) return fail(PT_ERR_ARGUMENT, "head_dim must be even for rotary embeddings");
+  auto* m = new (std::nothrow) pt_model();
+  if (!m) return fail(PT_ERR_MEMORY, "out of memory");
+  m->cfg = *cfg;
+  m->C = cfg->hidden_size; m->I = cfg->intermediate_size; m->V = cfg->vocab_size; m->L = cfg->num_layers;
+  m->NH = cfg->num_heads; m->NKV = cfg->num_kv_heads; m->HS = cfg->head_dim;
+  m->QKV = (m->NH + 2 * m->NKV) * m->HS;
+  m->AO = m->NH * m->HS;
+  build_table(m);
+  size_t bytes = (size_t)m->nfloats * sizeof(float);
+  m->params = static_cast<float*>(std::aligned_alloc(64, (bytes + 63) / 64 * 64));
+  m->grads = static_cast<float*>(std::aligned_alloc(64, (bytes + 63) / 64 * 64));
+  if (!m->params || !m->grads) { pt_model_free(m); return fail(PT_ERR_MEMORY, "cannot allocate parameters"); }
+  std::memset(m->params, 0, bytes);
+  std::memset(m->grads, 0, bytes);
+  bind_views(m, m->params, m->P, m->embed, m->normf, m->head);
+  bind_views(m, m->grads, m->G, m->gembed, m->gnormf, m->ghead);
+  rope_tables(m->cosv, m->sinv, cfg->max_position_embeddings, m->HS, cfg->rope_theta);
+  *out = m;
+  return PT_OK;
+}
+
+void pt_model_free(pt_model* m) {
+  if (!m) return;
+  std::free(m->params);
+  std::free(m->grads);
+  delete m;
+}
+
+int64_t pt_model_num_floats(const pt_model* m) { return m->nfloats; }
+float* pt_model_params(pt_model* m) { return m->params; }
+float* pt_model_grads(pt_model* m) { return m->grads; }
+int32_t pt_model_num_params(const pt_model* m) { return (int32_t)m->table.size(); }
+const pt_param* pt_model_param(const pt_model* m, int32_t i) {
+  return i >= 0 && i < (int32_t)m->table.size() ? &m->table[i] : nullptr;
+}
+
+pt_status pt_forward(pt_model* m, const int32_t* ids, const int32_t* lengths, int32_t B, int32_t T,
+                     int32_t train, pt_token_stats* out) {
+  m->saved = false;
+  if (B <= 0 || T <= 0) return fail(PT_ERR_ARGUMENT, "batch and sequence length must be positive");
+  // Pack the real tokens of every row.
+  m->B = B; m->T = T;
+  m->seqs.resize(B);
+  int64_t N = 0;
+  for (int b = 0; b < B; b++) {
+    int len = lengths[b];
+    if (len < 0 || len > T)
+      return fail(PT_ERR_ARGUMENT, "row " + std::to_string(b) + " has length " + std::to_string(len) +
+                                       " outside [0, " + std::to_string(T) + "]");
+    if (len > m->cfg.max_position_embeddings)
+      return fail(PT_ERR_ARGUMENT, "row " + std::to_string(b) + " has " + std::to_string(len) +
+                                       " tokens, more than max_position_embeddings = " +
+                                       std::to_string(m->cfg.max_position_embeddings));
+    m->seqs[b] = {N, len};
+    N += len;
+  }
+  m->N = N;
+  m->tok.resize(N); m->pos.resize(N); m->labels.resize(N); m->out_index.resize(N);
+  for (int b = 0; b < B; b++) {
+    for (int t = 0; t < m->seqs[b].len; t++) {
+      int id = ids[(int64_t)b * T + t];
+      if (id < 0 || id >= m->V)
+        return fail(PT_ERR_ARGUMENT, "token id " + std::to_string(id) + " at row " + std::to_string(b) +
+                                         ", position " + std::to_string(t) + " is outside [0, vocab_size = " +
+                                         std::to_string(m->V) + ")");
+      int64_t n = m->seqs[b].start + t;
+      m->tok[n] = id;
+      m->pos[n] = t;
+      bool has_next = t + 1 < m->seqs[b].len;
+      m->labels[n] = has_next ? ids[(int64_t)b * T + t + 1] : -1;
+      m->out_index[n] = has_next ? (int64_t)b * T + t + 1 : -1;
+    }
+  }
+  const int C = m->C, I = m->I, L = m->L, NH = m->NH, NKV = m->NKV, HS = m->HS, QKV = m->QKV, AO = m->AO;
+  const int S = train ? L : 1;  // activation slots
+  try {
+    float* xin = m->xin.need((size_t)(train ? L + 1 : 2) * N * C);
+    float* rstd1 = m->rstd1.need((size_t)S * N);
+    float* qkv = m->qkv.need((size_t)S * N * QKV);
+    float* qkvpre = m->cfg.qk_norm ? m->qkvpre.need((size_t)S * N * QKV) : nullptr;
+    float* qkrstd = m->cfg.qk_norm ? m->qkrstd.need((size_t)S * N * (NH + NKV)) : nullptr;
+    float* att = m->att.need((size_t)S * N * AO);
+    float* lse = m->lse.need((size_t)S * N * NH);
+    float* xmid = m->xmid.need((size_t)S * N * C);
+    float* rstd2 = m->rstd2.need((size_t)S * N);
+    float* gu = m->gu.need((size_t)S * N * 2 * I);
+    float* h = m->h.need((size_t)N * C);
+    float* act = m->act.need((size_t)N * I);
+    float* hf = m->hf.need((size_t)N * C);
+    float* rstdf = m->rstdf.need((size_t)N);
+    float* headlse = m->headlse.need((size_t)N);
+    const int nN = (int)N;
+    const float eps = m->cfg.rms_norm_eps;
+
+    embedding_forward(xin, m->tok.data(), m->embed, N, C);
+    for (int l = 0; l < L; l++) {
+      const Layer& P = m->P[l];
+      const int s = train ? l : 0;
+      float* x = xin + (size_t)(train ? l : (l & 1)) * N * C;
+      float* xnext = xin + (size_t)(train ? l + 1 : ((l + 1) & 1)) * N * C;
+      float* q = qkv + (size_t)s * N * QKV;
+      float* a = att + (size_t)s * N * AO;
+      float* xm = xmid + (size_t)s * N * C;
+      float* g = gu + (size_t)s * N * 2 * I;
+      rmsnorm_forward(h, rstd1 + (size_t)s * N, x, P.ln1, N, 1, C, C, eps);
+      if (m->cfg.qk_norm) {
+        float* qp = qkvpre + (size_t)s * N * QKV;
+        float* qr = qkrstd + (size_t)s * N * (NH + NKV);
+        linear_forward(qp, h, P.wqkv, P.bqkv, nN, C, QKV);
+        std::memcpy(q, qp, sizeof(float) * N * QKV);
+        rmsnorm_forward(q, qr, qp, P.qn, N, NH, HS, QKV, eps);
+        rmsnorm_forward(q + AO, qr + N * NH, qp + AO, P.kn, N, NKV, HS, QKV, eps);
+      } else {
+        linear_forward(q, h, P.wqkv, P.bqkv, nN, C, QKV);
+      }
+      rope_forward(q, m->pos.data(), m->cosv.data(), m->sinv.data(), N, 0, NH + NKV, HS, QKV);
+      attention_forward(a, lse + (size_t)s * N * NH, q, m->seqs.data(), B, NH, NKV, HS);
+      linear_forward(xm, a, P.wo, P.bo, nN, AO, C);
+#pragma omp parallel for schedule(static)
+      for (int64_t i = 0; i < N * C; i++) xm[i] += x[i];
+      rmsnorm_forward(h, rstd2 + (size_t)s * N, xm, P.ln2, N, 1, C, C, eps);
+      linear_forward(g, h, P.wgu, P.bgu, nN, C, 2 * I);
+      swiglu_forward(act, g, N, I);
+      linear_forward(xnext, act, P.wd, P.bd, nN, I, C);
+#pragma omp parallel for schedule(static)
+      for (int64_t i = 0; i < N * C; i++) xnext[i] += xm[i];
+    }
+    const float* xL = xin + (size_t)(train ? L : (L & 1)) * N * C;
+    rmsnorm_forward(hf, rstdf, xL, m->normf, N, 1, C, C, eps);
+    float* r_logp = m->r_logp.need(N);
+    float* r_mean = m->r_mean.need(N);
+    float* r_ent = m->r_ent.need(N);
+    uint8_t* r_correct = m->r_correct.need(N);
+    head_forward(r_logp, headlse, r_mean, r_ent, r_correct, hf, m->labels.data(), m->head, N, C, m->V,
+                 m->headwork);
+    const size_t BT = (size_t)B * T;
+    if (out->logps) std::memset(out->logps, 0, BT * sizeof(float));
+    if (out->logits_mean) std::memset(out->logits_mean, 0, BT * sizeof(float));
+    if (out->entropy) std::memset(out->entropy, 0, BT * sizeof(float));
+    if (out->correct) std::memset(out->correct, 0, BT);
+    for (int64_t n = 0; n < N; n++) {
+      int64_t o = m->out_index[n];
+      if (o < 0) continue;
+      if (out->logps) out->logps[o] = r_logp[n];
+      if (out->logits_mean) out->logits_mean[o] = r_mean[n];
+      if (out->entropy) out->entropy[o] = r_ent[n];
+      if (out->correct) out->correct[o] = r_correct[n];
+    }
+  } catch (const std::bad_alloc&) {
+    pt_release_activations(m);
+    return fail(PT_ERR_MEMORY, "out of memory for activations of " + std::to_string(N) + " tokens");
+  }
+  m->saved = train != 0;
+  return PT_OK;
+}
+
+pt_status pt_backward(pt_model* m, const float* dlogps) {
+  if (!m->saved) return fail(PT_ERR_STATE, "backward needs a forward with train = true just before it");
+  m->saved = false;
+  const int C = m->C, I = m->I, L = m->L, NH = m->NH, NKV = m->NKV, HS = m->HS, QKV = m->QKV, AO = m->AO;
+  const int64_t N = m->N;
+  const int nN = (int)N;
+  try {
+    float* dx = m->dx.need((size_t)N * C);
+    float* dh = m->dh.need((size_t)N * C);
+    float* h = m->h.need((size_t)N * C);
+    float* act = m->act.need((size_t)N * I);
+    float* dact = m->dact.need((size_t)N * I);
+    float* dgu = m->dgu.need((size_t)N * 2 * I);
+    float* datt = m->datt.need((size_t)N * AO);
+    float* dqkv = m->dqkv.need((size_t)N * QKV);
+    float* dlogp_r = m->r_logp.need(N);  // reuse: per packed row d loss / d logp
+    for (int64_t n = 0; n < N; n++) dlogp_r[n] = m->out_index[n] >= 0 ? dlogps[m->out_index[n]] : 0.0f;
+    const float eps = m->cfg.rms_norm_eps;
+
+    head_backward(dh, m->ghead, dlogp_r, m->hf.p, m->labels.data(), m->headlse.p, m->head, N, C, m->V,
+                  m->headwork);
+    rmsnorm_backward(dx, m->gnormf, dh, m->xin.p + (size_t)L * N * C, m->normf, m->rstdf.p, N, 1, C, C, false);
+    for (int l = L - 1; l >= 0; l--) {
+      const Layer& P = m->P[l];
+      const Layer& G = m->G[l];
+      const float* x = m->xin.p + (size_t)l * N * C;
+      const float* q = m->qkv.p + (size_t)l * N * QKV;
+      const float* a = m->att.p + (size_t)l * N * AO;
+      const float* xm = m->xmid.p + (size_t)l * N * C;
+      const float* g = m->gu.p + (size_t)l * N * 2 * I;
+      const float* rstd2 = m->rstd2.p + (size_t)l * N;
+      const float* rstd1 = m->rstd1.p + (size_t)l * N;
+      // MLP block: x'' = x' + swiglu(gu) Wd^T
+      float* tmp_rstd = m->tmp.need(N);
+      rmsnorm_forward(h, tmp_rstd, xm, P.ln2, N, 1, C, C, eps);
+      swiglu_forward(act, g, N, I);
+      linear_backward(dact, G.wd, G.bd, dx, act, P.wd, nN, I, C, false);
+      swiglu_backward(dgu, dact, g, N, I);
+      linear_backward(dh, G.wgu, G.bgu, dgu, h, P.wgu, nN, C, 2 * I, false);
+      rmsnorm_backward(dx, G.ln2, dh, xm, P.ln2, rstd2, N, 1, C, C, true);
+      // Attention block: x' = x + attn(...) Wo^T
+      rmsnorm_forward(h, tmp_rstd, x, P.ln1, N, 1, C, C, eps);
+      linear_backward(datt, G.wo, G.bo, dx, a, P.wo, nN, AO, C, false);
+      attention_backward(dqkv, datt, a, m->lse.p + (size_t)l * N * NH, q, m->seqs.data(), m->B, NH, NKV, HS);
+      rope_backward(dqkv, m->pos.data(), m->cosv.data(), m->sinv.data(), N, 0, NH + NKV, HS, QKV);
+      if (m->cfg.qk_norm) {
+        const float* qp = m->qkvpre.p + (size_t)l * N * QKV;
+        const float* qr = m->qkrstd.p + (size_t)l * N * (NH + NKV);
+        rmsnorm_backward(dqkv, G.qn, dqkv, qp, P.qn, qr, N, NH, HS, QKV, false);
+        rmsnorm_backward(dqkv + AO, G.kn, dqkv + AO, qp + AO, P.kn, qr + N * NH, N, NKV, HS, QKV, false);
+      }
+      linear_backward(dh, G.wqkv, G.bqkv, dqkv, h, P.wqkv, nN, C, QKV, false);
+      rmsnorm_backward(dx, G.ln1, dh, x, P.ln1, rstd1, N, 1, C, C, true);
+    }
+    embedding_backward(m->gembed, dx, m->tok.data(), N, C);
+  } catch (const std::bad_alloc&) {
+    pt_release_activations(m);
+    return fail(PT_ERR_MEMORY, "out of memory in backward for " + std::to_string(N) + " tokens");
+  }
+  return PT_OK;
+}
+
+void pt_release_activations(pt_model* m) {
+  m->saved = false;
+  for (Buf<float>* b : {&m->xin, &m->rstd1, &m->qkv, &m->qkvpre, &m->qkrstd, &m->att, &m->lse, &m->xmid,
+                        &m->rstd2, &m->gu, &m->hf, &m->rstdf, &m->headlse, &m->h, &m->act, &m->tmp, &m->dx,
+                        &m->dh, &m->dact, &m->dgu, &m->datt, &m->dqkv, &m->headwork})
+    b->release();
+}
+
+void pt_zero_grad(pt_model* m) { std::memset(m->grads, 0, sizeof(float) * m->nfloats); }
+
+double pt_grad_norm(const pt_model* m) {
+  double s = 0;
+  const float* g = m->grads;
+#pragma omp parallel for reduction(+ : s) schedule(static)
+  for (int64_t i = 0; i < m->nfloats; i++) s += (double)g[i] * g[i];
+  return std::sqrt(s);
+}
+
+void pt_scale_grads(pt_model* m, float s) {
+  float* g = m->grads;
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < m->nfloats; i++) g[i] *= s;
+}
+
+// torch.optim.AdamW (single-tensor path): p *= 1 - lr*wd; m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;
+// p -= (lr / (1 - b1^t)) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)
+void pt_adamw_step(pt_model* m, float* exp_avg, float* exp_avg_sq, int64_t step, float lr, float beta1,
+                   float beta2, float eps, float weight_decay) {
+  const float bc1 = 1.0f - (float)std::pow((double)beta1, (double)step);
+  const float bc2_sqrt = std::sqrt(1.0f - (float)std::pow((double)beta2, (double)step));
+  const float step_size = lr / bc1;
+  for (const pt_param& p : m->table) {
+    float* w = m->params + p.offset;
+    const float* g = m->grads + p.offset;
+    float* ma = exp_avg + p.offset;
+    float* va = exp_avg_sq + p.offset;
+    const float keep = p.decay ? 1.0f - lr * weight_decay : 1.0f;
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < p.size; i++) {
+      w[i] *= keep;
+      ma[i] = beta1 * ma[i] + (1.0f - beta1) * g[i];
+      va[i] = beta2 * va[i] + (1.0f - beta2) * g[i] * g[i];
+      w[i] -= step_size * ma[i] / (std::sqrt(va[i]) / bc2_sqrt + eps);
+    }
+  }
+}
+
+void pt_set_num_threads(int32_t n) {
+  if (n < 1) n = 1;
+  omp_set_num_threads(n);
+  openblas_set_num_threads(n);
+}
+int32_t pt_get_num_threads(void) { return omp_get_max_threads(); }
+
+}  // extern "C"

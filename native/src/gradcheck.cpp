@@ -1,0 +1,229 @@
+// Finite-difference gradient checks of every op family, run on the fp64 instantiation of the very
+// templates the fp32 model uses. L(x) = sum(r * f(x)) for a random r; the analytic gradient from the
+// op's backward is compared with central differences over every element of every input.
+// Not a test runner: tests call pt_gradcheck through the addon and assert on the returned error.
+#include <cmath>
+#include <functional>
+#include <random>
+#include <string>
+#include <vector>
+#include "preftune.h"
+#include "attention.h"
+#include "head.h"
+#include "linear.h"
+#include "norm.h"
+#include "rope.h"
+#include "swiglu.h"
+
+using namespace pt;
+using Vec = std::vector<double>;
+
+namespace {
+
+struct Check {
+  std::vector<Vec> inputs;
+  std::function<Vec(std::vector<Vec>&)> forward;                          // -> output
+  std::function<std::vector<Vec>(std::vector<Vec>&, const Vec&)> backward;  // (inputs, dout) -> d inputs
+};
+
+Vec randn(std::mt19937_64& rng, size_t n, double scale = 1.0, double shift = 0.0) {
+  std::normal_distribution<double> d(0.0, 1.0);
+  Vec v(n);
+  for (auto& x : v) x = shift + scale * d(rng);
+  return v;
+}
+
+double run(Check c, std::mt19937_64& rng) {
+  Vec out = c.forward(c.inputs);
+  Vec r = randn(rng, out.size());
+  auto loss = [&](std::vector<Vec>& in) {
+    Vec o = c.forward(in);
+    double s = 0;
+    for (size_t i = 0; i < o.size(); i++) s += r[i] * o[i];
+    return s;
+  };
+  std::vector<Vec> analytic = c.backward(c.inputs, r);
+  double worst = 0;
+  const double h = 1e-6;
+  for (size_t k = 0; k < c.inputs.size(); k++) {
+    double maxdiff = 0, maxref = 1e-12;
+    for (size_t j = 0; j < c.inputs[k].size(); j++) {
+      double keep = c.inputs[k][j];
+      c.inputs[k][j] = keep + h;
+      double lp = loss(c.inputs);
+      c.inputs[k][j] = keep - h;
+      double lm = loss(c.inputs);
+      c.inputs[k][j] = keep;
+      double num = (lp - lm) / (2 * h);
+      maxdiff = std::max(maxdiff, std::fabs(num - analytic[k][j]));
+      maxref = std::max(maxref, std::fabs(num));
+    }
+    worst = std::max(worst, maxdiff / maxref);
+  }
+  return worst;
+}
+
+Check rmsnorm_check(std::mt19937_64& rng, bool in_place) {
+  const int N = 3, H = 2, D = 6, ld = H * D + 3;  // strided heads inside wider rows
+  Check c;
+  c.inputs = {randn(rng, N * ld), randn(rng, D, 0.3, 1.0)};
+  c.forward = [=](std::vector<Vec>& in) {
+    Vec y(N * ld, 0.0), rstd(N * H);
+    rmsnorm_forward(y.data(), rstd.data(), in[0].data(), in[1].data(), N, H, D, ld, 1e-5);
+    return y;
+  };
+  c.backward = [=](std::vector<Vec>& in, const Vec& dy) {
+    Vec y(N * ld, 0.0), rstd(N * H), dx(N * ld, 0.0), dw(D, 0.0);
+    rmsnorm_forward(y.data(), rstd.data(), in[0].data(), in[1].data(), N, H, D, ld, 1e-5);
+    Vec dyc = dy;
+    for (int n = 0; n < N; n++)  // columns outside the heads carry no output
+      for (int j = H * D; j < ld; j++) dyc[n * ld + j] = 0;
+    // In place (dx aliasing dy) is how the Qwen3 q/k norms call it.
+    if (in_place) {
+      rmsnorm_backward(dyc.data(), dw.data(), dyc.data(), in[0].data(), in[1].data(), rstd.data(), N, H, D, ld, false);
+      dx = dyc;
+    } else {
+      rmsnorm_backward(dx.data(), dw.data(), dyc.data(), in[0].data(), in[1].data(), rstd.data(), N, H, D, ld, false);
+    }
+    for (int n = 0; n < N; n++)
+      for (int j = H * D; j < ld; j++) dx[n * ld + j] = 0;
+    return std::vector<Vec>{dx, dw};
+  };
+  // Outputs outside the heads are 0 regardless of x, so the forward must report them as 0 too.
+  return c;
+}
+
+Check rope_check(std::mt19937_64& rng) {
+  const int N = 4, H = 3, HS = 8, col0 = 2, ld = col0 + H * HS + 1;
+  std::vector<double> cosv, sinv;
+  rope_tables(cosv, sinv, 16, HS, 10000.0f);
+  std::vector<int32_t> pos = {0, 5, 2, 15};
+  Check c;
+  c.inputs = {randn(rng, N * ld)};
+  c.forward = [=](std::vector<Vec>& in) {
+    Vec x = in[0];
+    rope_forward(x.data(), pos.data(), cosv.data(), sinv.data(), N, col0, H, HS, ld);
+    return x;
+  };
+  c.backward = [=](std::vector<Vec>&, const Vec& dy) {
+    Vec dx = dy;
+    rope_backward(dx.data(), pos.data(), cosv.data(), sinv.data(), N, col0, H, HS, ld);
+    return std::vector<Vec>{dx};
+  };
+  return c;
+}
+
+Check attention_check(std::mt19937_64& rng) {
+  // A sequence longer than one 128-row block, an empty one and a short one, with grouped KV heads.
+  const int NH = 4, NKV = 2, HS = 4, QKV = (NH + 2 * NKV) * HS, AO = NH * HS;
+  std::vector<SeqSpan> seqs = {{0, 133}, {133, 0}, {133, 6}};
+  const int B = 3, N = 139;
+  Check c;
+  c.inputs = {randn(rng, (size_t)N * QKV)};
+  c.forward = [=](std::vector<Vec>& in) {
+    Vec out((size_t)N * AO), lse((size_t)N * NH);
+    attention_forward(out.data(), lse.data(), in[0].data(), seqs.data(), B, NH, NKV, HS);
+    return out;
+  };
+  c.backward = [=](std::vector<Vec>& in, const Vec& dout) {
+    Vec out((size_t)N * AO), lse((size_t)N * NH), dqkv((size_t)N * QKV);
+    attention_forward(out.data(), lse.data(), in[0].data(), seqs.data(), B, NH, NKV, HS);
+    attention_backward(dqkv.data(), dout.data(), out.data(), lse.data(), in[0].data(), seqs.data(), B, NH, NKV, HS);
+    return std::vector<Vec>{dqkv};
+  };
+  return c;
+}
+
+Check swiglu_check(std::mt19937_64& rng) {
+  const int N = 3, I = 5;
+  Check c;
+  c.inputs = {randn(rng, N * 2 * I, 2.0)};
+  c.forward = [=](std::vector<Vec>& in) {
+    Vec a(N * I);
+    swiglu_forward(a.data(), in[0].data(), N, I);
+    return a;
+  };
+  c.backward = [=](std::vector<Vec>& in, const Vec& da) {
+    Vec dgu(N * 2 * I);
+    swiglu_backward(dgu.data(), da.data(), in[0].data(), N, I);
+    return std::vector<Vec>{dgu};
+  };
+  return c;
+}
+
+Check linear_check(std::mt19937_64& rng) {
+  const int N = 3, in_f = 4, out_f = 5;
+  Check c;
+  c.inputs = {randn(rng, N * in_f), randn(rng, out_f * in_f), randn(rng, out_f)};
+  c.forward = [=](std::vector<Vec>& in) {
+    Vec y(N * out_f);
+    linear_forward(y.data(), in[0].data(), in[1].data(), in[2].data(), N, in_f, out_f);
+    return y;
+  };
+  c.backward = [=](std::vector<Vec>& in, const Vec& dy) {
+    Vec dx(N * in_f), dW(out_f * in_f, 0.0), db(out_f, 0.0);
+    linear_backward(dx.data(), dW.data(), db.data(), dy.data(), in[0].data(), in[1].data(), N, in_f, out_f, false);
+    return std::vector<Vec>{dx, dW, db};
+  };
+  return c;
+}
+
+Check head_check(std::mt19937_64& rng) {
+  const int R = 5, C = 3, V = 7;
+  std::vector<int32_t> labels = {3, 0, -1, 6, 3};
+  Check c;
+  c.inputs = {randn(rng, R * C), randn(rng, V * C)};
+  c.forward = [=](std::vector<Vec>& in) {
+    Vec logp(R, 0.0), lse(R, 0.0);
+    Buf<double> work;
+    head_forward<double>(logp.data(), lse.data(), nullptr, nullptr, nullptr, in[0].data(), labels.data(),
+                         in[1].data(), R, C, V, work);
+    return logp;
+  };
+  c.backward = [=](std::vector<Vec>& in, const Vec& dlogp) {
+    Vec logp(R, 0.0), lse(R, 0.0), dH(R * C), dW(V * C, 0.0);
+    Buf<double> work;
+    head_forward<double>(logp.data(), lse.data(), nullptr, nullptr, nullptr, in[0].data(), labels.data(),
+                         in[1].data(), R, C, V, work);
+    Vec g = dlogp;
+    for (int r = 0; r < R; r++) if (labels[r] < 0) g[r] = 0;
+    head_backward<double>(dH.data(), dW.data(), g.data(), in[0].data(), labels.data(), lse.data(), in[1].data(),
+                          R, C, V, work);
+    return std::vector<Vec>{dH, dW};
+  };
+  return c;
+}
+
+Check embedding_check(std::mt19937_64& rng) {
+  const int V = 5, C = 3, N = 6;
+  std::vector<int32_t> ids = {1, 4, 1, 0, 2, 1};
+  Check c;
+  c.inputs = {randn(rng, V * C)};
+  c.forward = [=](std::vector<Vec>& in) {
+    Vec x(N * C);
+    embedding_forward(x.data(), ids.data(), in[0].data(), N, C);
+    return x;
+  };
+  c.backward = [=](std::vector<Vec>&, const Vec& dx) {
+    Vec dE(V * C, 0.0);
+    embedding_backward(dE.data(), dx.data(), ids.data(), N, C);
+    return std::vector<Vec>{dE};
+  };
+  return c;
+}
+
+}  // namespace
+
+extern "C" double pt_gradcheck(const char* op, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  const std::string name = op;
+  if (name == "rmsnorm") return run(rmsnorm_check(rng, false), rng);
+  if (name == "rmsnorm_inplace") return run(rmsnorm_check(rng, true), rng);
+  if (name == "rope") return run(rope_check(rng), rng);
+  if (name == "attention") return run(attention_check(rng), rng);
+  if (name == "swiglu") return run(swiglu_check(rng), rng);
+  if (name == "linear") return run(linear_check(rng), rng);
+  if (name == "head") return run(head_check(rng), rng);
+  if (name == "embedding") return run(embedding_check(rng), rng);
+  return -1.0;
+}

@@ -1,0 +1,58 @@
+// The TypeScript face of the native decoder core: plain data types shared by the binding and its users.
+// Not the binding itself (src/core/native.ts) and no math: everything numeric happens in native/.
+
+/** A Llama-family decoder, as read from a Hugging Face config.json (see src/models/config.ts). */
+export interface DecoderConfig {
+  architecture: string;         // "LlamaForCausalLM" | "MistralForCausalLM" | "Qwen2ForCausalLM" | "Qwen3ForCausalLM"
+  vocabSize: number;            // V
+  hiddenSize: number;           // C
+  intermediateSize: number;     // I
+  numLayers: number;            // L
+  numHeads: number;             // NH
+  numKvHeads: number;           // NKV
+  headDim: number;              // HS
+  rmsNormEps: number;
+  ropeTheta: number;
+  maxPositionEmbeddings: number;
+  tieWordEmbeddings: boolean;
+  qkvBias: boolean;             // Qwen2 (always), Llama with attention_bias
+  oBias: boolean;               // Llama with attention_bias
+  mlpBias: boolean;             // Llama with mlp_bias
+  qkNorm: boolean;              // Qwen3: RMSNorm over head_dim on q and k before RoPE
+}
+
+/** One named parameter inside the flat parameter buffer; the name is the Hugging Face weight name. */
+export interface ParamInfo {
+  name: string;
+  shape: number[];
+  offset: number;               // in floats, into NativeModel.params / .grads
+  size: number;
+  decay: boolean;               // HF Trainer applies weight_decay to it (not to biases or norm weights)
+}
+
+/** A right-padded batch of token ids. ids has B*T entries; lengths[b] <= T real tokens in row b. */
+export interface TokenBatch {
+  ids: Int32Array;              // (B, T)
+  lengths: Int32Array;          // (B,)
+  B: number;
+  T: number;
+}
+
+/**
+ * Per-token outputs of a forward pass, label-aligned: entry (b, t) describes token ids[b, t] as
+ * predicted from ids[b, <t]. Column t = 0 and positions t >= lengths[b] hold 0.
+ */
+export interface TokenStats {
+  logps: Float32Array;          // (B, T) log p(ids[b,t] | ids[b,<t])
+  logitsMean: Float32Array;     // (B, T) mean over the vocabulary of the logits that predict token t
+  entropy: Float32Array;        // (B, T) entropy of that predictive distribution
+  correct: Uint8Array;          // (B, T) 1 where argmax of the logits == ids[b, t]
+}
+
+export interface AdamWConfig {
+  lr: number;
+  beta1: number;                // adam_beta1, 0.9
+  beta2: number;                // adam_beta2, 0.999
+  eps: number;                  // adam_epsilon, 1e-8
+  weightDecay: number;          // weight_decay, 0
+}

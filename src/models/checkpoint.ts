@@ -1,0 +1,258 @@
+// Hugging Face model folders in and out: config.json + model.safetensors, or shards listed in
+// model.safetensors.index.json. Loading checks every tensor name and shape against the native parameter table
+// (params.ts) before reading any data; saving writes a folder transformers loads, atomically.
+// Not the training checkpoint (optimizer state, trainer_state.json) and not adapters (PEFT files).
+import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeSync } from "node:fs";
+import { basename, dirname, join, resolve } from "node:path";
+import { randomBytes } from "node:crypto";
+import type { DecoderConfig, ParamInfo } from "../core/types.ts";
+import { parseConfig } from "./config.ts";
+import { DTYPE_SIZES, forEachTensorChunk, readHeader, readTensor, writeSafetensors, type SafetensorsHeader, type TensorToWrite } from "./safetensors.ts";
+import { checkTable } from "./params.ts";
+
+export { buildParamTable, paramBufferSize, randomInit } from "./params.ts";
+
+export const SINGLE_FILE = "model.safetensors";
+export const INDEX_FILE = "model.safetensors.index.json";
+const MAX_LISTED_PROBLEMS = 20;
+
+/** Where each tensor of a model folder lives; headers are read and validated, data is not. */
+export interface ModelFiles {
+  dir: string;
+  configPath: string;
+  indexPath: string | null;                  // set when the checkpoint is sharded
+  shards: SafetensorsHeader[];               // one per .safetensors file
+  tensors: Map<string, SafetensorsHeader>;   // tensor name -> the file holding it
+}
+
+function readJson(file: string): unknown {
+  try {
+    return JSON.parse(readFileSync(file, "utf8"));
+  } catch (e) {
+    throw new Error(`${file}: cannot read JSON: ${(e as Error).message}`);
+  }
+}
+
+/** Find and validate the weight files of a folder (model.safetensors first, as transformers does, else the index). */
+export function readWeightFiles(dir: string): ModelFiles {
+  const configPath = join(dir, "config.json");
+  const single = join(dir, SINGLE_FILE);
+  const indexPath = join(dir, INDEX_FILE);
+  if (existsSync(single)) {
+    const h = readHeader(single);
+    return { dir, configPath, indexPath: null, shards: [h], tensors: new Map([...h.tensors.keys()].map((n) => [n, h])) };
+  }
+  if (!existsSync(indexPath)) {
+    const bin = existsSync(join(dir, "pytorch_model.bin")) ? "; found pytorch_model.bin, which is not read here: re-save it with transformers' save_pretrained(dir, safe_serialization=True)" : "";
+    throw new Error(`${dir}: no model weights: looked for ${SINGLE_FILE} and ${INDEX_FILE}${bin}`);
+  }
+  const index = readJson(indexPath) as { weight_map?: unknown };
+  const wm = index?.weight_map;
+  if (wm === null || typeof wm !== "object" || Array.isArray(wm)) throw new Error(`${indexPath}: "weight_map" must be an object of tensor name -> shard file`);
+  const byFile = new Map<string, SafetensorsHeader>();
+  for (const [name, f] of Object.entries(wm as Record<string, unknown>)) {
+    if (typeof f !== "string" || f !== basename(f) || !f.endsWith(".safetensors")) {
+      throw new Error(`${indexPath}: weight_map["${name}"] must be a .safetensors file name in the same folder, got ${JSON.stringify(f)}`);
+    }
+    if (!byFile.has(f)) {
+      const p = join(dir, f);
+      if (!existsSync(p)) throw new Error(`${indexPath}: shard ${f} (listed for "${name}") is missing from ${dir}`);
+      byFile.set(f, readHeader(p));
+    }
+  }
+  const tensors = new Map<string, SafetensorsHeader>();
+  for (const h of byFile.values()) {
+    for (const n of h.tensors.keys()) {
+      const other = tensors.get(n);
+      if (other) throw new Error(`${indexPath}: tensor "${n}" is stored in both ${basename(other.file)} and ${basename(h.file)}`);
+      if ((wm as Record<string, string>)[n] !== basename(h.file)) throw new Error(`${indexPath}: tensor "${n}" is in ${basename(h.file)} but weight_map says ${JSON.stringify((wm as Record<string, string>)[n] ?? null)}`);
+      tensors.set(n, h);
+    }
+  }
+  for (const [name, f] of Object.entries(wm as Record<string, string>)) {
+    if (!tensors.has(name)) throw new Error(`${indexPath}: weight_map lists "${name}" in ${f}, but that file does not hold it`);
+  }
+  return { dir, configPath, indexPath, shards: [...byFile.keys()].sort().map((f) => byFile.get(f)!), tensors };
+}
+
+/** config.json (parsed and raw) plus the validated weight files of a Hugging Face model folder. */
+export function readModelDir(dir: string): { config: DecoderConfig; configJson: Record<string, unknown>; files: ModelFiles } {
+  const configPath = join(dir, "config.json");
+  if (!existsSync(configPath)) throw new Error(`${dir}: no config.json (looked for ${configPath}); is this a Hugging Face model folder?`);
+  const configJson = readJson(configPath) as Record<string, unknown>;
+  const config = parseConfig(configJson, configPath);
+  return { config, configJson, files: readWeightFiles(dir) };
+}
+
+const FLOAT_DTYPES = new Set(["F32", "F16", "BF16"]);
+// Old Llama checkpoints carry the RoPE frequency buffer; transformers recomputes and ignores it, and so do we.
+const IGNORED = /\.rotary_emb\.inv_freq$/;
+const fmt = (s: readonly number[]) => `[${s.join(", ")}]`;
+
+/**
+ * Fill params (the native flat buffer) from the folder's safetensors, converting F16/BF16 to fp32.
+ * Every table name must be present with its exact shape and no unknown tensor may be left over; all
+ * problems are reported in one error. Tied models (no lm_head.weight in the table): a checkpoint's
+ * lm_head.weight is accepted only if it equals model.embed_tokens.weight value for value (transformers
+ * sometimes saves the tied copy); if it differs the config and weights disagree, and we refuse.
+ */
+export function loadWeightsInto(dir: string, table: readonly ParamInfo[], params: Float32Array): void {
+  checkTable(table, params.length, "loadWeightsInto");
+  const files = readWeightFiles(dir);
+  const names = new Set(table.map((p) => p.name));
+  const embed = table.find((p) => p.name === "model.embed_tokens.weight");
+  const problems: string[] = [];
+  for (const p of table) {
+    const h = files.tensors.get(p.name);
+    if (!h) {
+      const hint = p.name === "lm_head.weight" ? " (if the model ties embeddings, set tie_word_embeddings: true in config.json)" : "";
+      problems.push(`missing tensor ${p.name}, expected shape ${fmt(p.shape)}${hint}`);
+      continue;
+    }
+    const t = h.tensors.get(p.name)!;
+    if (fmt(t.shape) !== fmt(p.shape)) problems.push(`${p.name}: expected shape ${fmt(p.shape)}, found ${fmt(t.shape)} in ${basename(h.file)}`);
+    else if (!FLOAT_DTYPES.has(t.dtype)) problems.push(`${p.name}: dtype ${t.dtype} in ${basename(h.file)}; expected F32, F16 or BF16`);
+  }
+  let tiedHead: SafetensorsHeader | null = null;
+  for (const [name, h] of files.tensors) {
+    if (names.has(name) || IGNORED.test(name)) continue;
+    const t = h.tensors.get(name)!;
+    if (name === "lm_head.weight" && embed) {
+      if (fmt(t.shape) !== fmt(embed.shape)) problems.push(`lm_head.weight: tied to model.embed_tokens.weight ${fmt(embed.shape)} but found ${fmt(t.shape)} in ${basename(h.file)}`);
+      else if (!FLOAT_DTYPES.has(t.dtype)) problems.push(`lm_head.weight: dtype ${t.dtype} in ${basename(h.file)}; expected F32, F16 or BF16`);
+      else tiedHead = h;
+      continue;
+    }
+    problems.push(`unexpected tensor ${name} ${fmt(t.shape)} in ${basename(h.file)} (not part of this model)`);
+  }
+  if (problems.length > 0) {
+    const shown = problems.slice(0, MAX_LISTED_PROBLEMS).map((s) => `  - ${s}`);
+    if (problems.length > MAX_LISTED_PROBLEMS) shown.push(`  ... and ${problems.length - MAX_LISTED_PROBLEMS} more`);
+    throw new Error(`${dir}: checkpoint does not match the model config (${problems.length} problem${problems.length > 1 ? "s" : ""}):\n${shown.join("\n")}`);
+  }
+  for (const p of table) readTensor(files.tensors.get(p.name)!, p.name, params, p.offset);
+  if (tiedHead && embed) {
+    const e = params.subarray(embed.offset, embed.offset + embed.size);
+    forEachTensorChunk(tiedHead, "lm_head.weight", (v, start) => {
+      for (let i = 0; i < v.length; i++) {
+        const a = v[i], b = e[start + i];
+        if (a !== b && !(a !== a && b !== b)) {
+          throw new Error(
+            `${tiedHead!.file}: lm_head.weight differs from model.embed_tokens.weight (element ${start + i}: ${a} vs ${b}) although config.json ` +
+              `says tie_word_embeddings: true; set it to false if the head is meant to be separate`,
+          );
+        }
+      }
+    });
+  }
+}
+
+export interface SaveOptions {
+  dtype?: "F32" | "BF16" | "F16";      // stored dtype, default F32
+  maxShardBytes?: number;              // shard above this many bytes of tensor data; default 5 GB as transformers
+  onFileWritten?: (file: string) => void; // called after each file is complete (progress); a throw aborts the save
+}
+
+const TORCH_DTYPE = { F32: "float32", BF16: "bfloat16", F16: "float16" } as const;
+
+function fsyncDir(dir: string): void {
+  const fd = openSync(dir, "r");
+  try {
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+function writeFileSynced(file: string, text: string): void {
+  const fd = openSync(file, "w");
+  try {
+    const b = Buffer.from(text, "utf8");
+    let done = 0;
+    while (done < b.length) done += writeSync(fd, b, done, b.length - done);
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/**
+ * Write a transformers-loadable folder: config.json (torch_dtype/dtype set to the stored dtype), and
+ * model.safetensors or model-0000i-of-0000N.safetensors + index, each with __metadata__ {"format": "pt"}.
+ * Atomic: everything goes into a hidden sibling directory, is fsynced (files and directory), then renamed
+ * onto dir. An existing dir is first renamed aside and removed only after the new one is in place (POSIX
+ * cannot rename over a non-empty directory, so a crash in that instant leaves the old copy under .<name>.old-*).
+ */
+export function saveModel(dir: string, configJson: Record<string, unknown>, table: readonly ParamInfo[], params: Float32Array, opts: SaveOptions = {}): void {
+  const dtype = opts.dtype ?? "F32";
+  if (!(dtype in TORCH_DTYPE)) throw new Error(`saveModel: dtype must be F32, BF16 or F16, got ${JSON.stringify(dtype)}`);
+  const maxShard = opts.maxShardBytes ?? 5_000_000_000;
+  checkTable(table, params.length, "saveModel");
+  const tied = configJson.tie_word_embeddings === true;
+  const hasHead = table.some((p) => p.name === "lm_head.weight");
+  if (tied === hasHead) {
+    throw new Error(`saveModel: config says tie_word_embeddings=${tied} but the parameter table ${hasHead ? "has" : "has no"} lm_head.weight`);
+  }
+  const tensors: TensorToWrite[] = table.map((p) => ({ name: p.name, dtype, shape: p.shape, data: params.subarray(p.offset, p.offset + p.size) }));
+  // Greedy shards in table order, as transformers does; a tensor larger than the limit gets a shard of its own.
+  const shards: TensorToWrite[][] = [[]];
+  let bytes = 0;
+  for (const t of tensors) {
+    const b = t.data.length * DTYPE_SIZES[dtype];
+    if (bytes > 0 && bytes + b > maxShard) {
+      shards.push([]);
+      bytes = 0;
+    }
+    shards[shards.length - 1].push(t);
+    bytes += b;
+  }
+
+  const target = resolve(dir);
+  const parent = dirname(target);
+  const tag = `${process.pid}-${randomBytes(4).toString("hex")}`;
+  const tmp = join(parent, `.${basename(target)}.tmp-${tag}`);
+  mkdirSync(parent, { recursive: true });
+  mkdirSync(tmp);
+  try {
+    const cfg = { ...configJson };
+    cfg["dtype" in cfg ? "dtype" : "torch_dtype"] = TORCH_DTYPE[dtype];
+    writeFileSynced(join(tmp, "config.json"), JSON.stringify(cfg, null, 2) + "\n");
+    opts.onFileWritten?.(join(tmp, "config.json"));
+    const meta = { format: "pt" };
+    if (shards.length === 1) {
+      writeSafetensors(join(tmp, SINGLE_FILE), shards[0], meta);
+      opts.onFileWritten?.(join(tmp, SINGLE_FILE));
+    } else {
+      const n = String(shards.length).padStart(5, "0");
+      const weightMap: Record<string, string> = {};
+      shards.forEach((group, i) => {
+        const f = `model-${String(i + 1).padStart(5, "0")}-of-${n}.safetensors`;
+        writeSafetensors(join(tmp, f), group, meta);
+        for (const t of group) weightMap[t.name] = f;
+        opts.onFileWritten?.(join(tmp, f));
+      });
+      const total = tensors.reduce((s, t) => s + t.data.length * DTYPE_SIZES[dtype], 0);
+      const sortedMap = Object.fromEntries(Object.keys(weightMap).sort().map((k) => [k, weightMap[k]]));
+      writeFileSynced(join(tmp, INDEX_FILE), JSON.stringify({ metadata: { total_size: total }, weight_map: sortedMap }, null, 2) + "\n");
+      opts.onFileWritten?.(join(tmp, INDEX_FILE));
+    }
+    fsyncDir(tmp);
+    if (existsSync(target)) {
+      const old = join(parent, `.${basename(target)}.old-${tag}`);
+      renameSync(target, old);
+      try {
+        renameSync(tmp, target);
+      } catch (e) {
+        renameSync(old, target);
+        throw e;
+      }
+      rmSync(old, { recursive: true, force: true });
+    } else {
+      renameSync(tmp, target);
+    }
+    fsyncDir(parent);
+  } catch (e) {
+    rmSync(tmp, { recursive: true, force: true });
+    throw e;
+  }
+}

@@ -1,0 +1,179 @@
+// Hugging Face config.json <-> DecoderConfig for the Llama-shaped families we run natively (Llama incl. SmolLM2,
+// Mistral, Qwen2/2.5, Qwen3). Missing keys take the default of the transformers config class, so a
+// config.json means here what it means to transformers. Not a general config system: RoPE scaling,
+// sliding-window attention and non-SiLU MLPs are refused with a message rather than half supported.
+//
+// Class defaults used (transformers configuration_{llama,mistral,qwen2,qwen3}.py, v4.5x and v5 agree):
+//   tie_word_embeddings false in all four classes (SmolLM2 / small Qwen checkpoints set it true explicitly);
+//   num_key_value_heads: Llama = num_attention_heads, Mistral 8, Qwen2 32, Qwen3 32;
+//   head_dim: Llama/Mistral/Qwen2 hidden_size / num_attention_heads, Qwen3 128;
+//   rope_theta 10000, rms_norm_eps 1e-6, hidden_act "silu"; max_position_embeddings Llama 2048,
+//   Mistral 131072, Qwen2/Qwen3 32768; vocab_size Llama/Mistral 32000, Qwen 151936.
+// Biases: Qwen2 always has q/k/v bias (never o); Llama attention_bias -> q/k/v/o bias, mlp_bias -> MLP bias;
+// Qwen3 attention_bias -> q/k/v/o bias, plus q_norm/k_norm; Mistral has no biases.
+import type { DecoderConfig } from "../core/types.ts";
+
+interface Family {
+  modelType: string;
+  defaults: { vocab: number; hidden: number; inter: number; layers: number; heads: number; kvHeads: number | null; headDim: number | null; maxPos: number };
+}
+
+const FAMILIES: Record<string, Family> = {
+  LlamaForCausalLM: { modelType: "llama", defaults: { vocab: 32000, hidden: 4096, inter: 11008, layers: 32, heads: 32, kvHeads: null, headDim: null, maxPos: 2048 } },
+  MistralForCausalLM: { modelType: "mistral", defaults: { vocab: 32000, hidden: 4096, inter: 14336, layers: 32, heads: 32, kvHeads: 8, headDim: null, maxPos: 131072 } },
+  Qwen2ForCausalLM: { modelType: "qwen2", defaults: { vocab: 151936, hidden: 4096, inter: 22016, layers: 32, heads: 32, kvHeads: 32, headDim: null, maxPos: 32768 } },
+  Qwen3ForCausalLM: { modelType: "qwen3", defaults: { vocab: 151936, hidden: 4096, inter: 22016, layers: 32, heads: 32, kvHeads: 32, headDim: 128, maxPos: 32768 } },
+};
+export const SUPPORTED_ARCHITECTURES = Object.keys(FAMILIES);
+const ROPE_TYPES = "linear, dynamic, yarn, longrope, llama3";
+
+type Json = Record<string, unknown>;
+
+/** Parse a config.json object; file is only used in error messages. */
+export function parseConfig(json: unknown, file: string): DecoderConfig {
+  if (json === null || typeof json !== "object" || Array.isArray(json)) throw new Error(`${file}: config must be a JSON object`);
+  const j = json as Json;
+  const archs = j.architectures;
+  if (!Array.isArray(archs) || archs.length !== 1 || typeof archs[0] !== "string") {
+    throw new Error(`${file}: "architectures" must be a one-element list such as ["LlamaForCausalLM"]; supported: ${SUPPORTED_ARCHITECTURES.join(", ")}`);
+  }
+  const architecture = archs[0];
+  const fam = FAMILIES[architecture];
+  if (!fam) throw new Error(`${file}: architecture "${architecture}" is not supported; supported: ${SUPPORTED_ARCHITECTURES.join(", ")} (SmolLM/SmolLM2 are LlamaForCausalLM)`);
+  const d = fam.defaults;
+
+  const int = (key: string, def: number | null): number => {
+    const v = j[key] ?? def;
+    if (v === null) throw new Error(`${file}: "${key}" is required`);
+    if (typeof v !== "number" || !Number.isInteger(v) || v <= 0) throw new Error(`${file}: "${key}" must be a positive integer, got ${JSON.stringify(v)}`);
+    return v;
+  };
+  const num = (key: string, v: unknown): number => {
+    if (typeof v !== "number" || !Number.isFinite(v) || v <= 0) throw new Error(`${file}: "${key}" must be a positive number, got ${JSON.stringify(v)}`);
+    return v;
+  };
+  const bool = (key: string, def: boolean): boolean => {
+    const v = j[key] ?? def;
+    if (typeof v !== "boolean") throw new Error(`${file}: "${key}" must be true or false, got ${JSON.stringify(v)}`);
+    return v;
+  };
+
+  const hidden = int("hidden_size", d.hidden);
+  const heads = int("num_attention_heads", d.heads);
+  const kvHeads = int("num_key_value_heads", d.kvHeads ?? heads);
+  if (heads % kvHeads !== 0) throw new Error(`${file}: num_attention_heads (${heads}) must be a multiple of num_key_value_heads (${kvHeads})`);
+  let headDim: number;
+  if (j.head_dim != null || d.headDim != null) headDim = int("head_dim", d.headDim);
+  else {
+    if (hidden % heads !== 0) throw new Error(`${file}: hidden_size (${hidden}) is not a multiple of num_attention_heads (${heads}); set "head_dim"`);
+    headDim = hidden / heads;
+  }
+  if (headDim % 2 !== 0) throw new Error(`${file}: head_dim ${headDim} must be even for rotary embeddings`);
+
+  const act = j.hidden_act ?? "silu";
+  if (act !== "silu" && act !== "swish") throw new Error(`${file}: hidden_act ${JSON.stringify(act)} is not supported; only "silu" (SwiGLU MLP)`);
+
+  const ropeTheta = parseRope(j, file, num);
+  let maxPos = int("max_position_embeddings", d.maxPos);
+  checkSlidingWindow(j, file, architecture);
+  if (architecture === "MistralForCausalLM" && j.sliding_window !== null) {
+    // Mistral's window (default 4096) only changes attention for sequences longer than it, so we keep the
+    // model exact by capping the usable length at the window instead of refusing Mistral-7B-v0.1.
+    const w = int("sliding_window", 4096);
+    maxPos = Math.min(maxPos, w);
+  }
+
+  const attnBias = bool("attention_bias", false);
+  const qwen2 = architecture === "Qwen2ForCausalLM";
+  const llama = architecture === "LlamaForCausalLM";
+  const qwen3 = architecture === "Qwen3ForCausalLM";
+  return {
+    architecture,
+    vocabSize: int("vocab_size", d.vocab),
+    hiddenSize: hidden,
+    intermediateSize: int("intermediate_size", d.inter),
+    numLayers: int("num_hidden_layers", d.layers),
+    numHeads: heads,
+    numKvHeads: kvHeads,
+    headDim,
+    rmsNormEps: num("rms_norm_eps", j.rms_norm_eps ?? 1e-6),
+    ropeTheta,
+    maxPositionEmbeddings: maxPos,
+    tieWordEmbeddings: bool("tie_word_embeddings", false),
+    qkvBias: qwen2 || ((llama || qwen3) && attnBias),
+    oBias: (llama || qwen3) && attnBias,
+    mlpBias: llama && bool("mlp_bias", false),
+    qkNorm: qwen3,
+  };
+}
+
+// transformers v4 writes rope_theta + rope_scaling; v5 writes rope_parameters {rope_type, rope_theta, ...}.
+// As in v5, a non-null rope_scaling wins over rope_parameters, and a top-level rope_theta fills the gap.
+function parseRope(j: Json, file: string, num: (key: string, v: unknown) => number): number {
+  const scaling = j.rope_scaling ?? j.rope_parameters ?? {};
+  const key = j.rope_scaling != null ? "rope_scaling" : "rope_parameters";
+  if (typeof scaling !== "object" || Array.isArray(scaling)) throw new Error(`${file}: "${key}" must be an object or null`);
+  const s = scaling as Json;
+  const type = s.rope_type ?? s.type ?? "default";
+  if (type !== "default") {
+    throw new Error(`${file}: ${key} of type ${JSON.stringify(type)} is not supported yet (transformers has ${ROPE_TYPES}); only plain RoPE, i.e. "rope_scaling": null`);
+  }
+  const partial = s.partial_rotary_factor ?? j.partial_rotary_factor ?? 1;
+  if (partial !== 1) throw new Error(`${file}: partial_rotary_factor ${JSON.stringify(partial)} is not supported; only 1 (RoPE over the whole head)`);
+  return num("rope_theta", s.rope_theta ?? j.rope_theta ?? 10000);
+}
+
+function checkSlidingWindow(j: Json, file: string, architecture: string): void {
+  if (j.use_sliding_window === true) {
+    throw new Error(`${file}: "use_sliding_window": true is not supported (attention here is full causal); set it to false`);
+  }
+  const types = j.layer_types;
+  if (Array.isArray(types) && types.some((t) => t !== "full_attention") && architecture !== "MistralForCausalLM") {
+    throw new Error(`${file}: layer_types other than "full_attention" (${[...new Set(types)].join(", ")}) are not supported`);
+  }
+}
+
+/**
+ * A config.json object transformers loads as the same model (v4 and v5): architecture, sizes, biases,
+ * rope_theta (both the v4 top-level key and the v5 rope_parameters), sliding windows switched off.
+ * extra is merged last (bos_token_id, eos_token_id, torch_dtype, ...).
+ */
+export function configToJson(cfg: DecoderConfig, extra: Record<string, unknown> = {}): Record<string, unknown> {
+  const fam = FAMILIES[cfg.architecture];
+  if (!fam) throw new Error(`configToJson: architecture "${cfg.architecture}" is not supported; supported: ${SUPPORTED_ARCHITECTURES.join(", ")}`);
+  const a = cfg.architecture;
+  const bad = (why: string) => new Error(`configToJson: ${a} cannot express ${why}`);
+  if (a === "LlamaForCausalLM" && cfg.qkvBias !== cfg.oBias) throw bad("q/k/v bias without o bias (attention_bias sets both)");
+  if (a === "Qwen3ForCausalLM" && cfg.qkvBias !== cfg.oBias) throw bad("q/k/v bias without o bias (attention_bias sets both)");
+  if (a === "Qwen2ForCausalLM" && (!cfg.qkvBias || cfg.oBias)) throw bad("anything but q/k/v bias without o bias");
+  if (a === "MistralForCausalLM" && (cfg.qkvBias || cfg.oBias)) throw bad("attention biases");
+  if (a !== "LlamaForCausalLM" && cfg.mlpBias) throw bad("MLP biases (only Llama's mlp_bias)");
+  if ((a === "Qwen3ForCausalLM") !== cfg.qkNorm) throw bad(cfg.qkNorm ? "q/k norms (only Qwen3)" : "attention without q/k norms");
+  const out: Record<string, unknown> = {
+    architectures: [a],
+    model_type: fam.modelType,
+    vocab_size: cfg.vocabSize,
+    hidden_size: cfg.hiddenSize,
+    intermediate_size: cfg.intermediateSize,
+    num_hidden_layers: cfg.numLayers,
+    num_attention_heads: cfg.numHeads,
+    num_key_value_heads: cfg.numKvHeads,
+    head_dim: cfg.headDim,
+    hidden_act: "silu",
+    max_position_embeddings: cfg.maxPositionEmbeddings,
+    rms_norm_eps: cfg.rmsNormEps,
+    rope_theta: cfg.ropeTheta,
+    rope_scaling: null,
+    rope_parameters: { rope_type: "default", rope_theta: cfg.ropeTheta },
+    tie_word_embeddings: cfg.tieWordEmbeddings,
+    initializer_range: 0.02,
+    attention_dropout: 0.0,
+    use_cache: true,
+    torch_dtype: "float32",
+  };
+  if (a === "LlamaForCausalLM") Object.assign(out, { attention_bias: cfg.qkvBias, mlp_bias: cfg.mlpBias });
+  if (a === "Qwen3ForCausalLM") out.attention_bias = cfg.qkvBias;
+  if (a === "MistralForCausalLM") out.sliding_window = null;
+  if (a === "Qwen2ForCausalLM" || a === "Qwen3ForCausalLM") Object.assign(out, { use_sliding_window: false, sliding_window: null });
+  return { ...out, ...extra };
+}

@@ -1,0 +1,116 @@
+// config.json parsing for the supported families (keys as found in published checkpoints), the
+// transformers class defaults, the refusals (architecture, RoPE scaling, sliding window, activation), and
+// configToJson -> parseConfig round trips.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { configToJson, parseConfig, SUPPORTED_ARCHITECTURES } from "../../src/models/config.ts";
+import type { DecoderConfig } from "../../src/core/types.ts";
+
+const smollm2 = {
+  architectures: ["LlamaForCausalLM"], model_type: "llama", attention_bias: false, attention_dropout: 0.0, bos_token_id: 0, eos_token_id: 0,
+  hidden_act: "silu", hidden_size: 576, initializer_range: 0.041666666666666664, intermediate_size: 1536, max_position_embeddings: 8192,
+  mlp_bias: false, num_attention_heads: 9, num_hidden_layers: 30, num_key_value_heads: 3, pretraining_tp: 1, rms_norm_eps: 1e-5,
+  rope_scaling: null, rope_theta: 100000, tie_word_embeddings: true, torch_dtype: "bfloat16", use_cache: true, vocab_size: 49152,
+};
+const qwen25 = {
+  architectures: ["Qwen2ForCausalLM"], model_type: "qwen2", attention_dropout: 0.0, bos_token_id: 151643, eos_token_id: 151643, hidden_act: "silu",
+  hidden_size: 896, initializer_range: 0.02, intermediate_size: 4864, max_position_embeddings: 32768, max_window_layers: 24,
+  num_attention_heads: 14, num_hidden_layers: 24, num_key_value_heads: 2, rms_norm_eps: 1e-6, rope_theta: 1000000.0, sliding_window: 32768,
+  tie_word_embeddings: true, torch_dtype: "bfloat16", use_cache: true, use_sliding_window: false, vocab_size: 151936,
+};
+const qwen3 = {
+  architectures: ["Qwen3ForCausalLM"], model_type: "qwen3", attention_bias: false, attention_dropout: 0.0, bos_token_id: 151643, eos_token_id: 151645,
+  head_dim: 128, hidden_act: "silu", hidden_size: 1024, initializer_range: 0.02, intermediate_size: 3072, max_position_embeddings: 40960,
+  max_window_layers: 28, num_attention_heads: 16, num_hidden_layers: 28, num_key_value_heads: 8, rms_norm_eps: 1e-6, rope_scaling: null,
+  rope_theta: 1000000, sliding_window: null, tie_word_embeddings: true, torch_dtype: "bfloat16", use_cache: true, use_sliding_window: false, vocab_size: 151936,
+};
+
+test("SmolLM2 (Llama) config.json", () => {
+  assert.deepEqual(parseConfig(smollm2, "config.json"), {
+    architecture: "LlamaForCausalLM", vocabSize: 49152, hiddenSize: 576, intermediateSize: 1536, numLayers: 30, numHeads: 9, numKvHeads: 3,
+    headDim: 64, rmsNormEps: 1e-5, ropeTheta: 100000, maxPositionEmbeddings: 8192, tieWordEmbeddings: true,
+    qkvBias: false, oBias: false, mlpBias: false, qkNorm: false,
+  } satisfies DecoderConfig);
+});
+
+test("Qwen2.5 config.json: q/k/v bias always, no o bias", () => {
+  assert.deepEqual(parseConfig(qwen25, "config.json"), {
+    architecture: "Qwen2ForCausalLM", vocabSize: 151936, hiddenSize: 896, intermediateSize: 4864, numLayers: 24, numHeads: 14, numKvHeads: 2,
+    headDim: 64, rmsNormEps: 1e-6, ropeTheta: 1000000, maxPositionEmbeddings: 32768, tieWordEmbeddings: true,
+    qkvBias: true, oBias: false, mlpBias: false, qkNorm: false,
+  } satisfies DecoderConfig);
+});
+
+test("Qwen3 config.json: explicit head_dim, q/k norm", () => {
+  assert.deepEqual(parseConfig(qwen3, "config.json"), {
+    architecture: "Qwen3ForCausalLM", vocabSize: 151936, hiddenSize: 1024, intermediateSize: 3072, numLayers: 28, numHeads: 16, numKvHeads: 8,
+    headDim: 128, rmsNormEps: 1e-6, ropeTheta: 1000000, maxPositionEmbeddings: 40960, tieWordEmbeddings: true,
+    qkvBias: false, oBias: false, mlpBias: false, qkNorm: true,
+  } satisfies DecoderConfig);
+  const withBias = parseConfig({ ...qwen3, attention_bias: true }, "c");
+  assert.deepEqual([withBias.qkvBias, withBias.oBias], [true, true]);
+});
+
+test("transformers class defaults fill missing keys", () => {
+  const minimal = (arch: string) => ({ architectures: [arch], hidden_size: 64, num_attention_heads: 4, num_hidden_layers: 2, intermediate_size: 128, vocab_size: 100 });
+  const llama = parseConfig(minimal("LlamaForCausalLM"), "c");
+  assert.deepEqual(
+    [llama.numKvHeads, llama.headDim, llama.tieWordEmbeddings, llama.ropeTheta, llama.rmsNormEps, llama.maxPositionEmbeddings],
+    [4, 16, false, 10000, 1e-6, 2048],
+  );
+  // Qwen3Config's head_dim default is 128, not hidden/heads.
+  const q3 = parseConfig({ ...minimal("Qwen3ForCausalLM"), num_key_value_heads: 2 }, "c");
+  assert.deepEqual([q3.headDim, q3.tieWordEmbeddings, q3.maxPositionEmbeddings], [128, false, 32768]);
+  // Qwen2Config defaults num_key_value_heads to 32, which 4 heads cannot use.
+  assert.throws(() => parseConfig(minimal("Qwen2ForCausalLM"), "c"), /num_attention_heads \(4\) must be a multiple of num_key_value_heads \(32\)/);
+  const llamaBias = parseConfig({ ...minimal("LlamaForCausalLM"), attention_bias: true, mlp_bias: true }, "c");
+  assert.deepEqual([llamaBias.qkvBias, llamaBias.oBias, llamaBias.mlpBias], [true, true, true]);
+  const mistral = parseConfig({ ...minimal("MistralForCausalLM"), num_key_value_heads: 2, attention_bias: true }, "c");
+  assert.deepEqual([mistral.qkvBias, mistral.oBias, mistral.maxPositionEmbeddings], [false, false, 4096]); // capped at the default sliding_window
+  assert.equal(parseConfig({ ...minimal("MistralForCausalLM"), num_key_value_heads: 2, sliding_window: null }, "c").maxPositionEmbeddings, 131072);
+});
+
+test("transformers v5 rope_parameters are read", () => {
+  const { rope_theta: _t, rope_scaling: _s, ...rest } = qwen3;
+  const cfg = parseConfig({ ...rest, rope_parameters: { rope_type: "default", rope_theta: 5e5 } }, "c");
+  assert.equal(cfg.ropeTheta, 5e5);
+});
+
+test("unsupported architecture lists the supported ones", () => {
+  assert.throws(() => parseConfig({ ...smollm2, architectures: ["GPT2LMHeadModel"] }, "m/config.json"), (e: Error) => {
+    assert.match(e.message, /^m\/config\.json: architecture "GPT2LMHeadModel" is not supported/);
+    for (const a of SUPPORTED_ARCHITECTURES) assert.ok(e.message.includes(a), a);
+    return true;
+  });
+  assert.deepEqual(SUPPORTED_ARCHITECTURES, ["LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM"]);
+  assert.throws(() => parseConfig({ ...smollm2, architectures: undefined }, "c"), /"architectures" must be a one-element list/);
+});
+
+test("features we do not run are refused with the reason", () => {
+  const llama3Scaling = { factor: 32.0, high_freq_factor: 4.0, low_freq_factor: 1.0, original_max_position_embeddings: 8192, rope_type: "llama3" };
+  assert.throws(() => parseConfig({ ...smollm2, rope_scaling: llama3Scaling }, "c"), /rope_scaling of type "llama3" is not supported yet \(transformers has linear, dynamic, yarn, longrope, llama3\)/);
+  assert.throws(() => parseConfig({ ...smollm2, rope_scaling: { type: "linear", factor: 2 } }, "c"), /type "linear"/);
+  assert.throws(() => parseConfig({ ...qwen25, use_sliding_window: true }, "c"), /"use_sliding_window": true is not supported/);
+  assert.throws(() => parseConfig({ ...smollm2, hidden_act: "gelu" }, "c"), /hidden_act "gelu" is not supported/);
+  assert.throws(() => parseConfig({ ...smollm2, hidden_size: 577 }, "c"), /hidden_size \(577\) is not a multiple of num_attention_heads \(9\)/);
+  assert.throws(() => parseConfig({ ...smollm2, vocab_size: "49152" }, "c"), /"vocab_size" must be a positive integer, got "49152"/);
+  assert.throws(() => parseConfig({ ...smollm2, tie_word_embeddings: "yes" }, "c"), /"tie_word_embeddings" must be true or false/);
+});
+
+test("configToJson round-trips through parseConfig for every family", () => {
+  for (const json of [smollm2, qwen25, qwen3]) {
+    const cfg = parseConfig(json, "c");
+    const out = configToJson(cfg, { eos_token_id: 2 });
+    assert.deepEqual(parseConfig(out, "c"), cfg);
+    assert.equal(out.eos_token_id, 2);
+    assert.equal(out.rope_scaling, null);
+  }
+  const mistral = parseConfig({ architectures: ["MistralForCausalLM"], hidden_size: 64, num_attention_heads: 4, num_key_value_heads: 2, sliding_window: null, max_position_embeddings: 1024 }, "c");
+  const mj = configToJson(mistral);
+  assert.equal(mj.sliding_window, null); // otherwise transformers would apply its 4096 default window
+  assert.deepEqual(parseConfig(mj, "c"), mistral);
+  const llamaBias = parseConfig({ ...smollm2, attention_bias: true, mlp_bias: true }, "c");
+  assert.deepEqual(parseConfig(configToJson(llamaBias), "c"), llamaBias);
+  assert.throws(() => configToJson({ ...parseConfig(qwen25, "c"), qkvBias: false }), /Qwen2ForCausalLM cannot express/);
+  assert.throws(() => configToJson({ ...parseConfig(smollm2, "c"), qkNorm: true }), /q\/k norms/);
+});
