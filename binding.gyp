@@ -26,6 +26,7 @@
         "-fopenmp",
         "-std=c++17",
         "-fno-math-errno",
+        "-fno-trapping-math",
         "-Wall",
         "-Wno-unused-parameter"
       ],

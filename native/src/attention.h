@@ -51,10 +51,13 @@ void attention_forward(T* out, T* lse, const T* qkv, const SeqSpan* seqs, int B,
           T* s = S + (int64_t)i * r1;
           const int nv = r0 + i + 1;  // keys 0..r0+i are visible
           T m = s[0];
+#pragma omp simd reduction(max : m)
           for (int j = 1; j < nv; j++) m = s[j] > m ? s[j] : m;
           T sum = 0;
+#pragma omp simd reduction(+ : sum)
           for (int j = 0; j < nv; j++) { s[j] = texp(s[j] - m); sum += s[j]; }
           const T inv = (T)1 / sum;
+#pragma omp simd
           for (int j = 0; j < nv; j++) s[j] *= inv;
           for (int j = nv; j < r1; j++) s[j] = 0;
           lse[(s0 + r0 + i) * NH + h] = m + std::log(sum);
@@ -101,6 +104,7 @@ void attention_backward(T* dqkv, const T* dout, const T* out, const T* lse, cons
             const T* o = O + (r0 + i) * ldo;
             const T* dor = dO + (r0 + i) * ldo;
             T dsum = 0;
+#pragma omp simd reduction(+ : dsum)
             for (int d = 0; d < HS; d++) dsum += o[d] * dor[d];
             Dr[i] = dsum;
           }
@@ -109,6 +113,7 @@ void attention_backward(T* dqkv, const T* dout, const T* out, const T* lse, cons
             T* ds = dS + (int64_t)i * r1;
             const int nv = r0 + i + 1;
             const T l = lse[(s0 + r0 + i) * NH + h];
+#pragma omp simd
             for (int j = 0; j < nv; j++) {
               p[j] = texp(p[j] - l);
               ds[j] = p[j] * (ds[j] - Dr[i]);

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 #include <omp.h>
+#include <xmmintrin.h>
 #include "preftune.h"
 #include "attention.h"
 #include "common.h"
@@ -21,6 +22,34 @@ using namespace pt;
 
 namespace {
 thread_local std::string g_error;
+
+// Opt-in per-phase wall time (PREFTUNE_PROFILE=1): printed to stderr after each backward.
+struct Profile {
+  bool on = std::getenv("PREFTUNE_PROFILE") != nullptr;
+  double t[16] = {0};
+  double last = 0;
+  static double now() { return omp_get_wtime(); }
+  void start() { if (on) last = now(); }
+  void lap(int k) { if (on) { double n = now(); t[k] += n - last; last = n; } }
+  void print() {
+    if (!on) return;
+    static const char* names[] = {"embed", "norm", "qkv", "rope", "attn", "o_proj", "mlp_up", "swiglu", "mlp_down",
+                                  "head", "residual", "", "", "", "", ""};
+    std::fprintf(stderr, "[preftune profile]");
+    for (int k = 0; k < 11; k++) std::fprintf(stderr, " %s=%.2fs", names[k], t[k]);
+    std::fprintf(stderr, "\n");
+    for (double& x : t) x = 0;
+  }
+};
+Profile g_prof;
+
+// Flush denormals to zero on every compute thread (MXCSR is per thread). Tiny gradients otherwise hit
+// denormal arithmetic, which is ~100x slower; values below 1e-38 carry nothing a loss can see.
+void flush_denormals() {
+#pragma omp parallel
+  _mm_setcsr(_mm_getcsr() | 0x8040);  // FTZ | DAZ
+}
+enum { P_EMBED, P_NORM, P_QKV, P_ROPE, P_ATTN, P_OPROJ, P_UP, P_SWIGLU, P_DOWN, P_HEAD, P_RESID };
 pt_status fail(pt_status s, const std::string& msg) { g_error = msg; return s; }
 
 struct Layer {  // pointers into the parameter buffer or, for G, the gradient buffer
@@ -199,6 +228,7 @@ pt_status pt_forward(pt_model* m, const int32_t* ids, const int32_t* lengths, in
                      int32_t train, pt_token_stats* out) {
   m->saved = false;
   if (B <= 0 || T <= 0) return fail(PT_ERR_ARGUMENT, "batch and sequence length must be positive");
+  flush_denormals();
   // Pack the real tokens of every row.
   m->B = B; m->T = T;
   m->seqs.resize(B);
@@ -253,7 +283,9 @@ pt_status pt_forward(pt_model* m, const int32_t* ids, const int32_t* lengths, in
     const int nN = (int)N;
     const float eps = m->cfg.rms_norm_eps;
 
+    g_prof.start();
     embedding_forward(xin, m->tok.data(), m->embed, N, C);
+    g_prof.lap(P_EMBED);
     for (int l = 0; l < L; l++) {
       const Layer& P = m->P[l];
       const int s = train ? l : 0;
@@ -264,6 +296,7 @@ pt_status pt_forward(pt_model* m, const int32_t* ids, const int32_t* lengths, in
       float* xm = xmid + (size_t)s * N * C;
       float* g = gu + (size_t)s * N * 2 * I;
       rmsnorm_forward(h, rstd1 + (size_t)s * N, x, P.ln1, N, 1, C, C, eps);
+      g_prof.lap(P_NORM);
       if (m->cfg.qk_norm) {
         float* qp = qkvpre + (size_t)s * N * QKV;
         float* qr = qkrstd + (size_t)s * N * (NH + NKV);
@@ -274,17 +307,27 @@ pt_status pt_forward(pt_model* m, const int32_t* ids, const int32_t* lengths, in
       } else {
         linear_forward(q, h, P.wqkv, P.bqkv, nN, C, QKV);
       }
+      g_prof.lap(P_QKV);
       rope_forward(q, m->pos.data(), m->cosv.data(), m->sinv.data(), N, 0, NH + NKV, HS, QKV);
+      g_prof.lap(P_ROPE);
       attention_forward(a, lse + (size_t)s * N * NH, q, m->seqs.data(), B, NH, NKV, HS);
+      g_prof.lap(P_ATTN);
       linear_forward(xm, a, P.wo, P.bo, nN, AO, C);
+      g_prof.lap(P_OPROJ);
 #pragma omp parallel for schedule(static)
       for (int64_t i = 0; i < N * C; i++) xm[i] += x[i];
+      g_prof.lap(P_RESID);
       rmsnorm_forward(h, rstd2 + (size_t)s * N, xm, P.ln2, N, 1, C, C, eps);
+      g_prof.lap(P_NORM);
       linear_forward(g, h, P.wgu, P.bgu, nN, C, 2 * I);
+      g_prof.lap(P_UP);
       swiglu_forward(act, g, N, I);
+      g_prof.lap(P_SWIGLU);
       linear_forward(xnext, act, P.wd, P.bd, nN, I, C);
+      g_prof.lap(P_DOWN);
 #pragma omp parallel for schedule(static)
       for (int64_t i = 0; i < N * C; i++) xnext[i] += xm[i];
+      g_prof.lap(P_RESID);
     }
     const float* xL = xin + (size_t)(train ? L : (L & 1)) * N * C;
     rmsnorm_forward(hf, rstdf, xL, m->normf, N, 1, C, C, eps);
@@ -294,6 +337,7 @@ pt_status pt_forward(pt_model* m, const int32_t* ids, const int32_t* lengths, in
     uint8_t* r_correct = m->r_correct.need(N);
     head_forward(r_logp, headlse, r_mean, r_ent, r_correct, hf, m->labels.data(), m->head, N, C, m->V,
                  m->headwork);
+    g_prof.lap(P_HEAD);
     const size_t BT = (size_t)B * T;
     if (out->logps) std::memset(out->logps, 0, BT * sizeof(float));
     if (out->logits_mean) std::memset(out->logits_mean, 0, BT * sizeof(float));
@@ -318,6 +362,7 @@ pt_status pt_forward(pt_model* m, const int32_t* ids, const int32_t* lengths, in
 pt_status pt_backward(pt_model* m, const float* dlogps) {
   if (!m->saved) return fail(PT_ERR_STATE, "backward needs a forward with train = true just before it");
   m->saved = false;
+  flush_denormals();
   const int C = m->C, I = m->I, L = m->L, NH = m->NH, NKV = m->NKV, HS = m->HS, QKV = m->QKV, AO = m->AO;
   const int64_t N = m->N;
   const int nN = (int)N;
@@ -334,8 +379,10 @@ pt_status pt_backward(pt_model* m, const float* dlogps) {
     for (int64_t n = 0; n < N; n++) dlogp_r[n] = m->out_index[n] >= 0 ? dlogps[m->out_index[n]] : 0.0f;
     const float eps = m->cfg.rms_norm_eps;
 
+    g_prof.start();
     head_backward(dh, m->ghead, dlogp_r, m->hf.p, m->labels.data(), m->headlse.p, m->head, N, C, m->V,
                   m->headwork);
+    g_prof.lap(P_HEAD);
     rmsnorm_backward(dx, m->gnormf, dh, m->xin.p + (size_t)L * N * C, m->normf, m->rstdf.p, N, 1, C, C, false);
     for (int l = L - 1; l >= 0; l--) {
       const Layer& P = m->P[l];
@@ -350,16 +397,25 @@ pt_status pt_backward(pt_model* m, const float* dlogps) {
       // MLP block: x'' = x' + swiglu(gu) Wd^T
       float* tmp_rstd = m->tmp.need(N);
       rmsnorm_forward(h, tmp_rstd, xm, P.ln2, N, 1, C, C, eps);
+      g_prof.lap(P_NORM);
       swiglu_forward(act, g, N, I);
+      g_prof.lap(P_SWIGLU);
       linear_backward(dact, G.wd, G.bd, dx, act, P.wd, nN, I, C, false);
+      g_prof.lap(P_DOWN);
       swiglu_backward(dgu, dact, g, N, I);
+      g_prof.lap(P_SWIGLU);
       linear_backward(dh, G.wgu, G.bgu, dgu, h, P.wgu, nN, C, 2 * I, false);
+      g_prof.lap(P_UP);
       rmsnorm_backward(dx, G.ln2, dh, xm, P.ln2, rstd2, N, 1, C, C, true);
       // Attention block: x' = x + attn(...) Wo^T
       rmsnorm_forward(h, tmp_rstd, x, P.ln1, N, 1, C, C, eps);
+      g_prof.lap(P_NORM);
       linear_backward(datt, G.wo, G.bo, dx, a, P.wo, nN, AO, C, false);
+      g_prof.lap(P_OPROJ);
       attention_backward(dqkv, datt, a, m->lse.p + (size_t)l * N * NH, q, m->seqs.data(), m->B, NH, NKV, HS);
+      g_prof.lap(P_ATTN);
       rope_backward(dqkv, m->pos.data(), m->cosv.data(), m->sinv.data(), N, 0, NH + NKV, HS, QKV);
+      g_prof.lap(P_ROPE);
       if (m->cfg.qk_norm) {
         const float* qp = m->qkvpre.p + (size_t)l * N * QKV;
         const float* qr = m->qkrstd.p + (size_t)l * N * (NH + NKV);
@@ -367,9 +423,13 @@ pt_status pt_backward(pt_model* m, const float* dlogps) {
         rmsnorm_backward(dqkv + AO, G.kn, dqkv + AO, qp + AO, P.kn, qr + N * NH, N, NKV, HS, QKV, false);
       }
       linear_backward(dh, G.wqkv, G.bqkv, dqkv, h, P.wqkv, nN, C, QKV, false);
+      g_prof.lap(P_QKV);
       rmsnorm_backward(dx, G.ln1, dh, x, P.ln1, rstd1, N, 1, C, C, true);
+      g_prof.lap(P_NORM);
     }
     embedding_backward(m->gembed, dx, m->tok.data(), N, C);
+    g_prof.lap(P_EMBED);
+    g_prof.print();
   } catch (const std::bad_alloc&) {
     pt_release_activations(m);
     return fail(PT_ERR_MEMORY, "out of memory in backward for " + std::to_string(N) + " tokens");

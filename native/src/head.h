@@ -30,25 +30,25 @@ void head_forward(T* logp, T* lse, T* mean, T* ent, uint8_t* correct, const T* H
     for (int i = 0; i < n; i++) {
       const int64_t r = rows[c0 + i];
       const T* x = logits + (size_t)i * V;
-      T m = x[0];
-      int am = 0;
-      double sx = 0;
-      for (int v = 0; v < V; v++) {
-        if (x[v] > m) { m = x[v]; am = v; }
-        sx += x[v];
-      }
-      double se = 0, sex = 0;  // sum exp(x - m), sum exp(x - m) * x
+      T m = x[0], sx = 0;
+#pragma omp simd reduction(max : m) reduction(+ : sx)
+      for (int v = 0; v < V; v++) { m = x[v] > m ? x[v] : m; sx += x[v]; }
+      T se = 0, sex = 0;  // sum exp(x - m), sum exp(x - m) * x
+#pragma omp simd reduction(+ : se, sex)
       for (int v = 0; v < V; v++) {
         T e = texp(x[v] - m);
         se += e;
-        sex += (double)e * x[v];
+        sex += e * x[v];
       }
-      const double l = (double)m + std::log(se);
+      const double l = (double)m + std::log((double)se);
+      const T xl = x[labels[r]];
       lse[r] = (T)l;
-      if (logp) logp[r] = (T)((double)x[labels[r]] - l);
-      if (mean) mean[r] = (T)(sx / V);
-      if (ent) ent[r] = (T)(l - sex / se);
-      if (correct) correct[r] = am == labels[r];
+      if (logp) logp[r] = (T)((double)xl - l);
+      if (mean) mean[r] = (T)((double)sx / V);
+      if (ent) ent[r] = (T)(l - (double)sex / (double)se);
+      // The label is the argmax when no logit exceeds it (exact ties, which torch breaks by the lowest
+      // index, are the only difference).
+      if (correct) correct[r] = xl >= m;
     }
   }
 }
@@ -75,6 +75,7 @@ void head_backward(T* dH, T* dW, const T* dlogp, const T* H, const int32_t* labe
       const int64_t r = rows[c0 + i];
       T* x = logits + (size_t)i * V;
       const T l = lse[r], g = dlogp[r];
+#pragma omp simd
       for (int v = 0; v < V; v++) x[v] = -g * texp(x[v] - l);
       x[labels[r]] += g;
     }

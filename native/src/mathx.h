@@ -9,7 +9,8 @@
 namespace pt {
 
 inline float fast_exp(float x) {
-  x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
+  x = x < -87.0f ? -87.0f : x;  // clamps compile to vmaxps/vminps (with -fno-trapping-math),
+  x = x > 88.0f ? 88.0f : x;    // so loops calling this vectorise
   const float kRound = 12582912.0f;                       // 1.5 * 2^23: adding it rounds to an integer
   float n = (x * 1.44269504088896341f + kRound) - kRound;  // n = round(x / ln2)
   float r = x - n * 0.693359375f + n * 2.12194440e-4f;     // x - n ln2, ln2 split into two parts
@@ -23,9 +24,7 @@ inline float fast_exp(float x) {
   p = p * r + 1.0f;
   p = p * r + 1.0f;
   int32_t bits = (static_cast<int32_t>(n) + 127) << 23;    // 2^n
-  float scale;
-  std::memcpy(&scale, &bits, sizeof scale);
-  return p * scale;
+  return p * __builtin_bit_cast(float, bits);
 }
 
 inline float texp(float x) { return fast_exp(x); }

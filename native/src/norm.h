@@ -17,9 +17,10 @@ void rmsnorm_forward(T* y, T* rstd, const T* x, const T* w, int64_t N, int H, in
     for (int h = 0; h < H; h++) {
       const T* xr = x + n * ld + (int64_t)h * D;
       T* yr = y + n * ld + (int64_t)h * D;
-      double ss = 0;
-      for (int i = 0; i < D; i++) ss += (double)xr[i] * xr[i];
-      T r = (T)(1.0 / std::sqrt(ss / D + (double)eps));
+      T ss = 0;
+#pragma omp simd reduction(+ : ss)
+      for (int i = 0; i < D; i++) ss += xr[i] * xr[i];
+      T r = (T)(1.0 / std::sqrt((double)ss / D + (double)eps));
       rstd[n * H + h] = r;
       for (int i = 0; i < D; i++) yr[i] = w[i] * (xr[i] * r);
     }
@@ -32,10 +33,10 @@ template <typename T>
 void rmsnorm_backward(T* dx, T* dw, const T* dy, const T* x, const T* w, const T* rstd, int64_t N, int H,
                       int D, int64_t ld, bool accumulate) {
   int nt = omp_get_max_threads();
-  std::vector<double> dw_part((size_t)nt * D, 0.0);
+  std::vector<T> dw_part((size_t)nt * D, (T)0);
 #pragma omp parallel
   {
-    double* dwp = dw_part.data() + (size_t)omp_get_thread_num() * D;
+    T* dwp = dw_part.data() + (size_t)omp_get_thread_num() * D;
 #pragma omp for schedule(static)
     for (int64_t n = 0; n < N; n++) {
       for (int h = 0; h < H; h++) {
@@ -43,12 +44,14 @@ void rmsnorm_backward(T* dx, T* dw, const T* dy, const T* x, const T* w, const T
         const T *xr = x + o, *dyr = dy + o;
         T* dxr = dx + o;
         T r = rstd[n * H + h];
-        double dot = 0;
-        for (int i = 0; i < D; i++) dot += (double)dyr[i] * w[i] * xr[i];
-        T c = (T)(dot / D) * r * r;
+        T dot = 0;
+#pragma omp simd reduction(+ : dot)
+        for (int i = 0; i < D; i++) dot += dyr[i] * w[i] * xr[i];
+        T c = dot / (T)D * r * r;
+#pragma omp simd
         for (int i = 0; i < D; i++) {
           const T dyi = dyr[i];  // read before dx is written: dx may alias dy (in-place q/k norms)
-          dwp[i] += (double)dyi * xr[i] * r;
+          dwp[i] += dyi * xr[i] * r;
           T g = r * (dyi * w[i] - xr[i] * c);
           dxr[i] = accumulate ? dxr[i] + g : g;
         }

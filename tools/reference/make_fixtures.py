@@ -9,6 +9,7 @@ import sys
 
 import torch
 
+sys.dont_write_bytecode = True  # no __pycache__ left in the repo
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from model import real_mask, token_stats  # noqa: E402

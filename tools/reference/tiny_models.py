@@ -9,8 +9,6 @@ import torch
 from model import build_model, hf_state_dict, load_hf_state
 from safetensors_io import load_file, save_file
 
-TORCH_DTYPE_NOTE = "float32 weights; fixture values computed in float64 from those exact fp32 weights"
-
 
 def _common(arch, model_type, **extra):
     cfg = {
