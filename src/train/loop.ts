@@ -1,0 +1,409 @@
+// The one training loop every method shares, with the HF Trainer's step arithmetic: micro-batches of
+// per_device_train_batch_size, gradient accumulation (the epoch's last step takes the remainder), clipping,
+// AdamW, the LR schedule, logging averaged over the interval, eval with the eval_ prefix, checkpoints,
+// exact resume, guards, and the final model in output_dir. The per-batch math is objectives.ts; data comes
+// from src/data (or pre-tokenized rows passed in). Not the CLI (src/cli/train.ts).
+import { createHash } from "node:crypto";
+import { existsSync, mkdirSync, readFileSync, statSync } from "node:fs";
+import { join, resolve } from "node:path";
+import { AdamW, NativeModel, setNumThreads } from "../core/native.ts";
+import { collatePairs, collateUnpaired, type PairBatch, type UnpairedBatch } from "../data/collate.ts";
+import { loadTokenizer } from "../data/tokenizer.ts";
+import { prepareDataset, type DataOptions } from "../data/prepare.ts";
+import { resolveDataFiles } from "../data/readers.ts";
+import { pairLengths, unpairedLengths } from "../data/sampler.ts";
+import type { TokenizedPair, TokenizedUnpaired } from "../data/tokenize.ts";
+import { loadWeightsInto, readModelDir } from "../models/checkpoint.ts";
+import { needsReference, pairedStep, sftStep, unpairedStep, type MethodConfig, type Reference, type StepOutput } from "./objectives.ts";
+import { gatherPaired, gatherUnpaired, loadReference, loadReferenceLogps, precomputeReference, saveReferenceLogps, type IndexedBatch, type RefTable } from "./reference.ts";
+import { latestCheckpoint, loadCheckpoint, removeStaleTemporaries, rotateCheckpoints, saveCheckpoint, saveFinalModel, writeJsonSynced } from "./checkpoint.ts";
+import { defaultsFor, IGNORED_KEYS, type TrainConfig } from "./config.ts";
+import { asDivergence, checkFinite, SIGNAL_EXIT_CODES, TrainingDivergedError, watchStopSignals } from "./guards.ts";
+import { addMetrics, appendMetrics, emptySums, meanMetrics, Progress, rewriteMetricsFile, type LogEntry, type MetricSums } from "./metrics.ts";
+import { learningRate, planSteps, resolveInterval, warmupSteps, type ScheduleConfig } from "./schedule.ts";
+import { batchOrder, initialTrainerState, orderMismatch, type DataOrderState, type LoopState } from "./state.ts";
+
+type Rows = TokenizedPair[] | TokenizedUnpaired[];
+
+export interface TrainOptions {
+  rows?: Rows;                     // pre-tokenized training rows: skips the tokenizer and dataset
+  evalRows?: Rows | null;          // pre-tokenized eval rows (with rows: no eval unless given)
+  padTokenId?: number;             // with rows (default 0); otherwise the tokenizer's
+  quiet?: boolean;                 // no console output
+  print?: (line: string) => void;  // console sink (default stderr)
+  handleSignals?: boolean;         // SIGINT/SIGTERM save a checkpoint and stop (default true)
+  onLog?: (entry: LogEntry) => void;
+  onStep?: (step: number) => void | Promise<void>;   // after each optimizer step's log/eval/save
+  notes?: string[];                // printed at the start (e.g. ignored config keys)
+}
+
+export interface TrainResult {
+  outputDir: string;
+  globalStep: number;
+  epoch: number;
+  logHistory: LogEntry[];
+  lastCheckpoint: string | null;
+  stoppedBy: NodeJS.Signals | null;
+  exitCode: number;                // 0, or 130 (SIGINT) / 143 (SIGTERM) after saving
+}
+
+interface Data { kind: "paired" | "unpaired"; rows: Rows; evalRows: Rows | null; padTokenId: number; tokenizerDir: string | null }
+
+/**
+ * TRL's KTO KL pairs, fixed at data-prep time: within chunks of the batch size, row i gets row i−1's
+ * completion (rows that already have kl_completion_ids keep them). Returns new row objects.
+ */
+function withKlCompletions(rows: TokenizedUnpaired[], chunk: number): TokenizedUnpaired[] {
+  const out = rows.map((r) => ({ ...r }));
+  for (let s = 0; s < out.length; s += chunk) {
+    const n = Math.min(chunk, out.length - s);
+    if (n < 2) continue;
+    for (let i = 0; i < n; i++) out[s + i].kl_completion_ids ??= rows[s + ((i + n - 1) % n)].completion_ids;
+  }
+  return out;
+}
+
+async function hasSplit(path: string, split: string): Promise<boolean> {
+  if (!statSync(path).isDirectory()) return false;
+  try { await resolveDataFiles(path, split); return true; } catch { return false; }
+}
+
+async function loadData(c: TrainConfig, o: TrainOptions, needEval: boolean, print: (l: string) => void): Promise<Data> {
+  const modelDir = c.model_name_or_path!;
+  const kind = c.method === "kto" || c.method === "sft" ? "unpaired" : "paired";
+  if (o.rows) {
+    const need = kind === "paired" ? ["prompt_ids", "chosen_ids", "rejected_ids"] : ["prompt_ids", "completion_ids"];
+    for (const [name, rows] of [["rows", o.rows], ["evalRows", o.evalRows ?? []]] as const) {
+      rows.forEach((r, i) => {
+        const miss = need.filter((k) => !Array.isArray((r as unknown as Record<string, unknown>)[k]));
+        if (miss.length) throw new Error(`${name}[${i}]: method ${c.method} needs ${kind} rows with ${need.join(", ")}; missing ${miss.join(", ")}`);
+      });
+    }
+    return { kind, rows: o.rows, evalRows: o.evalRows ?? null, padTokenId: o.padTokenId ?? 0, tokenizerDir: existsSync(join(modelDir, "tokenizer.json")) ? modelDir : null };
+  }
+  const tok = await loadTokenizer(modelDir, { chat_template: c.chat_template });
+  const dopts: DataOptions = {
+    method: c.method, max_length: c.max_length, max_prompt_length: c.max_prompt_length, max_completion_length: c.max_completion_length,
+    truncation_mode: c.truncation_mode, skip_bad_rows: c.skip_bad_rows, cacheDir: c.dataset_cache_dir, progress: !o.quiet,
+    prompt_column: c.prompt_column ?? undefined, chosen_column: c.chosen_column ?? undefined, rejected_column: c.rejected_column ?? undefined,
+    completion_column: c.completion_column ?? undefined, label_column: c.label_column ?? undefined,
+  };
+  const train = await prepareDataset(c.dataset!, tok, { ...dopts, split: "train" });
+  const s = train.stats;
+  print(`train data: ${s.rows} rows from ${s.files.join(", ")}${s.fromCache ? " (cached)" : ""}; dropped ${s.droppedPromptTooLong + s.droppedCompletionTooLong + s.droppedEmptyCompletion}, truncated ${s.truncatedRows}, bad rows skipped ${s.badRowsSkipped}`);
+  let evalRows: Rows | null = null;
+  if (needEval) {
+    const path = c.eval_dataset ?? ((await hasSplit(c.dataset!, "test")) ? c.dataset! : null);
+    if (!path) throw new Error(`eval_strategy is "${c.eval_strategy}"${c.eval_on_start ? " / eval_on_start" : ""} but there is no eval data: set eval_dataset, or put a test split next to the train split in ${c.dataset}`);
+    const ev = await prepareDataset(path, tok, { ...dopts, split: "test" });
+    print(`eval data: ${ev.stats.rows} rows from ${ev.stats.files.join(", ")}`);
+    evalRows = ev.rows;
+  }
+  return { kind, rows: train.rows, evalRows, padTokenId: tok.padTokenId, tokenizerDir: modelDir };
+}
+
+function methodConfig(c: TrainConfig): MethodConfig {
+  return {
+    method: c.method, beta: c.method === "sft" ? 0 : c.beta, loss_type: c.loss_type ?? undefined, loss_weights: c.loss_weights,
+    label_smoothing: c.label_smoothing, cpo_alpha: c.cpo_alpha, simpo_gamma: c.simpo_gamma, alpha: c.alpha,
+    desirable_weight: c.desirable_weight, undesirable_weight: c.undesirable_weight,
+    f_divergence_type: c.f_divergence_type, f_alpha_divergence_coef: c.f_alpha_divergence_coef,
+  };
+}
+
+/** What precomputed reference values depend on; file stats stand in for hashing multi-GB weights. */
+function refFingerprint(modelDir: string, rows: Rows, extra: unknown): string {
+  const h = createHash("sha256");
+  h.update(resolve(modelDir)).update(readFileSync(join(modelDir, "config.json")));
+  const files = readModelDir(modelDir).files.shards.map((s) => s.file);
+  for (const f of files) { const st = statSync(f); h.update(`${f}:${st.size}:${st.mtimeMs}`); }
+  h.update(JSON.stringify(rows)).update(JSON.stringify(extra));
+  return h.digest("hex").slice(0, 32);
+}
+
+function allFinite(a: Float32Array): boolean {
+  for (let i = 0; i < a.length; i++) if (!Number.isFinite(a[i])) return false;
+  return true;
+}
+
+/** The model card's settings: the ones people compare runs by, plus every key that differs from its default. */
+function cardHyperparameters(c: TrainConfig): Record<string, unknown> {
+  const d = defaultsFor(c.method) as Record<string, unknown>;
+  const core = ["learning_rate", "beta", "loss_type", "lr_scheduler_type", "per_device_train_batch_size", "gradient_accumulation_steps", "num_train_epochs", "max_steps", "max_length", "seed"];
+  const skip = new Set<string>([...IGNORED_KEYS, "model_name_or_path", "dataset", "eval_dataset", "output_dir", "resume_from_checkpoint", "method", "threads", "disable_tqdm", "dataset_cache_dir"]);
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(c)) {
+    if (skip.has(k) || v === null) continue;
+    if (core.includes(k) || JSON.stringify(v) !== JSON.stringify(d[k])) out[k] = v;
+  }
+  return out;
+}
+
+const tick = () => new Promise<void>((r) => setImmediate(r));
+
+/** Trains `config` (a resolved TrainConfig, see config.ts) and writes everything into output_dir. */
+export async function train(config: TrainConfig, o: TrainOptions = {}): Promise<TrainResult> {
+  const c = config;
+  const outputDir = resolve(c.output_dir!);
+  const progress = new Progress(!!o.quiet, c.disable_tqdm, o.print);
+  const print = (l: string) => progress.note(l);
+  for (const n of o.notes ?? []) print(`note: ${n}`);
+  if (c.threads > 0) setNumThreads(c.threads);
+  mkdirSync(outputDir, { recursive: true });
+  for (const t of removeStaleTemporaries(outputDir)) print(`removed ${t}: left by a save that did not finish`);
+
+  const needEval = c.eval_strategy !== "no" || c.eval_on_start;
+  const data = await loadData(c, o, needEval, print);
+  if (data.rows.length === 0) throw new Error(`${c.dataset}: no training rows`);
+  if (needEval && !data.evalRows?.length) throw new Error(`eval_strategy is "${c.eval_strategy}"${c.eval_on_start ? " / eval_on_start" : ""} but no eval rows were given`);
+  const unpaired = data.kind === "unpaired";
+  const ktoKl = c.method === "kto" && c.loss_type === "kto";
+  if (ktoKl) {
+    data.rows = withKlCompletions(data.rows as TokenizedUnpaired[], c.per_device_train_batch_size);
+    if (data.evalRows) data.evalRows = withKlCompletions(data.evalRows as TokenizedUnpaired[], c.per_device_eval_batch_size);
+  }
+
+  const { config: dcfg, configJson } = readModelDir(c.model_name_or_path!);
+  const policy = new NativeModel(dcfg);
+  let refModel: NativeModel | null = null;
+  const stop = o.handleSignals === false ? null : watchStopSignals((sig) => print(`${sig}: saving a checkpoint after this step, then stopping (${sig} again quits without saving)`));
+  try {
+    loadWeightsInto(c.model_name_or_path!, policy.table, policy.params);
+    const mcfg = methodConfig(c);
+    const padOpts = { padTokenId: data.padTokenId, padToMultipleOf: c.pad_to_multiple_of ?? undefined };
+
+    const collate = (rows: Rows, idx: readonly number[]): PairBatch | UnpairedBatch => {
+      if (!unpaired) return collatePairs(idx.map((i) => (rows as TokenizedPair[])[i]), padOpts);
+      const sel = idx.map((i) => (rows as TokenizedUnpaired[])[i]);
+      const ub = collateUnpaired(sel, { ...padOpts, kl: ktoKl });
+      if (ktoKl && !ub.kl && sel.length === 1 && sel[0].kl_completion_ids) {
+        // The collator builds KL rows only for batches of 2+; a lone last row still has its fixed KL pair.
+        const k = collateUnpaired([{ ...sel[0], completion_ids: sel[0].kl_completion_ids }], padOpts);
+        ub.kl = { batch: k.batch, completionMask: k.completionMask };
+      }
+      return ub;
+    };
+    const indexed = function* (rows: Rows, bs: number): Iterable<IndexedBatch> {
+      for (let s = 0; s < rows.length; s += bs) {
+        const idx = Array.from({ length: Math.min(bs, rows.length - s) }, (_, i) => s + i);
+        const b = collate(rows, idx);
+        yield unpaired ? { kind: "unpaired", rows: idx, ub: b as UnpairedBatch } : { kind: "paired", rows: idx, pb: b as PairBatch };
+      }
+    };
+
+    // Reference: a frozen model, or its log-probs computed once (train table kept in output_dir).
+    let reference: Reference = { kind: "none" };
+    let trainTable: RefTable | null = null, evalTable: RefTable | null = null;
+    if (needsReference(c.method)) {
+      if (c.precompute_ref_log_probs) {
+        const bs = c.precompute_ref_batch_size ?? c.per_device_eval_batch_size;
+        const fp = refFingerprint(c.model_name_or_path!, data.rows, { method: c.method, ktoKl });
+        trainTable = loadReferenceLogps(outputDir, { kind: data.kind, numRows: data.rows.length, fingerprint: fp });
+        if (trainTable) print("reference log-probs: reusing ref_logps.safetensors");
+        if (!trainTable || data.evalRows) {
+          const ref = loadReference(c.model_name_or_path!);
+          try {
+            if (!trainTable) {
+              print(`reference log-probs: computing over ${data.rows.length} training rows`);
+              trainTable = precomputeReference(ref, data.rows.length, indexed(data.rows, bs));
+              saveReferenceLogps(outputDir, trainTable, fp);
+            }
+            if (data.evalRows) evalTable = precomputeReference(ref, data.evalRows.length, indexed(data.evalRows, bs));
+          } finally {
+            ref.free();
+          }
+        }
+        reference = { kind: "precomputed" };
+      } else {
+        refModel = loadReference(c.model_name_or_path!);
+        reference = { kind: "model", model: refModel };
+      }
+    }
+
+    const runBatch = (rows: Rows, table: RefTable | null, idx: number[], backward: boolean, lossScale: number): StepOutput => {
+      const b = collate(rows, idx);
+      if (c.method === "sft") return sftStep(policy, b as UnpairedBatch, { backward, lossScale });
+      if (unpaired) return unpairedStep(policy, reference, b as UnpairedBatch, mcfg, { backward, lossScale, ref: table ? gatherUnpaired(table, idx) : undefined });
+      return pairedStep(policy, reference, b as PairBatch, mcfg, { backward, lossScale, refLogps: table ? gatherPaired(table, idx) : undefined });
+    };
+
+    // Steps, schedule, optimizer.
+    const bs = c.per_device_train_batch_size, ga = c.gradient_accumulation_steps;
+    const plan = planSteps(data.rows.length, bs, ga, c.max_steps, c.num_train_epochs, c.dataloader_drop_last);
+    const total = plan.totalSteps;
+    const sched: ScheduleConfig = { type: c.lr_scheduler_type, baseLr: c.learning_rate, warmupSteps: warmupSteps(total, c.warmup_steps, c.warmup_ratio), totalSteps: total };
+    const loggingSteps = resolveInterval(c.logging_steps, total);
+    const evalSteps = resolveInterval(c.eval_steps ?? c.logging_steps, total);
+    const saveSteps = resolveInterval(c.save_steps, total);
+    const opt = new AdamW(policy, { lr: c.learning_rate, beta1: c.adam_beta1, beta2: c.adam_beta2, eps: c.adam_epsilon, weightDecay: c.weight_decay });
+    const lengths = c.group_by_length ? (unpaired ? unpairedLengths(data.rows as TokenizedUnpaired[]) : pairLengths(data.rows as TokenizedPair[])) : undefined;
+    const orderBase = { seed: c.seed, rows: data.rows.length, batch_size: bs, shuffle: c.train_sampling_strategy === "random", group_by_length: c.group_by_length, drop_last: c.dataloader_drop_last };
+
+    let state = initialTrainerState({ maxSteps: total, loggingSteps, evalSteps, saveSteps, batchSize: bs, epochs: plan.epochs });
+    let loop: LoopState = { interval_loss: 0, interval_steps: 0, interval_metrics: emptySums(), interval_tokens: 0, total_loss: 0, num_tokens: 0, train_seconds: 0, gradient_accumulation_steps: ga, method: c.method };
+    let epoch = 0, position = 0, ended = false;
+    let lastCheckpoint: string | null = null;
+    let tStart = performance.now();
+    let tInterval = tStart;
+
+    if (c.resume_from_checkpoint !== null && c.resume_from_checkpoint !== false) {
+      const dir = c.resume_from_checkpoint === true ? latestCheckpoint(outputDir) : resolve(c.resume_from_checkpoint);
+      if (!dir) throw new Error(`resume_from_checkpoint: true but ${outputDir} has no complete checkpoint-N folder; start without resume_from_checkpoint`);
+      if (!existsSync(dir)) throw new Error(`resume_from_checkpoint: ${dir} does not exist`);
+      const ck = loadCheckpoint(dir, policy, opt);
+      if (ck.loop.method !== c.method) throw new Error(`${dir} was written by method ${ck.loop.method}, this run's method is ${c.method}`);
+      if (ck.loop.gradient_accumulation_steps !== ga) throw new Error(`${dir} was written with gradient_accumulation_steps ${ck.loop.gradient_accumulation_steps}, this run has ${ga}; use the same value to resume`);
+      const mism = orderMismatch(ck.order, { ...orderBase, batches: plan.microBatchesPerEpoch });
+      if (mism) throw new Error(`${dir}: the data order cannot continue (${mism}); resume with the same dataset, batch size, seed and sampling settings`);
+      if (ck.scheduler.total_steps !== total || ck.scheduler.base_lr !== c.learning_rate) print(`note: the schedule changed since ${dir} (total steps ${ck.scheduler.total_steps} → ${total}, learning_rate ${ck.scheduler.base_lr} → ${c.learning_rate})`);
+      state = { ...ck.trainerState, max_steps: total, logging_steps: loggingSteps, eval_steps: evalSteps, save_steps: saveSteps };
+      loop = ck.loop;
+      epoch = ck.order.epoch;
+      position = ck.order.position;
+      ended = ck.order.epoch_end_done;
+      lastCheckpoint = dir;
+      rewriteMetricsFile(outputDir, state.log_history);
+      print(`resumed from ${dir} at step ${state.global_step} (epoch ${state.epoch.toFixed(3)})`);
+    } else {
+      rewriteMetricsFile(outputDir, []);
+      const old = latestCheckpoint(outputDir);
+      if (old) print(`note: ${outputDir} already holds checkpoints of an earlier run (latest ${old}); they are kept and may be rotated`);
+    }
+
+    const emit = (e: LogEntry) => {
+      state.log_history.push(e);
+      appendMetrics(outputDir, e);
+      progress.log(e);
+      o.onLog?.(e);
+    };
+    const evaluate = () => {
+      const rows = data.evalRows!;
+      const t0 = performance.now();
+      const acc: MetricSums = emptySums();
+      let lossSum = 0, batches = 0;
+      const ebs = c.per_device_eval_batch_size;
+      for (let s = 0; s < rows.length; s += ebs) {
+        const idx = Array.from({ length: Math.min(ebs, rows.length - s) }, (_, i) => s + i);
+        const out = runBatch(rows, evalTable, idx, false, 1);
+        lossSum += out.loss * idx.length;   // HF: per-example mean over the whole split
+        addMetrics(acc, out.metrics);
+        batches++;
+      }
+      const secs = (performance.now() - t0) / 1000;
+      emit({
+        step: state.global_step, epoch: state.epoch, eval_loss: lossSum / rows.length, ...meanMetrics(acc, "eval_"),
+        eval_runtime: secs, eval_samples_per_second: rows.length / secs, eval_steps_per_second: batches / secs,
+      });
+    };
+    const checkpoint = () => {
+      if (!allFinite(policy.params)) throw new TrainingDivergedError(state.global_step, "a weight", NaN, lastCheckpoint);
+      state.epoch = epoch + position / plan.microBatchesPerEpoch;
+      lastCheckpoint = saveCheckpoint(outputDir, state.global_step, {
+        model: policy, configJson, optimizer: opt,
+        scheduler: { lr_scheduler_type: sched.type, base_lr: sched.baseLr, warmup_steps: sched.warmupSteps, total_steps: total, last_epoch: state.global_step, last_lr: learningRate(sched, state.global_step) },
+        order: { ...orderBase, epoch, position, batches: plan.microBatchesPerEpoch, epoch_end_done: ended },
+        trainerState: state, loop: { ...loop, train_seconds: loop.train_seconds + (performance.now() - tStart) / 1000 },
+        args: { ...c }, tokenizerDir: data.tokenizerDir, chatTemplate: c.chat_template,
+      });
+      for (const d of rotateCheckpoints(outputDir, c.save_total_limit)) if (d === lastCheckpoint) lastCheckpoint = null;
+      return lastCheckpoint;
+    };
+
+    tStart = tInterval = performance.now();
+    progress.start(total, state.global_step);
+    if (c.eval_on_start && state.global_step === 0 && data.evalRows) evaluate();
+    let stoppedBy: NodeJS.Signals | null = null;
+    let gradNorm = 0, lrUsed = 0;
+
+    outer: for (;;) {
+      const order = batchOrder(orderBase, epoch, lengths);
+      while (position < order.length && state.global_step < total) {
+        const stepNo = state.global_step + 1;
+        const k = Math.min(ga, order.length - position);
+        policy.zeroGrad();
+        let stepLoss = 0;
+        for (let j = 0; j < k; j++) {
+          let out: StepOutput;
+          try { out = runBatch(data.rows, trainTable, order[position + j], true, 1 / k); } catch (e) { throw asDivergence(e, stepNo, lastCheckpoint, policy.params); }
+          checkFinite("the loss", out.loss, stepNo, lastCheckpoint);
+          stepLoss += out.loss / k;
+          addMetrics(loop.interval_metrics, out.metrics);
+          loop.num_tokens += out.tokens;
+          loop.interval_tokens += out.tokens;
+        }
+        position += k;
+        gradNorm = c.max_grad_norm ? policy.clipGradNorm(c.max_grad_norm) : policy.gradNorm();
+        checkFinite("the gradient norm", gradNorm, stepNo, lastCheckpoint);
+        lrUsed = learningRate(sched, state.global_step);
+        opt.update(lrUsed);
+        state.global_step = stepNo;
+        ended = false;
+        state.epoch = epoch + position / order.length;
+        state.num_input_tokens_seen = loop.num_tokens;
+        loop.interval_loss += stepLoss;
+        loop.interval_steps += 1;
+        loop.total_loss += stepLoss;
+        progress.update(stepNo, stepLoss);
+
+        if (stepNo % loggingSteps === 0 || (c.logging_first_step && stepNo === 1)) {
+          const now = performance.now();
+          emit({
+            step: stepNo, epoch: state.epoch, loss: loop.interval_loss / loop.interval_steps, grad_norm: gradNorm, learning_rate: lrUsed,
+            ...meanMetrics(loop.interval_metrics), num_tokens: loop.num_tokens, tokens_per_second: loop.interval_tokens / ((now - tInterval) / 1000),
+          });
+          loop = { ...loop, interval_loss: 0, interval_steps: 0, interval_metrics: emptySums(), interval_tokens: 0 };
+          tInterval = now;
+        }
+        if (c.eval_strategy === "steps" && stepNo % evalSteps === 0) evaluate();
+        let saved = false;
+        if (c.save_strategy === "steps" && stepNo % saveSteps === 0) { checkpoint(); saved = true; }
+        await o.onStep?.(stepNo);
+        await tick();   // lets a SIGINT handler run
+        if (stop?.signal) {
+          stoppedBy = stop.signal;
+          if (!saved) checkpoint();
+          print(`stopped by ${stoppedBy} after step ${stepNo}; saved ${lastCheckpoint} (resume_from_checkpoint: true continues)`);
+          break outer;
+        }
+      }
+      // HF runs its end-of-epoch hooks also when max_steps stops an epoch early; `ended` makes a resumed run
+      // neither skip nor repeat them.
+      if (!ended && (position >= order.length || state.global_step >= total)) {
+        if (c.eval_strategy === "epoch" && data.evalRows) evaluate();
+        ended = true;
+        if (position >= order.length) { epoch += 1; position = 0; }
+        if (c.save_strategy === "epoch") checkpoint();
+      }
+      if (state.global_step >= total) break;
+    }
+    progress.stop();
+    const trainSeconds = loop.train_seconds + (performance.now() - tStart) / 1000;
+    if (!stoppedBy) {
+      const steps = Math.max(state.global_step, 1);
+      emit({
+        step: state.global_step, epoch: state.epoch, train_runtime: trainSeconds,
+        train_samples_per_second: (state.global_step * bs * ga) / trainSeconds, train_steps_per_second: state.global_step / trainSeconds,
+        total_flos: 0, train_loss: loop.total_loss / steps,
+      });
+      const last = state.log_history.filter((e) => "loss" in e).pop() ?? {};
+      const lastEval = state.log_history.filter((e) => "eval_loss" in e).pop() ?? {};
+      saveFinalModel(outputDir, policy, configJson, data.tokenizerDir, {
+        baseModel: c.model_name_or_path!, method: c.method, dataset: c.dataset!, steps: state.global_step, epoch: state.epoch,
+        hyperparameters: cardHyperparameters(c),
+        finalMetrics: { ...last, ...lastEval },
+      }, c.chat_template);
+      writeJsonSynced(join(outputDir, "trainer_state.json"), state);
+      print(`done: ${state.global_step} steps in ${trainSeconds.toFixed(1)} s; model saved to ${outputDir}`);
+    }
+    return {
+      outputDir, globalStep: state.global_step, epoch: state.epoch, logHistory: state.log_history, lastCheckpoint,
+      stoppedBy, exitCode: stoppedBy ? SIGNAL_EXIT_CODES[stoppedBy] ?? 1 : 0,
+    };
+  } finally {
+    progress.stop();
+    stop?.dispose();
+    refModel?.free();
+    policy.free();
+  }
+}
+

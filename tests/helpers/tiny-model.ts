@@ -1,0 +1,34 @@
+// Test helpers: the tiny model builder (src/models/tiny.ts), random pre-tokenized preference rows, and a
+// scratch-folder maker. Not fixtures of expected values: tests compute.
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { seededRandom } from "../../src/data/sampler.ts";
+import type { TokenizedPair, TokenizedUnpaired } from "../../src/data/tokenize.ts";
+
+export { makeTinyModel, TINY_CHAT_TEMPLATE, type TinyModelOptions } from "../../src/models/tiny.ts";
+
+function ids(rand: () => number, n: number, vocab: number): number[] {
+  return Array.from({ length: n }, () => 3 + Math.floor(rand() * (vocab - 3)));
+}
+
+/** Random pairs with lengths in the given ranges (token ids 3..vocab-1). */
+export function randomPairs(n: number, o: { vocab?: number; seed?: number; prompt?: [number, number]; completion?: [number, number] } = {}): TokenizedPair[] {
+  const rand = seededRandom(o.seed ?? 7);
+  const V = o.vocab ?? 128;
+  const [p0, p1] = o.prompt ?? [3, 8];
+  const [c0, c1] = o.completion ?? [2, 6];
+  const len = (a: number, b: number) => a + Math.floor(rand() * (b - a + 1));
+  return Array.from({ length: n }, () => ({ prompt_ids: ids(rand, len(p0, p1), V), chosen_ids: ids(rand, len(c0, c1), V), rejected_ids: ids(rand, len(c0, c1), V) }));
+}
+
+/** Random unpaired rows with alternating labels. */
+export function randomUnpaired(n: number, o: { vocab?: number; seed?: number } = {}): TokenizedUnpaired[] {
+  return randomPairs(n, o).map((p, i) => ({ prompt_ids: p.prompt_ids, completion_ids: i % 2 ? p.rejected_ids : p.chosen_ids, label: i % 2 === 0 }));
+}
+
+/** A fresh scratch folder and its cleanup. */
+export function scratch(prefix = "preftune-test-"): { dir: string; cleanup: () => void } {
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  return { dir, cleanup: () => rmSync(dir, { recursive: true, force: true }) };
+}
