@@ -4,6 +4,7 @@
 // Not a test and not part of the library: it needs a python3 with torch for the peer (PREFTUNE_TORCH_PYTHON
 // overrides the search) and prints a table plus one JSON line with speed_ratio and rss_ratio.
 import { spawnSync } from "node:child_process";
+import { readFileSync } from "node:fs";
 import { dirname, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
@@ -26,7 +27,16 @@ interface Run {
   error: string | null;
 }
 
-const FMA_PEAK_GFLOPS = 320; // 2 cores x 2.5 GHz x 2 FMA units x 32 fp32 flops (AVX-512)
+// fp32 FMA peak of the cores used: threads x clock x 2 FMA units x (2 flops x lanes); lanes = 16 with
+// AVX-512, 8 with AVX2. Read from /proc/cpuinfo (the clock is the current one, so it is approximate).
+function fmaPeakGflops(threads: number): number {
+  let info = "";
+  try { info = readFileSync("/proc/cpuinfo", "utf8"); } catch { return NaN; }
+  const flags = /^flags\s*:(.*)$/m.exec(info)?.[1] ?? "";
+  const mhz = Number(/^cpu MHz\s*:\s*([\d.]+)/m.exec(info)?.[1] ?? NaN);
+  const lanes = / avx512f( |$)/.test(flags) ? 16 : / avx2( |$)/.test(flags) && / fma( |$)/.test(flags) ? 8 : 4;
+  return (threads * mhz * 2 * 2 * lanes) / 1000;
+}
 const repo = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 
 const { values: opts } = parseArgs({
@@ -126,6 +136,7 @@ const rows = runs.map((r) =>
 );
 const widths = header.map((h, i) => Math.max(h.length, ...rows.map((row) => row[i]!.length)));
 const line = (cells: string[]) => cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join("  ");
+const FMA_PEAK_GFLOPS = fmaPeakGflops(Number(opts.threads));
 console.log(`config ${opts.config}, batch ${opts.batch}, seq ${opts.seq}, ${opts.steps} timed steps, ${opts.threads} threads`);
 console.log(line(header));
 for (const row of rows) console.log(line(row));

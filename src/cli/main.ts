@@ -10,7 +10,7 @@ export async function main(argv: string[]): Promise<void> {
     .description("Preference tuning (ORPO, DPO/IPO, KTO, SimPO/CPO, SFT) with TRL's keys and Hugging Face files, on a native CPU core")
     .showHelpAfterError();
   registerBenchCommand(program);
-  for (const [file, fn] of [["./data.ts", "registerDataCommands"], ["./train.ts", "registerTrainCommands"], ["./demo.ts", "registerDemoCommand"]] as const) {
+  for (const [file, fn] of [["./data.ts", "registerDataCommands"], ["./train.ts", "registerTrainCommands"], ["./demo.ts", "registerDemoCommand"], ["./report.ts", "registerReportCommand"]] as const) {
     // Command families are optional while they are being built; a missing file is not an error here.
     const mod = await import(file).catch((e: Error & { code?: string }) => {
       if (e.code === "ERR_MODULE_NOT_FOUND" && e.message.includes(file.slice(2))) return null;

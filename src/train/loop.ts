@@ -150,6 +150,7 @@ export async function train(config: TrainConfig, o: TrainOptions = {}): Promise<
   for (const n of o.notes ?? []) print(`note: ${n}`);
   if (c.threads > 0) setNumThreads(c.threads);
   mkdirSync(outputDir, { recursive: true });
+  writeJsonSynced(join(outputDir, "training_args.json"), { ...c });  // the run's resolved config, for reports and users
   for (const t of removeStaleTemporaries(outputDir)) print(`removed ${t}: left by a save that did not finish`);
 
   const needEval = c.eval_strategy !== "no" || c.eval_on_start;

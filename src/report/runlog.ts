@@ -1,0 +1,159 @@
+// Reading a run folder for the report: the log (metrics.jsonl, else trainer_state.json's log_history, as a
+// transformers/TRL output_dir has), the run's config (training_args.json, in output_dir or its newest
+// checkpoint-N/) and trainer_state.json. Errors name the file, the line and the fix.
+// Not the writer of these files (src/train/metrics.ts, checkpoint.ts) and not the report's layout.
+import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
+import { join } from "node:path";
+
+export const METRICS_FILE = "metrics.jsonl";
+export const TRAINER_STATE_FILE = "trainer_state.json";
+const CONFIG_FILES = ["training_args.json", "preftune_config.json"];
+
+/** One log line: numeric fields only (null and Python's NaN/Infinity read as NaN; strings dropped). */
+export type LogLine = Record<string, number>;
+
+export interface RunLog {
+  file: string;                 // where the lines came from
+  lines: LogLine[];
+}
+
+export interface RunConfig {
+  file: string;
+  values: Record<string, unknown>;
+}
+
+/** Python's json.dumps writes bare NaN/Infinity; JSON.parse does not take them, so quote them first. */
+function parseLenient(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch (e) {
+    const fixed = text.replace(/([:,[]\s*)(-?Infinity|NaN)(?=\s*[,}\]])/g, '$1"__$2__"');
+    if (fixed === text) throw e;
+    return JSON.parse(fixed);
+  }
+}
+
+function toNumber(v: unknown): number | undefined {
+  if (typeof v === "number") return v;
+  if (v === null || v === "__NaN__") return NaN;
+  if (v === "__Infinity__") return Infinity;
+  if (v === "__-Infinity__") return -Infinity;
+  return undefined;
+}
+
+/** Checks one parsed log object and keeps its numeric fields; `where` is "file:line" for messages. */
+function toLogLine(obj: unknown, where: string): LogLine {
+  if (obj === null || typeof obj !== "object" || Array.isArray(obj)) {
+    throw new Error(`${where}: expected a JSON object per line, got ${Array.isArray(obj) ? "an array" : JSON.stringify(obj)}; each line must look like {"step": 10, "loss": 0.69, ...} — fix or delete that line`);
+  }
+  const out: LogLine = {};
+  for (const [k, v] of Object.entries(obj as Record<string, unknown>)) {
+    const n = toNumber(v);
+    if (n !== undefined) out[k] = n;
+  }
+  if (!Number.isFinite(out.step)) {
+    throw new Error(`${where}: the log line has no numeric "step" field (${JSON.stringify(obj).slice(0, 120)}); every log line needs the optimizer step it was written at — fix or delete that line`);
+  }
+  return out;
+}
+
+/** Parses a metrics.jsonl file; blank lines are skipped, anything else malformed is an error naming its line. */
+export function readMetricsFile(file: string): LogLine[] {
+  const text = readFileSync(file, "utf8");
+  const lines: LogLine[] = [];
+  const rows = text.split("\n");
+  for (let i = 0; i < rows.length; i++) {
+    const row = rows[i].trim();
+    if (row === "") continue;
+    let obj: unknown;
+    try {
+      obj = parseLenient(row);
+    } catch (e) {
+      const cut = i === rows.length - 1 ? " (the last line has no newline: a run killed while writing can leave it cut short)" : "";
+      throw new Error(`${file}:${i + 1}: not valid JSON (${(e as Error).message})${cut}; each line must be one JSON object — fix or delete line ${i + 1}`);
+    }
+    lines.push(toLogLine(obj, `${file}:${i + 1}`));
+  }
+  if (!lines.length) {
+    throw new Error(`${file} holds no log lines yet; the training loop appends one every logging_steps optimizer steps — wait for the first log (or train with a smaller logging_steps / logging_first_step: true) and run the report again`);
+  }
+  return lines;
+}
+
+function readJson(file: string, what: string): unknown {
+  try {
+    return parseLenient(readFileSync(file, "utf8"));
+  } catch (e) {
+    throw new Error(`${file}: cannot read ${what} (${(e as Error).message}); the file is damaged — fix or delete it`);
+  }
+}
+
+/** The newest checkpoint-N folder of a run, or null. */
+function newestCheckpoint(runDir: string): string | null {
+  let best: { n: number; dir: string } | null = null;
+  for (const name of readdirSync(runDir)) {
+    const m = /^checkpoint-(\d+)$/.exec(name);
+    if (m && (!best || Number(m[1]) > best.n) && statSync(join(runDir, name)).isDirectory()) best = { n: Number(m[1]), dir: join(runDir, name) };
+  }
+  return best?.dir ?? null;
+}
+
+/** Throws a clear error unless `runDir` is an existing folder. */
+export function checkRunDir(runDir: string): void {
+  if (!existsSync(runDir)) throw new Error(`${runDir}: no such folder; pass a training run's output_dir (the folder holding ${METRICS_FILE})`);
+  if (!statSync(runDir).isDirectory()) throw new Error(`${runDir} is a file, not a folder; pass a training run's output_dir (the folder holding ${METRICS_FILE})`);
+}
+
+/**
+ * The run's log lines: metrics.jsonl when present (written as training goes), else the log_history of
+ * trainer_state.json in the folder or its newest checkpoint (a Hugging Face Trainer run folder).
+ */
+export function readRunLog(runDir: string): RunLog {
+  checkRunDir(runDir);
+  const file = join(runDir, METRICS_FILE);
+  if (existsSync(file)) return { file, lines: readMetricsFile(file) };
+  const ck = newestCheckpoint(runDir);
+  for (const f of [join(runDir, TRAINER_STATE_FILE), ...(ck ? [join(ck, TRAINER_STATE_FILE)] : [])]) {
+    if (!existsSync(f)) continue;
+    const state = readJson(f, "the trainer state") as { log_history?: unknown };
+    if (!Array.isArray(state?.log_history)) throw new Error(`${f}: no log_history list; it is not a trainer_state.json written by a Trainer — pass a run folder holding ${METRICS_FILE}`);
+    const lines = state.log_history.map((e, i) => toLogLine(e, `${f} log_history[${i}]`));
+    if (!lines.length) throw new Error(`${f}: log_history is empty; the run has not logged yet — run the report after the first log`);
+    return { file: f, lines };
+  }
+  throw new Error(`${runDir} has no ${METRICS_FILE} (nor a ${TRAINER_STATE_FILE} with a log_history); is it a training run's output_dir? ${METRICS_FILE} appears there with the run's first log`);
+}
+
+/** The run's settings, from the first config file found in the run folder or its newest checkpoint; null if none. */
+export function readRunConfig(runDir: string): RunConfig | null {
+  const ck = newestCheckpoint(runDir);
+  const dirs = [runDir, ...(ck ? [ck] : [])];
+  for (const d of dirs) {
+    for (const name of CONFIG_FILES) {
+      const f = join(d, name);
+      if (!existsSync(f)) continue;
+      const v = readJson(f, "the run's config");
+      if (v && typeof v === "object" && !Array.isArray(v)) return { file: f, values: v as Record<string, unknown> };
+    }
+  }
+  return null;
+}
+
+/** trainer_state.json of the run folder (else its newest checkpoint), or null. */
+export function readTrainerState(runDir: string): Record<string, unknown> | null {
+  const ck = newestCheckpoint(runDir);
+  for (const f of [join(runDir, TRAINER_STATE_FILE), ...(ck ? [join(ck, TRAINER_STATE_FILE)] : [])]) {
+    if (!existsSync(f)) continue;
+    const v = readJson(f, "the trainer state");
+    if (v && typeof v === "object" && !Array.isArray(v)) return v as Record<string, unknown>;
+  }
+  return null;
+}
+
+/** The model's config.json (architecture) in the run folder, when the final model was saved there. */
+export function readModelConfig(runDir: string): Record<string, unknown> | null {
+  const f = join(runDir, "config.json");
+  if (!existsSync(f)) return null;
+  const v = readJson(f, "the model config");
+  return v && typeof v === "object" && !Array.isArray(v) ? (v as Record<string, unknown>) : null;
+}

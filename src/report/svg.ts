@@ -1,0 +1,249 @@
+// A small self-contained SVG line-chart renderer for run reports: nice axis ticks, gridlines, a title, a
+// legend, several series (train solid, eval dashed with point markers) and gaps where a value is missing.
+// Not a plotting library: one chart kind, fixed styling, text widths estimated (no font metrics), and no
+// knowledge of metric names (charts.ts decides what to draw).
+
+export type Point = readonly [x: number, y: number];   // y NaN (or missing) = a gap in the line
+
+export interface LineSeries {
+  name: string;                 // shown in the legend; also data-series on the path
+  points: readonly Point[];
+  style: "train" | "eval";
+  color: string;
+}
+
+export interface LineChart {
+  title: string;
+  xLabel: string;
+  series: readonly LineSeries[];
+  width: number;
+  height: number;
+  yInclude?: readonly number[]; // values the y axis must cover (e.g. [0, 1] for accuracies)
+  integerX?: boolean;           // x is a step count: no fractional ticks
+  xFromZero?: boolean;          // start the x axis at 0 when the data starts close to it
+}
+
+export interface Axis { domain: [number, number]; ticks: number[]; step: number }
+
+const FONT = "system-ui, -apple-system, 'Segoe UI', Roboto, Helvetica, Arial, sans-serif";
+const TICK_FONT = 11, TITLE_FONT = 14, LEGEND_FONT = 11;
+
+/** Cleans float noise from k·step sums (0.30000000000000004 -> 0.3). */
+const clean = (v: number) => Number(v.toPrecision(12));
+
+/** A 1, 2, 2.5 or 5 × 10^k step giving about `count` intervals over [lo, hi]. */
+export function niceStep(lo: number, hi: number, count: number): number {
+  const rough = (hi - lo) / Math.max(1, count);
+  if (!(rough > 0) || !Number.isFinite(rough)) return 1;
+  const mag = 10 ** Math.floor(Math.log10(rough));
+  const f = rough / mag - 1e-9;   // 5e-6 / 5 is 1.0000000000000002e-6 in floats: still a step of 1
+  return clean((f <= 1 ? 1 : f <= 2 ? 2 : f <= 2.5 ? 2.5 : f <= 5 ? 5 : 10) * mag);
+}
+
+/** Widens an empty or degenerate range so a flat series still gets an axis. */
+function spread(lo: number, hi: number): [number, number] {
+  if (!Number.isFinite(lo) || !Number.isFinite(hi)) return [0, 1];
+  if (hi > lo) return [lo, hi];
+  const d = lo === 0 ? 1 : Math.abs(lo) * 0.1;
+  return [lo - d, hi + d];
+}
+
+/** Value axis: the domain is widened to whole ticks so the data never touches the frame. */
+export function niceAxis(lo: number, hi: number, count: number): Axis {
+  [lo, hi] = spread(lo, hi);
+  const step = niceStep(lo, hi, count);
+  const a = Math.floor(lo / step + 1e-9), b = Math.ceil(hi / step - 1e-9);
+  const ticks: number[] = [];
+  for (let k = a; k <= b; k++) ticks.push(clean(k * step));
+  return { domain: [ticks[0], ticks[ticks.length - 1]], ticks, step };
+}
+
+/** Step axis: the domain is the data's extent (no wasted width), ticks are the nice values inside it. */
+export function extentAxis(lo: number, hi: number, count: number, integer: boolean): Axis {
+  if (lo === hi && Number.isFinite(lo)) [lo, hi] = integer ? [lo - 1, hi + 1] : spread(lo, hi);
+  [lo, hi] = spread(lo, hi);
+  let step = niceStep(lo, hi, count);
+  if (integer && step < 1) step = 1;
+  const ticks: number[] = [];
+  for (let k = Math.ceil(lo / step - 1e-9); k * step <= hi + step * 1e-9; k++) ticks.push(clean(k * step));
+  return { domain: [lo, hi], ticks, step };
+}
+
+/** Decimal places that show every multiple of `step` exactly. */
+function decimalsOf(step: number): number {
+  for (let d = 0; d < 12; d++) if (Math.abs(Math.round(step * 10 ** d) - step * 10 ** d) < 1e-6) return d;
+  return 12;
+}
+
+/**
+ * Tick label: plain decimals, k/M/G for large values (token counts), exponents for tiny ones (learning
+ * rates). `top` is the axis's largest |tick| so one axis uses one notation (5k and 10k, not 5000 and 10k).
+ */
+export function formatTick(v: number, step: number, top = Math.max(Math.abs(v), step)): string {
+  if (v === 0) return "0";
+  if (step < 1e-3 && top < 1) return v.toExponential().replace("e+", "e");
+  if (top >= 1e4) {
+    const [unit, suffix] = top >= 1e9 ? [1e9, "G"] : top >= 1e6 ? [1e6, "M"] : [1e3, "k"];
+    return (v / unit).toFixed(Math.min(3, decimalsOf(clean(step / unit)))) + suffix;
+  }
+  return v.toFixed(decimalsOf(step));
+}
+
+/** A value's pixel position on an axis mapped linearly onto [r0, r1]. */
+export function scale(axis: Axis, r0: number, r1: number): (v: number) => number {
+  const [d0, d1] = axis.domain;
+  return (v) => r0 + ((v - d0) / (d1 - d0)) * (r1 - r0);
+}
+
+/** Estimated text width: 0.6 em per character is wide enough for digits and most lowercase in common sans fonts. */
+export const textWidth = (s: string, size: number, em = 0.6) => s.length * size * em;
+
+export function escapeXml(s: string): string {
+  return s.replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]!);
+}
+
+// Loops, not Math.min(...v): a long run's log can hold more values than a call's argument limit.
+export const minOf = (v: readonly number[]) => (v.length ? v.reduce((a, b) => (b < a ? b : a)) : NaN);
+export const maxOf = (v: readonly number[]) => (v.length ? v.reduce((a, b) => (b > a ? b : a)) : NaN);
+
+const px = (v: number) => String(Math.round(v * 100) / 100);
+
+/** Points sorted by x, finite x only; runs of finite y become separate polylines (NaN = gap). */
+export function segments(points: readonly Point[]): Point[][] {
+  const sorted = points.filter((p) => Number.isFinite(p[0])).sort((a, b) => a[0] - b[0]);
+  const out: Point[][] = [];
+  let cur: Point[] = [];
+  for (const p of sorted) {
+    if (Number.isFinite(p[1])) cur.push(p);
+    else if (cur.length) { out.push(cur); cur = []; }
+  }
+  if (cur.length) out.push(cur);
+  return out;
+}
+
+/** Beyond this many markers a series is drawn as a plain line (circles would merge into a smear). */
+const MAX_MARKERS = 300;
+
+/**
+ * Thins a polyline (pixel coordinates, x ascending) that has more points than `max`: per pixel column it
+ * keeps the first, lowest, highest and last point, so spikes and the envelope survive while a 200k-step log
+ * does not become a 10 MB path. Shorter polylines come back unchanged.
+ */
+export function thin(seg: readonly Point[], max: number): readonly Point[] {
+  if (seg.length <= max) return seg;
+  const out: Point[] = [];
+  for (let i = 0; i < seg.length;) {
+    const col = Math.floor(seg[i][0]);
+    let j = i, lo = i, hi = i;
+    for (; j < seg.length && Math.floor(seg[j][0]) === col; j++) {
+      if (seg[j][1] < seg[lo][1]) lo = j;
+      if (seg[j][1] > seg[hi][1]) hi = j;
+    }
+    for (const k of [...new Set([i, lo, hi, j - 1])].sort((a, b) => a - b)) out.push(seg[k]);
+    i = j;
+  }
+  return out;
+}
+
+interface LegendItem { s: LineSeries; x: number; y: number }
+
+/**
+ * Legend entries left to right. When they do not fit on one row, the eval entries start a new row (train
+ * and eval of the same metrics then line up), and any row still too wide wraps.
+ */
+function layoutLegend(series: readonly LineSeries[], left: number, maxRight: number, top: number): { items: LegendItem[]; height: number } {
+  const width = (s: LineSeries) => 22 + textWidth(s.name, LEGEND_FONT, 0.56) + 12;
+  const oneRow = series.reduce((a, s) => a + width(s), 0) <= maxRight - left;
+  const items: LegendItem[] = [];
+  let x = left, y = top;
+  series.forEach((s, i) => {
+    const w = width(s);
+    const styleBreak = !oneRow && i > 0 && s.style !== series[i - 1].style;
+    if (x > left && (styleBreak || x + w > maxRight)) { x = left; y += 16; }
+    items.push({ s, x, y });
+    x += w;
+  });
+  return { items, height: series.length ? y - top + 16 : 0 };
+}
+
+function dashOf(s: LineSeries): string {
+  return s.style === "eval" ? ` stroke-dasharray="5 3"` : "";
+}
+
+/** Renders one chart as a standalone SVG document (xmlns set, so it also works as a .svg file). */
+export function renderLineChart(c: LineChart, id = "chart"): string {
+  const { width: W, height: H } = c;
+  const finite = (vals: number[]) => vals.filter(Number.isFinite);
+  const xs = finite(c.series.flatMap((s) => s.points.map((p) => p[0])));
+  const ys = finite([...c.series.flatMap((s) => s.points.filter((p) => Number.isFinite(p[0])).map((p) => p[1])), ...(c.yInclude ?? [])]);
+  const yCount = Math.max(2, Math.round((H - 110) / 40));
+  const yAxis = niceAxis(minOf(ys), maxOf(ys), yCount);
+  const topOf = (a: Axis) => Math.max(a.step, ...a.ticks.map(Math.abs));
+  const yLabels = yAxis.ticks.map((t) => formatTick(t, yAxis.step, topOf(yAxis)));
+
+  const legend = layoutLegend(c.series, 12, W - 12, 34);
+  const top = 34 + legend.height + 8;
+  const left = 14 + Math.max(...yLabels.map((l) => textWidth(l, TICK_FONT)));
+  const right = W - 18, bottom = H - 40;
+
+  // Steps count from 0: a first log at step 10 of 200 still gets an axis from 0, so charts line up.
+  let x0 = minOf(xs);
+  const x1 = maxOf(xs);
+  if (c.xFromZero && x0 > 0 && x0 <= 0.1 * x1) x0 = 0;
+  const xAxis = extentAxis(x0, x1, Math.max(2, Math.round((right - left) / 70)), c.integerX ?? false);
+  const sx = scale(xAxis, left, right), sy = scale(yAxis, bottom, top);
+
+  const o: string[] = [];
+  o.push(`<svg xmlns="http://www.w3.org/2000/svg" class="chart" data-chart="${escapeXml(id)}" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="${escapeXml(FONT)}" role="img" aria-label="${escapeXml(c.title)}">`);
+  o.push(`<title>${escapeXml(c.title)}</title>`);
+  o.push(`<rect x="0" y="0" width="${W}" height="${H}" fill="#ffffff"/>`);
+  o.push(`<text class="title" x="12" y="22" font-size="${TITLE_FONT}" font-weight="600" fill="#111827">${escapeXml(c.title)}</text>`);
+
+  // Legend: a short line sample in the series' style, then its name.
+  o.push(`<g class="legend">`);
+  for (const { s, x, y } of legend.items) {
+    o.push(`<g class="legend-item" data-series="${escapeXml(s.name)}">`);
+    o.push(`<line x1="${px(x)}" y1="${px(y + 4)}" x2="${px(x + 18)}" y2="${px(y + 4)}" stroke="${s.color}" stroke-width="2"${dashOf(s)}/>`);
+    if (s.style === "eval") o.push(`<circle cx="${px(x + 9)}" cy="${px(y + 4)}" r="2.5" fill="#ffffff" stroke="${s.color}" stroke-width="1.5"/>`);
+    o.push(`<text x="${px(x + 22)}" y="${px(y + 8)}" font-size="${LEGEND_FONT}" fill="#374151">${escapeXml(s.name)}</text></g>`);
+  }
+  o.push(`</g>`);
+
+  // Gridlines and tick labels. Each tick is a group translated to its position, so the label's value and
+  // its pixel coordinate can be read back from the file.
+  o.push(`<g class="y-axis">`);
+  yAxis.ticks.forEach((t, i) => {
+    o.push(`<g class="tick" transform="translate(0,${px(sy(t))})"><line x1="${px(left)}" x2="${px(right)}" stroke="#e5e7eb"/>` +
+      `<text x="${px(left - 6)}" y="4" text-anchor="end" font-size="${TICK_FONT}" fill="#4b5563">${escapeXml(yLabels[i])}</text></g>`);
+  });
+  o.push(`</g><g class="x-axis">`);
+  for (const t of xAxis.ticks) {
+    o.push(`<g class="tick" transform="translate(${px(sx(t))},0)"><line y1="${px(top)}" y2="${px(bottom)}" stroke="#f3f4f6"/>` +
+      `<line y1="${px(bottom)}" y2="${px(bottom + 4)}" stroke="#6b7280"/>` +
+      `<text x="0" y="${px(bottom + 17)}" text-anchor="middle" font-size="${TICK_FONT}" fill="#4b5563">${escapeXml(formatTick(t, xAxis.step, topOf(xAxis)))}</text></g>`);
+  }
+  o.push(`</g>`);
+  o.push(`<path class="frame" d="M${px(left)} ${px(top)}V${px(bottom)}H${px(right)}" fill="none" stroke="#6b7280"/>`);
+  o.push(`<text class="x-label" x="${px((left + right) / 2)}" y="${H - 6}" text-anchor="middle" font-size="${TICK_FONT}" fill="#374151">${escapeXml(c.xLabel)}</text>`);
+
+  if (!xs.length) {
+    o.push(`<text x="${px((left + right) / 2)}" y="${px((top + bottom) / 2)}" text-anchor="middle" font-size="12" fill="#9ca3af">no values</text>`);
+  }
+
+  // Series: one path per series, a new subpath (M) after each gap. Eval points get markers because they
+  // are few; a train point with gaps on both sides gets one too, or it would not show at all.
+  const maxPoints = 2 * Math.ceil(right - left);
+  for (const s of c.series) {
+    const segs = segments(s.points);
+    const d = segs.map((seg) => thin(seg.map((p) => [sx(p[0]), sy(p[1])] as const), maxPoints)
+      .map((p, i) => `${i ? "L" : "M"}${px(p[0])} ${px(p[1])}`).join("")).join("");
+    o.push(`<path class="series ${s.style}" data-series="${escapeXml(s.name)}" d="${d}" fill="none" stroke="${s.color}" stroke-width="${s.style === "eval" ? 1.75 : 2}" stroke-linejoin="round" stroke-linecap="round"${dashOf(s)}><title>${escapeXml(s.name)}</title></path>`);
+    const marked = s.style === "eval" ? segs.flat() : segs.filter((seg) => seg.length === 1).flat();
+    if (marked.length > MAX_MARKERS) continue;
+    for (const p of marked) {
+      o.push(`<circle class="marker" data-series="${escapeXml(s.name)}" cx="${px(sx(p[0]))}" cy="${px(sy(p[1]))}" r="${s.style === "eval" ? 3 : 2}" fill="${s.style === "eval" ? "#ffffff" : s.color}" stroke="${s.color}" stroke-width="1.5"><title>${escapeXml(`${s.name} at ${c.xLabel} ${p[0]}: ${p[1]}`)}</title></circle>`);
+    }
+  }
+  o.push(`</svg>`);
+  return o.join("\n");
+}
