@@ -2,13 +2,14 @@
 // model.safetensors.index.json. Loading checks every tensor name and shape against the native parameter table
 // (params.ts) before reading any data; saving writes a folder transformers loads, atomically.
 // Not the training checkpoint (optimizer state, trainer_state.json) and not adapters (PEFT files).
-import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, renameSync, rmSync } from "node:fs";
 import { basename, dirname, join, resolve } from "node:path";
 import { randomBytes } from "node:crypto";
 import type { DecoderConfig, ParamInfo } from "../core/types.ts";
 import { parseConfig } from "./config.ts";
 import { DTYPE_SIZES, forEachTensorChunk, readHeader, readTensor, writeSafetensors, type SafetensorsHeader, type TensorToWrite } from "./safetensors.ts";
 import { checkTable } from "./params.ts";
+import { fsyncPath, writeFileSynced } from "../util/durable.ts";
 
 export { buildParamTable, paramBufferSize, randomInit } from "./params.ts";
 
@@ -155,27 +156,6 @@ export interface SaveOptions {
 
 const TORCH_DTYPE = { F32: "float32", BF16: "bfloat16", F16: "float16" } as const;
 
-function fsyncDir(dir: string): void {
-  const fd = openSync(dir, "r");
-  try {
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
-}
-
-function writeFileSynced(file: string, text: string): void {
-  const fd = openSync(file, "w");
-  try {
-    const b = Buffer.from(text, "utf8");
-    let done = 0;
-    while (done < b.length) done += writeSync(fd, b, done, b.length - done);
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
-}
-
 /**
  * Write a transformers-loadable folder: config.json (torch_dtype/dtype set to the stored dtype), and
  * model.safetensors or model-0000i-of-0000N.safetensors + index, each with __metadata__ {"format": "pt"}.
@@ -236,7 +216,7 @@ export function saveModel(dir: string, configJson: Record<string, unknown>, tabl
       writeFileSynced(join(tmp, INDEX_FILE), JSON.stringify({ metadata: { total_size: total }, weight_map: sortedMap }, null, 2) + "\n");
       opts.onFileWritten?.(join(tmp, INDEX_FILE));
     }
-    fsyncDir(tmp);
+    fsyncPath(tmp);
     if (existsSync(target)) {
       const old = join(parent, `.${basename(target)}.old-${tag}`);
       renameSync(target, old);
@@ -250,7 +230,7 @@ export function saveModel(dir: string, configJson: Record<string, unknown>, tabl
     } else {
       renameSync(tmp, target);
     }
-    fsyncDir(parent);
+    fsyncPath(parent);
   } catch (e) {
     rmSync(tmp, { recursive: true, force: true });
     throw e;

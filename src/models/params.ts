@@ -23,6 +23,7 @@
 // when those are not multiples of 16.
 // decay: true for 2-D weights (embeddings and projections), false for biases and norm weights, as HF Trainer.
 import type { DecoderConfig, ParamInfo } from "../core/types.ts";
+import { mulberry32 } from "../util/random.ts";
 
 const ALIGN = 16;
 
@@ -82,14 +83,6 @@ export function checkTable(table: readonly ParamInfo[], n: number, what: string)
   }
 }
 
-// mulberry32: a 32-bit-state PRNG (Tommy Ettinger's constants), plenty for weight init and tiny to reproduce.
-function mulberry32(state: number): number {
-  let t = state;
-  t = Math.imul(t ^ (t >>> 15), t | 1);
-  t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-  return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-}
-
 /**
  * Seeded init, HF-style: 2-D weights ~ N(0, std²), biases 0, norm weights 1, alignment gaps 0. Normals come
  * from Box–Muller on mulberry32 uniforms, both outputs used, continuing across tensors in table order (a
@@ -98,7 +91,7 @@ function mulberry32(state: number): number {
 export function randomInit(table: readonly ParamInfo[], params: Float32Array, seed: number, std = 0.02): void {
   checkTable(table, params.length, "randomInit");
   params.fill(0);
-  let state = seed >>> 0;
+  const uniform = mulberry32(seed);
   let spare = 0;
   let haveSpare = false;
   for (const p of table) {
@@ -114,10 +107,8 @@ export function randomInit(table: readonly ParamInfo[], params: Float32Array, se
       haveSpare = false;
     }
     while (i < v.length) {
-      state = (state + 0x6d2b79f5) | 0;
-      const u1 = 1 - mulberry32(state); // (0, 1]: keeps the log finite
-      state = (state + 0x6d2b79f5) | 0;
-      const u2 = mulberry32(state);
+      const u1 = 1 - uniform(); // (0, 1]: keeps the log finite
+      const u2 = uniform();
       const r = Math.sqrt(-2 * Math.log(u1));
       const a = 2 * Math.PI * u2;
       v[i++] = r * Math.cos(a) * std;

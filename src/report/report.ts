@@ -2,34 +2,16 @@
 // config, first/last/best values of the main metrics, eval before vs after, and the charts; each chart is
 // also written as plots/<name>.svg beside it. Every file is written under a temporary name, then renamed.
 // Not the chart drawing (svg.ts, charts.ts) and not the reading of run files (runlog.ts).
-import { closeSync, fsyncSync, mkdirSync, openSync, renameSync, rmSync, writeSync } from "node:fs";
-import { randomBytes } from "node:crypto";
+import { mkdirSync } from "node:fs";
 import { basename, dirname, join, resolve } from "node:path";
 import { buildCharts, RUN_TOTAL_KEYS, type ReportChart } from "./charts.ts";
 import { readModelConfig, readRunConfig, readRunLog, readTrainerState, type LogLine, type RunConfig } from "./runlog.ts";
 import { escapeXml as esc, maxOf } from "./svg.ts";
+import { writeFileAtomic } from "../util/durable.ts";
+export { writeFileAtomic };
 
 export interface ReportOptions {
   out?: string;                 // HTML path (default RUN_DIR/report.html); plots/ goes in the same folder
-}
-
-/** Writes `text` to `file` via a hidden temporary sibling and a rename, so readers never see half a file. */
-export function writeFileAtomic(file: string, text: string): void {
-  const tmp = join(dirname(file), `.${basename(file)}.tmp-${process.pid}-${randomBytes(4).toString("hex")}`);
-  try {
-    const fd = openSync(tmp, "w");
-    try {
-      const b = Buffer.from(text, "utf8");
-      let done = 0;
-      while (done < b.length) done += writeSync(fd, b, done, b.length - done);
-      fsyncSync(fd);
-    } finally {
-      closeSync(fd);
-    }
-    renameSync(tmp, file);
-  } finally {
-    rmSync(tmp, { force: true });
-  }
 }
 
 export interface MetricSummary {

@@ -3,13 +3,14 @@
 // scheduler.json, rng_state.json, trainer_state.json, preftune_state.json, training_args.json and the
 // tokenizer files. A checkpoint is written under a hidden temporary name, fsynced, then renamed, so a crash
 // never leaves a checkpoint-N that looks whole. Not the decision of when to save (loop.ts).
-import { closeSync, copyFileSync, existsSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeSync } from "node:fs";
+import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync } from "node:fs";
 import { basename, dirname, join, resolve } from "node:path";
 import { randomBytes } from "node:crypto";
 import type { AdamW, NativeModel } from "../core/native.ts";
 import { INDEX_FILE, loadWeightsInto, saveModel, SINGLE_FILE } from "../models/checkpoint.ts";
 import { readHeader, readTensor, writeSafetensors, type TensorToWrite } from "../models/safetensors.ts";
 import type { DataOrderState, LoopState, SchedulerState, TrainerStateJson } from "./state.ts";
+import { fsyncPath, writeFileSynced } from "../util/durable.ts";
 
 export const CHECKPOINT_PREFIX = "checkpoint-";
 const CHECKPOINT_RE = /^checkpoint-(\d+)$/;
@@ -19,23 +20,6 @@ export const FILES = {
   rng: "rng_state.json", loop: "preftune_state.json", args: "training_args.json",
 } as const;
 const TOKENIZER_FILES = ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja", "chat_template.json", "tokenizer.model", "added_tokens.json", "vocab.json", "merges.txt", "generation_config.json"];
-
-function fsyncPath(p: string): void {
-  const fd = openSync(p, "r");
-  try { fsyncSync(fd); } finally { closeSync(fd); }
-}
-
-export function writeFileSynced(file: string, text: string): void {
-  const fd = openSync(file, "w");
-  try {
-    const b = Buffer.from(text, "utf8");
-    let done = 0;
-    while (done < b.length) done += writeSync(fd, b, done, b.length - done);
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
-}
 
 const writeJson = (file: string, v: unknown) => writeFileSynced(file, JSON.stringify(v, null, 2) + "\n");
 

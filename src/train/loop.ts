@@ -21,7 +21,7 @@ import { defaultsFor, IGNORED_KEYS, type TrainConfig } from "./config.ts";
 import { asDivergence, checkFinite, SIGNAL_EXIT_CODES, TrainingDivergedError, watchStopSignals } from "./guards.ts";
 import { addMetrics, appendMetrics, emptySums, meanMetrics, Progress, rewriteMetricsFile, type LogEntry, type MetricSums } from "./metrics.ts";
 import { learningRate, planSteps, resolveInterval, warmupSteps, type ScheduleConfig } from "./schedule.ts";
-import { batchOrder, initialTrainerState, orderMismatch, type DataOrderState, type LoopState } from "./state.ts";
+import { batchOrder, initialTrainerState, orderMismatch, type LoopState } from "./state.ts";
 
 type Rows = TokenizedPair[] | TokenizedUnpaired[];
 

@@ -2,9 +2,10 @@
 // (one JSON object per log, the same objects as trainer_state.json's log_history) and the console progress
 // (a cli-progress bar with ETA on a TTY, plain lines otherwise, nothing when quiet).
 // Not the loop's control flow and not checkpoint files.
-import { appendFileSync, closeSync, fsyncSync, openSync, renameSync, writeSync } from "node:fs";
+import { appendFileSync } from "node:fs";
 import { join } from "node:path";
 import cliProgress from "cli-progress";
+import { writeFileAtomic } from "../util/durable.ts";
 
 export const METRICS_FILE = "metrics.jsonl";
 
@@ -36,18 +37,7 @@ export function meanMetrics(acc: MetricSums, prefix = ""): LogEntry {
 
 /** Rewrites metrics.jsonl to exactly these entries (resume: the checkpoint's log_history), atomically. */
 export function rewriteMetricsFile(outputDir: string, entries: readonly LogEntry[]): void {
-  const file = join(outputDir, METRICS_FILE);
-  const tmp = `${file}.tmp-${process.pid}`;
-  const fd = openSync(tmp, "w");
-  try {
-    const b = Buffer.from(entries.map((e) => JSON.stringify(e) + "\n").join(""), "utf8");
-    let done = 0;
-    while (done < b.length) done += writeSync(fd, b, done, b.length - done);
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
-  renameSync(tmp, file);
+  writeFileAtomic(join(outputDir, METRICS_FILE), entries.map((e) => JSON.stringify(e) + "\n").join(""));
 }
 
 export function appendMetrics(outputDir: string, entry: LogEntry): void {

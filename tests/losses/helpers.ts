@@ -3,17 +3,8 @@
 
 import assert from "node:assert/strict";
 
-/** mulberry32: small deterministic PRNG so every gradient check sees the same random inputs. */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** The project's seeded PRNG, so every gradient check sees the same random inputs. */
+export { mulberry32 as rng } from "../../src/util/random.ts";
 
 export function uniform(r: () => number, n: number, lo: number, hi: number): Float64Array {
   return Float64Array.from({ length: n }, () => lo + (hi - lo) * r());

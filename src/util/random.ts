@@ -1,0 +1,14 @@
+// The one seeded PRNG of the project: mulberry32 (32-bit state; the same sequence on every platform for a
+// given seed). Used for weight init, data order and test inputs. Not cryptographic.
+
+/** A generator of uniforms in [0, 1) from a 32-bit seed. */
+export function mulberry32(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
