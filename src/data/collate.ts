@@ -1,0 +1,75 @@
+// Batching of tokenized rows into right-padded TokenBatches, as TRL's DataCollatorForPreference and
+// DataCollatorForUnpairedPreference do, with label-aligned completion masks (1 where token t is a completion
+// token, so the same positions as TRL's completion_mask). Not truncation: rows must already fit.
+import type { TokenBatch } from "../core/types.ts";
+import type { TokenizedPair, TokenizedUnpaired } from "./tokenize.ts";
+
+export type { TokenizedPair, TokenizedUnpaired };
+
+export interface CollateOptions {
+  padTokenId: number;
+  padToMultipleOf?: number;
+}
+
+export interface PairBatch {
+  batch: TokenBatch;            // 2B rows: 0..B-1 prompt+chosen, B..2B-1 prompt+rejected
+  completionMask: Uint8Array;   // (2B, T)
+}
+
+export interface UnpairedBatch {
+  batch: TokenBatch;            // B rows: prompt+completion
+  completionMask: Uint8Array;   // (B, T)
+  labels: boolean[];            // (B,) true = desirable
+  kl?: { batch: TokenBatch; completionMask: Uint8Array };   // (B, T_kl) mismatched prompt/completion pairs
+}
+
+/** Right-pads (prompt, completion) sequences into one batch. */
+function pack(seqs: { prompt: number[]; completion: number[] }[], o: CollateOptions): { batch: TokenBatch; completionMask: Uint8Array } {
+  const B = seqs.length;
+  let T = 0;
+  for (const s of seqs) T = Math.max(T, s.prompt.length + s.completion.length);
+  const m = o.padToMultipleOf;
+  if (m != null) {
+    if (!Number.isInteger(m) || m < 1) throw new Error(`padToMultipleOf must be a positive integer, got ${m}`);
+    T = Math.ceil(T / m) * m;
+  }
+  const ids = new Int32Array(B * T).fill(o.padTokenId);   // (B, T)
+  const lengths = new Int32Array(B);                       // (B,)
+  const completionMask = new Uint8Array(B * T);            // (B, T)
+  seqs.forEach((s, b) => {
+    const row = b * T;
+    ids.set(s.prompt, row);
+    ids.set(s.completion, row + s.prompt.length);
+    completionMask.fill(1, row + s.prompt.length, row + s.prompt.length + s.completion.length);
+    lengths[b] = s.prompt.length + s.completion.length;
+  });
+  return { batch: { ids, lengths, B, T }, completionMask };
+}
+
+/** Chosen rows first, then rejected rows, one common T (TRL's concatenated 2B forward). */
+export function collatePairs(rows: TokenizedPair[], opts: CollateOptions): PairBatch {
+  if (rows.length === 0) throw new Error("collatePairs: empty batch");
+  return pack([
+    ...rows.map((r) => ({ prompt: r.prompt_ids, completion: r.chosen_ids })),
+    ...rows.map((r) => ({ prompt: r.prompt_ids, completion: r.rejected_ids })),
+  ], opts);
+}
+
+/**
+ * Unpaired (KTO) rows. With `kl`, also the KL rows TRL uses to estimate the reference point: each prompt
+ * with the completion of the previous row in the batch (the first with the last), or the row's own
+ * kl_completion_ids when given. Needs more than one row, as TRL requires batch size > 1 for the KL term.
+ */
+export function collateUnpaired(rows: TokenizedUnpaired[], opts: CollateOptions & { kl?: boolean }): UnpairedBatch {
+  if (rows.length === 0) throw new Error("collateUnpaired: empty batch");
+  const main = pack(rows.map((r) => ({ prompt: r.prompt_ids, completion: r.completion_ids })), opts);
+  const out: UnpairedBatch = { ...main, labels: rows.map((r) => r.label) };
+  if (opts.kl && rows.length > 1) {
+    const B = rows.length;
+    out.kl = pack(rows.map((r, i) => ({
+      prompt: r.prompt_ids,
+      completion: r.kl_completion_ids ?? rows[(i + B - 1) % B].completion_ids,
+    })), opts);
+  }
+  return out;
+}
