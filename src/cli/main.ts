@@ -2,6 +2,10 @@
 // own file. Not business logic: every command calls into src/.
 import { Command } from "commander";
 import { registerBenchCommand } from "./bench.ts";
+import { registerDataCommands } from "./data.ts";
+import { registerDemoCommand } from "./demo.ts";
+import { registerReportCommand } from "./report.ts";
+import { registerTrainCommands } from "./train.ts";
 
 export async function main(argv: string[]): Promise<void> {
   const program = new Command();
@@ -9,15 +13,11 @@ export async function main(argv: string[]): Promise<void> {
     .name("preftune")
     .description("Preference tuning (ORPO, DPO/IPO, KTO, SimPO/CPO, SFT) with TRL's keys and Hugging Face files, on a native CPU core")
     .showHelpAfterError();
+  registerTrainCommands(program);
+  registerDataCommands(program);
+  registerReportCommand(program);
+  registerDemoCommand(program);
   registerBenchCommand(program);
-  for (const [file, fn] of [["./data.ts", "registerDataCommands"], ["./train.ts", "registerTrainCommands"], ["./demo.ts", "registerDemoCommand"], ["./report.ts", "registerReportCommand"]] as const) {
-    // Command families are optional while they are being built; a missing file is not an error here.
-    const mod = await import(file).catch((e: Error & { code?: string }) => {
-      if (e.code === "ERR_MODULE_NOT_FOUND" && e.message.includes(file.slice(2))) return null;
-      throw e;
-    });
-    if (mod && typeof mod[fn] === "function") mod[fn](program);
-  }
   try {
     await program.parseAsync(argv);
   } catch (e) {
