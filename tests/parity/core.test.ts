@@ -52,7 +52,7 @@ for (const name of ["llama-tiny", "qwen2-tiny", "qwen3-tiny"]) {
     model.free();
   });
 
-  test(`${name}: log-probs, token stats, loss and every gradient match PyTorch`, () => {
+  test(`${name}: log-probs, token stats, loss and every gradient match PyTorch`, (t) => {
     const { model, get, batch, mask, fx } = setup(name);
     const stats = model.forward(batch, { train: true });
     assert.ok(maxAbs(stats.logps, get("logps")) <= 1e-5, `logps max abs diff ${maxAbs(stats.logps, get("logps"))}`);
@@ -63,17 +63,19 @@ for (const name of ["llama-tiny", "qwen2-tiny", "qwen3-tiny"]) {
     assert.ok(Math.abs(loss - ref) / Math.abs(ref) <= 1e-6, `loss ${loss} vs ${ref}`);
     model.zeroGrad();
     model.backward(dlogps);
-    let checked = 0;
+    let checked = 0, worst = 0;
     for (const p of model.table) {
       const err = relErr(model.grad(p.name), get(`grad.${p.name}`));
       assert.ok(err <= 1e-4, `grad ${p.name}: relative error ${err}`);
+      worst = Math.max(worst, err);
       checked++;
     }
+    t.diagnostic(`logps max abs diff ${maxAbs(stats.logps, get("logps")).toExponential(2)}; loss rel diff ${(Math.abs(loss - ref) / Math.abs(ref)).toExponential(2)}; worst of ${checked} gradient relative errors ${worst.toExponential(2)}`);
     assert.equal(checked, [...fx.tensors.keys()].filter((k) => k.startsWith("grad.")).length, "every reference gradient checked");
     model.free();
   });
 
-  test(`${name}: 10 AdamW steps with clipping follow the PyTorch trajectory`, () => {
+  test(`${name}: 10 AdamW steps with clipping follow the PyTorch trajectory`, (t) => {
     const { model, get, batch, mask, fx } = setup(name);
     const md = fx.metadata ?? {};
     const opt = new AdamW(model, {
@@ -82,6 +84,7 @@ for (const name of ["llama-tiny", "qwen2-tiny", "qwen3-tiny"]) {
     });
     const maxNorm = Number(md.max_grad_norm ?? 1.0);
     const refLoss = get("traj_loss"), refNorm = get("traj_grad_norm");
+    let worst = 0;
     for (let step = 0; step < refLoss.length; step++) {
       const stats = model.forward(batch, { train: true });
       const { loss, dlogps } = nll(stats.logps, mask);
@@ -91,7 +94,9 @@ for (const name of ["llama-tiny", "qwen2-tiny", "qwen3-tiny"]) {
       opt.update();
       assert.ok(Math.abs(loss - refLoss[step]) / Math.abs(refLoss[step]) <= 1e-4, `step ${step}: loss ${loss} vs ${refLoss[step]}`);
       assert.ok(Math.abs(norm - refNorm[step]) / refNorm[step] <= 1e-4, `step ${step}: grad norm ${norm} vs ${refNorm[step]}`);
+      worst = Math.max(worst, Math.abs(loss - refLoss[step]) / Math.abs(refLoss[step]));
     }
+    t.diagnostic(`worst loss relative error over ${refLoss.length} steps ${worst.toExponential(2)}`);
     model.free();
   });
 }
