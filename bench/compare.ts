@@ -85,6 +85,7 @@ function run(label: string, cmd: string, args: string[], env: NodeJS.ProcessEnv)
     const tail = (r.stdout ?? "").trim().split("\n").slice(-3).join(" | ");
     return { label, result: null, error: `exit ${r.status}${result === null ? ", no result JSON line" : ""}: ${tail}` };
   }
+  console.error(`[compare] ${label}: ${JSON.stringify(result)}`);  // kept in the log even if a later run fails
   return { label, result, error: null };
 }
 
@@ -126,8 +127,9 @@ if (opts.only !== "preftune") {
   runs.push(...peers);
 }
 
+const FMA_PEAK_GFLOPS = fmaPeakGflops(Number(opts.threads));
 const fmt = (x: number, digits: number) => x.toFixed(digits);
-const header = ["run", "tokens/s", "s/step", "GFLOP/s", "% of 320 peak", "peak RSS MB"];
+const header = ["run", "tokens/s", "s/step", "GFLOP/s", `% of ${FMA_PEAK_GFLOPS.toFixed(0)} peak`, "peak RSS MB"];
 const rows = runs.map((r) =>
   r.result === null
     ? [r.label, "failed", "", "", "", ""]
@@ -136,7 +138,6 @@ const rows = runs.map((r) =>
 );
 const widths = header.map((h, i) => Math.max(h.length, ...rows.map((row) => row[i]!.length)));
 const line = (cells: string[]) => cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join("  ");
-const FMA_PEAK_GFLOPS = fmaPeakGflops(Number(opts.threads));
 console.log(`config ${opts.config}, batch ${opts.batch}, seq ${opts.seq}, ${opts.steps} timed steps, ${opts.threads} threads`);
 console.log(line(header));
 for (const row of rows) console.log(line(row));
