@@ -29,7 +29,18 @@ class Model : public Napi::ObjectWrap<Model> {
                         InstanceMethod("releaseActivations", &Model::Release),
                         InstanceMethod("zeroGrad", &Model::ZeroGrad), InstanceMethod("gradNorm", &Model::GradNorm),
                         InstanceMethod("scaleGrads", &Model::ScaleGrads),
-                        InstanceMethod("adamwStep", &Model::AdamW), InstanceMethod("free", &Model::Free)});
+                        InstanceMethod("adamwStep", &Model::AdamW), InstanceMethod("free", &Model::Free),
+                        InstanceMethod("loraAttach", &Model::LoraAttach),
+                        InstanceMethod("loraDetach", &Model::LoraDetach),
+                        InstanceMethod("loraMerge", &Model::LoraMerge),
+                        InstanceMethod("loraScaling", &Model::LoraScaling),
+                        InstanceMethod("loraParams", &Model::LoraParams),
+                        InstanceMethod("loraGrads", &Model::LoraGrads),
+                        InstanceMethod("loraTable", &Model::LoraTable),
+                        InstanceMethod("loraZeroGrad", &Model::LoraZeroGrad),
+                        InstanceMethod("loraGradNorm", &Model::LoraGradNorm),
+                        InstanceMethod("loraScaleGrads", &Model::LoraScaleGrads),
+                        InstanceMethod("loraAdamwStep", &Model::LoraAdamW)});
   }
 
   explicit Model(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Model>(info) {
@@ -61,11 +72,11 @@ class Model : public Napi::ObjectWrap<Model> {
 
   bool Alive(Napi::Env env) { return !throw_if(env, m_ == nullptr, "the model was freed"); }
 
-  Napi::Value View(Napi::Env env, float* p) {
-    size_t n = (size_t)pt_model_num_floats(m_);
+  Napi::Value View(Napi::Env env, float* p, size_t n) {
     auto ab = Napi::ArrayBuffer::New(env, p, n * sizeof(float));
     return Napi::Float32Array::New(env, n, ab, 0);
   }
+  Napi::Value View(Napi::Env env, float* p) { return View(env, p, (size_t)pt_model_num_floats(m_)); }
   Napi::Value Params(const Napi::CallbackInfo& info) {
     return Alive(info.Env()) ? View(info.Env(), pt_model_params(m_)) : info.Env().Undefined();
   }
@@ -76,10 +87,12 @@ class Model : public Napi::ObjectWrap<Model> {
   Napi::Value Table(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     if (!Alive(env)) return env.Undefined();
-    int32_t n = pt_model_num_params(m_);
+    return TableOf(env, pt_model_num_params(m_), pt_model_param);
+  }
+  Napi::Value TableOf(Napi::Env env, int32_t n, const pt_param* (*get)(const pt_model*, int32_t)) {
     auto arr = Napi::Array::New(env, n);
     for (int32_t i = 0; i < n; i++) {
-      const pt_param* p = pt_model_param(m_, i);
+      const pt_param* p = get(m_, i);
       auto o = Napi::Object::New(env);
       o.Set("name", p->name);
       auto shape = Napi::Array::New(env, p->ndim);
@@ -93,7 +106,8 @@ class Model : public Napi::ObjectWrap<Model> {
     return arr;
   }
 
-  // forward(ids Int32Array (B*T), lengths Int32Array (B), B, T, train, logps?, logitsMean?, entropy?, correct?)
+  // forward(ids Int32Array (B*T), lengths Int32Array (B), B, T, flags (PT_FORWARD_* bits, or a train boolean),
+  //         logps?, logitsMean?, entropy?, correct?)
   Napi::Value Forward(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     if (!Alive(env)) return env.Undefined();
@@ -103,7 +117,8 @@ class Model : public Napi::ObjectWrap<Model> {
     auto ids = info[0].As<Napi::Int32Array>();
     auto lengths = info[1].As<Napi::Int32Array>();
     int32_t B = info[2].As<Napi::Number>().Int32Value(), T = info[3].As<Napi::Number>().Int32Value();
-    bool train = info[4].As<Napi::Boolean>().Value();
+    int32_t flags = info[4].IsBoolean() ? (info[4].As<Napi::Boolean>().Value() ? PT_FORWARD_TRAIN : 0)
+                                        : info[4].As<Napi::Number>().Int32Value();
     size_t BT = (size_t)B * (size_t)T;
     if (throw_if(env, ids.ElementLength() != BT, "ids must have B*T = " + std::to_string(BT) + " entries") ||
         throw_if(env, lengths.ElementLength() != (size_t)B, "lengths must have B entries"))
@@ -123,7 +138,7 @@ class Model : public Napi::ObjectWrap<Model> {
       if (throw_if(env, u.ElementLength() != BT, "correct must have B*T entries")) return env.Undefined();
       out.correct = u.Data();
     }
-    check_status(env, pt_forward(m_, ids.Data(), lengths.Data(), B, T, train ? 1 : 0, &out));
+    check_status(env, pt_forward(m_, ids.Data(), lengths.Data(), B, T, flags, &out));
     return env.Undefined();
   }
 
@@ -165,6 +180,74 @@ class Model : public Napi::ObjectWrap<Model> {
     auto num = [&](size_t i) { return info[i].As<Napi::Number>(); };
     pt_adamw_step(m_, ma.Data(), va.Data(), num(2).Int64Value(), num(3).FloatValue(), num(4).FloatValue(),
                   num(5).FloatValue(), num(6).FloatValue(), num(7).FloatValue());
+    return env.Undefined();
+  }
+
+  // loraAttach({ r, lora_alpha, use_rslora, targets, lora_dropout })
+  Napi::Value LoraAttach(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!Alive(env)) return env.Undefined();
+    if (throw_if(env, info.Length() < 1 || !info[0].IsObject(), "loraAttach(config) expected")) return env.Undefined();
+    Napi::Object o = info[0].As<Napi::Object>();
+    pt_lora_config c{};
+    c.r = get_int(o, "r");
+    c.lora_alpha = o.Get("lora_alpha").As<Napi::Number>().FloatValue();
+    c.use_rslora = get_int(o, "use_rslora");
+    c.targets = get_int(o, "targets");
+    c.lora_dropout = o.Get("lora_dropout").As<Napi::Number>().FloatValue();
+    check_status(env, pt_lora_attach(m_, &c));
+    return env.Undefined();
+  }
+  Napi::Value LoraDetach(const Napi::CallbackInfo& info) {
+    if (Alive(info.Env())) pt_lora_detach(m_);
+    return info.Env().Undefined();
+  }
+  Napi::Value LoraMerge(const Napi::CallbackInfo& info) {
+    if (Alive(info.Env())) check_status(info.Env(), pt_lora_merge(m_));
+    return info.Env().Undefined();
+  }
+  bool Attached(Napi::Env env) {
+    return Alive(env) && !throw_if(env, !pt_lora_attached(m_), "no LoRA adapter is attached");
+  }
+  Napi::Value LoraScaling(const Napi::CallbackInfo& info) {
+    return Attached(info.Env()) ? Napi::Number::New(info.Env(), pt_lora_scaling(m_)) : info.Env().Undefined();
+  }
+  Napi::Value LoraParams(const Napi::CallbackInfo& info) {
+    if (!Attached(info.Env())) return info.Env().Undefined();
+    return View(info.Env(), pt_lora_params(m_), (size_t)pt_lora_num_floats(m_));
+  }
+  Napi::Value LoraGrads(const Napi::CallbackInfo& info) {
+    if (!Attached(info.Env())) return info.Env().Undefined();
+    return View(info.Env(), pt_lora_grads(m_), (size_t)pt_lora_num_floats(m_));
+  }
+  Napi::Value LoraTable(const Napi::CallbackInfo& info) {
+    if (!Attached(info.Env())) return info.Env().Undefined();
+    return TableOf(info.Env(), pt_lora_num_params(m_), pt_lora_param);
+  }
+  Napi::Value LoraZeroGrad(const Napi::CallbackInfo& info) {
+    if (Attached(info.Env())) pt_lora_zero_grad(m_);
+    return info.Env().Undefined();
+  }
+  Napi::Value LoraGradNorm(const Napi::CallbackInfo& info) {
+    return Attached(info.Env()) ? Napi::Number::New(info.Env(), pt_lora_grad_norm(m_)) : info.Env().Undefined();
+  }
+  Napi::Value LoraScaleGrads(const Napi::CallbackInfo& info) {
+    if (Attached(info.Env())) pt_lora_scale_grads(m_, info[0].As<Napi::Number>().FloatValue());
+    return info.Env().Undefined();
+  }
+  // loraAdamwStep(expAvg, expAvgSq, step, lr, beta1, beta2, eps, weightDecay)
+  Napi::Value LoraAdamW(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!Attached(env)) return env.Undefined();
+    auto ma = info[0].As<Napi::Float32Array>();
+    auto va = info[1].As<Napi::Float32Array>();
+    size_t n = (size_t)pt_lora_num_floats(m_);
+    if (throw_if(env, ma.ElementLength() != n || va.ElementLength() != n,
+                 "AdamW state must have one entry per adapter float (" + std::to_string(n) + ")"))
+      return env.Undefined();
+    auto num = [&](size_t i) { return info[i].As<Napi::Number>(); };
+    pt_lora_adamw_step(m_, ma.Data(), va.Data(), num(2).Int64Value(), num(3).FloatValue(), num(4).FloatValue(),
+                       num(5).FloatValue(), num(6).FloatValue(), num(7).FloatValue());
     return env.Undefined();
   }
 

@@ -1,6 +1,8 @@
 // preftune native core: the whole C ABI between the decoder math and everything else.
 // A Llama-family decoder (Llama 2/3, Mistral, Qwen2/2.5, Qwen3, SmolLM2) in fp32 over a BLAS:
 // forward to per-token log-probs, backward into flat gradients, AdamW over flat arrays.
+// Optionally a LoRA adapter set (PEFT's LoRA) attached to the model: a second parameter set with its own
+// table, buffers and optimizer entry points (pt_lora_*), the base weights then frozen.
 // Not here: tokenization, data, losses, file formats (all TypeScript); no per-element calls.
 //
 // Dims legend used in every shape comment of native/:
@@ -16,7 +18,7 @@
 extern "C" {
 #endif
 
-#define PT_ABI_VERSION 1
+#define PT_ABI_VERSION 2   // 2: pt_forward takes PT_FORWARD_* flags; pt_lora_*
 
 typedef enum {
   PT_OK = 0,
@@ -63,11 +65,19 @@ float* pt_model_grads(pt_model* m);
 int32_t pt_model_num_params(const pt_model* m);            // entries in the parameter table
 const pt_param* pt_model_param(const pt_model* m, int32_t i);
 
-// ids (B, T) right-padded; lengths (B,). train != 0 keeps the activations for pt_backward.
+// pt_forward flags (1 and 0 keep their ABI-1 meaning of train = true / false).
+enum {
+  PT_FORWARD_TRAIN = 1,        // keep the activations for pt_backward
+  PT_FORWARD_NO_ADAPTERS = 2,  // run the base model only, as if no adapter were attached (the LoRA reference)
+};
+
+// ids (B, T) right-padded; lengths (B,); flags: PT_FORWARD_* bits. With an adapter attached, a training
+// forward must keep the adapters on (with them off nothing would train): PT_ERR_ARGUMENT otherwise.
 pt_status pt_forward(pt_model* m, const int32_t* ids, const int32_t* lengths, int32_t B, int32_t T,
-                     int32_t train, pt_token_stats* out);
+                     int32_t flags, pt_token_stats* out);
 // dlogps (B, T) label-aligned: d loss / d logps. Accumulates into the gradient buffer, then drops
-// the saved activations.
+// the saved activations. With an adapter attached it accumulates into the adapter's gradient buffer only:
+// the base weight gradients (every dW GEMM, the head's included) are skipped and the base buffer is untouched.
 pt_status pt_backward(pt_model* m, const float* dlogps);
 void pt_release_activations(pt_model* m);
 
@@ -79,12 +89,57 @@ void pt_scale_grads(pt_model* m, float s);
 void pt_adamw_step(pt_model* m, float* exp_avg, float* exp_avg_sq, int64_t step, float lr,
                    float beta1, float beta2, float eps, float weight_decay);
 
+// ---- LoRA ------------------------------------------------------------------------------------------
+// y = x W^T (+b) + s * (x A^T) B^T on each targeted projection, A = lora_A (r, in), B = lora_B (out, r),
+// s = lora_alpha / r, or lora_alpha / sqrt(r) with use_rslora (PEFT's scaling). Every layer gets the same
+// targets and rank. The adapter set is a second parameter set of the model, laid out and described exactly
+// like the base one (pt_param entries, decay = 1 for every adapter matrix as HF Trainer does) and with the
+// same optimizer entry points, so one AdamW state over pt_lora_num_floats floats steps it.
+// Table names are the PEFT file names: base_model.model.model.layers.{i}.self_attn.q_proj.lora_A.weight.
+// Layout per layer: the A matrices of the targeted q|k|v members back to back (one GEMM), then each B;
+// o_proj A, B; gate|up A's back to back, then each B; down_proj A, B (each group 64-byte aligned).
+// The forward keeps u = x A^T (N, r) per targeted projection for the backward (not recomputed).
+// lora_dropout must be 0 (the core has no dropout). Attaching or detaching drops saved activations.
+enum {
+  PT_LORA_Q_PROJ = 1, PT_LORA_K_PROJ = 2, PT_LORA_V_PROJ = 4, PT_LORA_O_PROJ = 8,
+  PT_LORA_GATE_PROJ = 16, PT_LORA_UP_PROJ = 32, PT_LORA_DOWN_PROJ = 64,
+  PT_LORA_ALL_LINEAR = 127,    // PEFT's "all-linear" on a Llama decoder
+};
+
+typedef struct {
+  int32_t r;                   // rank, >= 1
+  float lora_alpha;
+  int32_t use_rslora;          // 0 or 1
+  int32_t targets;             // PT_LORA_* bits, at least one
+  float lora_dropout;          // must be 0
+} pt_lora_config;
+
+// Allocates the adapter with every value 0 (initialise A from TypeScript, as PEFT: B = 0, A kaiming-uniform).
+pt_status pt_lora_attach(pt_model* m, const pt_lora_config* cfg);
+void pt_lora_detach(pt_model* m);                          // frees it; the base model trains again
+int32_t pt_lora_attached(const pt_model* m);
+double pt_lora_scaling(const pt_model* m);                 // s, or 0 without an adapter
+int64_t pt_lora_num_floats(const pt_model* m);             // 0 without an adapter
+float* pt_lora_params(pt_model* m);
+float* pt_lora_grads(pt_model* m);
+int32_t pt_lora_num_params(const pt_model* m);
+const pt_param* pt_lora_param(const pt_model* m, int32_t i);
+void pt_lora_zero_grad(pt_model* m);
+double pt_lora_grad_norm(const pt_model* m);               // L2 norm over the adapter's gradients only
+void pt_lora_scale_grads(pt_model* m, float s);
+// pt_adamw_step's math over the adapter set; exp_avg, exp_avg_sq: pt_lora_num_floats entries each.
+void pt_lora_adamw_step(pt_model* m, float* exp_avg, float* exp_avg_sq, int64_t step, float lr, float beta1,
+                        float beta2, float eps, float weight_decay);
+// W += s * B A for every adapted projection (PEFT's merge), in the base parameter buffer; then detaches.
+pt_status pt_lora_merge(pt_model* m);
+
 void pt_set_num_threads(int32_t n);
 int32_t pt_get_num_threads(void);
 
 // Finite-difference check of one op family in float64 ("rmsnorm", "rmsnorm_inplace", "rope",
-// "attention", "swiglu", "linear", "head", "embedding"): returns the largest relative error between analytic and
-// numerical gradients over every input, or a negative value for an unknown op.
+// "attention", "swiglu", "linear", "head", "embedding", "lora", "head_input"): returns the largest
+// relative error between analytic and numerical gradients over every input, or a negative value for an
+// unknown op.
 double pt_gradcheck(const char* op, uint64_t seed);
 
 #ifdef __cplusplus

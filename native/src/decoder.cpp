@@ -2,9 +2,13 @@
 // flat gradient buffer, over right-padded batches packed into their real tokens (padding costs nothing).
 // Per layer:  h = rmsnorm(x); qkv = h Wqkv^T (+b); [q/k rmsnorm]; rope; a = attn(qkv);
 //             x' = x + a Wo^T (+b);  h = rmsnorm(x'); gu = h Wgu^T (+b); x'' = x' + swiglu(gu) Wd^T (+b)
-// The op math lives in the headers beside this file; this file only sequences it and owns memory.
+// With a LoRA adapter attached (pt_lora_*), each targeted projection also runs its low-rank path (lora.h)
+// and the backward skips every base weight gradient. The op math lives in the headers beside this file;
+// this file only sequences it and owns memory.
 #include <algorithm>
+#include <array>
 #include <cstdio>
+#include <memory>
 #include <string>
 #include <vector>
 #include <omp.h>
@@ -14,6 +18,7 @@
 #include "common.h"
 #include "head.h"
 #include "linear.h"
+#include "lora.h"
 #include "norm.h"
 #include "rope.h"
 #include "swiglu.h"
@@ -56,6 +61,28 @@ struct Layer {  // pointers into the parameter buffer or, for G, the gradient bu
   float *ln1 = nullptr, *wqkv = nullptr, *bqkv = nullptr, *qn = nullptr, *kn = nullptr, *wo = nullptr,
         *bo = nullptr, *ln2 = nullptr, *wgu = nullptr, *wd = nullptr, *bgu = nullptr, *bd = nullptr;
 };
+
+// The four linear GEMMs of a layer, in the order an adapter's groups are laid out.
+enum { G_QKV, G_O, G_GU, G_DOWN, NGROUPS };
+
+// A LoRA adapter set: a second parameter set (own table with PEFT names, flat params and grads) and, per
+// layer, views of it grouped like the base GEMMs they ride on.
+struct Adapter {
+  pt_lora_config cfg{};
+  double scaling = 0;
+  std::vector<pt_param> table;
+  float* params = nullptr;
+  float* grads = nullptr;
+  int64_t nfloats = 0;
+  std::vector<std::array<LoraGroup<float>, NGROUPS>> P;  // (L) per-layer groups
+  int ucol[NGROUPS] = {0, 0, 0, 0};  // first column of group k's u = x A^T inside a token's row of u
+  int uwidth = 0;                    // columns of u per token per layer: sum of members * r
+  int max_group = 0;                 // widest group's members * r
+  ~Adapter() {
+    std::free(params);
+    std::free(grads);
+  }
+};
 }  // namespace
 
 struct pt_model {
@@ -68,6 +95,7 @@ struct pt_model {
   std::vector<Layer> P, G;
   float *embed, *normf, *head, *gembed, *gnormf, *ghead;
   std::vector<float> cosv, sinv;
+  std::unique_ptr<Adapter> lora;  // null: the base model trains
 
   // Packed batch of the last forward.
   bool saved = false;
@@ -80,12 +108,14 @@ struct pt_model {
   Buf<float> xin, rstd1, qkv, qkvpre, qkrstd, att, lse, xmid, rstd2, gu, hf, rstdf, headlse;
   Buf<float> h, act, tmp, dx, dh, dact, dgu, datt, dqkv, headwork;
   Buf<float> r_logp, r_mean, r_ent;
+  Buf<float> lora_u, lora_du, lora_sink;  // (L, N, uwidth) or one slot; (N, max_group); (max(C, HS))
   Buf<uint8_t> r_correct;
 };
 
 namespace {
 
-void add_param(pt_model* m, const std::string& name, int64_t d0, int64_t d1, bool decay, int64_t& off) {
+void add_to(std::vector<pt_param>& table, const std::string& name, int64_t d0, int64_t d1, bool decay,
+            int64_t& off) {
   pt_param p{};
   std::snprintf(p.name, sizeof p.name, "%s", name.c_str());
   p.ndim = d1 > 0 ? 2 : 1;
@@ -94,8 +124,11 @@ void add_param(pt_model* m, const std::string& name, int64_t d0, int64_t d1, boo
   p.size = d0 * (d1 > 0 ? d1 : 1);
   p.offset = off;
   p.decay = decay;
-  m->table.push_back(p);
+  table.push_back(p);
   off += p.size;
+}
+void add_param(pt_model* m, const std::string& name, int64_t d0, int64_t d1, bool decay, int64_t& off) {
+  add_to(m->table, name, d0, d1, decay, off);
 }
 
 // Tensors that must be contiguous (q|k|v, gate|up) are laid out back to back; every other tensor
@@ -171,6 +204,108 @@ void bind_views(pt_model* m, float* base, std::vector<Layer>& Ls, float*& embed,
   head = m->cfg.tie_word_embeddings ? embed : find(m, base, "lm_head.weight");
 }
 
+// The adapter's table and views (layout documented in preftune.h). Allocates zeroed buffers.
+bool build_adapter(const pt_model* m, Adapter& a) {
+  struct Member { const char* name; int bit, col, out; };
+  const int AO = m->AO, KV = m->NKV * m->HS, C = m->C, I = m->I, r = a.cfg.r;
+  const int in[NGROUPS] = {C, AO, C, I};
+  const std::vector<Member> spec[NGROUPS] = {
+      {{"self_attn.q_proj", PT_LORA_Q_PROJ, 0, AO}, {"self_attn.k_proj", PT_LORA_K_PROJ, AO, KV},
+       {"self_attn.v_proj", PT_LORA_V_PROJ, AO + KV, KV}},
+      {{"self_attn.o_proj", PT_LORA_O_PROJ, 0, C}},
+      {{"mlp.gate_proj", PT_LORA_GATE_PROJ, 0, I}, {"mlp.up_proj", PT_LORA_UP_PROJ, I, I}},
+      {{"mlp.down_proj", PT_LORA_DOWN_PROJ, 0, C}},
+  };
+  struct Offsets { int64_t A = 0, B[3] = {0, 0, 0}; };
+  std::vector<std::array<Offsets, NGROUPS>> offs(m->L);
+  a.P.assign(m->L, {});
+  int64_t off = 0;
+  for (int l = 0; l < m->L; l++) {
+    const std::string p = "base_model.model.model.layers." + std::to_string(l) + ".";
+    for (int k = 0; k < NGROUPS; k++) {
+      LoraGroup<float>& g = a.P[l][k];
+      std::vector<Member> on;
+      for (const Member& x : spec[k]) if (a.cfg.targets & x.bit) on.push_back(x);
+      g.members = (int)on.size();
+      g.in = in[k];
+      g.r = r;
+      if (on.empty()) continue;
+      align(off);
+      offs[l][k].A = off;
+      for (const Member& x : on) add_to(a.table, p + x.name + ".lora_A.weight", r, g.in, true, off);
+      for (int j = 0; j < g.members; j++) {
+        align(off);
+        offs[l][k].B[j] = off;
+        add_to(a.table, p + on[j].name + ".lora_B.weight", on[j].out, r, true, off);
+        g.col[j] = on[j].col;
+        g.out[j] = on[j].out;
+      }
+    }
+  }
+  align(off);
+  a.nfloats = off;
+  a.uwidth = 0;
+  for (int k = 0; k < NGROUPS; k++) {
+    a.ucol[k] = a.uwidth;
+    a.uwidth += a.P[0][k].members * r;
+    a.max_group = std::max(a.max_group, a.P[0][k].members * r);
+  }
+  const size_t bytes = ((size_t)a.nfloats * sizeof(float) + 63) / 64 * 64;
+  a.params = static_cast<float*>(std::aligned_alloc(64, bytes));
+  a.grads = static_cast<float*>(std::aligned_alloc(64, bytes));
+  if (!a.params || !a.grads) return false;
+  std::memset(a.params, 0, bytes);
+  std::memset(a.grads, 0, bytes);
+  for (int l = 0; l < m->L; l++) {
+    for (int k = 0; k < NGROUPS; k++) {
+      LoraGroup<float>& g = a.P[l][k];
+      if (!g.members) continue;
+      g.A = a.params + offs[l][k].A;
+      g.dA = a.grads + offs[l][k].A;
+      for (int j = 0; j < g.members; j++) {
+        g.B[j] = a.params + offs[l][k].B[j];
+        g.dB[j] = a.grads + offs[l][k].B[j];
+      }
+    }
+  }
+  return true;
+}
+
+double l2norm(const float* g, int64_t n) {
+  double s = 0;
+#pragma omp parallel for reduction(+ : s) schedule(static)
+  for (int64_t i = 0; i < n; i++) s += (double)g[i] * g[i];
+  return std::sqrt(s);
+}
+
+void scale(float* g, int64_t n, float s) {
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < n; i++) g[i] *= s;
+}
+
+// torch.optim.AdamW (single-tensor path): p *= 1 - lr*wd; m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;
+// p -= (lr / (1 - b1^t)) * m / (sqrt(v) / sqrt(1 - b2^t) + eps). Over one parameter set (base or adapter).
+void adamw(const std::vector<pt_param>& table, float* params, const float* grads, float* exp_avg,
+           float* exp_avg_sq, int64_t step, float lr, float beta1, float beta2, float eps, float weight_decay) {
+  const float bc1 = 1.0f - (float)std::pow((double)beta1, (double)step);
+  const float bc2_sqrt = std::sqrt(1.0f - (float)std::pow((double)beta2, (double)step));
+  const float step_size = lr / bc1;
+  for (const pt_param& p : table) {
+    float* w = params + p.offset;
+    const float* g = grads + p.offset;
+    float* ma = exp_avg + p.offset;
+    float* va = exp_avg_sq + p.offset;
+    const float keep = p.decay ? 1.0f - lr * weight_decay : 1.0f;
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < p.size; i++) {
+      w[i] *= keep;
+      ma[i] = beta1 * ma[i] + (1.0f - beta1) * g[i];
+      va[i] = beta2 * va[i] + (1.0f - beta2) * g[i] * g[i];
+      w[i] -= step_size * ma[i] / (std::sqrt(va[i]) / bc2_sqrt + eps);
+    }
+  }
+}
+
 }  // namespace
 
 extern "C" {
@@ -225,9 +360,15 @@ const pt_param* pt_model_param(const pt_model* m, int32_t i) {
 }
 
 pt_status pt_forward(pt_model* m, const int32_t* ids, const int32_t* lengths, int32_t B, int32_t T,
-                     int32_t train, pt_token_stats* out) {
+                     int32_t flags, pt_token_stats* out) {
   m->saved = false;
   if (B <= 0 || T <= 0) return fail(PT_ERR_ARGUMENT, "batch and sequence length must be positive");
+  if (flags & ~(PT_FORWARD_TRAIN | PT_FORWARD_NO_ADAPTERS))
+    return fail(PT_ERR_ARGUMENT, "unknown pt_forward flags " + std::to_string(flags));
+  const bool train = flags & PT_FORWARD_TRAIN;
+  if (train && m->lora && (flags & PT_FORWARD_NO_ADAPTERS))
+    return fail(PT_ERR_ARGUMENT, "a training forward with the adapters disabled trains nothing: the base weights "
+                                 "are frozen while a LoRA adapter is attached");
   flush_denormals();
   // Pack the real tokens of every row.
   m->B = B; m->T = T;
@@ -282,6 +423,14 @@ pt_status pt_forward(pt_model* m, const int32_t* ids, const int32_t* lengths, in
     float* headlse = m->headlse.need((size_t)N);
     const int nN = (int)N;
     const float eps = m->cfg.rms_norm_eps;
+    // LoRA: after each adapted base GEMM, y += s (x A^T) B^T, keeping u = x A^T per slot for the backward.
+    const Adapter* lo = m->lora && !(flags & PT_FORWARD_NO_ADAPTERS) ? m->lora.get() : nullptr;
+    float* lu = lo ? m->lora_u.need((size_t)S * N * lo->uwidth) : nullptr;
+    auto adapt = [&](int s, int l, int k, float* y, int ldy, const float* x) {
+      if (!lo || !lo->P[l][k].members) return;
+      float* u = lu + (size_t)s * N * lo->uwidth + (size_t)N * lo->ucol[k];
+      lora_forward(y, ldy, u, x, lo->P[l][k], nN, (float)lo->scaling);
+    };
 
     g_prof.start();
     embedding_forward(xin, m->tok.data(), m->embed, N, C);
@@ -301,11 +450,13 @@ pt_status pt_forward(pt_model* m, const int32_t* ids, const int32_t* lengths, in
         float* qp = qkvpre + (size_t)s * N * QKV;
         float* qr = qkrstd + (size_t)s * N * (NH + NKV);
         linear_forward(qp, h, P.wqkv, P.bqkv, nN, C, QKV);
+        adapt(s, l, G_QKV, qp, QKV, h);
         std::memcpy(q, qp, sizeof(float) * N * QKV);
         rmsnorm_forward(q, qr, qp, P.qn, N, NH, HS, QKV, eps);
         rmsnorm_forward(q + AO, qr + N * NH, qp + AO, P.kn, N, NKV, HS, QKV, eps);
       } else {
         linear_forward(q, h, P.wqkv, P.bqkv, nN, C, QKV);
+        adapt(s, l, G_QKV, q, QKV, h);
       }
       g_prof.lap(P_QKV);
       rope_forward(q, m->pos.data(), m->cosv.data(), m->sinv.data(), N, 0, NH + NKV, HS, QKV);
@@ -313,6 +464,7 @@ pt_status pt_forward(pt_model* m, const int32_t* ids, const int32_t* lengths, in
       attention_forward(a, lse + (size_t)s * N * NH, q, m->seqs.data(), B, NH, NKV, HS);
       g_prof.lap(P_ATTN);
       linear_forward(xm, a, P.wo, P.bo, nN, AO, C);
+      adapt(s, l, G_O, xm, C, a);
       g_prof.lap(P_OPROJ);
 #pragma omp parallel for schedule(static)
       for (int64_t i = 0; i < N * C; i++) xm[i] += x[i];
@@ -320,10 +472,12 @@ pt_status pt_forward(pt_model* m, const int32_t* ids, const int32_t* lengths, in
       rmsnorm_forward(h, rstd2 + (size_t)s * N, xm, P.ln2, N, 1, C, C, eps);
       g_prof.lap(P_NORM);
       linear_forward(g, h, P.wgu, P.bgu, nN, C, 2 * I);
+      adapt(s, l, G_GU, g, 2 * I, h);
       g_prof.lap(P_UP);
       swiglu_forward(act, g, N, I);
       g_prof.lap(P_SWIGLU);
       linear_forward(xnext, act, P.wd, P.bd, nN, I, C);
+      adapt(s, l, G_DOWN, xnext, C, act);
       g_prof.lap(P_DOWN);
 #pragma omp parallel for schedule(static)
       for (int64_t i = 0; i < N * C; i++) xnext[i] += xm[i];
@@ -355,7 +509,7 @@ pt_status pt_forward(pt_model* m, const int32_t* ids, const int32_t* lengths, in
     pt_release_activations(m);
     return fail(PT_ERR_MEMORY, "out of memory for activations of " + std::to_string(N) + " tokens");
   }
-  m->saved = train != 0;
+  m->saved = train;
   return PT_OK;
 }
 
@@ -378,12 +532,33 @@ pt_status pt_backward(pt_model* m, const float* dlogps) {
     float* dlogp_r = m->r_logp.need(N);  // reuse: per packed row d loss / d logp
     for (int64_t n = 0; n < N; n++) dlogp_r[n] = m->out_index[n] >= 0 ? dlogps[m->out_index[n]] : 0.0f;
     const float eps = m->cfg.rms_norm_eps;
+    // With an adapter the base is frozen: input gradients only, plus the adapter's dA, dB. Norm-weight
+    // gradients (a few floats) go to a sink instead of branching inside the norm kernel.
+    const Adapter* lo = m->lora.get();
+    float* du = lo ? m->lora_du.need((size_t)N * lo->max_group) : nullptr;
+    float* sink = nullptr;
+    if (lo) {
+      sink = m->lora_sink.need((size_t)std::max(C, HS));
+      std::memset(sink, 0, sizeof(float) * std::max(C, HS));
+    }
+    auto gw = [&](float* w) { return lo ? sink : w; };
+    auto lin_back = [&](int l, int k, float* dxo, float* dW, float* db, const float* dy, const float* x,
+                        const float* W, int in, int out) {
+      if (!lo) return linear_backward(dxo, dW, db, dy, x, W, nN, in, out, false);
+      linear_backward_input(dxo, dy, W, nN, in, out);
+      if (!lo->P[l][k].members) return;
+      const float* u = m->lora_u.p + (size_t)l * N * lo->uwidth + (size_t)N * lo->ucol[k];
+      lora_backward(dxo, du, dy, out, x, u, lo->P[l][k], nN, (float)lo->scaling);
+    };
 
     g_prof.start();
-    head_backward(dh, m->ghead, dlogp_r, m->hf.p, m->labels.data(), m->headlse.p, m->head, N, C, m->V,
-                  m->headwork);
+    if (lo)
+      head_backward_input(dh, dlogp_r, m->hf.p, m->labels.data(), m->headlse.p, m->head, N, C, m->V, m->headwork);
+    else
+      head_backward(dh, m->ghead, dlogp_r, m->hf.p, m->labels.data(), m->headlse.p, m->head, N, C, m->V,
+                    m->headwork);
     g_prof.lap(P_HEAD);
-    rmsnorm_backward(dx, m->gnormf, dh, m->xin.p + (size_t)L * N * C, m->normf, m->rstdf.p, N, 1, C, C, false);
+    rmsnorm_backward(dx, gw(m->gnormf), dh, m->xin.p + (size_t)L * N * C, m->normf, m->rstdf.p, N, 1, C, C, false);
     for (int l = L - 1; l >= 0; l--) {
       const Layer& P = m->P[l];
       const Layer& G = m->G[l];
@@ -400,17 +575,17 @@ pt_status pt_backward(pt_model* m, const float* dlogps) {
       g_prof.lap(P_NORM);
       swiglu_forward(act, g, N, I);
       g_prof.lap(P_SWIGLU);
-      linear_backward(dact, G.wd, G.bd, dx, act, P.wd, nN, I, C, false);
+      lin_back(l, G_DOWN, dact, G.wd, G.bd, dx, act, P.wd, I, C);
       g_prof.lap(P_DOWN);
       swiglu_backward(dgu, dact, g, N, I);
       g_prof.lap(P_SWIGLU);
-      linear_backward(dh, G.wgu, G.bgu, dgu, h, P.wgu, nN, C, 2 * I, false);
+      lin_back(l, G_GU, dh, G.wgu, G.bgu, dgu, h, P.wgu, C, 2 * I);
       g_prof.lap(P_UP);
-      rmsnorm_backward(dx, G.ln2, dh, xm, P.ln2, rstd2, N, 1, C, C, true);
+      rmsnorm_backward(dx, gw(G.ln2), dh, xm, P.ln2, rstd2, N, 1, C, C, true);
       // Attention block: x' = x + attn(...) Wo^T
       rmsnorm_forward(h, tmp_rstd, x, P.ln1, N, 1, C, C, eps);
       g_prof.lap(P_NORM);
-      linear_backward(datt, G.wo, G.bo, dx, a, P.wo, nN, AO, C, false);
+      lin_back(l, G_O, datt, G.wo, G.bo, dx, a, P.wo, AO, C);
       g_prof.lap(P_OPROJ);
       attention_backward(dqkv, datt, a, m->lse.p + (size_t)l * N * NH, q, m->seqs.data(), m->B, NH, NKV, HS);
       g_prof.lap(P_ATTN);
@@ -419,15 +594,15 @@ pt_status pt_backward(pt_model* m, const float* dlogps) {
       if (m->cfg.qk_norm) {
         const float* qp = m->qkvpre.p + (size_t)l * N * QKV;
         const float* qr = m->qkrstd.p + (size_t)l * N * (NH + NKV);
-        rmsnorm_backward(dqkv, G.qn, dqkv, qp, P.qn, qr, N, NH, HS, QKV, false);
-        rmsnorm_backward(dqkv + AO, G.kn, dqkv + AO, qp + AO, P.kn, qr + N * NH, N, NKV, HS, QKV, false);
+        rmsnorm_backward(dqkv, gw(G.qn), dqkv, qp, P.qn, qr, N, NH, HS, QKV, false);
+        rmsnorm_backward(dqkv + AO, gw(G.kn), dqkv + AO, qp + AO, P.kn, qr + N * NH, N, NKV, HS, QKV, false);
       }
-      linear_backward(dh, G.wqkv, G.bqkv, dqkv, h, P.wqkv, nN, C, QKV, false);
+      lin_back(l, G_QKV, dh, G.wqkv, G.bqkv, dqkv, h, P.wqkv, C, QKV);
       g_prof.lap(P_QKV);
-      rmsnorm_backward(dx, G.ln1, dh, x, P.ln1, rstd1, N, 1, C, C, true);
+      rmsnorm_backward(dx, gw(G.ln1), dh, x, P.ln1, rstd1, N, 1, C, C, true);
       g_prof.lap(P_NORM);
     }
-    embedding_backward(m->gembed, dx, m->tok.data(), N, C);
+    if (!lo) embedding_backward(m->gembed, dx, m->tok.data(), N, C);
     g_prof.lap(P_EMBED);
     g_prof.print();
   } catch (const std::bad_alloc&) {
@@ -441,47 +616,80 @@ void pt_release_activations(pt_model* m) {
   m->saved = false;
   for (Buf<float>* b : {&m->xin, &m->rstd1, &m->qkv, &m->qkvpre, &m->qkrstd, &m->att, &m->lse, &m->xmid,
                         &m->rstd2, &m->gu, &m->hf, &m->rstdf, &m->headlse, &m->h, &m->act, &m->tmp, &m->dx,
-                        &m->dh, &m->dact, &m->dgu, &m->datt, &m->dqkv, &m->headwork})
+                        &m->dh, &m->dact, &m->dgu, &m->datt, &m->dqkv, &m->headwork, &m->lora_u, &m->lora_du,
+                        &m->lora_sink})
     b->release();
 }
 
 void pt_zero_grad(pt_model* m) { std::memset(m->grads, 0, sizeof(float) * m->nfloats); }
-
-double pt_grad_norm(const pt_model* m) {
-  double s = 0;
-  const float* g = m->grads;
-#pragma omp parallel for reduction(+ : s) schedule(static)
-  for (int64_t i = 0; i < m->nfloats; i++) s += (double)g[i] * g[i];
-  return std::sqrt(s);
-}
-
-void pt_scale_grads(pt_model* m, float s) {
-  float* g = m->grads;
-#pragma omp parallel for schedule(static)
-  for (int64_t i = 0; i < m->nfloats; i++) g[i] *= s;
-}
-
-// torch.optim.AdamW (single-tensor path): p *= 1 - lr*wd; m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;
-// p -= (lr / (1 - b1^t)) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)
+double pt_grad_norm(const pt_model* m) { return l2norm(m->grads, m->nfloats); }
+void pt_scale_grads(pt_model* m, float s) { scale(m->grads, m->nfloats, s); }
 void pt_adamw_step(pt_model* m, float* exp_avg, float* exp_avg_sq, int64_t step, float lr, float beta1,
                    float beta2, float eps, float weight_decay) {
-  const float bc1 = 1.0f - (float)std::pow((double)beta1, (double)step);
-  const float bc2_sqrt = std::sqrt(1.0f - (float)std::pow((double)beta2, (double)step));
-  const float step_size = lr / bc1;
-  for (const pt_param& p : m->table) {
-    float* w = m->params + p.offset;
-    const float* g = m->grads + p.offset;
-    float* ma = exp_avg + p.offset;
-    float* va = exp_avg_sq + p.offset;
-    const float keep = p.decay ? 1.0f - lr * weight_decay : 1.0f;
-#pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < p.size; i++) {
-      w[i] *= keep;
-      ma[i] = beta1 * ma[i] + (1.0f - beta1) * g[i];
-      va[i] = beta2 * va[i] + (1.0f - beta2) * g[i] * g[i];
-      w[i] -= step_size * ma[i] / (std::sqrt(va[i]) / bc2_sqrt + eps);
-    }
+  adamw(m->table, m->params, m->grads, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, weight_decay);
+}
+
+pt_status pt_lora_attach(pt_model* m, const pt_lora_config* cfg) {
+  if (m->lora) return fail(PT_ERR_STATE, "a LoRA adapter is already attached; detach (or merge) it first");
+  if (cfg->r < 1) return fail(PT_ERR_ARGUMENT, "LoRA rank r must be at least 1, got " + std::to_string(cfg->r));
+  if (!std::isfinite(cfg->lora_alpha))
+    return fail(PT_ERR_ARGUMENT, "lora_alpha must be a finite number, got " + std::to_string(cfg->lora_alpha));
+  if (cfg->use_rslora != 0 && cfg->use_rslora != 1) return fail(PT_ERR_ARGUMENT, "use_rslora must be 0 or 1");
+  if (cfg->targets <= 0 || (cfg->targets & ~PT_LORA_ALL_LINEAR))
+    return fail(PT_ERR_ARGUMENT, "LoRA targets must be a non-empty set of PT_LORA_* bits, got " +
+                                     std::to_string(cfg->targets));
+  if (cfg->lora_dropout != 0.0f)
+    return fail(PT_ERR_ARGUMENT, "lora_dropout = " + std::to_string(cfg->lora_dropout) +
+                                     " is not supported: the native core has no dropout; use lora_dropout 0");
+  auto a = std::unique_ptr<Adapter>(new (std::nothrow) Adapter());
+  if (!a) return fail(PT_ERR_MEMORY, "out of memory");
+  a->cfg = *cfg;
+  a->scaling = (double)cfg->lora_alpha / (cfg->use_rslora ? std::sqrt((double)cfg->r) : (double)cfg->r);
+  if (!build_adapter(m, *a)) return fail(PT_ERR_MEMORY, "cannot allocate the LoRA adapter");
+  m->lora = std::move(a);
+  m->saved = false;
+  return PT_OK;
+}
+
+void pt_lora_detach(pt_model* m) {
+  m->lora.reset();
+  m->saved = false;
+  for (Buf<float>* b : {&m->lora_u, &m->lora_du, &m->lora_sink}) b->release();
+}
+
+int32_t pt_lora_attached(const pt_model* m) { return m->lora ? 1 : 0; }
+double pt_lora_scaling(const pt_model* m) { return m->lora ? m->lora->scaling : 0.0; }
+int64_t pt_lora_num_floats(const pt_model* m) { return m->lora ? m->lora->nfloats : 0; }
+float* pt_lora_params(pt_model* m) { return m->lora ? m->lora->params : nullptr; }
+float* pt_lora_grads(pt_model* m) { return m->lora ? m->lora->grads : nullptr; }
+int32_t pt_lora_num_params(const pt_model* m) { return m->lora ? (int32_t)m->lora->table.size() : 0; }
+const pt_param* pt_lora_param(const pt_model* m, int32_t i) {
+  return m->lora && i >= 0 && i < (int32_t)m->lora->table.size() ? &m->lora->table[i] : nullptr;
+}
+void pt_lora_zero_grad(pt_model* m) {
+  if (m->lora) std::memset(m->lora->grads, 0, sizeof(float) * m->lora->nfloats);
+}
+double pt_lora_grad_norm(const pt_model* m) { return m->lora ? l2norm(m->lora->grads, m->lora->nfloats) : 0.0; }
+void pt_lora_scale_grads(pt_model* m, float s) {
+  if (m->lora) scale(m->lora->grads, m->lora->nfloats, s);
+}
+void pt_lora_adamw_step(pt_model* m, float* exp_avg, float* exp_avg_sq, int64_t step, float lr, float beta1,
+                        float beta2, float eps, float weight_decay) {
+  if (!m->lora) return;
+  Adapter& a = *m->lora;
+  adamw(a.table, a.params, a.grads, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, weight_decay);
+}
+
+pt_status pt_lora_merge(pt_model* m) {
+  if (!m->lora) return fail(PT_ERR_STATE, "no LoRA adapter is attached: nothing to merge");
+  const Adapter& a = *m->lora;
+  for (int l = 0; l < m->L; l++) {
+    float* W[NGROUPS] = {m->P[l].wqkv, m->P[l].wo, m->P[l].wgu, m->P[l].wd};
+    for (int k = 0; k < NGROUPS; k++)
+      if (a.P[l][k].members) lora_merge(W[k], a.P[l][k], (float)a.scaling);
   }
+  pt_lora_detach(m);
+  return PT_OK;
 }
 
 void pt_set_num_threads(int32_t n) {

@@ -11,6 +11,7 @@
 #include "attention.h"
 #include "head.h"
 #include "linear.h"
+#include "lora.h"
 #include "norm.h"
 #include "rope.h"
 #include "swiglu.h"
@@ -212,6 +213,70 @@ Check embedding_check(std::mt19937_64& rng) {
   return c;
 }
 
+// A frozen base linear plus a two-member LoRA group writing strided column blocks of a wider output, as
+// q|k|v does: y = x W^T, then y[:, col_j : col_j + out_j] += s (x A_j^T) B_j^T. W is a constant here (the
+// base is frozen under LoRA); x, the stacked A and both B are checked.
+Check lora_check(std::mt19937_64& rng) {
+  const int N = 4, in = 5, r = 2, ldy = 9;
+  const double s = 1.7;
+  const Vec W = randn(rng, (size_t)ldy * in);
+  Check c;
+  c.inputs = {randn(rng, N * in), randn(rng, 2 * r * in), randn(rng, 3 * r), randn(rng, 2 * r)};
+  auto group = [=](std::vector<Vec>& in_, Vec* dA, Vec* dB0, Vec* dB1) {
+    LoraGroup<double> g;
+    g.members = 2; g.in = in; g.r = r;
+    g.col[0] = 1; g.out[0] = 3;  // columns 1..3
+    g.col[1] = 6; g.out[1] = 2;  // columns 6..7; 0, 4, 5 and 8 are the base's alone
+    g.A = in_[1].data(); g.B[0] = in_[2].data(); g.B[1] = in_[3].data();
+    if (dA) { g.dA = dA->data(); g.dB[0] = dB0->data(); g.dB[1] = dB1->data(); }
+    return g;
+  };
+  c.forward = [=](std::vector<Vec>& in_) {
+    Vec y((size_t)N * ldy), u((size_t)N * 2 * r);
+    linear_forward(y.data(), in_[0].data(), W.data(), (const double*)nullptr, N, in, ldy);
+    lora_forward(y.data(), ldy, u.data(), in_[0].data(), group(in_, nullptr, nullptr, nullptr), N, s);
+    return y;
+  };
+  c.backward = [=](std::vector<Vec>& in_, const Vec& dy) {
+    Vec y((size_t)N * ldy), u((size_t)N * 2 * r), du((size_t)N * 2 * r), dx((size_t)N * in);
+    Vec dA(in_[1].size(), 0.0), dB0(in_[2].size(), 0.0), dB1(in_[3].size(), 0.0);
+    LoraGroup<double> g = group(in_, &dA, &dB0, &dB1);
+    linear_forward(y.data(), in_[0].data(), W.data(), (const double*)nullptr, N, in, ldy);
+    lora_forward(y.data(), ldy, u.data(), in_[0].data(), g, N, s);
+    linear_backward_input(dx.data(), dy.data(), W.data(), N, in, ldy);
+    lora_backward(dx.data(), du.data(), dy.data(), ldy, in_[0].data(), u.data(), g, N, s);
+    return std::vector<Vec>{dx, dA, dB0, dB1};
+  };
+  return c;
+}
+
+// The frozen head's input gradient (what LoRA training runs instead of head_backward).
+Check head_input_check(std::mt19937_64& rng) {
+  const int R = 5, C = 3, V = 7;
+  std::vector<int32_t> labels = {3, 0, -1, 6, 3};
+  const Vec W = randn(rng, V * C);
+  Check c;
+  c.inputs = {randn(rng, R * C)};
+  c.forward = [=](std::vector<Vec>& in) {
+    Vec logp(R, 0.0), lse(R, 0.0);
+    Buf<double> work;
+    head_forward<double>(logp.data(), lse.data(), nullptr, nullptr, nullptr, in[0].data(), labels.data(), W.data(),
+                         R, C, V, work);
+    return logp;
+  };
+  c.backward = [=](std::vector<Vec>& in, const Vec& dlogp) {
+    Vec logp(R, 0.0), lse(R, 0.0), dH(R * C);
+    Buf<double> work;
+    head_forward<double>(logp.data(), lse.data(), nullptr, nullptr, nullptr, in[0].data(), labels.data(), W.data(),
+                         R, C, V, work);
+    Vec g = dlogp;
+    for (int r = 0; r < R; r++) if (labels[r] < 0) g[r] = 0;
+    head_backward_input<double>(dH.data(), g.data(), in[0].data(), labels.data(), lse.data(), W.data(), R, C, V, work);
+    return std::vector<Vec>{dH};
+  };
+  return c;
+}
+
 }  // namespace
 
 extern "C" double pt_gradcheck(const char* op, uint64_t seed) {
@@ -225,5 +290,7 @@ extern "C" double pt_gradcheck(const char* op, uint64_t seed) {
   if (name == "linear") return run(linear_check(rng), rng);
   if (name == "head") return run(head_check(rng), rng);
   if (name == "embedding") return run(embedding_check(rng), rng);
+  if (name == "lora") return run(lora_check(rng), rng);
+  if (name == "head_input") return run(head_input_check(rng), rng);
   return -1.0;
 }

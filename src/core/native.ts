@@ -1,14 +1,14 @@
 // The only TypeScript that touches the native addon: a NativeModel handle owning native memory
-// (free it explicitly), an AdamW state over flat arrays, and thread control.
-// Not here: file formats (src/models), losses (src/losses), the training loop (src/train).
+// (free it explicitly), the LoRA adapter set it may carry, an AdamW state over flat arrays, and thread control.
+// Not here: file formats (src/models, PEFT files in src/models/peft.ts), losses, the training loop (src/train).
 import { createRequire } from "node:module";
-import type { AdamWConfig, DecoderConfig, ParamInfo, TokenBatch, TokenStats } from "./types.ts";
+import type { AdamWConfig, DecoderConfig, LoraConfig, LoraTarget, ParamInfo, TokenBatch, TokenStats } from "./types.ts";
 
 interface AddonModel {
   params(): Float32Array;
   grads(): Float32Array;
   table(): ParamInfo[];
-  forward(ids: Int32Array, lengths: Int32Array, B: number, T: number, train: boolean,
+  forward(ids: Int32Array, lengths: Int32Array, B: number, T: number, flags: number,
     logps?: Float32Array, logitsMean?: Float32Array, entropy?: Float32Array, correct?: Uint8Array): void;
   backward(dlogps: Float32Array): void;
   releaseActivations(): void;
@@ -17,6 +17,17 @@ interface AddonModel {
   scaleGrads(s: number): void;
   adamwStep(m: Float32Array, v: Float32Array, step: number, lr: number, b1: number, b2: number, eps: number, wd: number): void;
   free(): void;
+  loraAttach(cfg: { r: number; lora_alpha: number; use_rslora: number; targets: number; lora_dropout: number }): void;
+  loraDetach(): void;
+  loraMerge(): void;
+  loraScaling(): number;
+  loraParams(): Float32Array;
+  loraGrads(): Float32Array;
+  loraTable(): ParamInfo[];
+  loraZeroGrad(): void;
+  loraGradNorm(): number;
+  loraScaleGrads(s: number): void;
+  loraAdamwStep(m: Float32Array, v: Float32Array, step: number, lr: number, b1: number, b2: number, eps: number, wd: number): void;
 }
 interface Addon {
   Model: new (cfg: Record<string, number>) => AddonModel;
@@ -49,8 +60,114 @@ export function getNumThreads(): number {
   return native().getNumThreads();
 }
 
+// pt_forward flags (native/include/preftune.h)
+const FORWARD_TRAIN = 1;
+const FORWARD_NO_ADAPTERS = 2;
+
+/** The LoRA target bits of the native core, in PEFT's module names; "all-linear" on a Llama = all seven. */
+export const LORA_TARGET_BITS: Readonly<Record<LoraTarget, number>> = {
+  q_proj: 1, k_proj: 2, v_proj: 4, o_proj: 8, gate_proj: 16, up_proj: 32, down_proj: 64,
+};
+export const LORA_TARGETS = Object.keys(LORA_TARGET_BITS) as LoraTarget[];
+
+export interface ForwardOptions {
+  train: boolean;
+  /** false runs the base model alone, as if no adapter were attached (the LoRA reference). Default true. */
+  adapters?: boolean;
+}
+
+/** Anything that yields per-token statistics: a model, or a model seen with its adapters disabled. */
+export interface LogpModel {
+  forward(batch: TokenBatch, opts: { train: boolean }): TokenStats;
+}
+
+/**
+ * A set of trainable parameters with gradients and an AdamW entry point: the whole model (full fine-tuning)
+ * or its LoRA adapter. The loop, clipping and AdamW only ever see this.
+ */
+export interface Trainable {
+  readonly table: ParamInfo[];
+  readonly params: Float32Array;
+  readonly grads: Float32Array;
+  zeroGrad(): void;
+  gradNorm(): number;
+  scaleGrads(s: number): void;
+  clipGradNorm(maxNorm: number): number;
+  /** @internal used by AdamW */
+  adamw(m: Float32Array, v: Float32Array, step: number, c: AdamWConfig, lr: number): void;
+}
+
+/** torch.nn.utils.clip_grad_norm_ over one parameter set: returns the norm before clipping. */
+function clip(t: Trainable, maxNorm: number): number {
+  const norm = t.gradNorm();
+  const coef = maxNorm / (norm + 1e-6);
+  if (coef < 1) t.scaleGrads(coef);
+  return norm;
+}
+
+/**
+ * The LoRA adapter attached to a NativeModel: its own table (PEFT tensor names, e.g.
+ * base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight), flat params and grads in native memory.
+ * Owned by the model: invalid (and its views dangling) after detachLora(), mergeLora() or free().
+ */
+export class LoraAdapter implements Trainable {
+  readonly table: ParamInfo[];
+  readonly params: Float32Array;
+  readonly grads: Float32Array;
+  /** s = lora_alpha / r (or / √r with use_rslora), as the core computes it. */
+  readonly scaling: number;
+  private byName: Map<string, ParamInfo>;
+  /** @internal */ alive = true;
+
+  /** @internal created by NativeModel.attachLora */
+  constructor(private readonly h: AddonModel, readonly config: LoraConfig) {
+    this.table = h.loraTable();
+    this.params = h.loraParams();
+    this.grads = h.loraGrads();
+    this.scaling = h.loraScaling();
+    this.byName = new Map(this.table.map((p) => [p.name, p]));
+  }
+  private handle(): AddonModel {
+    if (!this.alive) throw new Error("LoRA adapter used after it was detached, merged or its model freed");
+    return this.h;
+  }
+  get numParameters(): number {
+    return this.table.reduce((s, p) => s + p.size, 0);
+  }
+  info(name: string): ParamInfo {
+    const p = this.byName.get(name);
+    if (!p) throw new Error(`no adapter tensor named ${name}`);
+    return p;
+  }
+  param(name: string): Float32Array {
+    const p = this.info(name);
+    return this.params.subarray(p.offset, p.offset + p.size);
+  }
+  grad(name: string): Float32Array {
+    const p = this.info(name);
+    return this.grads.subarray(p.offset, p.offset + p.size);
+  }
+  zeroGrad(): void {
+    this.handle().loraZeroGrad();
+  }
+  /** Global L2 norm over the adapter's gradients only (the base is frozen). */
+  gradNorm(): number {
+    return this.handle().loraGradNorm();
+  }
+  scaleGrads(s: number): void {
+    this.handle().loraScaleGrads(s);
+  }
+  clipGradNorm(maxNorm: number): number {
+    return clip(this, maxNorm);
+  }
+  /** @internal used by AdamW */
+  adamw(m: Float32Array, v: Float32Array, step: number, c: AdamWConfig, lr: number): void {
+    this.handle().loraAdamwStep(m, v, step, lr, c.beta1, c.beta2, c.eps, c.weightDecay);
+  }
+}
+
 /** A decoder with its fp32 parameters and gradients in native memory, laid out as `table` says. */
-export class NativeModel {
+export class NativeModel implements Trainable {
   readonly config: DecoderConfig;
   readonly table: ParamInfo[];
   /** Every parameter, flat; zero-copy view of native memory, invalid after free(). */
@@ -59,6 +176,7 @@ export class NativeModel {
   readonly grads: Float32Array;
   private handle: AddonModel | null;
   private byName: Map<string, ParamInfo>;
+  private adapter: LoraAdapter | null = null;
 
   constructor(config: DecoderConfig) {
     this.config = config;
@@ -109,8 +227,11 @@ export class NativeModel {
     return this.grads.subarray(p.offset, p.offset + p.size);
   }
 
-  /** Per-token statistics of a right-padded batch; train keeps activations for backward(). */
-  forward(batch: TokenBatch, opts: { train: boolean }): TokenStats {
+  /**
+   * Per-token statistics of a right-padded batch; train keeps activations for backward(). With a LoRA
+   * adapter attached, adapters: false runs the base model alone (not allowed together with train).
+   */
+  forward(batch: TokenBatch, opts: ForwardOptions): TokenStats {
     const { B, T } = batch;
     const max = this.config.maxPositionEmbeddings;
     for (let b = 0; b < B; b++) {
@@ -123,8 +244,47 @@ export class NativeModel {
       entropy: new Float32Array(B * T),
       correct: new Uint8Array(B * T),
     };
-    this.h().forward(batch.ids, batch.lengths, B, T, opts.train, out.logps, out.logitsMean, out.entropy, out.correct);
+    const flags = (opts.train ? FORWARD_TRAIN : 0) | (opts.adapters === false ? FORWARD_NO_ADAPTERS : 0);
+    this.h().forward(batch.ids, batch.lengths, B, T, flags, out.logps, out.logitsMean, out.entropy, out.correct);
     return out;
+  }
+
+  /**
+   * Attaches a LoRA adapter (all values 0: initialise it with src/models/peft.ts). From then on the base
+   * weights are frozen: backward() fills only the adapter's gradients, and the adapter is what trains.
+   */
+  attachLora(config: LoraConfig): LoraAdapter {
+    const h = this.h();
+    if (this.adapter) throw new Error("a LoRA adapter is already attached to this model; detach it first");
+    if (!Array.isArray(config.targetModules) || config.targetModules.length === 0) throw new Error("LoRA target_modules must name at least one projection");
+    let targets = 0;
+    for (const t of config.targetModules) {
+      const bit = LORA_TARGET_BITS[t];
+      if (bit === undefined) throw new Error(`LoRA target_modules: "${t}" is not a projection of this decoder; use ${LORA_TARGETS.join(", ")} or "all-linear"`);
+      targets |= bit;
+    }
+    h.loraAttach({ r: config.r, lora_alpha: config.loraAlpha, use_rslora: config.useRslora ? 1 : 0, targets, lora_dropout: config.loraDropout });
+    this.adapter = new LoraAdapter(h, { ...config, targetModules: LORA_TARGETS.filter((t) => targets & LORA_TARGET_BITS[t]) });
+    return this.adapter;
+  }
+  /** The attached adapter, or null. */
+  get lora(): LoraAdapter | null {
+    return this.adapter;
+  }
+  detachLora(): void {
+    this.h().loraDetach();
+    if (this.adapter) this.adapter.alive = false;
+    this.adapter = null;
+  }
+  /** Folds the adapter into the base weights (W += s·B·A, PEFT's merge) and detaches it. */
+  mergeLora(): void {
+    this.h().loraMerge();
+    if (this.adapter) this.adapter.alive = false;
+    this.adapter = null;
+  }
+  /** This model seen with its adapters disabled: TRL's reference for a PEFT policy (no second copy). */
+  withoutAdapters(): LogpModel {
+    return { forward: (batch, opts) => this.forward(batch, { train: opts.train, adapters: false }) };
   }
 
   /** Accumulates d loss / d params from dlogps (B, T), label-aligned like TokenStats.logps. */
@@ -145,12 +305,11 @@ export class NativeModel {
   }
   /** torch.nn.utils.clip_grad_norm_: returns the norm before clipping. */
   clipGradNorm(maxNorm: number): number {
-    const norm = this.gradNorm();
-    const coef = maxNorm / (norm + 1e-6);
-    if (coef < 1) this.scaleGrads(coef);
-    return norm;
+    return clip(this, maxNorm);
   }
   free(): void {
+    if (this.adapter) this.adapter.alive = false;
+    this.adapter = null;
     this.handle?.free();
     this.handle = null;
   }
@@ -160,12 +319,12 @@ export class NativeModel {
   }
 }
 
-/** torch.optim.AdamW state over the model's flat parameters (decay only where table says so). */
+/** torch.optim.AdamW state over a parameter set's flat buffers (decay only where its table says so). */
 export class AdamW {
   readonly expAvg: Float32Array;
   readonly expAvgSq: Float32Array;
   step = 0;
-  constructor(readonly model: NativeModel, readonly config: AdamWConfig) {
+  constructor(readonly model: Trainable, readonly config: AdamWConfig) {
     this.expAvg = new Float32Array(model.params.length);
     this.expAvgSq = new Float32Array(model.params.length);
   }

@@ -56,3 +56,18 @@ export interface AdamWConfig {
   eps: number;                  // adam_epsilon, 1e-8
   weightDecay: number;          // weight_decay, 0
 }
+
+/** The seven Llama projections a LoRA adapter can target (PEFT's target_modules names). */
+export type LoraTarget = "q_proj" | "k_proj" | "v_proj" | "o_proj" | "gate_proj" | "up_proj" | "down_proj";
+
+/**
+ * A LoRA adapter set on every layer of a decoder (PEFT's LoraConfig, the parts the core runs):
+ * y = W x + s · B A x with s = loraAlpha / r, or loraAlpha / √r when useRslora.
+ */
+export interface LoraConfig {
+  r: number;                    // rank
+  loraAlpha: number;            // lora_alpha
+  useRslora: boolean;           // use_rslora
+  targetModules: LoraTarget[];  // target_modules, resolved to projection names
+  loraDropout: number;          // lora_dropout; the core requires 0
+}

@@ -2,12 +2,16 @@
 // (config.json + model.safetensors via saveModel), optimizer.safetensors (AdamW moments + step),
 // scheduler.json, rng_state.json, trainer_state.json, preftune_state.json, training_args.json and the
 // tokenizer files. A checkpoint is written under a hidden temporary name, fsynced, then renamed, so a crash
-// never leaves a checkpoint-N that looks whole. Not the decision of when to save (loop.ts).
+// never leaves a checkpoint-N that looks whole. Under LoRA (use_peft) the model part is the PEFT adapter
+// folder (adapter_config.json + adapter_model.safetensors, as HF Trainer saves a PeftModel) and the optimizer
+// state covers the adapter only; the final output_dir holds the adapter. Not the decision of when to save (loop.ts).
 import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync } from "node:fs";
 import { basename, dirname, join, resolve } from "node:path";
 import { randomBytes } from "node:crypto";
-import type { AdamW, NativeModel } from "../core/native.ts";
+import type { AdamW, LoraAdapter, NativeModel } from "../core/native.ts";
+import type { ParamInfo } from "../core/types.ts";
 import { INDEX_FILE, loadWeightsInto, saveModel, SINGLE_FILE } from "../models/checkpoint.ts";
+import { ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, loadAdapterWeights, readAdapterFolder, saveAdapter, writeAdapterFiles } from "../models/peft.ts";
 import { readHeader, readTensor, writeSafetensors, type TensorToWrite } from "../models/safetensors.ts";
 import type { DataOrderState, LoopState, SchedulerState, TrainerStateJson } from "./state.ts";
 import { fsyncPath, writeFileSynced } from "../util/durable.ts";
@@ -68,9 +72,11 @@ export interface CheckpointParts {
   args: Record<string, unknown>;
   tokenizerDir: string | null;
   chatTemplate?: string | null;
+  adapter?: LoraAdapter | null;            // LoRA: the checkpoint holds this adapter instead of the model
+  baseModelNameOrPath?: string | null;     // written into adapter_config.json
 }
 
-function optimizerTensors(model: NativeModel, opt: AdamW): TensorToWrite[] {
+function optimizerTensors(model: { table: ParamInfo[] }, opt: AdamW): TensorToWrite[] {
   const out: TensorToWrite[] = [];
   for (const p of model.table) {
     out.push({ name: `${p.name}.exp_avg`, dtype: "F32", shape: p.shape, data: opt.expAvg.subarray(p.offset, p.offset + p.size) });
@@ -115,8 +121,10 @@ export function saveCheckpoint(outputDir: string, step: number, p: CheckpointPar
   const tmp = join(resolve(outputDir), `.${CHECKPOINT_PREFIX}${step}.tmp-${process.pid}-${randomBytes(4).toString("hex")}`);
   mkdirSync(outputDir, { recursive: true });
   try {
-    saveModel(tmp, p.configJson, p.model.table, p.model.params);   // creates tmp itself, atomically
-    writeSafetensors(join(tmp, FILES.optimizer), optimizerTensors(p.model, p.optimizer), {
+    // Either call creates tmp itself, atomically.
+    if (p.adapter) saveAdapter(tmp, p.adapter, { baseModelNameOrPath: p.baseModelNameOrPath ?? null });
+    else saveModel(tmp, p.configJson, p.model.table, p.model.params);
+    writeSafetensors(join(tmp, FILES.optimizer), optimizerTensors(p.adapter ?? p.model, p.optimizer), {
       format: "preftune.adamw", step: String(p.optimizer.step),
       beta1: String(p.optimizer.config.beta1), beta2: String(p.optimizer.config.beta2), eps: String(p.optimizer.config.eps), weight_decay: String(p.optimizer.config.weightDecay),
     }, { fsync: true });
@@ -142,16 +150,38 @@ export interface LoadedCheckpoint {
   loop: LoopState;
 }
 
-/** Restores weights and optimizer moments in place and returns the JSON states of checkpoint `dir`. */
-export function loadCheckpoint(dir: string, model: NativeModel, opt: AdamW): LoadedCheckpoint {
+/** Refuses a checkpoint written with LoRA for a run without it, or the reverse, or with other LoRA settings. */
+function checkCheckpointKind(dir: string, adapter: LoraAdapter | null): void {
+  const hasAdapter = existsSync(join(dir, ADAPTER_CONFIG_FILE));
+  if (!adapter) {
+    if (hasAdapter && !existsSync(join(dir, SINGLE_FILE)) && !existsSync(join(dir, INDEX_FILE))) {
+      throw new Error(`${dir} holds a LoRA adapter (written with use_peft: true); resume it with use_peft: true and the same lora_* settings`);
+    }
+    return;
+  }
+  if (!hasAdapter) throw new Error(`${dir} holds no LoRA adapter (no ${ADAPTER_CONFIG_FILE}: it was written by full fine-tuning); resume it with use_peft: false`);
+  const saved = readAdapterFolder(dir).config, now = adapter.config;
+  const show = (c: typeof now) => `r ${c.r}, lora_alpha ${c.loraAlpha}, use_rslora ${c.useRslora}, target_modules [${c.targetModules.join(", ")}]`;
+  if (saved.r !== now.r || saved.loraAlpha !== now.loraAlpha || saved.useRslora !== now.useRslora || saved.targetModules.join() !== now.targetModules.join()) {
+    throw new Error(`${dir}: its adapter has ${show(saved)}, this run has ${show(now)}; resume with the checkpoint's LoRA settings`);
+  }
+}
+
+/**
+ * Restores weights and optimizer moments in place and returns the JSON states of checkpoint `dir`. With an
+ * adapter (LoRA) only the adapter and its moments are restored: the frozen base comes from the base model.
+ */
+export function loadCheckpoint(dir: string, model: NativeModel, opt: AdamW, adapter: LoraAdapter | null = null): LoadedCheckpoint {
   for (const f of Object.values(FILES)) {
     if (!existsSync(join(dir, f))) throw new Error(`${dir}: not a complete checkpoint (no ${f}); pass another checkpoint-N or resume_from_checkpoint: true for the latest complete one`);
   }
-  loadWeightsInto(dir, model.table, model.params);
+  checkCheckpointKind(dir, adapter);
+  if (adapter) loadAdapterWeights(dir, adapter);
+  else loadWeightsInto(dir, model.table, model.params);
   const h = readHeader(join(dir, FILES.optimizer));
   const step = Number(h.metadata?.step);
   if (h.metadata?.format !== "preftune.adamw" || !Number.isInteger(step) || step < 0) throw new Error(`${h.file}: not a preftune AdamW state (metadata ${JSON.stringify(h.metadata)})`);
-  for (const p of model.table) {
+  for (const p of (adapter ?? model).table) {
     for (const [suffix, buf] of [["exp_avg", opt.expAvg], ["exp_avg_sq", opt.expAvgSq]] as const) {
       const name = `${p.name}.${suffix}`;
       const t = h.tensors.get(name);
@@ -179,6 +209,7 @@ export function rotateCheckpoints(outputDir: string, limit: number | null): stri
 }
 
 export interface ModelCard {
+  adapter?: boolean;                    // a PEFT LoRA adapter folder rather than full weights
   baseModel: string;
   method: string;
   dataset: string;
@@ -192,10 +223,12 @@ function modelCard(c: ModelCard): string {
   const rows = Object.entries(c.hyperparameters).map(([k, v]) => `| ${k} | ${JSON.stringify(v)} |`);
   const metrics = Object.entries(c.finalMetrics).map(([k, v]) => `| ${k} | ${Number.isInteger(v) ? v : v.toPrecision(6)} |`);
   return [
-    "---", `base_model: ${JSON.stringify(c.baseModel)}`, "library_name: transformers", `tags: [preftune, ${c.method}]`, "---", "",
-    `# ${c.method.toUpperCase()} fine-tune of ${basename(c.baseModel)}`, "",
+    "---", `base_model: ${JSON.stringify(c.baseModel)}`, `library_name: ${c.adapter ? "peft" : "transformers"}`, `tags: [preftune, ${c.method}${c.adapter ? ", lora" : ""}]`, "---", "",
+    `# ${c.method.toUpperCase()} ${c.adapter ? "LoRA adapter" : "fine-tune"} of ${basename(c.baseModel)}`, "",
     `Trained with preftune (method \`${c.method}\`, TRL-compatible settings) on \`${c.dataset}\` for ${c.steps} optimizer steps (${c.epoch.toFixed(2)} epochs), fp32 on CPU.`,
-    "The weights load with transformers' `AutoModelForCausalLM.from_pretrained` from this folder; metrics.jsonl holds the training log.", "",
+    c.adapter
+      ? "The adapter loads with PEFT: `PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_model), this_folder)` (or `AutoPeftModelForCausalLM.from_pretrained(this_folder)`); metrics.jsonl holds the training log."
+      : "The weights load with transformers' `AutoModelForCausalLM.from_pretrained` from this folder; metrics.jsonl holds the training log.", "",
     "## Hyperparameters", "", "| key | value |", "|---|---|", ...rows, "",
     ...(metrics.length ? ["## Final metrics", "", "| metric | value |", "|---|---|", ...metrics, ""] : []),
   ].join("\n");
@@ -211,11 +244,35 @@ export function saveFinalModel(outputDir: string, model: NativeModel, configJson
   try {
     saveModel(tmp, configJson, model.table, model.params);
     for (const stale of readdirSync(out)) {
-      if (/^model-\d+-of-\d+\.safetensors$/.test(stale) || stale === INDEX_FILE || stale === SINGLE_FILE) rmSync(join(out, stale), { force: true });
+      // An adapter left by an earlier LoRA run would make transformers load base + adapter instead of these weights.
+      if (/^model-\d+-of-\d+\.safetensors$/.test(stale) || stale === INDEX_FILE || stale === SINGLE_FILE || stale === ADAPTER_CONFIG_FILE || stale === ADAPTER_WEIGHTS_FILE) rmSync(join(out, stale), { force: true });
     }
     for (const f of readdirSync(tmp)) renameSync(join(tmp, f), join(out, f));
     copyTokenizerFiles(tokenizerDir, out, chatTemplate);
     writeFileSynced(join(out, "README.md"), modelCard(card));
+    fsyncPath(out);
+  } finally {
+    rmSync(tmp, { recursive: true, force: true });
+  }
+}
+
+/**
+ * The final LoRA adapter into output_dir itself, as PEFT's save_pretrained lays it out (adapter_config.json,
+ * adapter_model.safetensors, README.md), plus the tokenizer files. Stale full-model weights from an earlier
+ * run in the same folder are removed so nobody loads them by mistake.
+ */
+export function saveFinalAdapter(outputDir: string, adapter: LoraAdapter, baseModelNameOrPath: string, tokenizerDir: string | null, card: ModelCard, chatTemplate?: string | null): void {
+  const out = resolve(outputDir);
+  const tmp = join(out, `.final-model.tmp-${process.pid}-${randomBytes(4).toString("hex")}`);
+  mkdirSync(tmp);
+  try {
+    writeAdapterFiles(tmp, adapter, baseModelNameOrPath);
+    for (const stale of readdirSync(out)) {
+      if (/^model-\d+-of-\d+\.safetensors$/.test(stale) || stale === INDEX_FILE || stale === SINGLE_FILE) rmSync(join(out, stale), { force: true });
+    }
+    for (const f of readdirSync(tmp)) renameSync(join(tmp, f), join(out, f));
+    copyTokenizerFiles(tokenizerDir, out, chatTemplate);
+    writeFileSynced(join(out, "README.md"), modelCard({ ...card, adapter: true }));
     fsyncPath(out);
   } finally {
     rmSync(tmp, { recursive: true, force: true });

@@ -6,6 +6,7 @@ import { readFileSync } from "node:fs";
 import { extname } from "node:path";
 import { parse as parseYaml } from "yaml";
 import { DPO_LOSS_TYPES, F_DIVERGENCE_TYPES } from "../losses/dpo.ts";
+import { resolveTargetModules } from "../models/peft.ts";
 import { SCHEDULER_TYPES } from "./schedule.ts";
 
 export const METHODS = ["orpo", "dpo", "ipo", "kto", "simpo", "cpo", "sft"] as const;
@@ -13,10 +14,10 @@ export type TrainMethod = (typeof METHODS)[number];
 const PREFERENCE: readonly TrainMethod[] = ["orpo", "dpo", "ipo", "kto", "simpo", "cpo"];
 const WITH_REFERENCE: readonly TrainMethod[] = ["dpo", "ipo", "kto"];
 
-type Group = "run" | "data" | "optimizer" | "schedule" | "logging" | "method" | "ignored";
+type Group = "run" | "data" | "optimizer" | "schedule" | "logging" | "method" | "peft" | "ignored";
 const GROUP_TITLES: Record<Group, string> = {
   run: "Run", data: "Data and tokenization", optimizer: "Optimizer (AdamW)", schedule: "Steps and schedule",
-  logging: "Logging, evaluation, checkpoints", method: "Method (loss) settings", ignored: "Accepted and ignored (fp32 CPU)",
+  logging: "Logging, evaluation, checkpoints", method: "Method (loss) settings", peft: "LoRA (PEFT adapters)", ignored: "Accepted and ignored (fp32 CPU)",
 };
 
 /** One config key: how to read it, its default (possibly per method) and its one-line doc. */
@@ -146,6 +147,16 @@ export const SCHEMA = {
   simpo_gamma: num("method", "cpo/simpo: SimPO target margin γ", 0.5, { methods: ["cpo", "simpo"] }),
   alpha: num("method", "cpo/simpo: AlphaPO reward shape α (0: plain log-probs)", 0, { methods: ["cpo", "simpo"] }),
   disable_dropout: bool("method", "always on: the native core has no dropout", true),
+  // LoRA (TRL ModelConfig / alignment-handbook names)
+  use_peft: bool("peft", "train a LoRA adapter instead of every weight; output_dir then holds a PEFT adapter folder, and the DPO/IPO/KTO reference is the policy with its adapter disabled", false),
+  lora_r: num("peft", "LoRA rank r", 16, { int: true, min: 1 }),
+  lora_alpha: num("peft", "LoRA α: the update B·A is scaled by lora_alpha / r (by lora_alpha / √r with use_rslora)", 32, { gt: 0 }),
+  lora_dropout: num("peft", "must be 0: the native core has no dropout (TRL's CLI default is 0.05)", 0, { min: 0, max: 1 }),
+  lora_target_modules: { type: "string[] | \"all-linear\" | null", group: "peft", doc: "projections to adapt: a list from q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj, or \"all-linear\" (all seven); null: PEFT's Llama default q_proj, v_proj", def: null, cli: cliList, check: (v: unknown) => { if (v !== null) resolveTargetModules(v, "lora_target_modules"); return v; } } as Field<string | string[] | null>,
+  use_rslora: bool("peft", "rank-stabilised LoRA: scale by lora_alpha / √r", false),
+  lora_task_type: oneOf("peft", "PEFT task type of the adapter (only causal LM)", ["CAUSAL_LM"] as const, "CAUSAL_LM"),
+  use_dora: bool("peft", "must be false: DoRA is not implemented", false),
+  merge_adapter: bool("peft", "preftune: also write the adapter merged into the base weights (W += s·B·A) as a full model in output_dir/merged", false),
   // accepted and ignored
   bf16: ignored("ignored: training runs in fp32 on the CPU"),
   fp16: ignored("ignored: training runs in fp32 on the CPU"),
@@ -166,6 +177,8 @@ export const SCHEMA = {
   model_init_kwargs: ignored("ignored"),
   trust_remote_code: ignored("ignored: no remote code is ever run"),
   do_train: ignored("ignored"),
+  load_in_4bit: ignored("ignored: the frozen base stays fp32 (no 4-bit quantization; QLoRA recipes train plain LoRA here)"),
+  load_in_8bit: ignored("ignored: the frozen base stays fp32 (no 8-bit quantization)"),
   do_eval: ignored("ignored: use eval_strategy"),
   overwrite_output_dir: ignored("ignored: an existing output_dir is reused; checkpoints in it are kept"),
 } as const;
@@ -239,6 +252,8 @@ export function resolveConfig(raw: Record<string, unknown>, source = "config"): 
   }
   config.method = method;
   const c = config as TrainConfig;
+  const loraKeys = Object.keys(raw).filter((k) => SCHEMA[k as ConfigKey]?.group === "peft" && k !== "use_peft");
+  if (!c.use_peft && loraKeys.length > 0) notes.push(`${loraKeys.join(", ")}: ignored because use_peft is false (set use_peft: true to train a LoRA adapter)`);
   for (const k of ["model_name_or_path", "dataset", "output_dir"] as const) {
     if (c[k] === null) problems.push(`"${k}" is required (${field(k).doc})`);
   }
@@ -272,6 +287,9 @@ function conflicts(c: TrainConfig, raw: Record<string, unknown>): string[] {
   if (raw.save_steps !== undefined && c.save_strategy !== "steps") out.push(`save_steps (${c.save_steps}) is set but save_strategy is "${c.save_strategy}"; set save_strategy: steps`);
   if (c.disable_dropout === false) out.push("disable_dropout: false is not possible: the native core has no dropout");
   if (raw.precompute_ref_batch_size != null && !c.precompute_ref_log_probs) out.push("precompute_ref_batch_size is set but precompute_ref_log_probs is false; set precompute_ref_log_probs: true");
+  if (c.use_peft && c.lora_dropout !== 0) out.push(`lora_dropout ${c.lora_dropout}: preftune's native core has no dropout, so LoRA needs lora_dropout: 0 (TRL's CLI default and the handbook recipes use 0.05); set lora_dropout: 0`);
+  if (c.use_peft && c.use_dora) out.push("use_dora: true is not supported (DoRA is not implemented); set use_dora: false for plain LoRA");
+  if (c.merge_adapter && !c.use_peft) out.push("merge_adapter: true needs use_peft: true (there is no adapter to merge in full fine-tuning)");
   return out;
 }
 

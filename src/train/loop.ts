@@ -1,12 +1,13 @@
 // The one training loop every method shares, with the HF Trainer's step arithmetic: micro-batches of
 // per_device_train_batch_size, gradient accumulation (the epoch's last step takes the remainder), clipping,
 // AdamW, the LR schedule, logging averaged over the interval, eval with the eval_ prefix, checkpoints,
-// exact resume, guards, and the final model in output_dir. The per-batch math is objectives.ts; data comes
-// from src/data (or pre-tokenized rows passed in). Not the CLI (src/cli/train.ts).
+// exact resume, guards, and the final model in output_dir. With use_peft only a LoRA adapter trains (the
+// reference is then the policy with its adapter disabled) and output_dir gets a PEFT adapter folder. The
+// per-batch math is objectives.ts; data comes from src/data (or pre-tokenized rows passed in). Not the CLI.
 import { createHash } from "node:crypto";
 import { existsSync, mkdirSync, readFileSync, statSync } from "node:fs";
 import { join, resolve } from "node:path";
-import { AdamW, NativeModel, setNumThreads } from "../core/native.ts";
+import { AdamW, NativeModel, setNumThreads, type LoraAdapter, type LogpModel, type Trainable } from "../core/native.ts";
 import { collatePairs, collateUnpaired, type PairBatch, type UnpairedBatch } from "../data/collate.ts";
 import { loadTokenizer } from "../data/tokenizer.ts";
 import { prepareDataset, type DataOptions } from "../data/prepare.ts";
@@ -14,9 +15,10 @@ import { resolveDataFiles } from "../data/readers.ts";
 import { pairLengths, unpairedLengths } from "../data/sampler.ts";
 import type { TokenizedPair, TokenizedUnpaired } from "../data/tokenize.ts";
 import { loadWeightsInto, readModelDir } from "../models/checkpoint.ts";
+import { initLora, resolveTargetModules, saveMergedModel } from "../models/peft.ts";
 import { needsReference, pairedStep, sftStep, unpairedStep, type MethodConfig, type Reference, type StepOutput } from "./objectives.ts";
 import { gatherPaired, gatherUnpaired, loadReference, loadReferenceLogps, precomputeReference, saveReferenceLogps, type IndexedBatch, type RefTable } from "./reference.ts";
-import { latestCheckpoint, loadCheckpoint, removeStaleTemporaries, rotateCheckpoints, saveCheckpoint, saveFinalModel, writeJsonSynced } from "./checkpoint.ts";
+import { copyTokenizerFiles, latestCheckpoint, loadCheckpoint, removeStaleTemporaries, rotateCheckpoints, saveCheckpoint, saveFinalAdapter, saveFinalModel, writeJsonSynced } from "./checkpoint.ts";
 import { defaultsFor, IGNORED_KEYS, type TrainConfig } from "./config.ts";
 import { asDivergence, checkFinite, SIGNAL_EXIT_CODES, TrainingDivergedError, watchStopSignals } from "./guards.ts";
 import { addMetrics, appendMetrics, emptySums, meanMetrics, Progress, rewriteMetricsFile, type LogEntry, type MetricSums } from "./metrics.ts";
@@ -167,9 +169,17 @@ export async function train(config: TrainConfig, o: TrainOptions = {}): Promise<
   const { config: dcfg, configJson } = readModelDir(c.model_name_or_path!);
   const policy = new NativeModel(dcfg);
   let refModel: NativeModel | null = null;
+  let lora: LoraAdapter | null = null;
   const stop = o.handleSignals === false ? null : watchStopSignals((sig) => print(`${sig}: saving a checkpoint after this step, then stopping (${sig} again quits without saving)`));
   try {
     loadWeightsInto(c.model_name_or_path!, policy.table, policy.params);
+    if (c.use_peft) {
+      // PEFT's fresh adapter (B = 0): the policy starts equal to the base, which stays frozen.
+      lora = policy.attachLora({ r: c.lora_r, loraAlpha: c.lora_alpha, useRslora: c.use_rslora, targetModules: resolveTargetModules(c.lora_target_modules), loraDropout: c.lora_dropout });
+      initLora(lora, c.seed);
+      print(`LoRA: training ${lora.numParameters} adapter parameters (r ${c.lora_r}, lora_alpha ${c.lora_alpha}${c.use_rslora ? ", rsLoRA" : ""}, ${lora.config.targetModules.join(", ")}); ${policy.numParameters} base parameters frozen`);
+    }
+    const trainable: Trainable = lora ?? policy;
     const mcfg = methodConfig(c);
     const padOpts = { padTokenId: data.padTokenId, padToMultipleOf: c.pad_to_multiple_of ?? undefined };
 
@@ -202,7 +212,9 @@ export async function train(config: TrainConfig, o: TrainOptions = {}): Promise<
         trainTable = loadReferenceLogps(outputDir, { kind: data.kind, numRows: data.rows.length, fingerprint: fp });
         if (trainTable) print("reference log-probs: reusing ref_logps.safetensors");
         if (!trainTable || data.evalRows) {
-          const ref = loadReference(c.model_name_or_path!);
+          // Under LoRA the base model is the policy with its adapter disabled: no second copy is loaded.
+          const loaded = lora ? null : loadReference(c.model_name_or_path!);
+          const ref: LogpModel = loaded ?? policy.withoutAdapters();
           try {
             if (!trainTable) {
               print(`reference log-probs: computing over ${data.rows.length} training rows`);
@@ -211,10 +223,12 @@ export async function train(config: TrainConfig, o: TrainOptions = {}): Promise<
             }
             if (data.evalRows) evalTable = precomputeReference(ref, data.evalRows.length, indexed(data.evalRows, bs));
           } finally {
-            ref.free();
+            loaded?.free();
           }
         }
         reference = { kind: "precomputed" };
+      } else if (lora) {
+        reference = { kind: "model", model: policy.withoutAdapters() };   // TRL's reference for a fresh PEFT adapter
       } else {
         refModel = loadReference(c.model_name_or_path!);
         reference = { kind: "model", model: refModel };
@@ -236,7 +250,7 @@ export async function train(config: TrainConfig, o: TrainOptions = {}): Promise<
     const loggingSteps = resolveInterval(c.logging_steps, total);
     const evalSteps = resolveInterval(c.eval_steps ?? c.logging_steps, total);
     const saveSteps = resolveInterval(c.save_steps, total);
-    const opt = new AdamW(policy, { lr: c.learning_rate, beta1: c.adam_beta1, beta2: c.adam_beta2, eps: c.adam_epsilon, weightDecay: c.weight_decay });
+    const opt = new AdamW(trainable, { lr: c.learning_rate, beta1: c.adam_beta1, beta2: c.adam_beta2, eps: c.adam_epsilon, weightDecay: c.weight_decay });
     const lengths = c.group_by_length ? (unpaired ? unpairedLengths(data.rows as TokenizedUnpaired[]) : pairLengths(data.rows as TokenizedPair[])) : undefined;
     const orderBase = { seed: c.seed, rows: data.rows.length, batch_size: bs, shuffle: c.train_sampling_strategy === "random", group_by_length: c.group_by_length, drop_last: c.dataloader_drop_last };
 
@@ -251,7 +265,7 @@ export async function train(config: TrainConfig, o: TrainOptions = {}): Promise<
       const dir = c.resume_from_checkpoint === true ? latestCheckpoint(outputDir) : resolve(c.resume_from_checkpoint);
       if (!dir) throw new Error(`resume_from_checkpoint: true but ${outputDir} has no complete checkpoint-N folder; start without resume_from_checkpoint`);
       if (!existsSync(dir)) throw new Error(`resume_from_checkpoint: ${dir} does not exist`);
-      const ck = loadCheckpoint(dir, policy, opt);
+      const ck = loadCheckpoint(dir, policy, opt, lora);
       if (ck.loop.method !== c.method) throw new Error(`${dir} was written by method ${ck.loop.method}, this run's method is ${c.method}`);
       if (ck.loop.gradient_accumulation_steps !== ga) throw new Error(`${dir} was written with gradient_accumulation_steps ${ck.loop.gradient_accumulation_steps}, this run has ${ga}; use the same value to resume`);
       const mism = orderMismatch(ck.order, { ...orderBase, batches: plan.microBatchesPerEpoch });
@@ -297,7 +311,7 @@ export async function train(config: TrainConfig, o: TrainOptions = {}): Promise<
       });
     };
     const checkpoint = () => {
-      if (!allFinite(policy.params)) throw new TrainingDivergedError(state.global_step, "a weight", NaN, lastCheckpoint);
+      if (!allFinite(trainable.params)) throw new TrainingDivergedError(state.global_step, "a weight", NaN, lastCheckpoint);
       state.epoch = epoch + position / plan.microBatchesPerEpoch;
       lastCheckpoint = saveCheckpoint(outputDir, state.global_step, {
         model: policy, configJson, optimizer: opt,
@@ -305,6 +319,7 @@ export async function train(config: TrainConfig, o: TrainOptions = {}): Promise<
         order: { ...orderBase, epoch, position, batches: plan.microBatchesPerEpoch, epoch_end_done: ended },
         trainerState: state, loop: { ...loop, train_seconds: loop.train_seconds + (performance.now() - tStart) / 1000 },
         args: { ...c }, tokenizerDir: data.tokenizerDir, chatTemplate: c.chat_template,
+        adapter: lora, baseModelNameOrPath: c.model_name_or_path,
       });
       for (const d of rotateCheckpoints(outputDir, c.save_total_limit)) if (d === lastCheckpoint) lastCheckpoint = null;
       return lastCheckpoint;
@@ -321,11 +336,11 @@ export async function train(config: TrainConfig, o: TrainOptions = {}): Promise<
       while (position < order.length && state.global_step < total) {
         const stepNo = state.global_step + 1;
         const k = Math.min(ga, order.length - position);
-        policy.zeroGrad();
+        trainable.zeroGrad();
         let stepLoss = 0;
         for (let j = 0; j < k; j++) {
           let out: StepOutput;
-          try { out = runBatch(data.rows, trainTable, order[position + j], true, 1 / k); } catch (e) { throw asDivergence(e, stepNo, lastCheckpoint, policy.params); }
+          try { out = runBatch(data.rows, trainTable, order[position + j], true, 1 / k); } catch (e) { throw asDivergence(e, stepNo, lastCheckpoint, trainable.params); }
           checkFinite("the loss", out.loss, stepNo, lastCheckpoint);
           stepLoss += out.loss / k;
           addMetrics(loop.interval_metrics, out.metrics);
@@ -333,7 +348,7 @@ export async function train(config: TrainConfig, o: TrainOptions = {}): Promise<
           loop.interval_tokens += out.tokens;
         }
         position += k;
-        gradNorm = c.max_grad_norm ? policy.clipGradNorm(c.max_grad_norm) : policy.gradNorm();
+        gradNorm = c.max_grad_norm ? trainable.clipGradNorm(c.max_grad_norm) : trainable.gradNorm();
         checkFinite("the gradient norm", gradNorm, stepNo, lastCheckpoint);
         lrUsed = learningRate(sched, state.global_step);
         opt.update(lrUsed);
@@ -388,13 +403,24 @@ export async function train(config: TrainConfig, o: TrainOptions = {}): Promise<
       });
       const last = state.log_history.filter((e) => "loss" in e).pop() ?? {};
       const lastEval = state.log_history.filter((e) => "eval_loss" in e).pop() ?? {};
-      saveFinalModel(outputDir, policy, configJson, data.tokenizerDir, {
+      const card = {
         baseModel: c.model_name_or_path!, method: c.method, dataset: c.dataset!, steps: state.global_step, epoch: state.epoch,
         hyperparameters: cardHyperparameters(c),
         finalMetrics: { ...last, ...lastEval },
-      }, c.chat_template);
+      };
+      if (lora) {
+        saveFinalAdapter(outputDir, lora, c.model_name_or_path!, data.tokenizerDir, card, c.chat_template);
+        if (c.merge_adapter) {
+          const merged = join(outputDir, "merged");
+          saveMergedModel(merged, policy, configJson);   // detaches the adapter: nothing trains after this
+          copyTokenizerFiles(data.tokenizerDir, merged, c.chat_template);
+        }
+      } else {
+        saveFinalModel(outputDir, policy, configJson, data.tokenizerDir, card, c.chat_template);
+      }
       writeJsonSynced(join(outputDir, "trainer_state.json"), state);
-      print(`done: ${state.global_step} steps in ${trainSeconds.toFixed(1)} s; model saved to ${outputDir}`);
+      const what = lora ? `LoRA adapter saved to ${outputDir}${c.merge_adapter ? ` (merged model in ${join(outputDir, "merged")})` : ""}` : `model saved to ${outputDir}`;
+      print(`done: ${state.global_step} steps in ${trainSeconds.toFixed(1)} s; ${what}`);
     }
     return {
       outputDir, globalStep: state.global_step, epoch: state.epoch, logHistory: state.log_history, lastCheckpoint,

@@ -3,7 +3,7 @@
 // d loss / d logps back to the native backward. Holds the TRL conventions for which tokens each method
 // sums, averages or NLL-averages, and the token metrics; holds no loop logic (no optimizer, no
 // accumulation counter, no logging) and no loss math of its own.
-import type { NativeModel } from "../core/native.ts";
+import type { LogpModel, NativeModel } from "../core/native.ts";
 import type { TokenBatch, TokenStats } from "../core/types.ts";
 import type { PairBatch, UnpairedBatch } from "../data/collate.ts";
 import {
@@ -43,7 +43,9 @@ export interface MethodConfig {
 export interface RefLogps { chosen: Float64Array; rejected: Float64Array }       // (B,), (B,)
 /** KTO: summed reference completion logps per row, and of the KL rows (null without a KL pass). */
 export interface RefUnpaired { logps: Float64Array; klLogps: Float64Array | null } // (N,), (N,)
-export type Reference = { kind: "model"; model: NativeModel } | { kind: "precomputed" } | { kind: "none" };
+// A reference "model" is anything with a forward: a second NativeModel, or under LoRA the policy itself seen
+// through policy.withoutAdapters() (TRL's reference for a fresh PEFT adapter; no second copy in memory).
+export type Reference = { kind: "model"; model: LogpModel } | { kind: "precomputed" } | { kind: "none" };
 
 export interface StepOutput {
   loss: number;                      // the unscaled loss of this batch (lossScale only scales the gradient)
@@ -179,7 +181,7 @@ function checkVec(fn: string, field: string, v: ArrayLike<number> | null | undef
 }
 
 /** Summed reference completion logps of a pair batch (one forward, no gradient). */
-export function referenceLogps(ref: NativeModel, pb: PairBatch): RefLogps {
+export function referenceLogps(ref: LogpModel, pb: PairBatch): RefLogps {
   checkBatch("referenceLogps", "the pair batch", pb.batch, pb.completionMask);
   const { B: N, T } = pb.batch;
   const { sum } = sequenceStats(ref.forward(pb.batch, { train: false }).logps, pb.completionMask, N, T);
@@ -187,7 +189,7 @@ export function referenceLogps(ref: NativeModel, pb: PairBatch): RefLogps {
 }
 
 /** Summed reference completion logps of an unpaired batch and, when it has KL rows, of those (no gradient). */
-export function referenceUnpaired(ref: NativeModel, ub: UnpairedBatch): RefUnpaired {
+export function referenceUnpaired(ref: LogpModel, ub: UnpairedBatch): RefUnpaired {
   checkBatch("referenceUnpaired", "the unpaired batch", ub.batch, ub.completionMask);
   const { B: N, T } = ub.batch;
   const logps = sequenceStats(ref.forward(ub.batch, { train: false }).logps, ub.completionMask, N, T).sum;

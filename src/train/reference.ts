@@ -4,7 +4,7 @@
 // Not the loss (objectives.ts) and not the loop: nothing here decides when to precompute or which rows.
 import { existsSync, renameSync, rmSync } from "node:fs";
 import { join } from "node:path";
-import { NativeModel } from "../core/native.ts";
+import { NativeModel, type LogpModel } from "../core/native.ts";
 import { loadWeightsInto, readModelDir } from "../models/checkpoint.ts";
 import { readHeader, readTensor, writeSafetensors, type TensorToWrite } from "../models/safetensors.ts";
 import { referenceLogps, referenceUnpaired, type PairBatch, type RefLogps, type RefUnpaired, type UnpairedBatch } from "./objectives.ts";
@@ -56,8 +56,11 @@ function place(fn: string, dst: Float64Array, rows: ArrayLike<number>, i: number
   dst[r] = Math.fround(v);
 }
 
-/** Runs the reference once over every batch (train = false) and fills a table of numRows entries. */
-export function precomputeReference(ref: NativeModel, numRows: number, batches: Iterable<IndexedBatch>): RefTable {
+/**
+ * Runs the reference once over every batch (train = false) and fills a table of numRows entries. Under LoRA
+ * `ref` is the policy with its adapters disabled (policy.withoutAdapters()).
+ */
+export function precomputeReference(ref: LogpModel, numRows: number, batches: Iterable<IndexedBatch>): RefTable {
   const fn = "precomputeReference";
   if (!Number.isInteger(numRows) || numRows <= 0) throw new Error(`${fn}: numRows = ${numRows} must be a positive integer (the dataset's size)`);
   let table: RefTable | null = null;

@@ -4,7 +4,8 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { native } from "../../src/core/native.ts";
 
-const OPS = ["rmsnorm", "rmsnorm_inplace", "rope", "attention", "swiglu", "linear", "head", "embedding"];
+// lora: a frozen base linear plus a two-member LoRA group; head_input: the frozen head LoRA training uses.
+const OPS = ["rmsnorm", "rmsnorm_inplace", "rope", "attention", "swiglu", "linear", "head", "embedding", "lora", "head_input"];
 
 for (const op of OPS) {
   test(`${op}: analytic gradient equals central differences`, () => {

@@ -1,0 +1,272 @@
+// PEFT LoRA adapters: PEFT's initialisation (A kaiming-uniform with a = √5, B = 0), an adapter folder written
+// as PEFT's save_pretrained writes it (adapter_config.json with sorted keys + adapter_model.safetensors under
+// base_model.model.* names), loading such a folder onto a NativeModel with every name and shape checked, and
+// merging (W += s·B·A) into a full Hugging Face model folder.
+// Not the LoRA math (native/src/lora.h) and not how training uses adapters (src/train).
+import { existsSync, mkdirSync, readFileSync, renameSync, rmSync } from "node:fs";
+import { randomBytes } from "node:crypto";
+import { basename, dirname, join, resolve } from "node:path";
+import { LORA_TARGETS, type LoraAdapter, type NativeModel } from "../core/native.ts";
+import type { LoraConfig, LoraTarget } from "../core/types.ts";
+import { fsyncPath, writeFileSynced } from "../util/durable.ts";
+import { mulberry32 } from "../util/random.ts";
+import { saveModel, type SaveOptions } from "./checkpoint.ts";
+import { readHeader, readTensor, writeSafetensors, type TensorToWrite } from "./safetensors.ts";
+
+export const ADAPTER_CONFIG_FILE = "adapter_config.json";
+export const ADAPTER_WEIGHTS_FILE = "adapter_model.safetensors";
+/** PEFT's target_modules for Llama-family models when none are given. */
+export const LLAMA_DEFAULT_TARGETS: readonly LoraTarget[] = ["q_proj", "v_proj"];
+
+const NAME_RE = /^base_model\.model\.model\.layers\.(\d+)\.(self_attn|mlp)\.([a-z_]+)\.lora_(A|B)\.weight$/;
+const PARENT: Record<LoraTarget, string> = {
+  q_proj: "self_attn", k_proj: "self_attn", v_proj: "self_attn", o_proj: "self_attn", gate_proj: "mlp", up_proj: "mlp", down_proj: "mlp",
+};
+const MAX_LISTED_PROBLEMS = 20;
+const FLOAT_DTYPES = new Set(["F32", "F16", "BF16"]);
+const isTarget = (s: string): s is LoraTarget => (LORA_TARGETS as readonly string[]).includes(s);
+
+/**
+ * lora_target_modules (TRL / PEFT) → projection names: null → PEFT's Llama default q_proj, v_proj;
+ * "all-linear" → all seven (PEFT leaves the output layer out); otherwise module names (a list, or one name).
+ */
+export function resolveTargetModules(v: unknown, where = "lora_target_modules"): LoraTarget[] {
+  if (v === null || v === undefined) return [...LLAMA_DEFAULT_TARGETS];
+  if (v === "all-linear") return [...LORA_TARGETS];
+  const list = typeof v === "string" ? [v] : v;
+  if (!Array.isArray(list) || list.length === 0 || !list.every((x) => typeof x === "string")) {
+    throw new Error(`${where}: expected null, "all-linear" or a non-empty list of module names, got ${JSON.stringify(v)}`);
+  }
+  const bad = list.filter((x) => !isTarget(x));
+  if (bad.length > 0) {
+    const hint = bad.some((x) => /lm_head|embed_tokens/.test(x)) ? " (adapters on the embeddings or the head are not supported)" : "";
+    throw new Error(`${where}: ${bad.map((x) => JSON.stringify(x)).join(", ")} ${bad.length > 1 ? "are" : "is"} not a LoRA target here${hint}; use names from ${LORA_TARGETS.join(", ")} or "all-linear"`);
+  }
+  return LORA_TARGETS.filter((t) => list.includes(t));
+}
+
+/** PEFT's scaling s: lora_alpha / r, or lora_alpha / √r with use_rslora. */
+export function loraScaling(c: Pick<LoraConfig, "r" | "loraAlpha" | "useRslora">): number {
+  return c.loraAlpha / (c.useRslora ? Math.sqrt(c.r) : c.r);
+}
+
+/**
+ * PEFT's init_lora_weights = True: every lora_A ~ U(−1/√in, 1/√in) (kaiming_uniform_ with a = √5), every
+ * lora_B = 0, so the adapted model starts equal to the base. Seeded (mulberry32, table order).
+ */
+export function initLora(adapter: LoraAdapter, seed: number): void {
+  adapter.params.fill(0);
+  const uniform = mulberry32(seed);
+  for (const p of adapter.table) {
+    if (!p.name.endsWith(".lora_A.weight")) continue;
+    const bound = 1 / Math.sqrt(p.shape[1]);
+    const v = adapter.params.subarray(p.offset, p.offset + p.size);
+    for (let i = 0; i < v.length; i++) v[i] = (2 * uniform() - 1) * bound;
+  }
+}
+
+/** adapter_config.json for a LoRA CAUSAL_LM adapter, with PEFT's defaults for everything preftune does not use. */
+export function adapterConfigJson(c: LoraConfig, baseModelNameOrPath: string | null): Record<string, unknown> {
+  return {
+    alpha_pattern: {}, auto_mapping: null, base_model_name_or_path: baseModelNameOrPath, bias: "none",
+    exclude_modules: null, fan_in_fan_out: false, inference_mode: true, init_lora_weights: true,
+    layer_replication: null, layers_pattern: null, layers_to_transform: null, loftq_config: {},
+    lora_alpha: c.loraAlpha, lora_bias: false, lora_dropout: c.loraDropout, megatron_config: null,
+    megatron_core: "megatron.core", modules_to_save: null, peft_type: "LORA", r: c.r,
+    rank_pattern: {}, revision: null, target_modules: [...c.targetModules].sort(),
+    target_parameters: null, task_type: "CAUSAL_LM", trainable_token_indices: null,
+    use_dora: false, use_rslora: c.useRslora,
+  };
+}
+
+// Keys PEFT declares as float: Python's json writes them with a decimal point (0.0, not 0).
+const FLOAT_KEYS = new Set(["lora_dropout"]);
+
+/** Python's json.dumps(v, indent=2, sort_keys=True), which is how PEFT writes adapter_config.json. */
+export function pythonJson(v: unknown, indent = "", key = ""): string {
+  const inner = indent + "  ";
+  if (v === null || v === undefined) return "null";
+  if (typeof v === "number") {
+    if (!Number.isFinite(v)) throw new Error(`adapter config: ${key} = ${v} is not a finite number`);
+    return FLOAT_KEYS.has(key) && Number.isInteger(v) ? v.toFixed(1) : String(v);
+  }
+  if (typeof v === "string") return JSON.stringify(v).replace(/[\u0080-\uffff]/g, (ch) => "\\u" + ch.charCodeAt(0).toString(16).padStart(4, "0"));
+  if (typeof v === "boolean") return v ? "true" : "false";
+  if (Array.isArray(v)) return v.length === 0 ? "[]" : `[\n${v.map((x) => inner + pythonJson(x, inner)).join(",\n")}\n${indent}]`;
+  const keys = Object.keys(v as object).sort();
+  if (keys.length === 0) return "{}";
+  return `{\n${keys.map((k) => `${inner}${pythonJson(k)}: ${pythonJson((v as Record<string, unknown>)[k], inner, k)}`).join(",\n")}\n${indent}}`;
+}
+
+/** Writes adapter_config.json and adapter_model.safetensors (F32, names sorted, {"format": "pt"}) into dir, fsynced. */
+export function writeAdapterFiles(dir: string, adapter: LoraAdapter, baseModelNameOrPath: string | null): void {
+  writeFileSynced(join(dir, ADAPTER_CONFIG_FILE), pythonJson(adapterConfigJson(adapter.config, baseModelNameOrPath)));
+  const tensors: TensorToWrite[] = [...adapter.table]
+    .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))
+    .map((p) => ({ name: p.name, dtype: "F32", shape: p.shape, data: adapter.params.subarray(p.offset, p.offset + p.size) }));
+  writeSafetensors(join(dir, ADAPTER_WEIGHTS_FILE), tensors, { format: "pt" }, { fsync: true });
+}
+
+/**
+ * An adapter folder as PEFT's save_pretrained writes it. Atomic: written into a hidden sibling, fsynced,
+ * then renamed onto dir (an existing dir is moved aside first and removed once the new one is in place).
+ */
+export function saveAdapter(dir: string, adapter: LoraAdapter, opts: { baseModelNameOrPath: string | null }): void {
+  const target = resolve(dir);
+  const parent = dirname(target);
+  const tag = `${process.pid}-${randomBytes(4).toString("hex")}`;
+  const tmp = join(parent, `.${basename(target)}.tmp-${tag}`);
+  mkdirSync(parent, { recursive: true });
+  mkdirSync(tmp);
+  try {
+    writeAdapterFiles(tmp, adapter, opts.baseModelNameOrPath);
+    fsyncPath(tmp);
+    if (existsSync(target)) {
+      const old = join(parent, `.${basename(target)}.old-${tag}`);
+      renameSync(target, old);
+      try {
+        renameSync(tmp, target);
+      } catch (e) {
+        renameSync(old, target);
+        throw e;
+      }
+      rmSync(old, { recursive: true, force: true });
+    } else {
+      renameSync(tmp, target);
+    }
+    fsyncPath(parent);
+  } catch (e) {
+    rmSync(tmp, { recursive: true, force: true });
+    throw e;
+  }
+}
+
+/** What an adapter folder declares: the LoraConfig the core runs, and the raw adapter_config.json. */
+export interface AdapterFolder {
+  dir: string;
+  config: LoraConfig;                    // targetModules from the tensors actually present
+  configJson: Record<string, unknown>;
+  baseModelNameOrPath: string | null;
+}
+
+function refuse(file: string, key: string, v: unknown, why: string): never {
+  throw new Error(`${file}: ${key} = ${JSON.stringify(v)} is not supported (${why})`);
+}
+
+/**
+ * Reads and checks adapter_config.json and the tensor names of adapter_model.safetensors (no data).
+ * Refuses PEFT features the core does not run (DoRA, biases, rank/alpha patterns, modules_to_save, ...).
+ */
+export function readAdapterFolder(dir: string): AdapterFolder {
+  const cfgFile = join(dir, ADAPTER_CONFIG_FILE);
+  if (!existsSync(cfgFile)) throw new Error(`${dir}: no ${ADAPTER_CONFIG_FILE}; is this a PEFT adapter folder (save_pretrained of a PeftModel)?`);
+  let j: Record<string, unknown>;
+  try {
+    j = JSON.parse(readFileSync(cfgFile, "utf8"));
+  } catch (e) {
+    throw new Error(`${cfgFile}: cannot read JSON: ${(e as Error).message}`);
+  }
+  if (j === null || typeof j !== "object" || Array.isArray(j)) throw new Error(`${cfgFile}: must hold a JSON object`);
+  if (j.peft_type !== "LORA") throw new Error(`${cfgFile}: peft_type is ${JSON.stringify(j.peft_type ?? null)}; only LoRA adapters ("LORA") can be loaded`);
+  if (j.task_type != null && j.task_type !== "CAUSAL_LM") refuse(cfgFile, "task_type", j.task_type, "only CAUSAL_LM adapters fit a causal language model");
+  const r = j.r ?? 8, alpha = j.lora_alpha ?? 8;  // PEFT's LoraConfig defaults
+  if (!Number.isInteger(r) || (r as number) < 1) throw new Error(`${cfgFile}: r = ${JSON.stringify(r)} must be a positive integer`);
+  if (typeof alpha !== "number" || !Number.isFinite(alpha)) throw new Error(`${cfgFile}: lora_alpha = ${JSON.stringify(alpha)} must be a number`);
+  const unsupported: [string, (v: unknown) => boolean, string][] = [
+    ["use_dora", (v) => v === true, "DoRA is not implemented"],
+    ["bias", (v) => v != null && v !== "none", "only bias: \"none\"; trained biases are not implemented"],
+    ["lora_bias", (v) => v === true, "lora_B biases are not implemented"],
+    ["fan_in_fan_out", (v) => v === true, "that is for GPT-2 Conv1D layers"],
+    ["rank_pattern", (v) => v != null && Object.keys(v as object).length > 0, "every projection must have the same r"],
+    ["alpha_pattern", (v) => v != null && Object.keys(v as object).length > 0, "every projection must have the same lora_alpha"],
+    ["modules_to_save", (v) => v != null && (v as unknown[]).length !== 0, "fully trained extra modules are not supported"],
+    ["layers_to_transform", (v) => v != null, "adapters must cover every layer"],
+    ["layer_replication", (v) => v != null, "layer replication is not implemented"],
+    ["trainable_token_indices", (v) => v != null, "trainable tokens are not implemented"],
+    ["target_parameters", (v) => v != null, "adapters on raw parameters are not implemented"],
+    ["use_qalora", (v) => v === true, "QA-LoRA is not implemented"],
+  ];
+  for (const [k, bad, why] of unsupported) if (bad(j[k])) refuse(cfgFile, k, j[k], why);
+  if (j.use_rslora != null && typeof j.use_rslora !== "boolean") throw new Error(`${cfgFile}: use_rslora must be true or false`);
+
+  const wFile = join(dir, ADAPTER_WEIGHTS_FILE);
+  if (!existsSync(wFile)) {
+    const bin = existsSync(join(dir, "adapter_model.bin")) ? "; found adapter_model.bin, which is not read here: re-save with save_pretrained(dir, safe_serialization=True)" : "";
+    throw new Error(`${dir}: no ${ADAPTER_WEIGHTS_FILE}${bin}`);
+  }
+  const found = new Set<LoraTarget>();
+  const problems: string[] = [];
+  for (const name of readHeader(wFile).tensors.keys()) {
+    const m = NAME_RE.exec(name);
+    if (!m || !isTarget(m[3]) || PARENT[m[3]] !== m[2]) {
+      const why = /lora_magnitude_vector/.test(name) ? " (DoRA)" : /lora_embedding|lm_head|embed_tokens/.test(name) ? " (adapters on embeddings or the head are not supported)" : "";
+      problems.push(`unexpected tensor ${name}${why}; expected base_model.model.model.layers.{i}.{self_attn|mlp}.<proj>.lora_{A|B}.weight`);
+    } else found.add(m[3]);
+  }
+  if (problems.length) throw new Error(`${wFile}: ${problems.slice(0, MAX_LISTED_PROBLEMS).join("; ")}`);
+  if (found.size === 0) throw new Error(`${wFile}: holds no LoRA tensors`);
+  const targetModules = LORA_TARGETS.filter((t) => found.has(t));
+  const declared = j.target_modules;
+  if (Array.isArray(declared) && declared.every((x) => typeof x === "string" && isTarget(x))) {
+    const listed = [...new Set(declared as string[])].sort().join(", ");
+    if (listed !== [...targetModules].sort().join(", ")) {
+      throw new Error(`${dir}: ${ADAPTER_CONFIG_FILE} lists target_modules [${listed}] but ${ADAPTER_WEIGHTS_FILE} holds adapters for [${[...targetModules].sort().join(", ")}]`);
+    }
+  }
+  return {
+    dir, configJson: j,
+    baseModelNameOrPath: typeof j.base_model_name_or_path === "string" ? j.base_model_name_or_path : null,
+    config: { r: r as number, loraAlpha: alpha, useRslora: j.use_rslora === true, targetModules, loraDropout: typeof j.lora_dropout === "number" ? j.lora_dropout : 0 },
+  };
+}
+
+/**
+ * Fills an attached adapter from dir/adapter_model.safetensors: every tensor of the adapter's table must be
+ * there with its exact shape and a float dtype, and nothing else may be; all problems are reported at once.
+ */
+export function loadAdapterWeights(dir: string, adapter: LoraAdapter): void {
+  const file = join(dir, ADAPTER_WEIGHTS_FILE);
+  if (!existsSync(file)) throw new Error(`${dir}: no ${ADAPTER_WEIGHTS_FILE}`);
+  const h = readHeader(file);
+  const problems: string[] = [];
+  const fmt = (s: readonly number[]) => `[${s.join(", ")}]`;
+  const names = new Set(adapter.table.map((p) => p.name));
+  for (const p of adapter.table) {
+    const t = h.tensors.get(p.name);
+    if (!t) problems.push(`missing tensor ${p.name}, expected shape ${fmt(p.shape)}`);
+    else if (fmt(t.shape) !== fmt(p.shape)) problems.push(`${p.name}: expected shape ${fmt(p.shape)}, found ${fmt(t.shape)}`);
+    else if (!FLOAT_DTYPES.has(t.dtype)) problems.push(`${p.name}: dtype ${t.dtype}; expected F32, F16 or BF16`);
+  }
+  for (const [name, t] of h.tensors) if (!names.has(name)) problems.push(`unexpected tensor ${name} ${fmt(t.shape)} (not part of this adapter: other layers, targets or rank)`);
+  if (problems.length > 0) {
+    const shown = problems.slice(0, MAX_LISTED_PROBLEMS).map((s) => `  - ${s}`);
+    if (problems.length > MAX_LISTED_PROBLEMS) shown.push(`  ... and ${problems.length - MAX_LISTED_PROBLEMS} more`);
+    throw new Error(`${file}: adapter does not match the model and its LoRA settings (${problems.length} problem${problems.length > 1 ? "s" : ""}):\n${shown.join("\n")}`);
+  }
+  adapter.params.fill(0);
+  for (const p of adapter.table) readTensor(h, p.name, adapter.params, p.offset);
+}
+
+/** Attaches the adapter folder `dir` to `model` (which must not carry one) and loads its weights. */
+export function loadAdapter(dir: string, model: NativeModel): { adapter: LoraAdapter; folder: AdapterFolder } {
+  const folder = readAdapterFolder(dir);
+  // lora_dropout only acts while training; a loaded adapter runs without it.
+  const adapter = model.attachLora({ ...folder.config, loraDropout: 0 });
+  try {
+    loadAdapterWeights(dir, adapter);
+  } catch (e) {
+    model.detachLora();
+    throw e;
+  }
+  return { adapter, folder };
+}
+
+/**
+ * Merges the model's adapter into its base weights (W += s·B·A; the adapter is detached) and writes a full
+ * Hugging Face model folder loadable without PEFT.
+ */
+export function saveMergedModel(dir: string, model: NativeModel, configJson: Record<string, unknown>, opts: SaveOptions = {}): void {
+  if (!model.lora) throw new Error("saveMergedModel: the model carries no LoRA adapter to merge");
+  model.mergeLora();
+  saveModel(dir, configJson, model.table, model.params, opts);
+}
