@@ -545,18 +545,15 @@ pt_status pt_backward(pt_model* m, const float* dlogps) {
     auto lin_back = [&](int l, int k, float* dxo, float* dW, float* db, const float* dy, const float* x,
                         const float* W, int in, int out) {
       if (!lo) return linear_backward(dxo, dW, db, dy, x, W, nN, in, out, false);
-      linear_backward_input(dxo, dy, W, nN, in, out);
+      linear_backward<float>(dxo, nullptr, nullptr, dy, x, W, nN, in, out, false);  // frozen base: dx only
       if (!lo->P[l][k].members) return;
       const float* u = m->lora_u.p + (size_t)l * N * lo->uwidth + (size_t)N * lo->ucol[k];
       lora_backward(dxo, du, dy, out, x, u, lo->P[l][k], nN, (float)lo->scaling);
     };
 
     g_prof.start();
-    if (lo)
-      head_backward_input(dh, dlogp_r, m->hf.p, m->labels.data(), m->headlse.p, m->head, N, C, m->V, m->headwork);
-    else
-      head_backward(dh, m->ghead, dlogp_r, m->hf.p, m->labels.data(), m->headlse.p, m->head, N, C, m->V,
-                    m->headwork);
+    head_backward(dh, lo ? nullptr : m->ghead, dlogp_r, m->hf.p, m->labels.data(), m->headlse.p, m->head, N, C,
+                  m->V, m->headwork);  // a frozen head under LoRA: no (V, C) weight gradient
     g_prof.lap(P_HEAD);
     rmsnorm_backward(dx, gw(m->gnormf), dh, m->xin.p + (size_t)L * N * C, m->normf, m->rstdf.p, N, 1, C, C, false);
     for (int l = L - 1; l >= 0; l--) {

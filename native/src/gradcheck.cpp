@@ -243,7 +243,7 @@ Check lora_check(std::mt19937_64& rng) {
     LoraGroup<double> g = group(in_, &dA, &dB0, &dB1);
     linear_forward(y.data(), in_[0].data(), W.data(), (const double*)nullptr, N, in, ldy);
     lora_forward(y.data(), ldy, u.data(), in_[0].data(), g, N, s);
-    linear_backward_input(dx.data(), dy.data(), W.data(), N, in, ldy);
+    linear_backward<double>(dx.data(), nullptr, nullptr, dy.data(), in_[0].data(), W.data(), N, in, ldy, false);
     lora_backward(dx.data(), du.data(), dy.data(), ldy, in_[0].data(), u.data(), g, N, s);
     return std::vector<Vec>{dx, dA, dB0, dB1};
   };
@@ -271,7 +271,7 @@ Check head_input_check(std::mt19937_64& rng) {
                          R, C, V, work);
     Vec g = dlogp;
     for (int r = 0; r < R; r++) if (labels[r] < 0) g[r] = 0;
-    head_backward_input<double>(dH.data(), g.data(), in[0].data(), labels.data(), lse.data(), W.data(), R, C, V, work);
+    head_backward<double>(dH.data(), nullptr, g.data(), in[0].data(), labels.data(), lse.data(), W.data(), R, C, V, work);
     return std::vector<Vec>{dH};
   };
   return c;

@@ -53,7 +53,8 @@ void head_forward(T* logp, T* lse, T* mean, T* ent, uint8_t* correct, const T* H
   }
 }
 
-// dH (R, C) is written for every row (0 where no gradient); dW (V, C) += .
+// dH (R, C) is written for every row (0 where no gradient); dW (V, C) += , skipped when dW is null
+// (a frozen head, as under LoRA: the GEMM that training adapters saves).
 // d logits = dlogp * (onehot(label) - softmax), recomputed chunk by chunk from lse.
 template <typename T>
 void head_backward(T* dH, T* dW, const T* dlogp, const T* H, const int32_t* labels, const T* lse, const T* W,
@@ -80,7 +81,7 @@ void head_backward(T* dH, T* dW, const T* dlogp, const T* H, const int32_t* labe
       x[labels[r]] += g;
     }
     gemm(false, false, n, C, V, (T)1, logits, V, W, C, (T)0, dHc, C);  // (n, C)
-    gemm(true, false, V, C, n, (T)1, logits, V, Hc, C, (T)1, dW, C);   // (V, C)
+    if (dW) gemm(true, false, V, C, n, (T)1, logits, V, Hc, C, (T)1, dW, C);   // (V, C)
     for (int i = 0; i < n; i++) std::memcpy(dH + rows[c0 + i] * C, dHc + (size_t)i * C, sizeof(T) * C);
   }
 }

@@ -17,12 +17,13 @@ void linear_forward(T* y, const T* x, const T* W, const T* b, int N, int in, int
   }
 }
 
-// dx (N, in) = dy W (or += when accumulate; skipped when dx is null);  dW += dy^T x;  db += sum_n dy
+// dx (N, in) = dy W (or += when accumulate; skipped when dx is null);  dW += dy^T x and db += sum_n dy,
+// each skipped when null (a frozen weight, as under LoRA).
 template <typename T>
 void linear_backward(T* dx, T* dW, T* db, const T* dy, const T* x, const T* W, int N, int in, int out,
                      bool accumulate) {
   if (dx) gemm(false, false, N, in, out, (T)1, dy, out, W, in, accumulate ? (T)1 : (T)0, dx, in);
-  gemm(true, false, out, in, N, (T)1, dy, out, x, in, (T)1, dW, in);
+  if (dW) gemm(true, false, out, in, N, (T)1, dy, out, x, in, (T)1, dW, in);
   if (db) {
 #pragma omp parallel for schedule(static)
     for (int o = 0; o < out; o++) {

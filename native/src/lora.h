@@ -109,41 +109,4 @@ void lora_merge(T* W, const LoraGroup<T>& g, T s) {
                W + (size_t)g.col[j] * g.in, g.in);
 }
 
-// Frozen base linear: dx (N, in) = dy W, no dW or db (the GEMM LoRA training saves).
-template <typename T>
-void linear_backward_input(T* dx, const T* dy, const T* W, int N, int in, int out) {
-  gemm(false, false, N, in, out, (T)1, dy, out, W, in, (T)0, dx, in);
-}
-
-// Frozen head: head_backward (head.h) without the (V, C) weight gradient. dH (R, C) written for every row.
-template <typename T>
-void head_backward_input(T* dH, const T* dlogp, const T* H, const int32_t* labels, const T* lse, const T* W,
-                         int64_t R, int C, int V, Buf<T>& work) {
-  constexpr int chunk = kHeadChunk;
-  std::vector<int64_t> rows;
-  for (int64_t r = 0; r < R; r++) {
-    if (labels[r] >= 0 && dlogp[r] != 0) rows.push_back(r);
-    else std::memset(dH + r * C, 0, sizeof(T) * C);
-  }
-  T* logits = work.need((size_t)chunk * V + 2 * (size_t)chunk * C);
-  T* Hc = logits + (size_t)chunk * V;
-  T* dHc = Hc + (size_t)chunk * C;
-  for (size_t c0 = 0; c0 < rows.size(); c0 += chunk) {
-    const int n = (int)std::min<size_t>(chunk, rows.size() - c0);
-    for (int i = 0; i < n; i++) std::memcpy(Hc + (size_t)i * C, H + rows[c0 + i] * C, sizeof(T) * C);
-    gemm(false, true, n, V, C, (T)1, Hc, C, W, C, (T)0, logits, V);
-#pragma omp parallel for schedule(static)
-    for (int i = 0; i < n; i++) {
-      const int64_t r = rows[c0 + i];
-      T* x = logits + (size_t)i * V;
-      const T l = lse[r], gr = dlogp[r];
-#pragma omp simd
-      for (int v = 0; v < V; v++) x[v] = -gr * texp(x[v] - l);
-      x[labels[r]] += gr;
-    }
-    gemm(false, false, n, C, V, (T)1, logits, V, W, C, (T)0, dHc, C);
-    for (int i = 0; i < n; i++) std::memcpy(dH + rows[c0 + i] * C, dHc + (size_t)i * C, sizeof(T) * C);
-  }
-}
-
 }  // namespace pt

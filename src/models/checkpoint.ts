@@ -2,14 +2,13 @@
 // model.safetensors.index.json. Loading checks every tensor name and shape against the native parameter table
 // (params.ts) before reading any data; saving writes a folder transformers loads, atomically.
 // Not the training checkpoint (optimizer state, trainer_state.json) and not adapters (PEFT files).
-import { existsSync, mkdirSync, readFileSync, renameSync, rmSync } from "node:fs";
-import { basename, dirname, join, resolve } from "node:path";
-import { randomBytes } from "node:crypto";
+import { existsSync, readFileSync } from "node:fs";
+import { basename, join } from "node:path";
 import type { DecoderConfig, ParamInfo } from "../core/types.ts";
 import { parseConfig } from "./config.ts";
 import { DTYPE_SIZES, forEachTensorChunk, readHeader, readTensor, writeSafetensors, type SafetensorsHeader, type TensorToWrite } from "./safetensors.ts";
 import { checkTable } from "./params.ts";
-import { fsyncPath, writeFileSynced } from "../util/durable.ts";
+import { writeFileSynced, writeFolderAtomic } from "../util/durable.ts";
 
 export { buildParamTable, paramBufferSize, randomInit } from "./params.ts";
 
@@ -187,13 +186,7 @@ export function saveModel(dir: string, configJson: Record<string, unknown>, tabl
     bytes += b;
   }
 
-  const target = resolve(dir);
-  const parent = dirname(target);
-  const tag = `${process.pid}-${randomBytes(4).toString("hex")}`;
-  const tmp = join(parent, `.${basename(target)}.tmp-${tag}`);
-  mkdirSync(parent, { recursive: true });
-  mkdirSync(tmp);
-  try {
+  writeFolderAtomic(dir, (tmp) => {
     const cfg = { ...configJson };
     cfg["dtype" in cfg ? "dtype" : "torch_dtype"] = TORCH_DTYPE[dtype];
     writeFileSynced(join(tmp, "config.json"), JSON.stringify(cfg, null, 2) + "\n");
@@ -216,23 +209,5 @@ export function saveModel(dir: string, configJson: Record<string, unknown>, tabl
       writeFileSynced(join(tmp, INDEX_FILE), JSON.stringify({ metadata: { total_size: total }, weight_map: sortedMap }, null, 2) + "\n");
       opts.onFileWritten?.(join(tmp, INDEX_FILE));
     }
-    fsyncPath(tmp);
-    if (existsSync(target)) {
-      const old = join(parent, `.${basename(target)}.old-${tag}`);
-      renameSync(target, old);
-      try {
-        renameSync(tmp, target);
-      } catch (e) {
-        renameSync(old, target);
-        throw e;
-      }
-      rmSync(old, { recursive: true, force: true });
-    } else {
-      renameSync(tmp, target);
-    }
-    fsyncPath(parent);
-  } catch (e) {
-    rmSync(tmp, { recursive: true, force: true });
-    throw e;
-  }
+  });
 }

@@ -3,12 +3,11 @@
 // base_model.model.* names), loading such a folder onto a NativeModel with every name and shape checked, and
 // merging (W += s·B·A) into a full Hugging Face model folder.
 // Not the LoRA math (native/src/lora.h) and not how training uses adapters (src/train).
-import { existsSync, mkdirSync, readFileSync, renameSync, rmSync } from "node:fs";
-import { randomBytes } from "node:crypto";
-import { basename, dirname, join, resolve } from "node:path";
+import { existsSync, readFileSync } from "node:fs";
+import { join } from "node:path";
 import { LORA_TARGETS, type LoraAdapter, type NativeModel } from "../core/native.ts";
 import type { LoraConfig, LoraTarget } from "../core/types.ts";
-import { fsyncPath, writeFileSynced } from "../util/durable.ts";
+import { writeFileSynced, writeFolderAtomic } from "../util/durable.ts";
 import { mulberry32 } from "../util/random.ts";
 import { saveModel, type SaveOptions } from "./checkpoint.ts";
 import { readHeader, readTensor, writeSafetensors, type TensorToWrite } from "./safetensors.ts";
@@ -112,33 +111,7 @@ export function writeAdapterFiles(dir: string, adapter: LoraAdapter, baseModelNa
  * then renamed onto dir (an existing dir is moved aside first and removed once the new one is in place).
  */
 export function saveAdapter(dir: string, adapter: LoraAdapter, opts: { baseModelNameOrPath: string | null }): void {
-  const target = resolve(dir);
-  const parent = dirname(target);
-  const tag = `${process.pid}-${randomBytes(4).toString("hex")}`;
-  const tmp = join(parent, `.${basename(target)}.tmp-${tag}`);
-  mkdirSync(parent, { recursive: true });
-  mkdirSync(tmp);
-  try {
-    writeAdapterFiles(tmp, adapter, opts.baseModelNameOrPath);
-    fsyncPath(tmp);
-    if (existsSync(target)) {
-      const old = join(parent, `.${basename(target)}.old-${tag}`);
-      renameSync(target, old);
-      try {
-        renameSync(tmp, target);
-      } catch (e) {
-        renameSync(old, target);
-        throw e;
-      }
-      rmSync(old, { recursive: true, force: true });
-    } else {
-      renameSync(tmp, target);
-    }
-    fsyncPath(parent);
-  } catch (e) {
-    rmSync(tmp, { recursive: true, force: true });
-    throw e;
-  }
+  writeFolderAtomic(dir, (tmp) => writeAdapterFiles(tmp, adapter, opts.baseModelNameOrPath));
 }
 
 /** What an adapter folder declares: the LoraConfig the core runs, and the raw adapter_config.json. */

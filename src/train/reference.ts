@@ -12,11 +12,11 @@ import { referenceLogps, referenceUnpaired, type PairBatch, type RefLogps, type 
 export const REF_LOGPS_FILE = "ref_logps.safetensors";
 
 /**
- * The reference model: the policy's starting checkpoint loaded a second time. It is only ever run with
- * train = false and never handed to an optimizer, which is what keeps it frozen. Free it when done.
+ * The reference model for full fine-tuning: the policy's starting checkpoint loaded a second time. It is only
+ * ever run with train = false and never handed to an optimizer, which is what keeps it frozen. Free it when
+ * done. (Under LoRA there is no second model: the reference is policy.withoutAdapters().)
  */
-export function loadReference(modelDir: string, opts: { lora?: boolean } = {}): NativeModel {
-  if (opts.lora) throw new Error("reference: LoRA is not supported yet");
+export function loadReference(modelDir: string): NativeModel {
   const { config } = readModelDir(modelDir);
   const model = new NativeModel(config);
   try {

@@ -18,6 +18,7 @@ import { readHeader, readTensor, writeSafetensors } from "../../src/models/safet
 import { ConfigError, resolveConfig, type TrainConfig } from "../../src/train/config.ts";
 import { train } from "../../src/train/loop.ts";
 import { makeTinyModel, randomPairs, scratch } from "../helpers/tiny-model.ts";
+import { maxAbs } from "../helpers/compare.ts";
 
 const fixtures = join(dirname(fileURLToPath(import.meta.url)), "..", "fixtures");
 const coreDir = (m: string) => join(fixtures, "core", m);
@@ -35,11 +36,6 @@ function fixtureBatch(name: string): TokenBatch {
   const h = readHeader(join(fixtures, "lora", `${name}.safetensors`));
   const [B, T] = h.tensors.get("input_ids")!.shape;
   return { ids: Int32Array.from(readTensor(h, "input_ids")), lengths: Int32Array.from(readTensor(h, "lengths")), B, T };
-}
-function maxAbs(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  let m = 0;
-  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]));
-  return m;
 }
 
 test("target modules: PEFT's Llama default, all-linear, lists; unknown names refused with the fix", () => {

@@ -9,19 +9,10 @@ import { AdamW, NativeModel, setNumThreads } from "../../src/core/native.ts";
 import { loadWeightsInto, readModelDir } from "../../src/models/checkpoint.ts";
 import { buildParamTable } from "../../src/models/params.ts";
 import { readHeader, readTensor } from "../../src/models/safetensors.ts";
+import { relErr, maxAbs } from "../helpers/compare.ts";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..", "fixtures", "core");
 
-function relErr(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  let d = 0, n = 0;
-  for (let i = 0; i < a.length; i++) { d += (a[i] - b[i]) ** 2; n += b[i] ** 2; }
-  return Math.sqrt(d) / Math.max(Math.sqrt(n), 1e-30);
-}
-function maxAbs(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  let m = 0;
-  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]));
-  return m;
-}
 
 function setup(name: string) {
   const dir = join(root, name);

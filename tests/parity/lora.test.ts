@@ -11,19 +11,10 @@ import { loadWeightsInto, readModelDir } from "../../src/models/checkpoint.ts";
 import { loadAdapter } from "../../src/models/peft.ts";
 import { readHeader, readTensor } from "../../src/models/safetensors.ts";
 import { pairedStep } from "../../src/train/objectives.ts";
+import { relErr, maxAbs } from "../helpers/compare.ts";
 
 const fixtures = join(dirname(fileURLToPath(import.meta.url)), "..", "fixtures");
 
-function relErr(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  let d = 0, n = 0;
-  for (let i = 0; i < a.length; i++) { d += (a[i] - b[i]) ** 2; n += b[i] ** 2; }
-  return Math.sqrt(d) / Math.max(Math.sqrt(n), 1e-30);
-}
-function maxAbs(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  let m = 0;
-  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]));
-  return m;
-}
 const rel = (a: number, b: number) => Math.abs(a - b) / Math.abs(b);
 
 function setup(name: string, file = `${name}.safetensors`) {

@@ -12,6 +12,7 @@ import { readModelDir } from "../../src/models/checkpoint.ts";
 import { readHeader, readTensor, type SafetensorsHeader } from "../../src/models/safetensors.ts";
 import { pairedStep, unpairedStep, type MethodConfig, type PairBatch, type Reference, type StepOutput, type UnpairedBatch } from "../../src/train/objectives.ts";
 import { loadReference } from "../../src/train/reference.ts";
+import { relErr } from "../helpers/compare.ts";
 
 const fixtures = join(dirname(fileURLToPath(import.meta.url)), "..", "fixtures");
 const lossDir = join(fixtures, "losses");
@@ -29,11 +30,6 @@ const ALT_METRICS: Record<string, string[]> = { orpo: ["logits/chosen", "logits/
 /** num_tokens is TRL's running Σ attention_mask: the loop sums StepOutput.tokens, so it is compared with that. */
 const FROM_TOKENS = "num_tokens";
 
-function relErr(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  let d = 0, n = 0;
-  for (let i = 0; i < a.length; i++) { d += (a[i] - b[i]) ** 2; n += b[i] ** 2; }
-  return Math.sqrt(d) / Math.max(Math.sqrt(n), 1e-30);
-}
 function closeMetric(got: number, want: number): boolean {
   return Math.abs(got - want) <= 1e-5 || Math.abs(got - want) <= 1e-4 * Math.abs(want);
 }

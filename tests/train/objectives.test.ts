@@ -19,16 +19,12 @@ import {
 import {
   REF_LOGPS_FILE, gatherPaired, gatherUnpaired, loadReference, loadReferenceLogps, precomputeReference, saveReferenceLogps,
 } from "../../src/train/reference.ts";
+import { relErr } from "../helpers/compare.ts";
 
 const fixtures = join(dirname(fileURLToPath(import.meta.url)), "..", "fixtures");
 const MODEL = "llama-tiny";
 const modelDir = join(fixtures, "core", MODEL);
 
-function relErr(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  let d = 0, n = 0;
-  for (let i = 0; i < a.length; i++) { d += (a[i] - b[i]) ** 2; n += b[i] ** 2; }
-  return Math.sqrt(d) / Math.max(Math.sqrt(n), 1e-30);
-}
 
 /** The fixtures' 8 pairs, split back into token lists so the real collator can rebatch them. */
 function fixturePairs(): TokenizedPair[] {
@@ -231,7 +227,6 @@ test("misuse gets a clear error", () => {
   assert.throws(() => pairedStep(policy, { kind: "none" }, pb, { method: "rlhf" as never, beta: 0.1 }, FWD), /method "rlhf" is unknown/);
   assert.throws(() => pairedStep(policy, live, pb, { method: "dpo", beta: 0.1 }, { backward: true, lossScale: Number.NaN }), /lossScale/);
   assert.throws(() => unpairedStep(policy, live, unpaired(ALL, false), { method: "kto", beta: 0.1 }, FWD), /collate with collateUnpaired\(rows, \{ kl: true/);
-  assert.throws(() => loadReference(modelDir, { lora: true }), /^Error: reference: LoRA is not supported yet$/);
 });
 
 test("the reference model is never touched by the steps above", () => {
