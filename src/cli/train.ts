@@ -1,7 +1,7 @@
 // `preftune train CONFIG [--key value ...]` and `preftune score`: argument handling and printing only.
 // Training is src/train/loop.ts; the config schema (and the --help text built from it) is src/train/config.ts.
 // score is here because it is a thin pass of the model over pairs: tokenize, one forward per batch, sum.
-import { createWriteStream, existsSync, statSync } from "node:fs";
+import { existsSync, statSync } from "node:fs";
 import type { Command } from "commander";
 import { NativeModel, setNumThreads } from "../core/native.ts";
 import { collatePairs } from "../data/collate.ts";
@@ -13,12 +13,13 @@ import { loadWeightsInto, readModelDir } from "../models/checkpoint.ts";
 import { sequenceStats } from "../losses/aggregate.ts";
 import { configHelp, loadConfig, METHODS } from "../train/config.ts";
 import { train } from "../train/loop.ts";
+import { writeFileAtomic } from "../util/durable.ts";
 
 const TRAIN_HELP = `
 CONFIG is a YAML or JSON file of TRL-style keys; every key can also be given (or overridden) on the command
 line as --key value (dashes or underscores; lists as a,b or JSON; null as null). Example:
 
-  preftune train presets/orpo.yaml --learning_rate 5e-6 --max_steps 100 --output_dir runs/orpo
+  preftune train presets/smollm2-135m-orpo.yaml --model_name_or_path ./SmolLM2-135M-Instruct --output_dir runs/orpo --max_steps 100
 
 Outputs in output_dir: metrics.jsonl (one JSON object per log), checkpoint-N/ (resume with
 --resume_from_checkpoint true), and the final model (config.json, model.safetensors, tokenizer, README.md).
@@ -51,12 +52,16 @@ export async function score(o: ScoreOptions): Promise<ScoreSummary> {
   if (method === "kto" || method === "sft") throw new Error(`score needs pairs; --method ${method} tokenizes unpaired rows. Use dpo (default), orpo, ipo, cpo or simpo`);
   let split = o.split;
   if (!split && statSync(o.dataset).isDirectory()) split = (await resolveDataFiles(o.dataset, "test").then(() => true, () => false)) ? "test" : "train";
-  const tok = await loadTokenizer(o.model);
-  const data = await prepareDataset(o.dataset, tok, { method, max_length: o.maxLength === undefined ? 1024 : o.maxLength, split, cacheDir: null, progress: !o.quiet });
-  if (data.kind !== "paired") throw new Error(`${o.dataset}: score needs chosen/rejected pairs`);
   const { config } = readModelDir(o.model);
+  const maxPos = config.maxPositionEmbeddings;
+  if (o.maxLength != null && o.maxLength > maxPos)
+    throw new Error(`--max-length ${o.maxLength} is more than ${o.model}'s max_position_embeddings (${maxPos}); use at most ${maxPos}`);
+  const tok = await loadTokenizer(o.model);
+  const maxLength = o.maxLength === undefined ? Math.min(1024, maxPos) : o.maxLength;
+  const data = await prepareDataset(o.dataset, tok, { method, max_length: maxLength, split, cacheDir: null, progress: !o.quiet });
+  if (data.kind !== "paired") throw new Error(`${o.dataset}: score needs chosen/rejected pairs`);
   const model = new NativeModel(config);
-  const out = createWriteStream(o.output);
+  const lines: string[] = [];
   let wins = 0, margin = 0;
   try {
     loadWeightsInto(o.model, model.table, model.params);
@@ -71,13 +76,13 @@ export async function score(o: ScoreOptions): Promise<ScoreSummary> {
         const c = st.sum[i], r = st.sum[B + i];
         if (c > r) wins++;
         margin += c - r;
-        out.write(JSON.stringify({ index: s + i, chosen_logps: c, rejected_logps: r, chosen_tokens: st.count[i], rejected_tokens: st.count[B + i] }) + "\n");
+        lines.push(JSON.stringify({ index: s + i, chosen_logps: c, rejected_logps: r, chosen_tokens: st.count[i], rejected_tokens: st.count[B + i] }) + "\n");
       }
     }
   } finally {
     model.free();
-    await new Promise<void>((res, rej) => out.end((e?: Error | null) => (e ? rej(e) : res())));
   }
+  writeFileAtomic(o.output, lines.join(""));  // all or nothing: no half-written score file
   const n = data.rows.length;
   return { pairs: n, accuracy: wins / n, meanMargin: margin / n, output: o.output };
 }

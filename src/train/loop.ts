@@ -155,6 +155,12 @@ export async function train(config: TrainConfig, o: TrainOptions = {}): Promise<
   writeJsonSynced(join(outputDir, "training_args.json"), { ...c });  // the run's resolved config, for reports and users
   for (const t of removeStaleTemporaries(outputDir)) print(`removed ${t}: left by a save that did not finish`);
 
+  // A sequence longer than the model's positions would stop the run at its first long batch (the core refuses
+  // it with the numbers); when max_length already allows that, say so before tokenizing. (Pre-tokenized rows
+  // are not truncated, and max_length null means no limit: the core's own check covers those.)
+  const maxPos = readModelDir(c.model_name_or_path!).config.maxPositionEmbeddings;
+  if (!o.rows && c.max_length != null && c.max_length > maxPos)
+    throw new Error(`max_length ${c.max_length} is more than ${c.model_name_or_path}'s max_position_embeddings (${maxPos}): set max_length to at most ${maxPos}`);
   const needEval = c.eval_strategy !== "no" || c.eval_on_start;
   const data = await loadData(c, o, needEval, print);
   if (data.rows.length === 0) throw new Error(`${c.dataset}: no training rows`);
