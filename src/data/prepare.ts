@@ -41,7 +41,7 @@ export interface PrepStats {
   droppedUndesirable: number;              // sft on unpaired data: label=false rows are not trained on
   truncatedRows: number;
   boundaryMerges: number;                  // prompt/completion token merges at the split
-  templatePromptResets: number;            // generation prompt cut back to the common prefix (§2.2)
+  templatePromptResets: number;            // generation prompt cut back to the common prefix (TRL's apply_chat_template rule)
   promptTokens: number;
   completionTokens: number;
   fromCache: boolean;

@@ -1,4 +1,4 @@
-// aggregate.ts: Case B2 of trl-semantics §13.2, masks, the NLL helpers, the token metrics in both TRL
+// aggregate.ts: hand-computed Case B2 (TRL formulas, float64), masks, the NLL helpers, the token metrics in both TRL
 // conventions, and the shape checks. The token-gradient mapping is finite-differenced in gradcheck.test.ts.
 
 import { test } from "node:test";

@@ -1,4 +1,4 @@
-// CPO / SimPO / AlphaPO against Case D of trl-semantics §13.2 (float64, rtol 1e-6), plus the
+// CPO / SimPO / AlphaPO against hand-computed Case D of TRL's formulas (float64, rtol 1e-6), plus the
 // alphapo sugar and the summed/averaged logp choice per loss_type.
 
 import { test } from "node:test";

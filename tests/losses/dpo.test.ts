@@ -1,4 +1,4 @@
-// DPO family against the hand-computed Case A of trl-semantics §13.2 (float64, rtol 1e-6), the §13.1
+// DPO family against the hand-computed Case A of TRL's formulas (float64, rtol 1e-6), the
 // finite-ness guard for alpha/js divergence, and ln 2 at policy == reference.
 // Gradients are checked separately in gradcheck.test.ts.
 
@@ -81,7 +81,7 @@ test("dpo: loss is ln 2 when policy == reference (sigmoid, every f-divergence)",
   }
 });
 
-test("dpo §13.1: alpha and js divergence stay finite on TRL's large-logit test inputs", () => {
+test("dpo: alpha and js divergence stay finite on TRL's large-logit test inputs", () => {
   const sets = [
     { chosen: [410.0, 0.1], rejected: [810.5, 0.2], refChosen: [-610.0, -0.1], refRejected: [110.6, 0.5] },
     { chosen: [410.0, 0.1], rejected: [95.5, 0.2], refChosen: [-610.0, -0.1], refRejected: [5.5, 0.5] },

@@ -1,5 +1,5 @@
-// KTO against Case C of trl-semantics §13.2 (float64, rtol 1e-6): loss, weights, apo_zero_unpaired,
-// metrics, the z clamp, empty halves, and the §7.1 weight-guidance warning.
+// KTO against hand-computed Case C of TRL's formulas (float64, rtol 1e-6): loss, weights, apo_zero_unpaired,
+// metrics, the z clamp, empty halves, and the KTO paper's (Eq. 8) weight-guidance warning.
 
 import { test } from "node:test";
 import assert from "node:assert/strict";

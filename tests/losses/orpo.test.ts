@@ -1,4 +1,4 @@
-// ORPO against Case B of trl-semantics §13.2 (float64, rtol 1e-6), the log1mexp stability values, and
+// ORPO against hand-computed Case B of TRL's formulas (float64, rtol 1e-6), the log1mexp stability values, and
 // the avg logp = 0 / empty-completion guard. Gradients are checked in gradcheck.test.ts.
 
 import { test } from "node:test";
