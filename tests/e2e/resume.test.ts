@@ -32,8 +32,8 @@ before(() => {
   writeFileSync(cfgFile, [
     "method: dpo", `model_name_or_path: ${join(tmp.dir, "model")}`, `dataset: ${join(tmp.dir, "data")}`,
     `dataset_cache_dir: ${join(tmp.dir, "cache")}`, "max_length: 64", "per_device_train_batch_size: 2",
-    "learning_rate: 1.0e-3", "lr_scheduler_type: cosine", "warmup_ratio: 0.1", "logging_steps: 1", "max_steps: 30",
-    "save_steps: 4", "eval_strategy: steps", "eval_steps: 12", "threads: 1", "bf16: true", "",
+    "learning_rate: 1.0e-3", "lr_scheduler_type: cosine", "warmup_ratio: 0.1", "logging_steps: 1", "max_steps: 60",
+    "save_steps: 4", "eval_strategy: steps", "eval_steps: 24", "threads: 1", "bf16: true", "",
   ].join("\n"));
 });
 after(() => tmp.cleanup());
