@@ -381,8 +381,8 @@ pt_status pt_forward(pt_model* m, const int32_t* ids, const int32_t* lengths, in
                                        " outside [0, " + std::to_string(T) + "]");
     if (len > m->cfg.max_position_embeddings)
       return fail(PT_ERR_ARGUMENT, "row " + std::to_string(b) + " has " + std::to_string(len) +
-                                       " tokens, more than max_position_embeddings = " +
-                                       std::to_string(m->cfg.max_position_embeddings));
+                                       " tokens but the model's max_position_embeddings is " +
+                                       std::to_string(m->cfg.max_position_embeddings) + "; lower max_length");
     m->seqs[b] = {N, len};
     N += len;
   }

@@ -106,37 +106,21 @@ function clip(t: Trainable, maxNorm: number): number {
 }
 
 /**
- * The LoRA adapter attached to a NativeModel: its own table (PEFT tensor names, e.g.
- * base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight), flat params and grads in native memory.
- * Owned by the model: invalid (and its views dangling) after detachLora(), mergeLora() or free().
+ * Named views into one parameter set: a table (HF or PEFT tensor names) over a flat params buffer and a grads
+ * buffer of the same layout. Shared by the model and its LoRA adapter.
  */
-export class LoraAdapter implements Trainable {
-  readonly table: ParamInfo[];
-  readonly params: Float32Array;
-  readonly grads: Float32Array;
-  /** s = lora_alpha / r (or / √r with use_rslora), as the core computes it. */
-  readonly scaling: number;
+class NamedParams {
   private byName: Map<string, ParamInfo>;
-  /** @internal */ alive = true;
-
-  /** @internal created by NativeModel.attachLora */
-  constructor(private readonly h: AddonModel, readonly config: LoraConfig) {
-    this.table = h.loraTable();
-    this.params = h.loraParams();
-    this.grads = h.loraGrads();
-    this.scaling = h.loraScaling();
-    this.byName = new Map(this.table.map((p) => [p.name, p]));
+  constructor(readonly table: ParamInfo[], readonly params: Float32Array, readonly grads: Float32Array, private readonly noun: string) {
+    this.byName = new Map(table.map((p) => [p.name, p]));
   }
-  private handle(): AddonModel {
-    if (!this.alive) throw new Error("LoRA adapter used after it was detached, merged or its model freed");
-    return this.h;
-  }
+  /** Number of trainable scalars (the flat buffers also hold alignment padding). */
   get numParameters(): number {
     return this.table.reduce((s, p) => s + p.size, 0);
   }
   info(name: string): ParamInfo {
     const p = this.byName.get(name);
-    if (!p) throw new Error(`no adapter tensor named ${name}`);
+    if (!p) throw new Error(`no ${this.noun} named ${name}`);
     return p;
   }
   param(name: string): Float32Array {
@@ -146,6 +130,27 @@ export class LoraAdapter implements Trainable {
   grad(name: string): Float32Array {
     const p = this.info(name);
     return this.grads.subarray(p.offset, p.offset + p.size);
+  }
+}
+
+/**
+ * The LoRA adapter attached to a NativeModel: its own table (PEFT tensor names, e.g.
+ * base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight), flat params and grads in native memory.
+ * Owned by the model: invalid (and its views dangling) after detachLora(), mergeLora() or free().
+ */
+export class LoraAdapter extends NamedParams implements Trainable {
+  /** s = lora_alpha / r (or / √r with use_rslora), as the core computes it. */
+  readonly scaling: number;
+  /** @internal */ alive = true;
+
+  /** @internal created by NativeModel.attachLora */
+  constructor(private readonly h: AddonModel, readonly config: LoraConfig) {
+    super(h.loraTable(), h.loraParams(), h.loraGrads(), "adapter tensor");
+    this.scaling = h.loraScaling();
+  }
+  private handle(): AddonModel {
+    if (!this.alive) throw new Error("LoRA adapter used after it was detached, merged or its model freed");
+    return this.h;
   }
   zeroGrad(): void {
     this.handle().loraZeroGrad();
@@ -167,20 +172,14 @@ export class LoraAdapter implements Trainable {
 }
 
 /** A decoder with its fp32 parameters and gradients in native memory, laid out as `table` says. */
-export class NativeModel implements Trainable {
+export class NativeModel extends NamedParams implements Trainable {
   readonly config: DecoderConfig;
-  readonly table: ParamInfo[];
-  /** Every parameter, flat; zero-copy view of native memory, invalid after free(). */
-  readonly params: Float32Array;
-  /** Same layout as params. */
-  readonly grads: Float32Array;
   private handle: AddonModel | null;
-  private byName: Map<string, ParamInfo>;
   private adapter: LoraAdapter | null = null;
 
+  /** params: every parameter, flat; a zero-copy view of native memory, invalid after free(). grads: same layout. */
   constructor(config: DecoderConfig) {
-    this.config = config;
-    this.handle = new (native().Model)({
+    const handle = new (native().Model)({
       vocab_size: config.vocabSize,
       hidden_size: config.hiddenSize,
       intermediate_size: config.intermediateSize,
@@ -197,10 +196,9 @@ export class NativeModel implements Trainable {
       mlp_bias: config.mlpBias ? 1 : 0,
       qk_norm: config.qkNorm ? 1 : 0,
     });
-    this.table = this.handle.table();
-    this.params = this.handle.params();
-    this.grads = this.handle.grads();
-    this.byName = new Map(this.table.map((p) => [p.name, p]));
+    super(handle.table(), handle.params(), handle.grads(), "parameter");
+    this.config = config;
+    this.handle = handle;
   }
 
   private h(): AddonModel {
@@ -208,36 +206,12 @@ export class NativeModel implements Trainable {
     return this.handle;
   }
 
-  /** Number of trainable scalars (the flat buffers also hold alignment padding). */
-  get numParameters(): number {
-    return this.table.reduce((s, p) => s + p.size, 0);
-  }
-
-  info(name: string): ParamInfo {
-    const p = this.byName.get(name);
-    if (!p) throw new Error(`no parameter named ${name}`);
-    return p;
-  }
-  param(name: string): Float32Array {
-    const p = this.info(name);
-    return this.params.subarray(p.offset, p.offset + p.size);
-  }
-  grad(name: string): Float32Array {
-    const p = this.info(name);
-    return this.grads.subarray(p.offset, p.offset + p.size);
-  }
-
   /**
    * Per-token statistics of a right-padded batch; train keeps activations for backward(). With a LoRA
    * adapter attached, adapters: false runs the base model alone (not allowed together with train).
    */
   forward(batch: TokenBatch, opts: ForwardOptions): TokenStats {
-    const { B, T } = batch;
-    const max = this.config.maxPositionEmbeddings;
-    for (let b = 0; b < B; b++) {
-      if (batch.lengths[b] > max)
-        throw new Error(`row ${b} has ${batch.lengths[b]} tokens but the model's max_position_embeddings is ${max}; lower max_length`);
-    }
+    const { B, T } = batch;  // rows longer than max_position_embeddings are refused by the core, with the numbers
     const out: TokenStats = {
       logps: new Float32Array(B * T),
       logitsMean: new Float32Array(B * T),
