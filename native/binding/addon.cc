@@ -40,8 +40,11 @@ class Model : public Napi::ObjectWrap<Model> {
                         InstanceMethod("loraZeroGrad", &Model::LoraZeroGrad),
                         InstanceMethod("loraGradNorm", &Model::LoraGradNorm),
                         InstanceMethod("loraScaleGrads", &Model::LoraScaleGrads),
-                        InstanceMethod("loraAdamwStep", &Model::LoraAdamW)});
+                        InstanceMethod("loraAdamwStep", &Model::LoraAdamW),
+                        InstanceMethod("decode", &Model::Decode)});
   }
+  static Napi::FunctionReference* ctor;
+  pt_model* handle() const { return m_; }
 
   explicit Model(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Model>(info) {
     Napi::Env env = info.Env();
@@ -251,12 +254,80 @@ class Model : public Napi::ObjectWrap<Model> {
     return env.Undefined();
   }
 
+  // decode(cache, rows Int32Array (n), ids Int32Array (n*T), lengths Int32Array (n), T, flags, logits Float32Array (n*V))
+  Napi::Value Decode(const Napi::CallbackInfo& info);
+
   Napi::Value Free(const Napi::CallbackInfo& info) {
     pt_model_free(m_);
     m_ = nullptr;
     return info.Env().Undefined();
   }
 };
+
+Napi::FunctionReference* Model::ctor = nullptr;
+
+// A decoding session (pt_kv_cache): new KvCache(model, B, T_max); length(row); reset(row); free().
+class KvCache : public Napi::ObjectWrap<KvCache> {
+ public:
+  static Napi::Function Define(Napi::Env env) {
+    return DefineClass(env, "KvCache",
+                       {InstanceMethod("length", &KvCache::Length), InstanceMethod("reset", &KvCache::Reset),
+                        InstanceMethod("free", &KvCache::Free)});
+  }
+  explicit KvCache(const Napi::CallbackInfo& info) : Napi::ObjectWrap<KvCache>(info) {
+    Napi::Env env = info.Env();
+    if (throw_if(env, info.Length() < 3 || !info[0].IsObject() || !info[0].As<Napi::Object>().InstanceOf(Model::ctor->Value()),
+                 "KvCache(model, B, T_max) expected"))
+      return;
+    const pt_model* m = Model::Unwrap(info[0].As<Napi::Object>())->handle();
+    if (throw_if(env, m == nullptr, "the model was freed")) return;
+    check_status(env, pt_kv_create(m, info[1].As<Napi::Number>().Int32Value(), info[2].As<Napi::Number>().Int32Value(), &kv_));
+  }
+  ~KvCache() override { pt_kv_free(kv_); }
+  pt_kv_cache* handle() const { return kv_; }
+
+ private:
+  pt_kv_cache* kv_ = nullptr;
+  Napi::Value Length(const Napi::CallbackInfo& info) {
+    if (throw_if(info.Env(), kv_ == nullptr, "the KV cache was freed")) return info.Env().Undefined();
+    return Napi::Number::New(info.Env(), pt_kv_length(kv_, info[0].As<Napi::Number>().Int32Value()));
+  }
+  Napi::Value Reset(const Napi::CallbackInfo& info) {
+    if (!throw_if(info.Env(), kv_ == nullptr, "the KV cache was freed")) pt_kv_reset(kv_, info[0].As<Napi::Number>().Int32Value());
+    return info.Env().Undefined();
+  }
+  Napi::Value Free(const Napi::CallbackInfo& info) {
+    pt_kv_free(kv_);
+    kv_ = nullptr;
+    return info.Env().Undefined();
+  }
+};
+Napi::FunctionReference* kv_ctor = nullptr;
+
+Napi::Value Model::Decode(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!Alive(env)) return env.Undefined();
+  if (throw_if(env, info.Length() < 7 || !info[0].IsObject() || !info[0].As<Napi::Object>().InstanceOf(kv_ctor->Value()) ||
+                        !info[1].IsTypedArray() || !info[2].IsTypedArray() || !info[3].IsTypedArray() || !info[6].IsTypedArray(),
+               "decode(cache, rows, ids, lengths, T, flags, logits) expected"))
+    return env.Undefined();
+  pt_kv_cache* kv = KvCache::Unwrap(info[0].As<Napi::Object>())->handle();
+  if (throw_if(env, kv == nullptr, "the KV cache was freed")) return env.Undefined();
+  auto rows = info[1].As<Napi::Int32Array>();
+  auto ids = info[2].As<Napi::Int32Array>();
+  auto lengths = info[3].As<Napi::Int32Array>();
+  int32_t T = info[4].As<Napi::Number>().Int32Value(), flags = info[5].As<Napi::Number>().Int32Value();
+  auto logits = info[6].As<Napi::Float32Array>();
+  const size_t n = rows.ElementLength();
+  const pt_param* embed = pt_model_param(m_, 0);  // (V, C): the vocabulary size
+  const size_t V = (size_t)embed->shape[0];
+  if (throw_if(env, lengths.ElementLength() != n || ids.ElementLength() != n * (size_t)T,
+               "decode: lengths must have n entries and ids n*T") ||
+      throw_if(env, logits.ElementLength() != n * V, "decode: logits must have n*V = " + std::to_string(n * V) + " entries"))
+    return env.Undefined();
+  check_status(env, pt_decode(m_, kv, rows.Data(), ids.Data(), lengths.Data(), (int32_t)n, T, flags, logits.Data()));
+  return env.Undefined();
+}
 
 Napi::Value SetNumThreads(const Napi::CallbackInfo& info) {
   pt_set_num_threads(info[0].As<Napi::Number>().Int32Value());
@@ -272,7 +343,12 @@ Napi::Value Gradcheck(const Napi::CallbackInfo& info) {
 }
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
-  exports.Set("Model", Model::Define(env));
+  Napi::Function model = Model::Define(env);
+  Model::ctor = new Napi::FunctionReference(Napi::Persistent(model));
+  Napi::Function cache = KvCache::Define(env);
+  kv_ctor = new Napi::FunctionReference(Napi::Persistent(cache));
+  exports.Set("Model", model);
+  exports.Set("KvCache", cache);
   exports.Set("setNumThreads", Napi::Function::New(env, SetNumThreads));
   exports.Set("getNumThreads", Napi::Function::New(env, GetNumThreads));
   exports.Set("gradcheck", Napi::Function::New(env, Gradcheck));

@@ -1,6 +1,7 @@
 // preftune native core: the whole C ABI between the decoder math and everything else.
 // A Llama-family decoder (Llama 2/3, Mistral, Qwen2/2.5, Qwen3, SmolLM2) in fp32 over a BLAS:
-// forward to per-token log-probs, backward into flat gradients, AdamW over flat arrays.
+// forward to per-token log-probs, backward into flat gradients, AdamW over flat arrays, and decoding with a
+// KV cache (one call per step for the whole batch, logits of the last position only).
 // Optionally a LoRA adapter set (PEFT's LoRA) attached to the model: a second parameter set with its own
 // table, buffers and optimizer entry points (pt_lora_*), the base weights then frozen.
 // Not here: tokenization, data, losses, file formats (all TypeScript); no per-element calls.
@@ -18,7 +19,7 @@
 extern "C" {
 #endif
 
-#define PT_ABI_VERSION 2   // 2: pt_forward takes PT_FORWARD_* flags; pt_lora_*
+#define PT_ABI_VERSION 3   // 2: pt_forward takes PT_FORWARD_* flags; pt_lora_*. 3: pt_kv_*, pt_decode
 
 typedef enum {
   PT_OK = 0,
@@ -132,6 +133,26 @@ void pt_lora_adamw_step(pt_model* m, float* exp_avg, float* exp_avg_sq, int64_t 
                         float beta2, float eps, float weight_decay);
 // W += s * B A for every adapted projection (PEFT's merge), in the base parameter buffer; then detaches.
 pt_status pt_lora_merge(pt_model* m);
+
+// ---- Decoding with a KV cache ----------------------------------------------------------------------
+// A decoding session of B rows: per layer a K and a V cache (L, B, NKV, T_max, HS) holding each row's keys and
+// values after RoPE (and q/k norm), plus the session's own scratch, so decoding never disturbs training state.
+// A row holds the tokens appended to it so far (0 at creation). The cache belongs to no model: pass the model it
+// was created for (same shapes) to every pt_decode; a LoRA adapter may be attached, detached or merged between
+// calls (what the cache holds was computed with whatever was attached then).
+typedef struct pt_kv_cache pt_kv_cache;
+// T_max: positions per row, at most the model's max_position_embeddings.
+pt_status pt_kv_create(const pt_model* m, int32_t B, int32_t T_max, pt_kv_cache** out);
+void pt_kv_free(pt_kv_cache* kv);
+int32_t pt_kv_length(const pt_kv_cache* kv, int32_t row);  // tokens row holds; -1 for a row outside [0, B)
+void pt_kv_reset(pt_kv_cache* kv, int32_t row);            // the row holds nothing again
+// For each of n distinct cache rows rows[i], appends the lengths[i] >= 1 tokens ids[i, :lengths[i]] (ids (n, T)
+// right-padded) at the positions after what the row holds, runs the model over those new tokens only (each
+// attending causally to its row's cache), and writes logits (n, V) of each row's last new token.
+// Prefill passes every row with its prompt; a decoding step passes one token per live row (finished rows are
+// simply left out, so they cost nothing). flags: 0 or PT_FORWARD_NO_ADAPTERS (the base model alone).
+pt_status pt_decode(pt_model* m, pt_kv_cache* kv, const int32_t* rows, const int32_t* ids, const int32_t* lengths,
+                    int32_t n, int32_t T, int32_t flags, float* logits);
 
 void pt_set_num_threads(int32_t n);
 int32_t pt_get_num_threads(void);

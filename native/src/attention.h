@@ -3,6 +3,7 @@
 // probabilities from it block by block (flash-attention style), so no T x T matrix is ever stored.
 // The query heads that share a KV head are stacked into one matrix (G = NH / NKV heads x 128 query rows)
 // so each score and value product is one taller BLAS GEMM against the causal key prefix.
+// Also the inference-only variant for decoding, whose keys and values come from a per-sequence KV cache.
 #pragma once
 #include <cmath>
 #include <cstdint>
@@ -149,6 +150,55 @@ void attention_backward(T* dqkv, const T* dout, const T* out, const T* lse, cons
         gemm(true, false, r1, HS, G * br, scale, dS, r1, Qs, HS, (T)1, dK, (int)ld);    // dK prefix
         gemm(true, false, r1, HS, G * br, (T)1, P, r1, dOs, HS, (T)1, dV, (int)ld);     // dV prefix
         unstack_heads(dqkv + s0 * ld, dQs, ld, g * G, G, r0, br, HS);
+      }
+    }
+  }
+}
+
+// Decoding (no backward): new query rows against a KV cache. q (N, ldq) holds the packed new tokens after RoPE;
+// sequence i has seqs[i] = {first packed row, new tokens}, held past[i] tokens before them and lives in cache row
+// rows[i]. Kc, Vc: one layer's cache (B, NKV, Tmax, HS), the new tokens' keys and values already written at
+// positions past[i] ... So new token t of sequence i sees cache positions 0 .. past[i] + t. out (N, NH*HS).
+template <typename T>
+void attention_cached(T* out, const T* q, int64_t ldq, const SeqSpan* seqs, const int32_t* past, const int32_t* rows,
+                      const T* Kc, const T* Vc, int Tmax, int n, int NH, int NKV, int HS) {
+  const int64_t ldo = (int64_t)NH * HS;
+  const int G = NH / NKV;
+  const T scale = (T)(1.0 / std::sqrt((double)HS));
+#pragma omp parallel for schedule(dynamic, 1) collapse(2)
+  for (int i = 0; i < n; i++) {
+    for (int g = 0; g < NKV; g++) {
+      const int len = seqs[i].len, p0 = past[i];
+      const int64_t s0 = seqs[i].start;
+      const size_t cache = ((size_t)rows[i] * NKV + g) * Tmax * HS;
+      const T* K = Kc + cache;   // (Tmax, HS)
+      const T* Vv = Vc + cache;
+      const int rows_max = G * (len < kAttnBlock ? len : kAttnBlock);
+      T* S = attn_scratch<T>(0, (size_t)rows_max * (p0 + len));  // (G*br, p0 + r1)
+      T* Qs = attn_scratch<T>(1, (size_t)rows_max * HS);
+      T* Os = attn_scratch<T>(2, (size_t)rows_max * HS);
+      for (int r0 = 0; r0 < len; r0 += kAttnBlock) {
+        const int r1 = r0 + kAttnBlock < len ? r0 + kAttnBlock : len, br = r1 - r0, nk = p0 + r1;
+        stack_heads(Qs, q + s0 * ldq, ldq, g * G, G, r0, br, HS);
+        gemm(false, true, G * br, nk, HS, scale, Qs, HS, K, HS, (T)0, S, nk);  // (G*br, nk)
+        for (int k = 0; k < G; k++) {
+          for (int r = 0; r < br; r++) {
+            T* s = S + ((size_t)k * br + r) * nk;
+            const int nv = p0 + r0 + r + 1;
+            T m = s[0];
+#pragma omp simd reduction(max : m)
+            for (int j = 1; j < nv; j++) m = s[j] > m ? s[j] : m;
+            T sum = 0;
+#pragma omp simd reduction(+ : sum)
+            for (int j = 0; j < nv; j++) { s[j] = texp(s[j] - m); sum += s[j]; }
+            const T inv = (T)1 / sum;
+#pragma omp simd
+            for (int j = 0; j < nv; j++) s[j] *= inv;
+            for (int j = nv; j < nk; j++) s[j] = 0;
+          }
+        }
+        gemm(false, false, G * br, HS, nk, (T)1, S, nk, Vv, HS, (T)0, Os, HS);  // (G*br, HS)
+        unstack_heads(out + s0 * ldo, Os, ldo, g * G, G, r0, br, HS);
       }
     }
   }

@@ -3,7 +3,8 @@
 // Per layer:  h = rmsnorm(x); qkv = h Wqkv^T (+b); [q/k rmsnorm]; rope; a = attn(qkv);
 //             x' = x + a Wo^T (+b);  h = rmsnorm(x'); gu = h Wgu^T (+b); x'' = x' + swiglu(gu) Wd^T (+b)
 // With a LoRA adapter attached (pt_lora_*), each targeted projection also runs its low-rank path (lora.h)
-// and the backward skips every base weight gradient. The op math lives in the headers beside this file;
+// and the backward skips every base weight gradient. Decoding (pt_decode) runs the same layer sequence over
+// only the new tokens of each row, against a KV cache. The op math lives in the headers beside this file;
 // this file only sequences it and owns memory.
 #include <algorithm>
 #include <array>
@@ -110,6 +111,21 @@ struct pt_model {
   Buf<float> r_logp, r_mean, r_ent;
   Buf<float> lora_u, lora_du, lora_sink;  // (L, N, uwidth) or one slot; (N, max_group); (max(C, HS))
   Buf<uint8_t> r_correct;
+};
+
+struct pt_kv_cache {
+  int B = 0, Tmax = 0, L = 0, NKV = 0, HS = 0;
+  std::vector<int32_t> held;     // (B) tokens each row holds
+  float* k = nullptr;            // (L, B, NKV, Tmax, HS)
+  float* v = nullptr;
+  // Scratch of one pt_decode over N new tokens of n rows.
+  std::vector<SeqSpan> seqs;     // (n)
+  std::vector<int32_t> tok, pos, past;
+  Buf<float> x, xm, h, rstd, qkv, att, gu, act, lu, hf;
+  ~pt_kv_cache() {
+    std::free(k);
+    std::free(v);
+  }
 };
 
 namespace {
@@ -686,6 +702,138 @@ pt_status pt_lora_merge(pt_model* m) {
       if (a.P[l][k].members) lora_merge(W[k], a.P[l][k], (float)a.scaling);
   }
   pt_lora_detach(m);
+  return PT_OK;
+}
+
+pt_status pt_kv_create(const pt_model* m, int32_t B, int32_t T_max, pt_kv_cache** out) {
+  *out = nullptr;
+  if (B < 1 || T_max < 1) return fail(PT_ERR_ARGUMENT, "a KV cache needs at least one row and one position");
+  if (T_max > m->cfg.max_position_embeddings)
+    return fail(PT_ERR_ARGUMENT, "a KV cache of " + std::to_string(T_max) + " positions is longer than the model's "
+                                 "max_position_embeddings (" + std::to_string(m->cfg.max_position_embeddings) + ")");
+  auto kv = std::unique_ptr<pt_kv_cache>(new (std::nothrow) pt_kv_cache());
+  if (!kv) return fail(PT_ERR_MEMORY, "out of memory");
+  kv->B = B; kv->Tmax = T_max; kv->L = m->L; kv->NKV = m->NKV; kv->HS = m->HS;
+  kv->held.assign(B, 0);
+  const size_t floats = (size_t)m->L * B * m->NKV * (size_t)T_max * m->HS;
+  const size_t bytes = (floats * sizeof(float) + 63) / 64 * 64;
+  kv->k = static_cast<float*>(std::aligned_alloc(64, bytes));
+  kv->v = static_cast<float*>(std::aligned_alloc(64, bytes));
+  if (!kv->k || !kv->v)
+    return fail(PT_ERR_MEMORY, "cannot allocate a KV cache of " + std::to_string(2 * bytes >> 20) + " MiB (" +
+                                   std::to_string(B) + " rows x " + std::to_string(T_max) + " positions)");
+  *out = kv.release();
+  return PT_OK;
+}
+
+void pt_kv_free(pt_kv_cache* kv) { delete kv; }
+int32_t pt_kv_length(const pt_kv_cache* kv, int32_t row) { return row >= 0 && row < kv->B ? kv->held[row] : -1; }
+void pt_kv_reset(pt_kv_cache* kv, int32_t row) {
+  if (row >= 0 && row < kv->B) kv->held[row] = 0;
+}
+
+pt_status pt_decode(pt_model* m, pt_kv_cache* kv, const int32_t* rows, const int32_t* ids, const int32_t* lengths,
+                    int32_t n, int32_t T, int32_t flags, float* logits) {
+  if (kv->L != m->L || kv->NKV != m->NKV || kv->HS != m->HS)
+    return fail(PT_ERR_ARGUMENT, "this KV cache was made for a model of another shape");
+  if (n < 1 || n > kv->B || T < 1)
+    return fail(PT_ERR_ARGUMENT, "pt_decode needs 1 <= n <= " + std::to_string(kv->B) + " rows and T >= 1");
+  if (flags & ~PT_FORWARD_NO_ADAPTERS) return fail(PT_ERR_ARGUMENT, "pt_decode takes only PT_FORWARD_NO_ADAPTERS");
+  std::vector<uint8_t> seen(kv->B, 0);
+  kv->seqs.resize(n);
+  kv->past.resize(n);
+  int64_t N = 0;
+  for (int i = 0; i < n; i++) {
+    const int r = rows[i], len = lengths[i];
+    if (r < 0 || r >= kv->B || seen[r])
+      return fail(PT_ERR_ARGUMENT, "row " + std::to_string(r) + " is outside the cache or given twice");
+    seen[r] = 1;
+    if (len < 1 || len > T)
+      return fail(PT_ERR_ARGUMENT, "row " + std::to_string(r) + " appends " + std::to_string(len) +
+                                       " tokens; each row appends between 1 and T = " + std::to_string(T));
+    if (kv->held[r] + len > kv->Tmax)
+      return fail(PT_ERR_ARGUMENT, "row " + std::to_string(r) + " would hold " + std::to_string(kv->held[r] + len) +
+                                       " tokens but the cache has " + std::to_string(kv->Tmax) + " positions");
+    kv->seqs[i] = {N, len};
+    kv->past[i] = kv->held[r];
+    N += len;
+  }
+  kv->tok.resize(N);
+  kv->pos.resize(N);
+  for (int i = 0; i < n; i++)
+    for (int t = 0; t < lengths[i]; t++) {
+      const int id = ids[(int64_t)i * T + t];
+      if (id < 0 || id >= m->V)
+        return fail(PT_ERR_ARGUMENT, "token id " + std::to_string(id) + " of row " + std::to_string(rows[i]) +
+                                         " is outside [0, vocab_size = " + std::to_string(m->V) + ")");
+      kv->tok[kv->seqs[i].start + t] = id;
+      kv->pos[kv->seqs[i].start + t] = kv->past[i] + t;
+    }
+  flush_denormals();
+  const int C = m->C, I = m->I, NH = m->NH, NKV = m->NKV, HS = m->HS, QKV = m->QKV, AO = m->AO, nN = (int)N;
+  const float eps = m->cfg.rms_norm_eps;
+  const Adapter* lo = m->lora && !(flags & PT_FORWARD_NO_ADAPTERS) ? m->lora.get() : nullptr;
+  try {
+    float* x = kv->x.need((size_t)N * C);
+    float* xm = kv->xm.need((size_t)N * C);
+    float* h = kv->h.need((size_t)N * C);
+    float* rstd = kv->rstd.need((size_t)N * (NH + NKV));
+    float* qkv = kv->qkv.need((size_t)N * QKV);
+    float* att = kv->att.need((size_t)N * AO);
+    float* gu = kv->gu.need((size_t)N * 2 * I);
+    float* act = kv->act.need((size_t)N * I);
+    float* lu = lo ? kv->lu.need((size_t)N * lo->max_group) : nullptr;
+    auto adapt = [&](int l, int k, float* y, int ldy, const float* in) {  // y += s (in A^T) B^T
+      if (lo && lo->P[l][k].members) lora_forward(y, ldy, lu, in, lo->P[l][k], nN, (float)lo->scaling);
+    };
+    const size_t layer = (size_t)kv->B * NKV * kv->Tmax * HS;
+    embedding_forward(x, kv->tok.data(), m->embed, N, C);
+    for (int l = 0; l < m->L; l++) {
+      const Layer& P = m->P[l];
+      rmsnorm_forward(h, rstd, x, P.ln1, N, 1, C, C, eps);
+      linear_forward(qkv, h, P.wqkv, P.bqkv, nN, C, QKV);
+      adapt(l, G_QKV, qkv, QKV, h);
+      if (m->cfg.qk_norm) {  // in place: each element is read before it is written
+        rmsnorm_forward(qkv, rstd, qkv, P.qn, N, NH, HS, QKV, eps);
+        rmsnorm_forward(qkv + AO, rstd, qkv + AO, P.kn, N, NKV, HS, QKV, eps);
+      }
+      rope_forward(qkv, kv->pos.data(), m->cosv.data(), m->sinv.data(), N, 0, NH + NKV, HS, QKV);
+      float* Kc = kv->k + l * layer;
+      float* Vc = kv->v + l * layer;
+      for (int i = 0; i < n; i++)
+        for (int t = 0; t < kv->seqs[i].len; t++) {
+          const float* src = qkv + (kv->seqs[i].start + t) * QKV;
+          for (int g = 0; g < NKV; g++) {
+            const size_t at = (((size_t)rows[i] * NKV + g) * kv->Tmax + kv->past[i] + t) * HS;
+            std::memcpy(Kc + at, src + (size_t)(NH + g) * HS, sizeof(float) * HS);
+            std::memcpy(Vc + at, src + (size_t)(NH + NKV + g) * HS, sizeof(float) * HS);
+          }
+        }
+      attention_cached(att, qkv, QKV, kv->seqs.data(), kv->past.data(), rows, Kc, Vc, kv->Tmax, n, NH, NKV, HS);
+      linear_forward(xm, att, P.wo, P.bo, nN, AO, C);
+      adapt(l, G_O, xm, C, att);
+#pragma omp parallel for schedule(static)
+      for (int64_t j = 0; j < N * C; j++) xm[j] += x[j];
+      rmsnorm_forward(h, rstd, xm, P.ln2, N, 1, C, C, eps);
+      linear_forward(gu, h, P.wgu, P.bgu, nN, C, 2 * I);
+      adapt(l, G_GU, gu, 2 * I, h);
+      swiglu_forward(act, gu, N, I);
+      linear_forward(x, act, P.wd, P.bd, nN, I, C);
+      adapt(l, G_DOWN, x, C, act);
+#pragma omp parallel for schedule(static)
+      for (int64_t j = 0; j < N * C; j++) x[j] += xm[j];
+    }
+    // Only each row's last new token reaches the head: (n, C) -> logits (n, V).
+    float* last = kv->h.need((size_t)N * C);
+    for (int i = 0; i < n; i++)
+      std::memcpy(last + (size_t)i * C, x + (kv->seqs[i].start + kv->seqs[i].len - 1) * C, sizeof(float) * C);
+    float* hf = kv->hf.need((size_t)n * C);
+    rmsnorm_forward(hf, rstd, last, m->normf, n, 1, C, C, eps);
+    gemm(false, true, n, m->V, C, 1.0f, hf, C, m->head, C, 0.0f, logits, m->V);
+  } catch (const std::bad_alloc&) {
+    return fail(PT_ERR_MEMORY, "out of memory decoding " + std::to_string(N) + " tokens");
+  }
+  for (int i = 0; i < n; i++) kv->held[rows[i]] += lengths[i];
   return PT_OK;
 }
 

@@ -1,5 +1,6 @@
 // The only TypeScript that touches the native addon: a NativeModel handle owning native memory
-// (free it explicitly), the LoRA adapter set it may carry, an AdamW state over flat arrays, and thread control.
+// (free it explicitly), the LoRA adapter set it may carry, KV caches for decoding, an AdamW state over flat
+// arrays, and thread control.
 // Not here: file formats (src/models, PEFT files in src/models/peft.ts), losses, the training loop (src/train).
 import { createRequire } from "node:module";
 import type { AdamWConfig, DecoderConfig, LoraConfig, LoraTarget, ParamInfo, TokenBatch, TokenStats } from "./types.ts";
@@ -28,9 +29,16 @@ interface AddonModel {
   loraGradNorm(): number;
   loraScaleGrads(s: number): void;
   loraAdamwStep(m: Float32Array, v: Float32Array, step: number, lr: number, b1: number, b2: number, eps: number, wd: number): void;
+  decode(cache: AddonKvCache, rows: Int32Array, ids: Int32Array, lengths: Int32Array, T: number, flags: number, logits: Float32Array): void;
+}
+interface AddonKvCache {
+  length(row: number): number;
+  reset(row: number): void;
+  free(): void;
 }
 interface Addon {
   Model: new (cfg: Record<string, number>) => AddonModel;
+  KvCache: new (model: AddonModel, rows: number, maxPositions: number) => AddonKvCache;
   setNumThreads(n: number): void;
   getNumThreads(): number;
   gradcheck(op: string, seed: number): number;
@@ -261,6 +269,21 @@ export class NativeModel extends NamedParams implements Trainable {
     return { forward: (batch, opts) => this.forward(batch, { train: opts.train, adapters: false }) };
   }
 
+  /** A decoding session of `rows` rows of at most maxPositions tokens each (native memory: free() it). */
+  kvCache(rows: number, maxPositions: number): KvCache {
+    return new KvCache(new (native().KvCache)(this.h(), rows, maxPositions), rows, maxPositions, this.config.vocabSize);
+  }
+  /**
+   * Appends tokens to cache rows and returns the logits (n, V) of each row's last new token. ids (n, T)
+   * right-padded, lengths (n) >= 1, rows (n) distinct cache rows. Prefill: the prompts; a step: one token per
+   * live row. adapters: false decodes with the base model alone (a LoRA model's reference).
+   */
+  decode(cache: KvCache, rows: Int32Array, ids: Int32Array, lengths: Int32Array, T: number, opts: { adapters?: boolean } = {}): Float32Array {
+    const logits = new Float32Array(rows.length * this.config.vocabSize);
+    this.h().decode(cache.handle(), rows, ids, lengths, T, opts.adapters === false ? FORWARD_NO_ADAPTERS : 0, logits);
+    return logits;
+  }
+
   /** Accumulates d loss / d params from dlogps (B, T), label-aligned like TokenStats.logps. */
   backward(dlogps: Float32Array): void {
     this.h().backward(dlogps);
@@ -290,6 +313,32 @@ export class NativeModel extends NamedParams implements Trainable {
   /** @internal used by AdamW */
   adamw(m: Float32Array, v: Float32Array, step: number, c: AdamWConfig, lr: number): void {
     this.h().adamwStep(m, v, step, lr, c.beta1, c.beta2, c.eps, c.weightDecay);
+  }
+}
+
+/** A KV cache for decoding (NativeModel.kvCache): rows x maxPositions keys and values per layer, in native memory. */
+export class KvCache {
+  private h: AddonKvCache | null;
+  /** @internal created by NativeModel.kvCache */
+  constructor(h: AddonKvCache, readonly rows: number, readonly maxPositions: number, readonly vocabSize: number) {
+    this.h = h;
+  }
+  /** @internal */
+  handle(): AddonKvCache {
+    if (!this.h) throw new Error("KvCache used after free()");
+    return this.h;
+  }
+  /** Tokens the row holds. */
+  length(row: number): number {
+    return this.handle().length(row);
+  }
+  /** Empties a row so a new sequence can use it. */
+  reset(row: number): void {
+    this.handle().reset(row);
+  }
+  free(): void {
+    this.h?.free();
+    this.h = null;
   }
 }
 
