@@ -353,6 +353,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("getNumThreads", Napi::Function::New(env, GetNumThreads));
   exports.Set("gradcheck", Napi::Function::New(env, Gradcheck));
   exports.Set("abiVersion", Napi::Number::New(env, pt_abi_version()));
+  exports.Set("blasCore", Napi::String::New(env, pt_blas_core()));
   return exports;
 }
 

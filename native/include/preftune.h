@@ -156,6 +156,7 @@ pt_status pt_decode(pt_model* m, pt_kv_cache* kv, const int32_t* rows, const int
 
 void pt_set_num_threads(int32_t n);
 int32_t pt_get_num_threads(void);
+const char* pt_blas_core(void);  // the BLAS kernel family in use (OpenBLAS' core name, e.g. "SkylakeX")
 
 // Finite-difference check of one op family in float64 ("rmsnorm", "rmsnorm_inplace", "rope",
 // "attention", "swiglu", "linear", "head", "embedding", "lora", "head_input"): returns the largest

@@ -3,6 +3,9 @@
 // No math of the model here.
 #pragma once
 #include <cblas.h>
+#include <immintrin.h>
+#include <omp.h>
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
@@ -12,13 +15,104 @@
 namespace pt {
 
 // C (M, N) = alpha * op(A) (M, K) * op(B) (K, N) + beta * C, row-major with leading dimensions.
-// One output row (M = 1, a decoding step at batch 1) goes to GEMV: a single streaming pass over B, which is
-// what bounds decoding by memory bandwidth; the GEMM kernels pack B first and run several times slower there.
+// Dot products of 4 rows of B (ldb apart) with one row a, K long: r[j] = a . B[j].
+inline void dot4(float r[4], const float* a, const float* B, int ldb, int K) {
+  const float *b0 = B, *b1 = B + ldb, *b2 = B + 2 * (size_t)ldb, *b3 = B + 3 * (size_t)ldb;
+  int k = 0;
+#ifdef __AVX512F__
+  __m512 s0 = _mm512_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+  for (; k + 16 <= K; k += 16) {
+    const __m512 x = _mm512_loadu_ps(a + k);
+    for (int j = 4; j < 8; j++) _mm_prefetch((const char*)(B + (size_t)j * ldb + k), _MM_HINT_T0);  // next 4 rows
+    s0 = _mm512_fmadd_ps(_mm512_loadu_ps(b0 + k), x, s0);
+    s1 = _mm512_fmadd_ps(_mm512_loadu_ps(b1 + k), x, s1);
+    s2 = _mm512_fmadd_ps(_mm512_loadu_ps(b2 + k), x, s2);
+    s3 = _mm512_fmadd_ps(_mm512_loadu_ps(b3 + k), x, s3);
+  }
+  r[0] = _mm512_reduce_add_ps(s0); r[1] = _mm512_reduce_add_ps(s1);
+  r[2] = _mm512_reduce_add_ps(s2); r[3] = _mm512_reduce_add_ps(s3);
+#else
+  r[0] = r[1] = r[2] = r[3] = 0;
+#endif
+  for (; k < K; k++) { r[0] += a[k] * b0[k]; r[1] += a[k] * b1[k]; r[2] += a[k] * b2[k]; r[3] += a[k] * b3[k]; }
+}
+
+// The 4 x 4 dot products of rows a, a + lda, ... (4 of A) with rows B, B + ldb, ... (4 of B): r[i][j] = A_i . B_j.
+// 16 accumulators: each loaded vector of A or B feeds 4 FMAs, so the loop is bound by FMA, not by loads.
+inline void dot4x4(float r[4][4], const float* a, int lda, const float* B, int ldb, int K) {
+  int k = 0;
+#ifdef __AVX512F__
+  __m512 s[4][4];
+  for (auto& row : s) for (auto& v : row) v = _mm512_setzero_ps();
+  for (; k + 16 <= K; k += 16) {
+    __m512 b[4];
+    for (int j = 0; j < 4; j++) {
+      _mm_prefetch((const char*)(B + (size_t)(j + 4) * ldb + k), _MM_HINT_T0);  // the next 4 rows of B
+      b[j] = _mm512_loadu_ps(B + (size_t)j * ldb + k);
+    }
+    for (int i = 0; i < 4; i++) {
+      const __m512 x = _mm512_loadu_ps(a + (size_t)i * lda + k);
+      for (int j = 0; j < 4; j++) s[i][j] = _mm512_fmadd_ps(b[j], x, s[i][j]);
+    }
+  }
+  for (int i = 0; i < 4; i++) for (int j = 0; j < 4; j++) r[i][j] = _mm512_reduce_add_ps(s[i][j]);
+#else
+  for (int i = 0; i < 4; i++) for (int j = 0; j < 4; j++) r[i][j] = 0;
+#endif
+  for (; k < K; k++)
+    for (int i = 0; i < 4; i++) for (int j = 0; j < 4; j++) r[i][j] += a[(size_t)i * lda + k] * B[(size_t)j * ldb + k];
+}
+
+// C (M, N) = alpha A (M, K) B^T + beta C for a few rows of A (decoding: one row per live sequence) with B (N, K)
+// a weight matrix: every row of B is read from memory once and dotted with each row of A while it sits in L1.
+// Decoding is bound by that one pass over the weights; BLAS GEMM packs B first (a second pass and a write)
+// and its GEMV threads poorly on the largest matrix (the LM head), measured 3-6x slower here.
+// Inside a parallel region (attention per head) it runs on the calling thread.
+inline void gemm_few_rows(int M, int N, int K, float alpha, const float* A, int lda, const float* B, int ldb, float beta,
+                          float* C, int ldc) {
+  auto rows = [&](int n0, int n1) {
+    int n = n0;
+    auto put = [&](int m, int n, float v) {
+      float* c = C + (size_t)m * ldc + n;
+      *c = alpha * v + (beta == 0.0f ? 0.0f : beta * *c);
+    };
+    for (; n + 4 <= n1; n += 4) {
+      int m = 0;
+      for (; m + 4 <= M; m += 4) {
+        float r[4][4];
+        dot4x4(r, A + (size_t)m * lda, lda, B + (size_t)n * ldb, ldb, K);
+        for (int i = 0; i < 4; i++) for (int j = 0; j < 4; j++) put(m + i, n + j, r[i][j]);
+      }
+      for (; m < M; m++) {
+        float r[4];
+        dot4(r, A + (size_t)m * lda, B + (size_t)n * ldb, ldb, K);
+        for (int j = 0; j < 4; j++) put(m, n + j, r[j]);
+      }
+    }
+    for (; n < n1; n++)
+      for (int m = 0; m < M; m++) {
+        const float *a = A + (size_t)m * lda, *b = B + (size_t)n * ldb;
+        float r = 0;
+        for (int k = 0; k < K; k++) r += a[k] * b[k];
+        put(m, n, r);
+      }
+  };
+  if (omp_in_parallel() || (size_t)N * K < 32768) { rows(0, N); return; }
+#pragma omp parallel
+  {
+    const int nt = omp_get_num_threads(), t = omp_get_thread_num();
+    const int per = ((N + nt - 1) / nt + 3) / 4 * 4;  // blocks of 4 rows
+    const int n0 = std::min(N, t * per), n1 = std::min(N, n0 + per);
+    if (n1 > n0) rows(n0, n1);
+  }
+}
+constexpr int kFewRows = 8;
+
 inline void gemm(bool ta, bool tb, int M, int N, int K, float alpha, const float* A, int lda,
                  const float* B, int ldb, float beta, float* C, int ldc) {
-  if (M == 1 && !ta) {  // C (1, N) = alpha * a (1, K) op(B) + beta * C
-    if (tb) cblas_sgemv(CblasRowMajor, CblasNoTrans, N, K, alpha, B, ldb, A, 1, beta, C, 1);  // B (N, K)
-    else cblas_sgemv(CblasRowMajor, CblasTrans, K, N, alpha, B, ldb, A, 1, beta, C, 1);       // B (K, N)
+  if (!ta && tb && M <= kFewRows) return gemm_few_rows(M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+  if (M == 1 && !ta) {  // C (1, N) = a (1, K) B (K, N): GEMV, one streaming pass over B
+    cblas_sgemv(CblasRowMajor, CblasTrans, K, N, alpha, B, ldb, A, 1, beta, C, 1);
     return;
   }
   cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, M, N, K,

@@ -843,5 +843,6 @@ void pt_set_num_threads(int32_t n) {
   openblas_set_num_threads(n);
 }
 int32_t pt_get_num_threads(void) { return omp_get_max_threads(); }
+const char* pt_blas_core(void) { return openblas_get_corename(); }
 
 }  // extern "C"
