@@ -2,6 +2,9 @@
 // What the parity tests compare with transformers' generate(do_sample=False) and with the full forward; the
 // loop users run (sampling, stop rules, streaming) is engine.ts.
 import type { NativeModel } from "../core/native.ts";
+import { argmax } from "./sampling.ts";
+
+export { argmax };
 
 /**
  * Greedy continuations (argmax every step, no EOS, no processors) of each prompt, batched with one KV cache:
@@ -32,11 +35,4 @@ export function greedyIds(model: NativeModel, prompts: number[][], maxNew: numbe
     cache.free();
   }
   return out;
-}
-
-/** The first index of the largest value (torch.argmax's tie rule). */
-export function argmax(x: Float32Array): number {
-  let best = 0, m = x[0];
-  for (let v = 1; v < x.length; v++) if (x[v] > m) { m = x[v]; best = v; }
-  return best;
 }

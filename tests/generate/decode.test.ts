@@ -40,7 +40,7 @@ function logSoftmaxAt(x: Float32Array, i: number): number {
 const NEW = 12;
 for (const name of ["llama-tiny", "qwen2-tiny", "qwen3-tiny"]) {
   for (const lora of [false, true]) {
-    test(`${name}${lora ? " + LoRA" : ""}: cached greedy decoding equals the full forward, token for token`, () => {
+    test(`${name}${lora ? " + LoRA" : ""}: cached greedy decoding equals the full forward, token for token`, (t) => {
       const model = load(name, lora);
       try {
         const V = model.config.vocabSize;
@@ -54,15 +54,15 @@ for (const name of ["llama-tiny", "qwen2-tiny", "qwen3-tiny"]) {
           const seq = [...p, ...batch[i]];
           const T = seq.length;
           const st = model.forward({ ids: Int32Array.from(seq), lengths: Int32Array.of(T), B: 1, T }, { train: false });
-          for (let t = p.length; t < T; t++) assert.equal(st.correct[t], 1, `row ${i}: token ${t} is not the argmax of the full forward`);
+          for (let j = p.length; j < T; j++) assert.equal(st.correct[j], 1, `row ${i}: token ${j} is not the argmax of the full forward`);
           // the cached logits of each step, replayed one token at a time, give the same log-probs
           const cache = model.kvCache(1, T);
           try {
             let logits = model.decode(cache, Int32Array.of(0), Int32Array.from(p), Int32Array.of(p.length), p.length);
-            for (let t = p.length; t < T; t++) {
-              assert.equal(argmax(logits), seq[t]);
-              worst = Math.max(worst, Math.abs(logSoftmaxAt(logits, seq[t]) - st.logps[t]));
-              if (t + 1 < T) logits = model.decode(cache, Int32Array.of(0), Int32Array.of(seq[t]), Int32Array.of(1), 1);
+            for (let j = p.length; j < T; j++) {
+              assert.equal(argmax(logits), seq[j]);
+              worst = Math.max(worst, Math.abs(logSoftmaxAt(logits, seq[j]) - st.logps[j]));
+              if (j + 1 < T) logits = model.decode(cache, Int32Array.of(0), Int32Array.of(seq[j]), Int32Array.of(1), 1);
             }
             assert.equal(cache.length(0), T - 1);
           } finally {
@@ -70,7 +70,7 @@ for (const name of ["llama-tiny", "qwen2-tiny", "qwen3-tiny"]) {
           }
         });
         assert.ok(worst < 1e-5, `cached log-probs differ from the full forward by ${worst}`);
-        test.diagnostic?.(`max |logp cached - full| = ${worst.toExponential(2)}`);
+        t.diagnostic(`max |logp cached - full| = ${worst.toExponential(2)}`);
       } finally {
         model.free();
       }
