@@ -4,7 +4,10 @@ import { Command } from "commander";
 import { registerBenchCommand } from "./bench.ts";
 import { registerDataCommands } from "./data.ts";
 import { registerDemoCommand } from "./demo.ts";
+import { registerEvalCommand } from "./eval.ts";
+import { registerGenerateCommand } from "./generate.ts";
 import { registerReportCommand } from "./report.ts";
+import { registerServeCommand } from "./serve.ts";
 import { registerTrainCommands } from "./train.ts";
 
 export async function main(argv: string[]): Promise<void> {
@@ -18,6 +21,9 @@ export async function main(argv: string[]): Promise<void> {
   registerReportCommand(program);
   registerDemoCommand(program);
   registerBenchCommand(program);
+  registerGenerateCommand(program);
+  registerServeCommand(program);
+  registerEvalCommand(program);
   try {
     await program.parseAsync(argv);
   } catch (e) {

@@ -1,19 +1,12 @@
 // `preftune train CONFIG [--key value ...]` and `preftune score`: argument handling and printing only.
 // Training is src/train/loop.ts; the config schema (and the --help text built from it) is src/train/config.ts.
-// score is here because it is a thin pass of the model over pairs: tokenize, one forward per batch, sum.
-import { existsSync, statSync } from "node:fs";
+// score's logic lives in src/eval/pairwise.ts; this file only parses its options and prints the result.
+import { existsSync } from "node:fs";
 import type { Command } from "commander";
-import { NativeModel, setNumThreads } from "../core/native.ts";
-import { collatePairs } from "../data/collate.ts";
-import { prepareDataset } from "../data/prepare.ts";
-import { resolveDataFiles } from "../data/readers.ts";
-import { loadTokenizer } from "../data/tokenizer.ts";
 import type { Method } from "../data/tokenize.ts";
-import { loadWeightsInto, readModelDir } from "../models/checkpoint.ts";
-import { sequenceStats } from "../losses/aggregate.ts";
+import { score } from "../eval/pairwise.ts";
 import { configHelp, loadConfig, METHODS } from "../train/config.ts";
 import { train } from "../train/loop.ts";
-import { writeFileAtomic } from "../util/durable.ts";
 
 const TRAIN_HELP = `
 CONFIG is a YAML or JSON file of TRL-style keys; every key can also be given (or overridden) on the command
@@ -27,65 +20,8 @@ Ctrl-C saves a checkpoint and exits with code 130. Keys:
 ${configHelp()}
 `;
 
-export interface ScoreOptions {
-  model: string;
-  dataset: string;
-  output: string;
-  split?: string;
-  method?: Method;
-  maxLength?: number | null;
-  batchSize?: number;
-  threads?: number;
-  quiet?: boolean;
-}
-
-export interface ScoreSummary { pairs: number; accuracy: number; meanMargin: number; output: string }
-
-/**
- * Summed completion log-probs of chosen and rejected for every pair of a dataset, one JSON line per pair
- * (chosen_logps, rejected_logps, chosen_tokens, rejected_tokens), and the preference accuracy: the fraction
- * of pairs whose chosen completion gets the higher summed log-prob.
- */
-export async function score(o: ScoreOptions): Promise<ScoreSummary> {
-  if (o.threads && o.threads > 0) setNumThreads(o.threads);
-  const method = o.method ?? "dpo";
-  if (method === "kto" || method === "sft") throw new Error(`score needs pairs; --method ${method} tokenizes unpaired rows. Use dpo (default), orpo, ipo, cpo or simpo`);
-  let split = o.split;
-  if (!split && statSync(o.dataset).isDirectory()) split = (await resolveDataFiles(o.dataset, "test").then(() => true, () => false)) ? "test" : "train";
-  const { config } = readModelDir(o.model);
-  const maxPos = config.maxPositionEmbeddings;
-  if (o.maxLength != null && o.maxLength > maxPos)
-    throw new Error(`--max-length ${o.maxLength} is more than ${o.model}'s max_position_embeddings (${maxPos}); use at most ${maxPos}`);
-  const tok = await loadTokenizer(o.model);
-  const maxLength = o.maxLength === undefined ? Math.min(1024, maxPos) : o.maxLength;
-  const data = await prepareDataset(o.dataset, tok, { method, max_length: maxLength, split, cacheDir: null, progress: !o.quiet });
-  if (data.kind !== "paired") throw new Error(`${o.dataset}: score needs chosen/rejected pairs`);
-  const model = new NativeModel(config);
-  const lines: string[] = [];
-  let wins = 0, margin = 0;
-  try {
-    loadWeightsInto(o.model, model.table, model.params);
-    const bs = o.batchSize ?? 8;
-    for (let s = 0; s < data.rows.length; s += bs) {
-      const rows = data.rows.slice(s, s + bs);
-      const pb = collatePairs(rows, { padTokenId: tok.padTokenId });
-      const { B: N, T } = pb.batch;
-      const st = sequenceStats(model.forward(pb.batch, { train: false }).logps, pb.completionMask, N, T);
-      const B = N / 2;
-      for (let i = 0; i < B; i++) {
-        const c = st.sum[i], r = st.sum[B + i];
-        if (c > r) wins++;
-        margin += c - r;
-        lines.push(JSON.stringify({ index: s + i, chosen_logps: c, rejected_logps: r, chosen_tokens: st.count[i], rejected_tokens: st.count[B + i] }) + "\n");
-      }
-    }
-  } finally {
-    model.free();
-  }
-  writeFileAtomic(o.output, lines.join(""));  // all or nothing: no half-written score file
-  const n = data.rows.length;
-  return { pairs: n, accuracy: wins / n, meanMargin: margin / n, output: o.output };
-}
+// score moved to src/eval/pairwise.ts (shared with `preftune eval --task pairwise`); re-exported for callers here.
+export { score, type ScoreOptions, type ScoreSummary } from "../eval/pairwise.ts";
 
 export function registerTrainCommands(program: import("commander").Command): void {
   program
