@@ -769,6 +769,13 @@ pt_status pt_decode(pt_model* m, pt_kv_cache* kv, const int32_t* rows, const int
       kv->tok[kv->seqs[i].start + t] = id;
       kv->pos[kv->seqs[i].start + t] = kv->past[i] + t;
     }
+  // A step of a small model is a few microseconds of work per op; waking a second thread for each of the ~10
+  // parallel regions per layer costs more than that, and far more when the other core is busy (measured 60x
+  // slower on a loaded 2-core machine). Below about 16M multiply-adds a step runs on the calling thread.
+  const int threads = omp_get_max_threads();
+  const bool alone = threads > 1 && m->nfloats * N < (int64_t)16 << 20;
+  if (alone) omp_set_num_threads(1);
+  struct Restore { int n; bool on; ~Restore() { if (on) omp_set_num_threads(n); } } restore{threads, alone};
   flush_denormals();
   const int C = m->C, I = m->I, NH = m->NH, NKV = m->NKV, HS = m->HS, QKV = m->QKV, AO = m->AO, nN = (int)N;
   const float eps = m->cfg.rms_norm_eps;

@@ -2,6 +2,7 @@
 // own file. Not business logic: every command calls into src/.
 import { Command } from "commander";
 import { registerBenchCommand } from "./bench.ts";
+import { registerChatCommand } from "./chat.ts";
 import { registerDataCommands } from "./data.ts";
 import { registerDemoCommand } from "./demo.ts";
 import { registerEvalCommand } from "./eval.ts";
@@ -22,6 +23,7 @@ export async function main(argv: string[]): Promise<void> {
   registerDemoCommand(program);
   registerBenchCommand(program);
   registerGenerateCommand(program);
+  registerChatCommand(program);
   registerServeCommand(program);
   registerEvalCommand(program);
   try {
