@@ -1,9 +1,11 @@
 // Which charts a run report draws from its log lines: the main ones (loss, chosen vs rejected rewards,
 // margins, preference accuracy, learning rate, gradient norm), then one small chart per other numeric
 // metric, each pairing the train key with its eval_ twin. Metric names are TRL's, as written to metrics.jsonl.
+// Also the MT-Bench bar chart (per-category scores, one series per model) when an eval folder is given.
 // Not the drawing (svg.ts) and not the HTML page (report.ts).
+import type { MtBenchScores } from "../eval/mtbench.ts";
 import type { LogLine } from "./runlog.ts";
-import { renderLineChart, type LineChart, type LineSeries, type Point } from "./svg.ts";
+import { renderBarChart, renderLineChart, type BarChart, type LineChart, type LineSeries, type Point } from "./svg.ts";
 
 export interface ReportChart {
   name: string;                 // file name stem under plots/
@@ -100,4 +102,33 @@ export function buildCharts(lines: readonly LogLine[]): ReportChart[] {
     out.push(makeChart(name, "other", base, series, SMALL_SIZE));
   }
   return out;
+}
+
+/** MT-Bench's eight categories in FastChat's order; any other category follows, sorted. */
+export const MT_BENCH_CATEGORIES = ["writing", "roleplay", "reasoning", "math", "coding", "extraction", "stem", "humanities"];
+
+export interface MtBenchChart { name: string; categories: string[]; chart: BarChart; svg: string }
+
+/** The categories of a set of scores: FastChat's order first, then the rest sorted. */
+export function mtBenchCategories(sets: readonly MtBenchScores[]): string[] {
+  const seen = new Set(sets.flatMap((s) => Object.keys(s.categories)));
+  return [...MT_BENCH_CATEGORIES.filter((c) => seen.has(c)), ...[...seen].filter((c) => !MT_BENCH_CATEGORIES.includes(c)).sort()];
+}
+
+/**
+ * A bar chart of MT-Bench per-category scores (both turns pooled, FastChat's "Average"), one series per model;
+ * `labels` names each set in the legend (default its model id).
+ */
+export function buildMtBenchChart(sets: readonly MtBenchScores[], labels: readonly string[] = sets.map((s) => s.model)): MtBenchChart {
+  const categories = mtBenchCategories(sets);
+  const width = Math.max(MAIN_SIZE.width, 90 + categories.length * Math.max(80, 24 * sets.length));
+  const chart: BarChart = {
+    title: "MT-Bench score per category (1-10, both turns)", groups: categories, width, height: 330, yInclude: [0, 10], yLabel: "score",
+    series: sets.map((s, i) => ({
+      name: labels[i], color: CYCLE[i % CYCLE.length],
+      values: categories.map((c) => s.categories[c]?.average.score ?? null),
+      notes: categories.map((c) => (s.categories[c] ? `${s.categories[c].average.n} judgments` : null)),
+    })),
+  };
+  return { name: "mt_bench", categories, chart, svg: renderBarChart(chart, "mt_bench") };
 }

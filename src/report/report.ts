@@ -1,17 +1,23 @@
 // The run report: one self-contained HTML file (inline CSS and SVG charts, nothing fetched) with the run's
-// config, first/last/best values of the main metrics, eval before vs after, and the charts; each chart is
-// also written as plots/<name>.svg beside it. Every file is written under a temporary name, then renamed.
+// config, first/last/best values of the main metrics, eval before vs after, the charts, the generate_during_eval
+// completions per eval step and, given eval folders, MT-Bench scores (a per-category bar chart and tables); each
+// chart is also written as plots/<name>.svg beside it. Every file is written under a temporary name, then renamed.
 // Not the chart drawing (svg.ts, charts.ts) and not the reading of run files (runlog.ts).
 import { mkdirSync } from "node:fs";
-import { basename, dirname, join, resolve } from "node:path";
-import { buildCharts, RUN_TOTAL_KEYS, type ReportChart } from "./charts.ts";
-import { readModelConfig, readRunConfig, readRunLog, readTrainerState, type LogLine, type RunConfig } from "./runlog.ts";
+import { basename, dirname, join, relative, resolve } from "node:path";
+import type { ScoreCell } from "../eval/mtbench.ts";
+import { buildCharts, buildMtBenchChart, RUN_TOTAL_KEYS, type MtBenchChart, type ReportChart } from "./charts.ts";
+import {
+  readCompletions, readModelConfig, readMtBenchScores, readRunConfig, readRunLog, readTrainerState,
+  type CompletionLine, type LogLine, type MtBenchScoresFile, type RunConfig,
+} from "./runlog.ts";
 import { escapeXml as esc, maxOf } from "./svg.ts";
 import { writeFileAtomic } from "../util/durable.ts";
 export { writeFileAtomic };
 
 export interface ReportOptions {
   out?: string;                 // HTML path (default RUN_DIR/report.html); plots/ goes in the same folder
+  evalDirs?: string[];          // folders of `preftune eval --task mt-bench` output (mt_bench_scores_MODEL.json)
 }
 
 export interface MetricSummary {
@@ -170,6 +176,58 @@ function chartsSection(charts: readonly ReportChart[]): string {
   ].join("\n");
 }
 
+/** Text in a cell, pre-wrapped; long text shows its start and folds the rest into <details>. */
+function foldText(text: string): string {
+  if (text === "") return `<span class="note">(empty)</span>`;
+  const lines = text.split("\n");
+  if (text.length <= 320 && lines.length <= 8) return `<div class="text">${esc(text)}</div>`;
+  const head = lines.slice(0, 3).join("\n").slice(0, 200);
+  return `<details class="fold"><summary><span class="text">${esc(head)}</span> … <span class="more">(${text.length} characters)</span></summary><div class="text">${esc(text)}</div></details>`;
+}
+
+/** generate_during_eval's completions, one table per eval step, latest first (the latest open). */
+function completionsSection(c: { file: string; lines: readonly CompletionLine[] } | null): string {
+  if (!c || !c.lines.length) return "";
+  const steps = [...new Set(c.lines.map((l) => l.step))].sort((a, b) => b - a);
+  const tables = steps.map((step, i) => {
+    const rows = c.lines.filter((l) => l.step === step);
+    const withRef = rows.some((r) => r.ref !== undefined);
+    const body = rows.map((r) => `<tr><td>${foldText(r.prompt)}</td><td>${foldText(r.policy)}</td>${withRef ? `<td>${r.ref === undefined ? "—" : foldText(r.ref)}</td>` : ""}</tr>`).join("");
+    return `<details class="evalstep"${i === 0 ? " open" : ""}><summary>step ${step} · ${rows.length} prompt${rows.length === 1 ? "" : "s"}</summary>` +
+      `<table class="completions"><thead><tr><th>Prompt</th><th>Policy</th>${withRef ? "<th>Ref Model</th>" : ""}</tr></thead><tbody>${body}</tbody></table></details>`;
+  });
+  return `<section><h2>Eval completions</h2><p class="note">Greedy completions of the first eval prompts at each evaluation (generate_during_eval), latest first, from ${esc(basename(c.file))}. ` +
+    `Policy: the model being trained; Ref Model: the frozen reference of DPO/IPO/KTO (the same as the policy at step 0).</p>${tables.join("\n")}</section>`;
+}
+
+/** Legend labels for score sets: the model id, plus the judge and then the folder where two would read the same. */
+function mtBenchLabels(files: readonly MtBenchScoresFile[], evalDirs: readonly string[]): string[] {
+  const folder = (file: string) => {
+    const base = evalDirs.find((d) => !relative(d, file).startsWith("..")) ?? dirname(file);
+    return relative(dirname(base), dirname(file));
+  };
+  return files.map(({ file, scores: s }) => {
+    const same = files.filter((g) => g.scores.model === s.model);
+    const sameJudge = same.filter((g) => g.scores.judge === s.judge);
+    return [s.model, ...(sameJudge.length < same.length ? [`(${s.judge})`] : []), ...(sameJudge.length > 1 ? [`[${folder(file)}]`] : [])].join(" ");
+  });
+}
+
+function mtBenchSection(files: readonly MtBenchScoresFile[], labels: readonly string[], chart: MtBenchChart | null): string {
+  if (!files.length || !chart) return "";
+  const f = (c: ScoreCell | undefined) => (c && c.score !== null ? `${formatValue(c.score)} <span class="step">(${c.n})</span>` : "—");
+  const overall = files.map((x, i) => `<tr><th>${esc(labels[i])}</th><td>${esc(x.scores.judge)}</td><td>${f(x.scores.turn1)}</td><td>${f(x.scores.turn2)}</td><td>${f(x.scores.average)}</td><td class="num">${x.scores.dropped}</td></tr>`);
+  const perCat = chart.categories.flatMap((cat) => files.map((x, i) => {
+    const c = x.scores.categories[cat];
+    return `<tr><th>${esc(cat)}</th><td>${esc(labels[i])}</td><td>${f(c?.turn1)}</td><td>${f(c?.turn2)}</td><td>${f(c?.average)}</td></tr>`;
+  }));
+  return `<section><h2>MT-Bench</h2><p class="note">Mean judge score (1-10) from ${files.map((x) => esc(x.file)).join(", ")}; judgments counted in parentheses. ` +
+    `Average pools both turns' judgments (FastChat's show_result); unparsed judgments (score −1) are dropped.</p>` +
+    `<figure>${chart.svg}<figcaption>plots/${esc(chart.name)}.svg</figcaption></figure>` +
+    `<table class="metrics"><thead><tr><th>model</th><th>judge</th><th>turn 1</th><th>turn 2</th><th>average</th><th>dropped</th></tr></thead><tbody>${overall.join("")}</tbody></table>` +
+    `<details open><summary>Per category: turn 1, turn 2, average</summary><table class="metrics"><thead><tr><th>category</th><th>model</th><th>turn 1</th><th>turn 2</th><th>average</th></tr></thead><tbody>${perCat.join("")}</tbody></table></details></section>`;
+}
+
 const CSS = `
 body{font-family:system-ui,-apple-system,'Segoe UI',Roboto,Helvetica,Arial,sans-serif;color:#111827;margin:24px auto;max-width:1180px;padding:0 16px;line-height:1.4}
 h1{font-size:22px;margin:0 0 4px}h2{font-size:17px;margin:28px 0 8px;border-bottom:1px solid #e5e7eb;padding-bottom:4px}h3{font-size:14px;margin:16px 0 6px}
@@ -181,6 +239,9 @@ details{margin-top:8px;font-size:13px}summary{cursor:pointer;color:#374151}
 .grid{display:grid;gap:12px}.grid.main{grid-template-columns:repeat(auto-fill,minmax(540px,1fr))}.grid.small{grid-template-columns:repeat(auto-fill,minmax(360px,1fr))}
 figure{margin:0;border:1px solid #e5e7eb;border-radius:6px;padding:4px;background:#fff}svg.chart{display:block;max-width:100%;height:auto}
 figcaption{font-size:11px;color:#9ca3af;padding:0 8px 2px}footer{margin-top:32px;color:#9ca3af;font-size:11px}
+table.completions{width:100%;table-layout:fixed;margin-top:6px}table.completions th{color:#6b7280;font-weight:500;border-bottom:1px solid #d1d5db}
+.text{white-space:pre-wrap;overflow-wrap:anywhere;font-size:12px}details.fold summary .text{display:inline}.more{color:#9ca3af;font-size:11px}
+details.evalstep>summary{font-weight:500}details.fold[open]>summary>.text{display:none}
 `;
 
 /**
@@ -193,10 +254,15 @@ export function writeReport(runDir: string, opts: ReportOptions = {}): string {
   const state = readTrainerState(runDir);
   const model = readModelConfig(runDir);
   const charts = buildCharts(log.lines);
+  const completions = readCompletions(runDir);
+  const evalDirs = (opts.evalDirs ?? []).map((d) => resolve(d));
+  const mtFiles = evalDirs.flatMap((d) => readMtBenchScores(d)).filter((f, i, all) => all.findIndex((g) => g.file === f.file) === i);
+  const mtLabels = mtBenchLabels(mtFiles, evalDirs);
+  const mtChart = mtFiles.length ? buildMtBenchChart(mtFiles.map((f) => f.scores), mtLabels) : null;
   const out = resolve(opts.out ?? join(runDir, "report.html"));
   const plots = join(dirname(out), "plots");
   mkdirSync(plots, { recursive: true });
-  for (const c of charts) writeFileAtomic(join(plots, `${c.name}.svg`), `<?xml version="1.0" encoding="UTF-8"?>\n${c.svg}\n`);
+  for (const c of [...charts, ...(mtChart ? [mtChart] : [])]) writeFileAtomic(join(plots, `${c.name}.svg`), `<?xml version="1.0" encoding="UTF-8"?>\n${c.svg}\n`);
 
   const method = typeof cfg?.values.method === "string" ? ` · ${cfg.values.method.toUpperCase()}` : "";
   const html = [
@@ -205,8 +271,10 @@ export function writeReport(runDir: string, opts: ReportOptions = {}): string {
     `<h1>${esc(basename(resolve(runDir)))}${esc(method)}</h1><p class="note">preftune run report</p>`,
     overviewSection(runDir, basename(log.file), log.lines, state, cfg),
     evalSection(log.lines),
+    mtBenchSection(mtFiles, mtLabels, mtChart),
     summaryTable(log.lines),
     chartsSection(charts),
+    completionsSection(completions),
     configSection(cfg, model),
     `<footer>Generated ${esc(new Date().toISOString())} from ${esc(log.file)}.</footer>`,
     `</body></html>`, "",

@@ -1,9 +1,12 @@
 // Reading a run folder for the report: the log (metrics.jsonl, else trainer_state.json's log_history, as a
 // transformers/TRL output_dir has), the run's config (training_args.json, in output_dir or its newest
-// checkpoint-N/) and trainer_state.json. Errors name the file, the line and the fix.
-// Not the writer of these files (src/train/metrics.ts, checkpoint.ts) and not the report's layout.
+// checkpoint-N/), trainer_state.json and the generate_during_eval completions (completions.jsonl); and the
+// MT-Bench scores files of an eval folder (mt_bench_scores_MODEL.json). Errors name the file, the line and the fix.
+// Not the writer of these files (src/train/metrics.ts, checkpoint.ts, samples.ts, src/eval/mtbench.ts) and not
+// the report's layout.
 import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
-import { join } from "node:path";
+import { join, relative } from "node:path";
+import type { MtBenchScores, ScoreCell } from "../eval/mtbench.ts";
 
 export const METRICS_FILE = "metrics.jsonl";
 export const TRAINER_STATE_FILE = "trainer_state.json";
@@ -156,4 +159,73 @@ export function readModelConfig(runDir: string): Record<string, unknown> | null 
   if (!existsSync(f)) return null;
   const v = readJson(f, "the model config");
   return v && typeof v === "object" && !Array.isArray(v) ? (v as Record<string, unknown>) : null;
+}
+
+export const COMPLETIONS_FILE = "completions.jsonl";
+
+/** One generate_during_eval line: TRL's game_log row (Prompt, Policy, Ref Model) at an eval step. */
+export interface CompletionLine { step: number; prompt: string; policy: string; ref?: string }
+
+/**
+ * The run's completions.jsonl, or null when it has none (generate_during_eval was off). A cut-short last line
+ * (a run killed while writing) is skipped; any other malformed line is an error naming it.
+ */
+export function readCompletions(runDir: string): { file: string; lines: CompletionLine[] } | null {
+  const file = join(runDir, COMPLETIONS_FILE);
+  if (!existsSync(file)) return null;
+  const rows = readFileSync(file, "utf8").split("\n");
+  const lines: CompletionLine[] = [];
+  for (let i = 0; i < rows.length; i++) {
+    const row = rows[i].trim();
+    if (row === "") continue;
+    let v: Record<string, unknown>;
+    try {
+      v = JSON.parse(row);
+    } catch (e) {
+      if (i === rows.length - 1) continue;   // no newline after it: cut short by a kill, as the next run drops it
+      throw new Error(`${file}:${i + 1}: not valid JSON (${(e as Error).message}); each line must be one JSON object {step, prompt, policy, ref} — fix or delete line ${i + 1}`);
+    }
+    const ok = v && typeof v === "object" && Number.isFinite(v.step) && typeof v.prompt === "string" && typeof v.policy === "string" && (v.ref === undefined || typeof v.ref === "string");
+    if (!ok) throw new Error(`${file}:${i + 1}: not a completion line (${row.slice(0, 120)}); each line must look like {"step": 10, "prompt": "...", "policy": "...", "ref": "..."} — fix or delete line ${i + 1}`);
+    lines.push({ step: v.step as number, prompt: v.prompt as string, policy: v.policy as string, ...(v.ref !== undefined ? { ref: v.ref as string } : {}) });
+  }
+  return { file, lines };
+}
+
+export const MT_BENCH_SCORES_FILE = /^mt_bench_scores_(.+)\.json$/;
+
+export interface MtBenchScoresFile { file: string; scores: MtBenchScores }
+
+function checkCell(c: unknown): c is ScoreCell {
+  const x = c as ScoreCell | null;
+  return !!x && typeof x === "object" && (x.score === null || typeof x.score === "number") && typeof x.n === "number";
+}
+
+function readScoresFile(file: string): MtBenchScores {
+  const v = readJson(file, "the MT-Bench scores") as MtBenchScores;
+  const cells = (o: MtBenchScores["categories"][string] | MtBenchScores) => checkCell(o?.turn1) && checkCell(o?.turn2) && checkCell(o?.average);
+  const ok = v && typeof v === "object" && typeof v.model === "string" && typeof v.judge === "string" && cells(v)
+    && v.categories && typeof v.categories === "object" && Object.values(v.categories).every(cells);
+  if (!ok) throw new Error(`${file}: not an MT-Bench scores file ({model, judge, turn1, turn2, average, categories} with {score, n} cells, as preftune eval --task mt-bench writes it); fix it or remove it from the folder`);
+  return v;
+}
+
+/**
+ * Every mt_bench_scores_MODEL.json in `evalDir` and in its direct subfolders (preftune eval's default output is
+ * eval/MODEL_ID, so eval/ holds one folder per model), sorted by path. Throws when there is none.
+ */
+export function readMtBenchScores(evalDir: string): MtBenchScoresFile[] {
+  if (!existsSync(evalDir) || !statSync(evalDir).isDirectory()) throw new Error(`--eval ${evalDir}: no such folder; pass the --output folder of preftune eval --task mt-bench (or the folder above several of them)`);
+  const dirs = [evalDir, ...readdirSync(evalDir).sort().map((n) => join(evalDir, n)).filter((d) => statSync(d).isDirectory())];
+  const out: MtBenchScoresFile[] = [];
+  for (const d of dirs) {
+    for (const name of readdirSync(d).sort()) {
+      const f = join(d, name);
+      if (MT_BENCH_SCORES_FILE.test(name) && statSync(f).isFile()) out.push({ file: f, scores: readScoresFile(f) });
+    }
+  }
+  if (!out.length) {
+    throw new Error(`--eval ${evalDir}: no mt_bench_scores_MODEL.json in it or its subfolders (${dirs.slice(1).map((d) => relative(evalDir, d)).join(", ") || "none"}); preftune eval --task mt-bench writes that file into its --output folder once the answers are judged (--judge-url and --judge-model)`);
+  }
+  return out;
 }

@@ -1,6 +1,7 @@
-// A small self-contained SVG line-chart renderer for run reports: nice axis ticks, gridlines, a title, a
-// legend, several series (train solid, eval dashed with point markers) and gaps where a value is missing.
-// Not a plotting library: one chart kind, fixed styling, text widths estimated (no font metrics), and no
+// A small self-contained SVG chart renderer for run reports: line charts (nice axis ticks, gridlines, a title, a
+// legend, several series, train solid, eval dashed with point markers, gaps where a value is missing) and
+// grouped bar charts (one bar per series in each group, e.g. MT-Bench scores per category and model).
+// Not a plotting library: two chart kinds, fixed styling, text widths estimated (no font metrics), and no
 // knowledge of metric names (charts.ts decides what to draw).
 
 export type Point = readonly [x: number, y: number];   // y NaN (or missing) = a gap in the line
@@ -145,16 +146,16 @@ export function thin(seg: readonly Point[], max: number): readonly Point[] {
   return out;
 }
 
-interface LegendItem { s: LineSeries; x: number; y: number }
+interface LegendItem<S> { s: S; x: number; y: number }
 
 /**
  * Legend entries left to right. When they do not fit on one row, the eval entries start a new row (train
  * and eval of the same metrics then line up), and any row still too wide wraps.
  */
-function layoutLegend(series: readonly LineSeries[], left: number, maxRight: number, top: number): { items: LegendItem[]; height: number } {
-  const width = (s: LineSeries) => 22 + textWidth(s.name, LEGEND_FONT, 0.56) + 12;
+function layoutLegend<S extends { name: string; style?: string }>(series: readonly S[], left: number, maxRight: number, top: number): { items: LegendItem<S>[]; height: number } {
+  const width = (s: S) => 22 + textWidth(s.name, LEGEND_FONT, 0.56) + 12;
   const oneRow = series.reduce((a, s) => a + width(s), 0) <= maxRight - left;
-  const items: LegendItem[] = [];
+  const items: LegendItem<S>[] = [];
   let x = left, y = top;
   series.forEach((s, i) => {
     const w = width(s);
@@ -246,4 +247,104 @@ export function renderLineChart(c: LineChart, id = "chart"): string {
   }
   o.push(`</svg>`);
   return o.join("\n");
+}
+
+export interface BarSeries {
+  name: string;                             // shown in the legend; also data-series on its bars
+  color: string;
+  values: readonly (number | null)[];       // one per group; null (or not finite): no bar
+  notes?: readonly (string | null)[];       // per group, added to the bar's tooltip
+}
+
+export interface BarChart {
+  title: string;
+  groups: readonly string[];                // x-axis categories, left to right
+  series: readonly BarSeries[];
+  width: number;
+  height: number;
+  yLabel?: string;
+  yInclude?: readonly number[];             // values the y axis must cover (0 is always included: bars start there)
+}
+
+/**
+ * Renders a grouped bar chart as a standalone SVG document: per group, one bar per series side by side, from 0
+ * to the value, labelled with the value when the bar is wide enough. Group labels turn diagonal when they do
+ * not fit under their group.
+ */
+export function renderBarChart(c: BarChart, id = "chart"): string {
+  const { width: W, height: H } = c;
+  const vals = c.series.flatMap((s) => s.values).filter((v): v is number => typeof v === "number" && Number.isFinite(v));
+  const ys = [0, ...vals, ...(c.yInclude ?? [])];
+  const yAxis = niceAxis(minOf(ys), maxOf(ys), Math.max(2, Math.round((H - 110) / 40)));
+  const topOf = Math.max(yAxis.step, ...yAxis.ticks.map(Math.abs));
+  const yLabels = yAxis.ticks.map((t) => formatTick(t, yAxis.step, topOf));
+
+  const legend = layoutLegend(c.series, 12, W - 12, 34);
+  const top = 34 + legend.height + 8;
+  const left = 14 + Math.max(...yLabels.map((l) => textWidth(l, TICK_FONT))) + (c.yLabel ? 16 : 0);
+  const right = W - 18;
+  const G = Math.max(1, c.groups.length), S = Math.max(1, c.series.length);
+  const groupW = (right - left) / G;
+  const widest = Math.max(0, ...c.groups.map((g) => textWidth(g, TICK_FONT)));
+  const diagonal = widest > groupW - 6;
+  const bottom = H - (diagonal ? 18 + widest * 0.6 : 30);
+  const sy = scale(yAxis, bottom, top);
+  const base = sy(Math.min(Math.max(0, yAxis.domain[0]), yAxis.domain[1]));
+  const barW = Math.min((groupW * 0.8) / S, 40);
+  const pad = (groupW - barW * S) / 2;   // the group's bars are centred under its label
+
+  const o: string[] = [];
+  o.push(`<svg xmlns="http://www.w3.org/2000/svg" class="chart" data-chart="${escapeXml(id)}" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="${escapeXml(FONT)}" role="img" aria-label="${escapeXml(c.title)}">`);
+  o.push(`<title>${escapeXml(c.title)}</title>`);
+  o.push(`<rect x="0" y="0" width="${W}" height="${H}" fill="#ffffff"/>`);
+  o.push(`<text class="title" x="12" y="22" font-size="${TITLE_FONT}" font-weight="600" fill="#111827">${escapeXml(c.title)}</text>`);
+  o.push(`<g class="legend">`);
+  for (const { s, x, y } of legend.items) {
+    o.push(`<g class="legend-item" data-series="${escapeXml(s.name)}"><rect x="${px(x + 4)}" y="${px(y - 1)}" width="10" height="10" fill="${s.color}"/>` +
+      `<text x="${px(x + 22)}" y="${px(y + 8)}" font-size="${LEGEND_FONT}" fill="#374151">${escapeXml(s.name)}</text></g>`);
+  }
+  o.push(`</g>`);
+
+  o.push(`<g class="y-axis">`);
+  yAxis.ticks.forEach((t, i) => {
+    o.push(`<g class="tick" transform="translate(0,${px(sy(t))})"><line x1="${px(left)}" x2="${px(right)}" stroke="#e5e7eb"/>` +
+      `<text x="${px(left - 6)}" y="4" text-anchor="end" font-size="${TICK_FONT}" fill="#4b5563">${escapeXml(yLabels[i])}</text></g>`);
+  });
+  o.push(`</g><g class="x-axis">`);
+  c.groups.forEach((g, i) => {
+    const cx = left + (i + 0.5) * groupW;
+    const label = diagonal
+      ? `<text x="0" y="0" transform="translate(0,${px(bottom + 12)}) rotate(-35)" text-anchor="end" font-size="${TICK_FONT}" fill="#4b5563">${escapeXml(g)}</text>`
+      : `<text x="0" y="${px(bottom + 16)}" text-anchor="middle" font-size="${TICK_FONT}" fill="#4b5563">${escapeXml(g)}</text>`;
+    o.push(`<g class="tick" transform="translate(${px(cx)},0)"><line y1="${px(bottom)}" y2="${px(bottom + 4)}" stroke="#6b7280"/>${label}</g>`);
+  });
+  o.push(`</g>`);
+  o.push(`<path class="frame" d="M${px(left)} ${px(top)}V${px(bottom)}H${px(right)}" fill="none" stroke="#6b7280"/>`);
+  if (c.yLabel) o.push(`<text class="y-label" transform="translate(12,${px((top + bottom) / 2)}) rotate(-90)" text-anchor="middle" font-size="${TICK_FONT}" fill="#374151">${escapeXml(c.yLabel)}</text>`);
+  if (!vals.length) o.push(`<text x="${px((left + right) / 2)}" y="${px((top + bottom) / 2)}" text-anchor="middle" font-size="12" fill="#9ca3af">no values</text>`);
+
+  c.series.forEach((s, k) => {
+    o.push(`<g class="bars" data-series="${escapeXml(s.name)}">`);
+    c.groups.forEach((g, i) => {
+      const v = s.values[i];
+      if (typeof v !== "number" || !Number.isFinite(v)) return;
+      const x = left + i * groupW + pad + k * barW;
+      const y = sy(v);
+      const note = s.notes?.[i];
+      o.push(`<rect class="bar" data-series="${escapeXml(s.name)}" data-group="${escapeXml(g)}" data-value="${v}" x="${px(x + 0.5)}" y="${px(Math.min(y, base))}" width="${px(Math.max(1, barW - 1))}" height="${px(Math.abs(base - y))}" fill="${s.color}">` +
+        `<title>${escapeXml(`${s.name} · ${g}: ${formatBarValue(v)}${note ? ` (${note})` : ""}`)}</title></rect>`);
+      const label = formatBarValue(v);
+      if (textWidth(label, 9, 0.55) <= barW) {
+        o.push(`<text class="bar-label" x="${px(x + barW / 2)}" y="${px(Math.min(y, base) - 3)}" text-anchor="middle" font-size="9" fill="#374151">${escapeXml(label)}</text>`);
+      }
+    });
+    o.push(`</g>`);
+  });
+  o.push(`</svg>`);
+  return o.join("\n");
+}
+
+/** A bar's value label: two decimals at most (7.25, 6.5, 8). */
+export function formatBarValue(v: number): string {
+  return String(Number(v.toFixed(2)));
 }

@@ -134,6 +134,9 @@ export const SCHEMA = {
   save_steps: num("logging", "write checkpoint-N/ every N steps; < 1 is a fraction of the total", 500, { gt: 0 }),
   save_total_limit: num("logging", "keep at most this many checkpoints (oldest deleted; null: all)", null, { int: true, min: 1, nullable: true }),
   disable_tqdm: bool("logging", "no progress bar (plain log lines only)", false),
+  generate_during_eval: bool("logging", "at each evaluation, complete the first eval prompts greedily with the policy (and with the dpo/ipo/kto reference model when one is in memory) and append {step, prompt, policy, ref} lines to output_dir/completions.jsonl (TRL's game_log table; TRL samples); needs evaluations and the model's tokenizer", false, PREFERENCE),
+  generate_during_eval_samples: num("logging", "preftune: how many eval prompts generate_during_eval completes, the first distinct ones of the eval split (null: per_device_eval_batch_size, as TRL)", null, { int: true, min: 1, nullable: true, methods: PREFERENCE }),
+  generate_during_eval_max_new_tokens: num("logging", "preftune: most new tokens per generate_during_eval completion (it also stops at the tokenizer's EOS and at max_position_embeddings)", 64, { int: true, min: 1, methods: PREFERENCE }),
   // method
   beta: num("method", "β: DPO/KTO temperature, IPO τ, ORPO λ, CPO/SimPO β", (m) => (m === "simpo" ? 2.0 : 0.1), { gt: 0, methods: PREFERENCE }),
   loss_type: { type: "string | string[]", group: "method", doc: "dpo: one or a list of " + DPO_LOSS_TYPES.join(", ") + "; kto: kto | apo_zero_unpaired; cpo: sigmoid | hinge | ipo | simpo | alphapo", def: (m: TrainMethod) => (m === "dpo" ? ["sigmoid"] : m === "ipo" ? "ipo" : m === "kto" ? "kto" : m === "simpo" ? "simpo" : m === "cpo" ? "sigmoid" : null), methods: ["dpo", "ipo", "kto", "cpo", "simpo"], cli: cliList, check: (v: unknown) => (typeof v === "string" || (Array.isArray(v) && v.length > 0 && v.every((x) => typeof x === "string")) ? v : fail("must be a string or a list of strings")) } as Field<string | string[] | null>,
@@ -289,6 +292,10 @@ function conflicts(c: TrainConfig, raw: Record<string, unknown>): string[] {
   if (raw.precompute_ref_batch_size != null && !c.precompute_ref_log_probs) out.push("precompute_ref_batch_size is set but precompute_ref_log_probs is false; set precompute_ref_log_probs: true");
   if (c.use_peft && c.lora_dropout !== 0) out.push(`lora_dropout ${c.lora_dropout}: preftune's native core has no dropout, so LoRA needs lora_dropout: 0 (TRL's CLI default and the handbook recipes use 0.05); set lora_dropout: 0`);
   if (c.use_peft && c.use_dora) out.push("use_dora: true is not supported (DoRA is not implemented); set use_dora: false for plain LoRA");
+  if (c.generate_during_eval && c.eval_strategy === "no" && !c.eval_on_start) out.push('generate_during_eval: true logs completions at each evaluation, but eval_strategy is "no" and eval_on_start is false; set eval_strategy: steps (or epoch), or eval_on_start: true');
+  for (const k of ["generate_during_eval_samples", "generate_during_eval_max_new_tokens"] as const) {
+    if (raw[k] != null && !c.generate_during_eval) out.push(`${k} is set but generate_during_eval is false; set generate_during_eval: true`);
+  }
   if (c.merge_adapter && !c.use_peft) out.push("merge_adapter: true needs use_peft: true (there is no adapter to merge in full fine-tuning)");
   return out;
 }
@@ -359,15 +366,16 @@ function showDefault(k: ConfigKey): string {
 /** The `preftune train --help` key reference, generated from SCHEMA. */
 export function configHelp(): string {
   const lines: string[] = [];
+  const W = Math.max(30, ...CONFIG_KEYS.map((k) => k.length));
   for (const g of Object.keys(GROUP_TITLES) as Group[]) {
     lines.push("", `${GROUP_TITLES[g]}:`);
     for (const k of CONFIG_KEYS) {
       const f = field(k);
       if (f.group !== g) continue;
-      if (g === "ignored") { lines.push(`  ${k.padEnd(30)} ${f.doc}`); continue; }
+      if (g === "ignored") { lines.push(`  ${k.padEnd(W)} ${f.doc}`); continue; }
       const only = f.methods ? ` [${f.methods.join(", ")}]` : "";
       const d = showDefault(k);
-      lines.push(`  ${k.padEnd(30)} ${f.doc}${only}`, `  ${"".padEnd(30)} ${f.type}${d === "required" ? ", required" : `, default ${d}`}`);
+      lines.push(`  ${k.padEnd(W)} ${f.doc}${only}`, `  ${"".padEnd(W)} ${f.type}${d === "required" ? ", required" : `, default ${d}`}`);
     }
   }
   return lines.join("\n");

@@ -1,6 +1,7 @@
 // The one training loop every method shares, with the HF Trainer's step arithmetic: micro-batches of
 // per_device_train_batch_size, gradient accumulation (the epoch's last step takes the remainder), clipping,
-// AdamW, the LR schedule, logging averaged over the interval, eval with the eval_ prefix, checkpoints,
+// AdamW, the LR schedule, logging averaged over the interval, eval with the eval_ prefix (and, with
+// generate_during_eval, completions of a few eval prompts: samples.ts), checkpoints,
 // exact resume, guards, and the final model in output_dir. With use_peft only a LoRA adapter trains (the
 // reference is then the policy with its adapter disabled) and output_dir gets a PEFT adapter folder. The
 // per-batch math is objectives.ts; data comes from src/data (or pre-tokenized rows passed in). Not the CLI.
@@ -9,7 +10,7 @@ import { existsSync, mkdirSync, readFileSync, statSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { AdamW, NativeModel, setNumThreads, type LoraAdapter, type LogpModel, type Trainable } from "../core/native.ts";
 import { collatePairs, collateUnpaired, type PairBatch, type UnpairedBatch } from "../data/collate.ts";
-import { loadTokenizer } from "../data/tokenizer.ts";
+import { loadTokenizer, type Tokenizer } from "../data/tokenizer.ts";
 import { prepareDataset, type DataOptions } from "../data/prepare.ts";
 import { resolveDataFiles } from "../data/readers.ts";
 import { pairLengths, unpairedLengths } from "../data/sampler.ts";
@@ -22,6 +23,7 @@ import { copyTokenizerFiles, latestCheckpoint, loadCheckpoint, removeStaleTempor
 import { defaultsFor, IGNORED_KEYS, type TrainConfig } from "./config.ts";
 import { asDivergence, checkFinite, SIGNAL_EXIT_CODES, TrainingDivergedError, watchStopSignals } from "./guards.ts";
 import { addMetrics, appendMetrics, emptySums, meanMetrics, Progress, rewriteMetricsFile, type LogEntry, type MetricSums } from "./metrics.ts";
+import { configEosIds, evalSampler, resetCompletions, samplePrompts } from "./samples.ts";
 import { learningRate, planSteps, resolveInterval, warmupSteps, type ScheduleConfig } from "./schedule.ts";
 import { batchOrder, initialTrainerState, orderMismatch, type LoopState } from "./state.ts";
 
@@ -49,7 +51,7 @@ export interface TrainResult {
   exitCode: number;                // 0, or 130 (SIGINT) / 143 (SIGTERM) after saving
 }
 
-interface Data { kind: "paired" | "unpaired"; rows: Rows; evalRows: Rows | null; padTokenId: number; tokenizerDir: string | null }
+interface Data { kind: "paired" | "unpaired"; rows: Rows; evalRows: Rows | null; padTokenId: number; tokenizerDir: string | null; tokenizer: Tokenizer | null }
 
 /**
  * TRL's KTO KL pairs, fixed at data-prep time: within chunks of the batch size, row i gets row i−1's
@@ -81,7 +83,9 @@ async function loadData(c: TrainConfig, o: TrainOptions, needEval: boolean, prin
         if (miss.length) throw new Error(`${name}[${i}]: method ${c.method} needs ${kind} rows with ${need.join(", ")}; missing ${miss.join(", ")}`);
       });
     }
-    return { kind, rows: o.rows, evalRows: o.evalRows ?? null, padTokenId: o.padTokenId ?? 0, tokenizerDir: existsSync(join(modelDir, "tokenizer.json")) ? modelDir : null };
+    const tokenizerDir = existsSync(join(modelDir, "tokenizer.json")) ? modelDir : null;
+    const tokenizer = c.generate_during_eval && tokenizerDir ? await loadTokenizer(modelDir, { chat_template: c.chat_template }) : null;
+    return { kind, rows: o.rows, evalRows: o.evalRows ?? null, padTokenId: o.padTokenId ?? 0, tokenizerDir, tokenizer };
   }
   const tok = await loadTokenizer(modelDir, { chat_template: c.chat_template });
   const dopts: DataOptions = {
@@ -101,7 +105,7 @@ async function loadData(c: TrainConfig, o: TrainOptions, needEval: boolean, prin
     print(`eval data: ${ev.stats.rows} rows from ${ev.stats.files.join(", ")}`);
     evalRows = ev.rows;
   }
-  return { kind, rows: train.rows, evalRows, padTokenId: tok.padTokenId, tokenizerDir: modelDir };
+  return { kind, rows: train.rows, evalRows, padTokenId: tok.padTokenId, tokenizerDir: modelDir, tokenizer: tok };
 }
 
 function methodConfig(c: TrainConfig): MethodConfig {
@@ -165,6 +169,7 @@ export async function train(config: TrainConfig, o: TrainOptions = {}): Promise<
   const data = await loadData(c, o, needEval, print);
   if (data.rows.length === 0) throw new Error(`${c.dataset}: no training rows`);
   if (needEval && !data.evalRows?.length) throw new Error(`eval_strategy is "${c.eval_strategy}"${c.eval_on_start ? " / eval_on_start" : ""} but no eval rows were given`);
+  if (c.generate_during_eval && !data.tokenizer) throw new Error(`generate_during_eval needs the model's tokenizer to turn completions into text, and ${c.model_name_or_path} has no tokenizer.json (pre-tokenized rows were given); add the tokenizer files to the model folder or set generate_during_eval: false`);
   const unpaired = data.kind === "unpaired";
   const ktoKl = c.method === "kto" && c.loss_type === "kto";
   if (ktoKl) {
@@ -241,6 +246,13 @@ export async function train(config: TrainConfig, o: TrainOptions = {}): Promise<
       }
     }
 
+    // generate_during_eval: the reference decodes only when it is in memory (a second model, or the base under LoRA).
+    const sample = c.generate_during_eval ? evalSampler({
+      outputDir, tokenizer: data.tokenizer!, prompts: samplePrompts(data.evalRows ?? [], c.generate_during_eval_samples ?? c.per_device_eval_batch_size),
+      policy: { model: policy }, reference: refModel ? { model: refModel } : lora && needsReference(c.method) ? { model: policy, adapters: false } : null,
+      maxNewTokens: c.generate_during_eval_max_new_tokens, maxPositions: maxPos, eos: configEosIds(configJson), batchSize: c.per_device_eval_batch_size,
+    }) : null;
+
     const runBatch = (rows: Rows, table: RefTable | null, idx: number[], backward: boolean, lossScale: number): StepOutput => {
       const b = collate(rows, idx);
       if (c.method === "sft") return sftStep(policy, b as UnpairedBatch, { backward, lossScale });
@@ -284,9 +296,11 @@ export async function train(config: TrainConfig, o: TrainOptions = {}): Promise<
       ended = ck.order.epoch_end_done;
       lastCheckpoint = dir;
       rewriteMetricsFile(outputDir, state.log_history);
+      resetCompletions(outputDir, state.global_step);
       print(`resumed from ${dir} at step ${state.global_step} (epoch ${state.epoch.toFixed(3)})`);
     } else {
       rewriteMetricsFile(outputDir, []);
+      resetCompletions(outputDir, null);
       const old = latestCheckpoint(outputDir);
       if (old) print(`note: ${outputDir} already holds checkpoints of an earlier run (latest ${old}); they are kept and may be rotated`);
     }
@@ -315,6 +329,7 @@ export async function train(config: TrainConfig, o: TrainOptions = {}): Promise<
         step: state.global_step, epoch: state.epoch, eval_loss: lossSum / rows.length, ...meanMetrics(acc, "eval_"),
         eval_runtime: secs, eval_samples_per_second: rows.length / secs, eval_steps_per_second: batches / secs,
       });
+      sample?.(state.global_step);
     };
     const checkpoint = () => {
       if (!allFinite(trainable.params)) throw new TrainingDivergedError(state.global_step, "a weight", NaN, lastCheckpoint);
