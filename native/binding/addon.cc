@@ -1,7 +1,9 @@
 // Node-API glue for the native core: unwraps typed arrays, checks their lengths, maps pt_status to
 // JavaScript errors. No math here; everything numeric is behind native/include/preftune.h.
 #include <napi.h>
+#include <cmath>
 #include <string>
+#include <utility>
 #include "preftune.h"
 
 namespace {
@@ -17,7 +19,18 @@ bool check_status(Napi::Env env, pt_status s) {
   return true;
 }
 
-int32_t get_int(const Napi::Object& o, const char* key) { return o.Get(key).As<Napi::Number>().Int32Value(); }
+// A whole number in [lo, 2^31 - 1], or a JavaScript TypeError naming the key and value (no silent int32 wrap).
+bool get_int(Napi::Env env, const Napi::Object& o, const char* key, int32_t& out, double lo = 0) {
+  Napi::Value v = o.Get(key);
+  const double d = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : NAN;
+  if (!(d >= lo && d <= 2147483647.0 && d == std::floor(d))) {
+    throw_if(env, true, std::string(key) + " = " + (v.IsNumber() ? std::to_string(d) : "(not a number)") +
+                            " must be a whole number in [" + std::to_string((long long)lo) + ", 2147483647]");
+    return false;
+  }
+  out = (int32_t)d;
+  return true;
+}
 
 class Model : public Napi::ObjectWrap<Model> {
  public:
@@ -51,21 +64,17 @@ class Model : public Napi::ObjectWrap<Model> {
     if (throw_if(env, info.Length() < 1 || !info[0].IsObject(), "Model(config): config object expected")) return;
     Napi::Object o = info[0].As<Napi::Object>();
     pt_config c{};
-    c.vocab_size = get_int(o, "vocab_size");
-    c.hidden_size = get_int(o, "hidden_size");
-    c.intermediate_size = get_int(o, "intermediate_size");
-    c.num_layers = get_int(o, "num_layers");
-    c.num_heads = get_int(o, "num_heads");
-    c.num_kv_heads = get_int(o, "num_kv_heads");
-    c.head_dim = get_int(o, "head_dim");
-    c.max_position_embeddings = get_int(o, "max_position_embeddings");
+    const std::pair<const char*, int32_t*> dims[] = {
+        {"vocab_size", &c.vocab_size}, {"hidden_size", &c.hidden_size}, {"intermediate_size", &c.intermediate_size},
+        {"num_layers", &c.num_layers}, {"num_heads", &c.num_heads}, {"num_kv_heads", &c.num_kv_heads},
+        {"head_dim", &c.head_dim}, {"max_position_embeddings", &c.max_position_embeddings}};
+    for (const auto& [key, dst] : dims) if (!get_int(env, o, key, *dst, 1)) return;
+    const std::pair<const char*, int32_t*> flags[] = {
+        {"tie_word_embeddings", &c.tie_word_embeddings}, {"qkv_bias", &c.qkv_bias}, {"o_bias", &c.o_bias},
+        {"mlp_bias", &c.mlp_bias}, {"qk_norm", &c.qk_norm}};
+    for (const auto& [key, dst] : flags) if (!get_int(env, o, key, *dst)) return;
     c.rms_norm_eps = o.Get("rms_norm_eps").As<Napi::Number>().FloatValue();
     c.rope_theta = o.Get("rope_theta").As<Napi::Number>().FloatValue();
-    c.tie_word_embeddings = get_int(o, "tie_word_embeddings");
-    c.qkv_bias = get_int(o, "qkv_bias");
-    c.o_bias = get_int(o, "o_bias");
-    c.mlp_bias = get_int(o, "mlp_bias");
-    c.qk_norm = get_int(o, "qk_norm");
     check_status(env, pt_model_create(&c, &m_));
   }
   ~Model() override { pt_model_free(m_); }
@@ -193,10 +202,9 @@ class Model : public Napi::ObjectWrap<Model> {
     if (throw_if(env, info.Length() < 1 || !info[0].IsObject(), "loraAttach(config) expected")) return env.Undefined();
     Napi::Object o = info[0].As<Napi::Object>();
     pt_lora_config c{};
-    c.r = get_int(o, "r");
+    if (!get_int(env, o, "r", c.r, 1)) return env.Undefined();
     c.lora_alpha = o.Get("lora_alpha").As<Napi::Number>().FloatValue();
-    c.use_rslora = get_int(o, "use_rslora");
-    c.targets = get_int(o, "targets");
+    if (!get_int(env, o, "use_rslora", c.use_rslora) || !get_int(env, o, "targets", c.targets)) return env.Undefined();
     c.lora_dropout = o.Get("lora_dropout").As<Napi::Number>().FloatValue();
     check_status(env, pt_lora_attach(m_, &c));
     return env.Undefined();

@@ -287,6 +287,16 @@ bool build_adapter(const pt_model* m, Adapter& a) {
   return true;
 }
 
+// RoPE tables cover the positions used so far (grown by doubling up to max_position_embeddings), so a config
+// with a huge max_position_embeddings costs nothing until such lengths are run. Throws std::bad_alloc.
+void ensure_rope(pt_model* m, int64_t positions) {
+  const size_t half = m->HS / 2;
+  if ((int64_t)(m->cosv.size() / half) >= positions) return;
+  const int64_t grown = std::max<int64_t>(positions, std::min<int64_t>(2 * (int64_t)(m->cosv.size() / half) + 64,
+                                                                       m->cfg.max_position_embeddings));
+  rope_tables(m->cosv, m->sinv, (int)grown, m->HS, m->cfg.rope_theta);
+}
+
 double l2norm(const float* g, int64_t n) {
   double s = 0;
 #pragma omp parallel for reduction(+ : s) schedule(static)
@@ -339,23 +349,35 @@ pt_status pt_model_create(const pt_config* cfg, pt_model** out) {
                                      ") must be a multiple of num_key_value_heads (" +
                                      std::to_string(cfg->num_kv_heads) + ")");
   if (cfg->head_dim % 2 != 0) return fail(PT_ERR_ARGUMENT, "head_dim must be even for rotary embeddings");
+  const int64_t qkv = ((int64_t)cfg->num_heads + 2 * (int64_t)cfg->num_kv_heads) * cfg->head_dim;
+  if (qkv > INT32_MAX || 2 * (int64_t)cfg->intermediate_size > INT32_MAX)
+    return fail(PT_ERR_ARGUMENT, "the attention or MLP width of this config does not fit 32-bit indexing");
   auto* m = new (std::nothrow) pt_model();
   if (!m) return fail(PT_ERR_MEMORY, "out of memory");
   m->cfg = *cfg;
   m->C = cfg->hidden_size; m->I = cfg->intermediate_size; m->V = cfg->vocab_size; m->L = cfg->num_layers;
   m->NH = cfg->num_heads; m->NKV = cfg->num_kv_heads; m->HS = cfg->head_dim;
-  m->QKV = (m->NH + 2 * m->NKV) * m->HS;
+  m->QKV = (int)qkv;
   m->AO = m->NH * m->HS;
-  build_table(m);
-  size_t bytes = (size_t)m->nfloats * sizeof(float);
+  try {
+    build_table(m);
+    bind_views(m, m->params, m->P, m->embed, m->normf, m->head);  // the layer views only (null buffers yet)
+  } catch (const std::bad_alloc&) {
+    pt_model_free(m);
+    return fail(PT_ERR_MEMORY, "out of memory for the parameter table of " + std::to_string(cfg->num_layers) + " layers");
+  }
+  const size_t bytes = (size_t)m->nfloats * sizeof(float);
   m->params = static_cast<float*>(std::aligned_alloc(64, (bytes + 63) / 64 * 64));
   m->grads = static_cast<float*>(std::aligned_alloc(64, (bytes + 63) / 64 * 64));
-  if (!m->params || !m->grads) { pt_model_free(m); return fail(PT_ERR_MEMORY, "cannot allocate parameters"); }
+  if (!m->params || !m->grads) {
+    pt_model_free(m);
+    return fail(PT_ERR_MEMORY, "cannot allocate " + std::to_string(2 * bytes >> 20) + " MiB for " +
+                                   std::to_string(m->nfloats) + " parameters and their gradients");
+  }
   std::memset(m->params, 0, bytes);
   std::memset(m->grads, 0, bytes);
   bind_views(m, m->params, m->P, m->embed, m->normf, m->head);
   bind_views(m, m->grads, m->G, m->gembed, m->gnormf, m->ghead);
-  rope_tables(m->cosv, m->sinv, cfg->max_position_embeddings, m->HS, cfg->rope_theta);
   *out = m;
   return PT_OK;
 }
@@ -422,6 +444,9 @@ pt_status pt_forward(pt_model* m, const int32_t* ids, const int32_t* lengths, in
   const int C = m->C, I = m->I, L = m->L, NH = m->NH, NKV = m->NKV, HS = m->HS, QKV = m->QKV, AO = m->AO;
   const int S = train ? L : 1;  // activation slots
   try {
+    int longest = 0;
+    for (int b = 0; b < B; b++) longest = std::max(longest, m->seqs[b].len);
+    ensure_rope(m, longest);
     float* xin = m->xin.need((size_t)(train ? L + 1 : 2) * N * C);
     float* rstd1 = m->rstd1.need((size_t)S * N);
     float* qkv = m->qkv.need((size_t)S * N * QKV);
@@ -781,6 +806,9 @@ pt_status pt_decode(pt_model* m, pt_kv_cache* kv, const int32_t* rows, const int
   const float eps = m->cfg.rms_norm_eps;
   const Adapter* lo = m->lora && !(flags & PT_FORWARD_NO_ADAPTERS) ? m->lora.get() : nullptr;
   try {
+    int longest = 0;
+    for (int i = 0; i < n; i++) longest = std::max(longest, kv->past[i] + lengths[i]);
+    ensure_rope(m, longest);
     float* x = kv->x.need((size_t)N * C);
     float* xm = kv->xm.need((size_t)N * C);
     float* h = kv->h.need((size_t)N * C);

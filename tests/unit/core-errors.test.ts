@@ -56,3 +56,13 @@ test("padding rows and empty rows produce zeros and no gradient", () => {
   assert.ok(m.gradNorm() > 0);
   m.free();
 });
+
+test("hostile sizes: a huge max_position_embeddings costs nothing until used; overflowing or unallocatable sizes are refused", () => {
+  const m = new NativeModel({ ...config, maxPositionEmbeddings: 1e9 });
+  const st = m.forward({ ids: Int32Array.of(1, 2, 3), lengths: Int32Array.of(3), B: 1, T: 3 }, { train: false });
+  assert.ok(Number.isFinite(st.logps[2]));
+  m.free();
+  assert.throws(() => new NativeModel({ ...config, hiddenSize: 2 ** 31 }), /hidden_size = 2147483648\.0+ must be a whole number in \[1, 2147483647\]/);
+  assert.throws(() => new NativeModel({ ...config, maxPositionEmbeddings: 1.5 }), /max_position_embeddings = 1\.50+ must be a whole number/);
+  assert.throws(() => new NativeModel({ ...config, vocabSize: 2e9, hiddenSize: 4096 }), /cannot allocate \d+ MiB for \d+ parameters/);
+});
