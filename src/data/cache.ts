@@ -8,7 +8,7 @@ import { createInterface } from "node:readline";
 import { join, resolve } from "node:path";
 
 /** Bump when tokenization or truncation output changes, so old cache files stop matching. */
-export const PIPELINE_VERSION = 1;
+export const PIPELINE_VERSION = 2;
 
 export const DEFAULT_CACHE_DIR = ".cache/preftune";
 

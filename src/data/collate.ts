@@ -1,6 +1,8 @@
 // Batching of tokenized rows into right-padded TokenBatches, as TRL's DataCollatorForPreference and
 // DataCollatorForUnpairedPreference do, with label-aligned completion masks (1 where token t is a completion
-// token, so the same positions as TRL's completion_mask). Not truncation: rows must already fit.
+// token, so the same positions as TRL's completion_mask; an SFT row's completion_mask can clear some). Column
+// 0 is never in a mask: nothing predicts a row's first token (TRL's shifted labels; padding-free packing masks
+// each sequence's first token the same way). Not truncation: rows must already fit.
 import type { TokenBatch } from "../core/types.ts";
 import type { TokenizedPair, TokenizedUnpaired } from "./tokenize.ts";
 
@@ -24,7 +26,7 @@ export interface UnpairedBatch {
 }
 
 /** Right-pads (prompt, completion) sequences into one batch. */
-function pack(seqs: { prompt: number[]; completion: number[] }[], o: CollateOptions): { batch: TokenBatch; completionMask: Uint8Array } {
+export function padRows(seqs: { prompt: number[]; completion: number[]; mask?: number[] }[], o: CollateOptions): { batch: TokenBatch; completionMask: Uint8Array } {
   const B = seqs.length;
   let T = 0;
   for (const s of seqs) T = Math.max(T, s.prompt.length + s.completion.length);
@@ -40,7 +42,13 @@ function pack(seqs: { prompt: number[]; completion: number[] }[], o: CollateOpti
     const row = b * T;
     ids.set(s.prompt, row);
     ids.set(s.completion, row + s.prompt.length);
-    completionMask.fill(1, row + s.prompt.length, row + s.prompt.length + s.completion.length);
+    if (s.mask) {
+      if (s.mask.length !== s.completion.length) throw new Error(`completion_mask has ${s.mask.length} entries for ${s.completion.length} completion tokens (row ${b})`);
+      for (let k = 0; k < s.mask.length; k++) completionMask[row + s.prompt.length + k] = s.mask[k] ? 1 : 0;
+    } else {
+      completionMask.fill(1, row + s.prompt.length, row + s.prompt.length + s.completion.length);
+    }
+    completionMask[row] = 0;   // column 0: no logits predict it
     lengths[b] = s.prompt.length + s.completion.length;
   });
   return { batch: { ids, lengths, B, T }, completionMask };
@@ -49,7 +57,7 @@ function pack(seqs: { prompt: number[]; completion: number[] }[], o: CollateOpti
 /** Chosen rows first, then rejected rows, one common T (TRL's concatenated 2B forward). */
 export function collatePairs(rows: TokenizedPair[], opts: CollateOptions): PairBatch {
   if (rows.length === 0) throw new Error("collatePairs: empty batch");
-  return pack([
+  return padRows([
     ...rows.map((r) => ({ prompt: r.prompt_ids, completion: r.chosen_ids })),
     ...rows.map((r) => ({ prompt: r.prompt_ids, completion: r.rejected_ids })),
   ], opts);
@@ -62,11 +70,11 @@ export function collatePairs(rows: TokenizedPair[], opts: CollateOptions): PairB
  */
 export function collateUnpaired(rows: TokenizedUnpaired[], opts: CollateOptions & { kl?: boolean }): UnpairedBatch {
   if (rows.length === 0) throw new Error("collateUnpaired: empty batch");
-  const main = pack(rows.map((r) => ({ prompt: r.prompt_ids, completion: r.completion_ids })), opts);
+  const main = padRows(rows.map((r) => ({ prompt: r.prompt_ids, completion: r.completion_ids, mask: r.completion_mask })), opts);
   const out: UnpairedBatch = { ...main, labels: rows.map((r) => r.label) };
   if (opts.kl && rows.length > 1) {
     const B = rows.length;
-    out.kl = pack(rows.map((r, i) => ({
+    out.kl = padRows(rows.map((r, i) => ({
       prompt: r.prompt_ids,
       completion: r.kl_completion_ids ?? rows[(i + B - 1) % B].completion_ids,
     })), opts);

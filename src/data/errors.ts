@@ -15,9 +15,11 @@ export class DataError extends Error {
   readonly row: number | null;
   readonly field: string | null;
   readonly fix: string | null;
+  readonly problem: string;   // the message without file, row, field and fix
   constructor(problem: string, info: DataErrorInfo) {
     super(formatDataError(problem, info));
     this.name = "DataError";
+    this.problem = problem;
     this.file = info.file;
     this.row = info.row ?? null;
     this.field = info.field ?? null;

@@ -2,7 +2,8 @@
 // prompt, standard strings or conversational messages, paired or unpaired), plus extract_prompt and unpair.
 // Not tokenization and not templates: everything here is still text.
 import { DataError, preview, typeName } from "./errors.ts";
-import { readRecords, resolveDataFiles, type RawRecord } from "./readers.ts";
+import { resolveDataset } from "./hub.ts";
+import { readRecords, type DataSource, type RawRecord } from "./readers.ts";
 
 export interface Message {
   role: string;
@@ -23,6 +24,8 @@ interface ExtraFields {
 }
 export interface PairExample extends ExtraFields { ref: RowRef; prompt: Text; chosen: Text; rejected: Text }
 export interface UnpairedExample extends ExtraFields { ref: RowRef; prompt: Text; completion: Text; label: boolean }
+/** SFT language modelling: a `text` string (TRL's dataset_text_field) or a whole `messages` conversation. */
+export interface LmExample extends ExtraFields { ref: RowRef; text: Text }
 
 export interface ColumnOptions {
   prompt_column?: string;
@@ -34,17 +37,29 @@ export interface ColumnOptions {
 
 export interface LoadOptions extends ColumnOptions {
   split?: string | null;
+  dataset_config?: string | null;   // a config of a Hugging Face dataset (hub.ts)
   skip_bad_rows?: boolean;
+  /**
+   * SFT: also accept TRL's language-modelling formats. A row's format is the first of: prompt/completion
+   * (a completion column), conversational language modelling ("messages"), plain language modelling
+   * (dataset_text_field), paired (prompt + chosen).
+   */
+  sft?: boolean;
+  dataset_text_field?: string;      // default "text"
 }
 
 export interface LoadedExamples {
   files: string[];
-  /** "paired": chosen/rejected; "unpaired": prompt/completion/label; "prompt_completion": no label (SFT only). */
-  kind: "paired" | "unpaired" | "prompt_completion";
+  /**
+   * "paired": chosen/rejected; "unpaired": prompt/completion/label; "prompt_completion": no label (SFT only);
+   * "text" / "messages": language modelling on a whole text or conversation (SFT only).
+   */
+  kind: "paired" | "unpaired" | "prompt_completion" | "text" | "messages";
   conversational: boolean;
   implicitPrompt: boolean;
   paired: PairExample[];
   unpaired: UnpairedExample[];
+  lm: LmExample[];
   rowsRead: number;
   badRows: number;
   badRowMessages: string[];   // the first few, for reports
@@ -110,13 +125,25 @@ class RowProblem extends Error {
   constructor(readonly field: string, message: string, readonly fix: string) { super(message); }
 }
 
-/** Reads, validates and normalises every row of a dataset. Bad rows throw a DataError unless skip_bad_rows. */
-export async function loadExamples(path: string, opts: LoadOptions = {}): Promise<LoadedExamples> {
-  const files = await resolveDataFiles(path, opts.split);
+/** A dataset name or path as a DataSource (hub.ts resolves local paths and Hugging Face cache ids). */
+export async function toDataSource(source: string | DataSource, opts: { split?: string | null; dataset_config?: string | null } = {}): Promise<DataSource> {
+  if (typeof source !== "string") return source;
+  return resolveDataset(source, { split: opts.split, config: opts.dataset_config });
+}
+
+/**
+ * Reads, validates and normalises every row of a dataset (a path, a Hugging Face cache id, or a resolved
+ * DataSource such as a mixture). Bad rows throw a DataError unless skip_bad_rows.
+ */
+export async function loadExamples(source: string | DataSource, opts: LoadOptions = {}): Promise<LoadedExamples> {
+  const src = await toDataSource(source, opts);
+  const files = src.files;
   const cols = columnNames(opts);
+  const textField = opts.dataset_text_field ?? "text";
   const wanted = [cols.prompt, cols.chosen, cols.rejected, cols.completion, cols.label, "tools", "chat_template_kwargs"];
+  if (opts.sft) wanted.push("messages", textField);
   const out: LoadedExamples = {
-    files, kind: "paired", conversational: false, implicitPrompt: false, paired: [], unpaired: [],
+    files, kind: "paired", conversational: false, implicitPrompt: false, paired: [], unpaired: [], lm: [],
     rowsRead: 0, badRows: 0, badRowMessages: [],
   };
   let schema: { kind: LoadedExamples["kind"]; conversational: boolean; implicit: boolean } | null = null;
@@ -131,7 +158,7 @@ export async function loadExamples(path: string, opts: LoadOptions = {}): Promis
     if (out.badRowMessages.length < 20) out.badRowMessages.push(err.message);
   };
 
-  for await (const rec of readRecords(files, { columns: wanted })) {
+  for await (const rec of src.records ? src.records() : readRecords(files, { columns: wanted })) {
     out.rowsRead++;
     if (rec.error !== undefined) { bad(rec, null, rec.error, "Each line must be one JSON object"); continue; }
     const row = rec.value;
@@ -141,7 +168,7 @@ export async function loadExamples(path: string, opts: LoadOptions = {}): Promis
     }
     const r = row as Record<string, unknown>;
     if (!schema) {
-      schema = detectSchema(r, cols, rec);
+      schema = detectSchema(r, cols, rec, opts.sft ? textField : null);
       out.kind = schema.kind;
       out.conversational = schema.conversational;
       out.implicitPrompt = schema.implicit;
@@ -151,6 +178,10 @@ export async function loadExamples(path: string, opts: LoadOptions = {}): Promis
       const extra = extraFields(r);
       if (schema.kind === "paired") {
         out.paired.push({ ref, ...extra, ...pairFromRow(r, cols, schema.conversational, schema.implicit) });
+      } else if (schema.kind === "messages") {
+        out.lm.push({ ref, ...extra, text: messagesFromRow(r) });
+      } else if (schema.kind === "text") {
+        out.lm.push({ ref, ...extra, text: textField_(r, textField) });
       } else {
         out.unpaired.push({ ref, ...extra, ...unpairedFromRow(r, cols, schema.conversational, schema.kind === "unpaired") });
       }
@@ -161,23 +192,30 @@ export async function loadExamples(path: string, opts: LoadOptions = {}): Promis
   }
   if (!schema) {
     throw new DataError(out.rowsRead ? "no readable rows" : "the dataset is empty", {
-      file: files.join(", "), fix: "Each row must be a JSON object with the preference columns",
+      file: files.join(", ") || src.name, fix: "Each row must be a JSON object with the preference columns",
     });
   }
   return out;
 }
 
-function detectSchema(r: Record<string, unknown>, cols: ReturnType<typeof columnNames>, rec: RawRecord) {
+/** `textField` set: SFT, where the language-modelling formats exist too (see LoadOptions.sft for the order). */
+function detectSchema(r: Record<string, unknown>, cols: ReturnType<typeof columnNames>, rec: RawRecord, textField: string | null) {
   const has = (c: string) => r[c] !== undefined;
   let kind: LoadedExamples["kind"];
-  if (has(cols.chosen) || has(cols.rejected)) kind = "paired";
+  if (textField != null && has(cols.completion)) kind = has(cols.label) ? "unpaired" : "prompt_completion";
+  else if (textField != null && has("messages")) kind = "messages";
+  else if (textField != null && has(textField)) kind = "text";
+  else if (has(cols.chosen) || has(cols.rejected)) kind = "paired";
   else if (has(cols.completion)) kind = has(cols.label) ? "unpaired" : "prompt_completion";
   else {
+    const lm = textField != null ? `, "messages" (conversation) or "${textField}" (text; dataset_text_field)` : "";
     throw new DataError(
-      `found columns ${preview(Object.keys(r))} but none of "${cols.chosen}"/"${cols.rejected}" (paired) or "${cols.completion}"/"${cols.label}" (unpaired)`,
-      { file: rec.file, row: rec.row, rowUnit: rec.unit, fix: "Rename the columns to TRL's names or pass chosen_column/rejected_column/completion_column/label_column" },
+      `found columns ${preview(Object.keys(r))} but none of "${cols.chosen}"/"${cols.rejected}" (paired) or "${cols.completion}"/"${cols.label}" (unpaired)${lm}`,
+      { file: rec.file, row: rec.row, rowUnit: rec.unit, fix: "Rename the columns to TRL's names or pass chosen_column/rejected_column/completion_column/label_column" + (textField != null ? "/dataset_text_field" : "") },
     );
   }
+  if (kind === "messages") return { kind, conversational: true, implicit: false };
+  if (kind === "text") return { kind, conversational: false, implicit: false };
   const main = kind === "paired" ? (has(cols.chosen) ? r[cols.chosen] : r[cols.rejected]) : r[cols.completion];
   const conversational = isConversational(main) || (main === undefined && isConversational(r[cols.prompt]));
   return { kind, conversational, implicit: kind === "paired" && !has(cols.prompt) };
@@ -236,6 +274,25 @@ function unpairedFromRow(r: Record<string, unknown>, cols: ReturnType<typeof col
     label = v;
   }
   return { prompt, completion, label };
+}
+
+/** TRL's conversational language modelling: a "messages" list, rendered whole by the chat template. */
+function messagesFromRow(r: Record<string, unknown>): Message[] {
+  const v = r.messages;
+  if (v === undefined) throw new RowProblem("messages", "missing column", 'Give every row a "messages" list');
+  if (!Array.isArray(v)) throw new RowProblem("messages", `expected a list of {role, content} messages, got ${typeName(v)} ${preview(v)}`, "Use the same format in every row");
+  checkMessages(v, "messages", "conversation");
+  checkOrder([], v as Message[], "messages");
+  return v as Message[];
+}
+
+/** TRL's language modelling: dataset_text_field holds the whole text. */
+function textField_(r: Record<string, unknown>, col: string): string {
+  const v = r[col];
+  if (v === undefined) throw new RowProblem(col, "missing column", `Give every row a "${col}" value (dataset_text_field)`);
+  if (typeof v !== "string") throw new RowProblem(col, `expected a string, got ${typeName(v)} ${preview(v)}`, "Give the text as a string, or name the right column with dataset_text_field");
+  if (v.trim() === "") throw new RowProblem(col, "empty text", "Fill in the text or drop the row");
+  return v;
 }
 
 /** One prompt/completion column: a non-empty string (standard) or a list of messages (conversational). */

@@ -1,10 +1,12 @@
-// prepareDataset: file -> validated examples -> template split -> token ids with the method's BOS/EOS rules
-// -> truncation, with a cache keyed by content and a progress bar. The trainer's one entry into the data
-// pipeline. Not batching (collate.ts, sampler.ts).
+// prepareDataset: dataset (a path, a cached Hugging Face dataset, a mixture) -> validated examples -> template
+// split -> token ids with the method's BOS/EOS rules -> truncation, with a cache keyed by content and a
+// progress bar. The trainer's one entry into the data pipeline. Not batching (collate.ts, sampler.ts,
+// packing.ts).
 import cliProgress from "cli-progress";
 import { DataError } from "./errors.ts";
-import { loadExamples, unpairExamples, type ColumnOptions, type LoadedExamples, type Message, type PairExample, type RowRef, type Text, type UnpairedExample } from "./formats.ts";
-import { resolveDataFiles } from "./readers.ts";
+import { loadExamples, toDataSource, unpairExamples, type ColumnOptions, type LoadedExamples, type Message, type PairExample, type RowRef, type Text, type UnpairedExample } from "./formats.ts";
+import type { DataSource } from "./readers.ts";
+import { assistantCharSpans, charSpansToTokenMask, hasTargets, rowFromMask, sftMessages, sftTextIds, truncateMasked, type AssistantMaskMethod, type MaskedIds } from "./sft.ts";
 import { splitConversation, TemplateSplitError } from "./template.ts";
 import type { Tokenizer } from "./tokenizer.ts";
 import { METHODS, tokenizeJoint, tokenizePairOrpo, TokenizeError, usesOrpoRules, withEosText, type Method, type TokenizedPair, type TokenizedUnpaired } from "./tokenize.ts";
@@ -14,16 +16,23 @@ import { cacheKey, cachePath, readCache, writeCache } from "./cache.ts";
 export interface DataOptions extends ColumnOptions {
   method: Method;
   max_length?: number | null;              // default 1024; null: no limit
+  max_seq_length?: number | null;          // SFTConfig's deprecated name for max_length; wins when set
   max_prompt_length?: number | null;
   max_completion_length?: number | null;
   truncation_mode?: TruncationMode;        // default keep_start
   skip_bad_rows?: boolean;                 // skip (and count) bad rows instead of failing
   cacheDir?: string | null;                // default .cache/preftune under the working directory; null: no cache
-  split?: string;                          // for a folder: which split's files (default "train")
+  split?: string;                          // for a folder or Hugging Face dataset: which split (default "train")
+  dataset_config?: string | null;          // for a Hugging Face dataset (or a folder of configs): which config
   progress?: boolean;                      // progress bar on stderr while tokenizing (default false)
+  // SFT (TRL SFTConfig); ignored by the other methods
+  dataset_text_field?: string;             // the text column of language-modelling data (default "text")
+  assistant_only_loss?: boolean;           // conversational data: loss on assistant tokens only (default false)
+  completion_only_loss?: boolean | null;   // prompt/completion data: loss on the completion only (default null = true)
 }
 
 export interface PrepStats {
+  source: string;                          // the dataset name / path / "dataset_mixture (train)"
   files: string[];
   method: Method;
   kind: "paired" | "unpaired";
@@ -39,6 +48,8 @@ export interface PrepStats {
   droppedCompletionTooLong: number;        // longest completion alone >= max_length (keep_end)
   droppedEmptyCompletion: number;
   droppedUndesirable: number;              // sft on unpaired data: label=false rows are not trained on
+  droppedNoTargets: number;                // sft: no token left to train on after truncation
+  assistantMask: AssistantMaskMethod | null;   // sft with assistant_only_loss: how assistant tokens were found
   truncatedRows: number;
   boundaryMerges: number;                  // prompt/completion token merges at the split
   templatePromptResets: number;            // generation prompt cut back to the common prefix (TRL's apply_chat_template rule)
@@ -66,23 +77,36 @@ function wrapRowError(e: unknown, ref: RowRef, field: string | null, skip: boole
 }
 
 /**
- * Reads, validates, renders, tokenizes and truncates a dataset for `opts.method`.
+ * Reads, validates, renders, tokenizes and truncates a dataset for `opts.method`. `source` is a path, a
+ * Hugging Face dataset id in the local cache (with opts.dataset_config / opts.split; hub.ts), or a resolved
+ * DataSource (a dataset mixture: mixture.ts).
  * - orpo/cpo/simpo/dpo/ipo need paired data; kto takes unpaired data, or unpairs a paired set as TRL does;
- * - sft trains on prompt+chosen of a paired set, or prompt+completion of a prompt/completion set (only
- *   label=true rows when there is a label), returned as unpaired rows with label true.
+ * - sft (TRL SFTTrainer) takes, by the first row's columns: prompt/completion (only label=true rows when there
+ *   is a label; loss on the completion unless completion_only_loss is false), "messages" (the whole
+ *   conversation; assistant_only_loss: assistant tokens only), dataset_text_field (the whole text + EOS), or
+ *   a paired set (prompt + chosen). Rows come back as unpaired rows with label true; a row whose loss is not
+ *   "the completion" carries completion_mask (see sft.ts rowFromMask).
  */
-export async function prepareDataset(path: string, tok: Tokenizer, opts: DataOptions): Promise<PreparedDataset> {
+export async function prepareDataset(source: string | DataSource, tok: Tokenizer, opts: DataOptions): Promise<PreparedDataset> {
   const t0 = performance.now();
   const method = checkMethod(opts.method);
   const trunc = truncationOptions(opts);
+  const sft = method === "sft";
+  const sftOpts = {
+    dataset_text_field: opts.dataset_text_field ?? "text",
+    assistant_only_loss: sft && !!opts.assistant_only_loss,
+    completion_only_loss: sft ? opts.completion_only_loss ?? null : null,
+  };
+  const src = await toDataSource(source, { split: opts.split ?? "train", dataset_config: opts.dataset_config });
   const settings = {
     method, ...trunc, split: opts.split ?? null, skip_bad_rows: !!opts.skip_bad_rows,
     prompt_column: opts.prompt_column ?? null, chosen_column: opts.chosen_column ?? null, rejected_column: opts.rejected_column ?? null,
     completion_column: opts.completion_column ?? null, label_column: opts.label_column ?? null,
+    dataset_config: opts.dataset_config ?? null, source_key: src.key ?? null, ...(sft ? sftOpts : {}),
   };
   let cacheFile: string | null = null;
   if (opts.cacheDir !== null) {
-    const files = await resolveDataFiles(path, opts.split);
+    const files = src.files;
     cacheFile = cachePath(opts.cacheDir, await cacheKey(files, tok.fingerprint, settings));
     const hit = await readCache<TokenizedPair | TokenizedUnpaired, { kind: "paired" | "unpaired"; stats: PrepStats }>(cacheFile);
     if (hit) {
@@ -92,12 +116,12 @@ export async function prepareDataset(path: string, tok: Tokenizer, opts: DataOpt
     }
   }
 
-  const data = await loadExamples(path, { ...opts, split: opts.split });
+  const data = await loadExamples(src, { ...opts, sft, dataset_text_field: sftOpts.dataset_text_field });
   const stats: PrepStats = {
-    files: data.files, method, kind: "paired", sourceKind: data.kind, conversational: data.conversational,
+    source: src.name, files: data.files, method, kind: "paired", sourceKind: data.kind, conversational: data.conversational,
     implicitPrompt: data.implicitPrompt, unpairedFromPairs: false, rowsRead: data.rowsRead, rows: 0,
     badRowsSkipped: data.badRows, badRowMessages: [...data.badRowMessages], droppedPromptTooLong: 0,
-    droppedCompletionTooLong: 0, droppedEmptyCompletion: 0, droppedUndesirable: 0, truncatedRows: 0,
+    droppedCompletionTooLong: 0, droppedEmptyCompletion: 0, droppedUndesirable: 0, droppedNoTargets: 0, assistantMask: null, truncatedRows: 0,
     boundaryMerges: 0, templatePromptResets: 0, promptTokens: 0, completionTokens: 0, fromCache: false, cacheFile, seconds: 0,
   };
   if (data.conversational && !tok.chatTemplate) {
@@ -106,9 +130,17 @@ export async function prepareDataset(path: string, tok: Tokenizer, opts: DataOpt
     });
   }
 
+  if (sftOpts.assistant_only_loss && !data.conversational) {
+    throw new DataError("assistant_only_loss needs conversational data (messages, or conversational prompt/completion), and this dataset is plain text", {
+      file: data.files[0] ?? src.name, fix: "Set assistant_only_loss to false, or give the data as messages",
+    });
+  }
+
   let paired: PairExample[] = [];
   let unpaired: UnpairedExample[] = [];
-  if (method === "kto") {
+  if (data.kind === "text" || data.kind === "messages") {
+    // only sft detects these (formats.ts LoadOptions.sft)
+  } else if (method === "kto") {
     if (data.kind === "prompt_completion") throw new DataError(`kto needs a boolean "${opts.label_column ?? "label"}" column or a paired set`, { file: data.files[0], fix: "Add labels (true = desirable), or give chosen/rejected pairs" });
     if (data.kind === "paired") { unpaired = unpairExamples(data.paired); stats.unpairedFromPairs = true; } else unpaired = data.unpaired;
   } else if (method === "sft") {
@@ -127,7 +159,9 @@ export async function prepareDataset(path: string, tok: Tokenizer, opts: DataOpt
   }
   stats.kind = method === "kto" || method === "sft" ? "unpaired" : "paired";
 
-  const total = paired.length + unpaired.length;
+  const total = paired.length + unpaired.length + data.lm.length;
+  // SFT rows whose loss is not "the completion": whole sequences with a token mask (sft.ts)
+  const masked = sft && (sftOpts.completion_only_loss === false || sftOpts.assistant_only_loss);
   const bar = opts.progress ? new cliProgress.SingleBar({
     format: "tokenizing {bar} {value}/{total} rows | {eta_formatted} left",
     noTTYOutput: true, notTTYSchedule: 5000, stream: process.stderr, hideCursor: true,
@@ -177,8 +211,56 @@ export async function prepareDataset(path: string, tok: Tokenizer, opts: DataOpt
       stats.completionTokens += t.row.chosen_ids.length + t.row.rejected_ids.length;
       pairRows.push(t.row);
     }
+    const pushMasked = (m: MaskedIds) => {
+      const t = truncateMasked(m, trunc.max_length, trunc.truncation_mode);
+      if ("drop" in t) { stats.droppedNoTargets++; return; }
+      if (t.truncated) stats.truncatedRows++;
+      const row = rowFromMask(t.row);
+      stats.promptTokens += row.prompt_ids.length;
+      stats.completionTokens += row.completion_ids.length;
+      unpairedRows.push(row);
+    };
+    const noAssistant = () => new TokenizeError("assistant_only_loss: the conversation has no assistant tokens to train on");
+    for (const ex of data.lm) {
+      if (++done % 64 === 0) bar?.update(done);
+      let m: MaskedIds;
+      try {
+        if (typeof ex.text === "string") {
+          const ids = sftTextIds(tok, ex.text);
+          m = { ids, mask: new Array<number>(ids.length).fill(1) };
+        } else {
+          const r = sftMessages(tok, ex.text, { tools: ex.tools, kwargs: ex.templateKwargs, assistantOnly: sftOpts.assistant_only_loss });
+          if (r.method) stats.assistantMask ??= r.method;
+          if (sftOpts.assistant_only_loss && !hasTargets(r.mask)) throw noAssistant();
+          m = r;
+        }
+      } catch (e) { badRow(e, ex.ref, data.kind === "messages" ? "messages" : sftOpts.dataset_text_field); continue; }
+      pushMasked(m);
+    }
     for (const ex of unpaired) {
       if (++done % 64 === 0) bar?.update(done);
+      if (masked) {
+        let m: MaskedIds;
+        try {
+          const s = toStrings(ex.prompt, [ex.completion], ex);
+          const std = !data.conversational;
+          const j = tokenizeJoint(tok, s.prompt, [std ? withEosText(tok, s.completions[0]) : s.completions[0]], std);
+          if (j.merged) stats.boundaryMerges++;
+          const ids = [...j.prompt_ids, ...j.completions[0]];
+          const mask = ids.map((_, k) => (sftOpts.completion_only_loss === false || k >= j.prompt_ids.length ? 1 : 0));
+          if (sftOpts.assistant_only_loss) {
+            const a = assistantCharSpans(tok, [...(ex.prompt as Message[]), ...(ex.completion as Message[])], { tools: ex.tools, kwargs: ex.templateKwargs });
+            stats.assistantMask ??= a.method;
+            if (a.text !== s.prompt + s.completions[0]) throw new TemplateSplitError("assistant_only_loss: the chat template renders the conversation differently when marking assistant text");
+            const am = charSpansToTokenMask(tok, a.text, ids, a.spans);
+            for (let k = 0; k < ids.length; k++) mask[k] &= am[k];
+            if (!hasTargets(mask)) throw noAssistant();
+          }
+          m = { ids, mask };
+        } catch (e) { badRow(e, ex.ref, null); continue; }
+        pushMasked(m);
+        continue;
+      }
       let tokd: { prompt_ids: number[]; completion_ids: number[]; merged: boolean };
       try {
         const s = toStrings(ex.prompt, [ex.completion], ex);
@@ -203,8 +285,8 @@ export async function prepareDataset(path: string, tok: Tokenizer, opts: DataOpt
   stats.rows = rows.length;
   if (rows.length === 0) {
     throw new DataError("no rows left after validation and truncation", {
-      file: data.files.join(", "),
-      fix: `Dropped: ${stats.badRowsSkipped} bad, ${stats.droppedPromptTooLong} prompt ≥ max_length, ${stats.droppedCompletionTooLong} completion ≥ max_length, ${stats.droppedEmptyCompletion} empty completion. Raise max_length or check the data`,
+      file: data.files.join(", ") || src.name,
+      fix: `Dropped: ${stats.badRowsSkipped} bad, ${stats.droppedPromptTooLong} prompt ≥ max_length, ${stats.droppedCompletionTooLong} completion ≥ max_length, ${stats.droppedEmptyCompletion} empty completion, ${stats.droppedNoTargets} with no token to train on. Raise max_length or check the data`,
     });
   }
   stats.seconds = (performance.now() - t0) / 1000;

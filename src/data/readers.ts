@@ -2,7 +2,7 @@
 // snappy/zstd/gzip/brotli), and folders holding split files (train.jsonl, data/train-00000-of-00001.parquet).
 // Not a validator: rows come out as parsed values; src/data/formats.ts decides whether they make sense.
 // Parquet decoding runs in a worker thread (parquet.ts).
-import { createReadStream } from "node:fs";
+import { createReadStream, type Dirent } from "node:fs";
 import { open, readdir, stat } from "node:fs/promises";
 import { createInterface } from "node:readline";
 import { basename, extname, join } from "node:path";
@@ -10,6 +10,18 @@ import { DataError } from "./errors.ts";
 import { readParquetRecords } from "./parquet.ts";
 
 export type FileFormat = "jsonl" | "json" | "parquet";
+
+/**
+ * Where a dataset's rows come from, once resolved (hub.ts: a local file or folder, a Hugging Face cache
+ * snapshot; mixture.ts: several of those mixed). `files` are hashed for the tokenized-data cache, `key` holds
+ * whatever else selects the rows (a mixture's spec), `records` replaces reading `files` in order.
+ */
+export interface DataSource {
+  name: string;                                    // for messages: a path, a repo id, or "dataset_mixture"
+  files: string[];
+  key?: unknown;
+  records?: () => AsyncIterable<RawRecord>;
+}
 
 /** One row as read: either a parsed value or the reason it could not be parsed. */
 export interface RawRecord {
@@ -60,8 +72,11 @@ export async function resolveDataFiles(path: string, split?: string | null): Pro
   return files;
 }
 
-/** split name -> files, scanning <dir>, <dir>/data, and <dir>/<split>/ or <dir>/data/<split>/ sub-folders. */
-async function splitFiles(dir: string): Promise<Map<string, string[]>> {
+/**
+ * split name -> files, scanning <dir>, <dir>/data, and <dir>/<split>/ or <dir>/data/<split>/ sub-folders.
+ * Symbolic links count as what they point to (a Hugging Face cache snapshot is links into its blobs folder).
+ */
+export async function splitFiles(dir: string): Promise<Map<string, string[]>> {
   const out = new Map<string, string[]>();
   const add = (split: string, file: string) => {
     const list = out.get(split) ?? [];
@@ -73,12 +88,13 @@ async function splitFiles(dir: string): Promise<Map<string, string[]>> {
     try { entries = await readdir(base, { withFileTypes: true }); } catch { continue; }
     for (const e of entries) {
       const full = join(base, e.name);
-      if (e.isFile() && fileFormat(e.name)) {
+      const kind = await entryKind(e, full);
+      if (kind === "file" && fileFormat(e.name)) {
         // "train.jsonl", "train-00000-of-00003.parquet", "test_0.parquet" all name their split first
         const stem = basename(e.name, extname(e.name));
         const m = /^([A-Za-z][\w-]*?)(?:[-_.]\d+(?:-of-\d+)?)?$/.exec(stem);
         if (m) add(m[1], full);
-      } else if (e.isDirectory() && !(base === dir && e.name === "data")) {
+      } else if (kind === "dir" && !(base === dir && e.name === "data")) {
         let inner;
         try { inner = await readdir(full); } catch { continue; }
         for (const f of inner.sort()) if (fileFormat(f)) add(e.name, join(full, f));
@@ -87,6 +103,19 @@ async function splitFiles(dir: string): Promise<Map<string, string[]>> {
   }
   for (const list of out.values()) list.sort();
   return out;
+}
+
+/** "file", "dir" or null, following a symbolic link (a dangling one is null). */
+export async function entryKind(e: Dirent, full: string): Promise<"file" | "dir" | null> {
+  if (e.isFile()) return "file";
+  if (e.isDirectory()) return "dir";
+  if (!e.isSymbolicLink()) return null;
+  try {
+    const st = await stat(full);
+    return st.isFile() ? "file" : st.isDirectory() ? "dir" : null;
+  } catch {
+    return null;
+  }
 }
 
 /**

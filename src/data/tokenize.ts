@@ -22,6 +22,12 @@ export interface TokenizedUnpaired {
   prompt_ids: number[];
   completion_ids: number[];
   label: boolean;
+  /**
+   * SFT only: 1 where a completion token is trained on, 0 where not (same length as completion_ids), for
+   * masks that are not one contiguous completion (assistant_only_loss over several turns, packed chunks).
+   * Absent: every completion token counts. Prompt tokens never count.
+   */
+  completion_mask?: number[];
   /** Optional precomputed KL completion (TRL's KL_completion_ids); the collator rotates the batch otherwise. */
   kl_completion_ids?: number[];
 }
@@ -91,6 +97,16 @@ export function withEosText(tok: Tokenizer, completion: string): string {
 }
 
 /**
+ * One text as the DPO/KTO/SFT rules tokenize it: standard text with the tokenizer's special tokens (a BOS
+ * the text already starts with is not doubled: TRL issue #1073 family), template-rendered text without.
+ */
+export function encodeText(tok: Tokenizer, text: string, standard: boolean): number[] {
+  const ids = tok.encode(text, standard);
+  const bos = tok.bosTokenId;
+  return standard && bos != null && ids.length > 1 && ids[0] === bos && ids[1] === bos ? ids.slice(1) : ids;
+}
+
+/**
  * Current DPO/KTO tokenization: the prompt and each prompt+completion are tokenized whole (with the
  * tokenizer's special tokens for standard text, without for template-rendered text, whose BOS the template
  * wrote) and the completions are what follows the prompt. Where the prompt's tokens are not a prefix of the
@@ -99,13 +115,8 @@ export function withEosText(tok: Tokenizer, completion: string): string {
  * `completions` must already carry the EOS text for standard format (withEosText).
  */
 export function tokenizeJoint(tok: Tokenizer, prompt: string, completions: string[], standard: boolean): { prompt_ids: number[]; completions: number[][]; merged: boolean } {
-  const dedupe = (ids: number[]) => {
-    // a BOS in the text and one from the post-processor would double it; keep one (TRL issue #1073 family)
-    const bos = tok.bosTokenId;
-    return standard && bos != null && ids.length > 1 && ids[0] === bos && ids[1] === bos ? ids.slice(1) : ids;
-  };
-  const p = dedupe(tok.encode(prompt, standard));
-  const full = completions.map((c) => dedupe(tok.encode(prompt + c, standard)));
+  const p = encodeText(tok, prompt, standard);
+  const full = completions.map((c) => encodeText(tok, prompt + c, standard));
   let n = p.length;
   for (const f of full) n = Math.min(n, commonPrefix(p, f));
   return { prompt_ids: p.slice(0, n), completions: full.map((f) => f.slice(n)), merged: n < p.length };

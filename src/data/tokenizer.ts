@@ -31,6 +31,12 @@ export interface Tokenizer {
   chatTemplate: string | null;    // the template used when no tools are given
   chatTemplateSource: string;     // where it came from, for messages
   applyChatTemplate(messages: Message[], opts?: ChatTemplateOptions): string;
+  /**
+   * The chat rendered as applyChatTemplate does, and the character spans of `text` its {% generation %} …
+   * {% endgeneration %} blocks produced (transformers' return_assistant_tokens_mask); null when the template
+   * has no such blocks. Optional: tokenizers built elsewhere may lack it.
+   */
+  renderGenerationSpans?(messages: Message[], opts?: ChatTemplateOptions): { text: string; spans: [number, number][] } | null;
   fingerprint: string;            // sha256 over the tokenizer files and the template choice (cache key)
 }
 
@@ -113,16 +119,31 @@ export async function loadTokenizer(modelDir: string, opts: LoadTokenizerOptions
   if (named.size > 1 || chosenName !== "default") source = `${source} (template "${chosenName}")`;
   const chatTemplate = named.get(chosenName) ?? null;
   const compiled = new Map<string, Template>();
-  const compile = (name: string): Template => {
-    let t = compiled.get(name);
+  const compile = (name: string, marked = false): Template => {
+    const key = marked ? `${name}\u0000marked` : name;
+    let t = compiled.get(key);
     if (!t) {
-      try { t = new Template(named.get(name)!); } catch (e) {
+      try { t = new Template(marked ? markGenerationBlocks(named.get(name)!) : named.get(name)!); } catch (e) {
         throw new DataError(`cannot parse the chat template (${(e as Error).message})`, { file: source, fix: "Fix the template or pass chat_template" });
       }
-      compiled.set(name, t);
+      compiled.set(key, t);
     }
     return t;
   };
+  const templateName = (o: ChatTemplateOptions) =>
+    // transformers picks the "tool_use" template when tools are given and one exists
+    o.tools?.length && named.has("tool_use") && opts.chat_template == null ? "tool_use" : chosenName;
+  const render = (messages: Message[], o: ChatTemplateOptions, marked: boolean) => compile(templateName(o), marked).render({
+    ...templateVars,
+    ...(o.kwargs ?? {}),
+    messages,
+    tools: o.tools?.length ? o.tools : null,
+    documents: null,
+    add_generation_prompt: !!o.addGenerationPrompt,
+  });
+  const noTemplate = () => new DataError("the tokenizer has no chat template, so conversational data cannot be rendered", {
+    file: cfgPath, fix: "Pass chat_template (template text), use a model with a chat template, or give the data as plain strings",
+  });
 
   const fingerprint = createHash("sha256");
   for (const b of [tjBuf, cfgBuf, mapBuf, jinjaBuf, ctJsonBuf]) {
@@ -154,25 +175,59 @@ export async function loadTokenizer(modelDir: string, opts: LoadTokenizerOptions
     chatTemplateSource: chatTemplate ? source : "(none)",
     fingerprint: fingerprint.digest("hex"),
     applyChatTemplate(messages, o = {}) {
-      if (!chatTemplate) {
-        throw new DataError("the tokenizer has no chat template, so conversational data cannot be rendered", {
-          file: cfgPath, fix: "Pass chat_template (template text), use a model with a chat template, or give the data as plain strings",
-        });
-      }
+      if (!chatTemplate) throw noTemplate();
       if (o.addGenerationPrompt && o.continueFinalMessage) throw new Error("addGenerationPrompt and continueFinalMessage exclude each other");
-      // transformers picks the "tool_use" template when tools are given and one exists
-      const name = o.tools?.length && named.has("tool_use") && opts.chat_template == null ? "tool_use" : chosenName;
-      const rendered = compile(name).render({
-        ...templateVars,
-        ...(o.kwargs ?? {}),
-        messages,
-        tools: o.tools?.length ? o.tools : null,
-        documents: null,
-        add_generation_prompt: !!o.addGenerationPrompt,
-      });
+      const rendered = render(messages, o, false);
       return o.continueFinalMessage ? cutAfterFinalMessage(rendered, messages) : rendered;
     },
+    renderGenerationSpans(messages, o = {}) {
+      if (!chatTemplate) throw noTemplate();
+      if (o.continueFinalMessage) throw new Error("renderGenerationSpans renders whole conversations (no continueFinalMessage)");
+      if (!hasGenerationBlocks(named.get(templateName(o))!)) return null;
+      return generationSpans(render(messages, o, true));
+    },
   };
+}
+
+const GEN_TAG = /{%(-?)\s*(end)?generation\s*(-?)%}/g;
+const GEN_OPEN = "\uE000", GEN_CLOSE = "\uE001";   // private-use characters: never produced by a template
+
+/** Whether a chat template marks assistant text with {% generation %} blocks (transformers' assistant masks). */
+export function hasGenerationBlocks(template: string): boolean {
+  return new RegExp(GEN_TAG.source).test(template);
+}
+
+/**
+ * The template with each {% generation %} / {% endgeneration %} tag replaced by a block that prints a marker
+ * character and strips whitespace as the tag's "-" asked (the jinja library drops these tags otherwise).
+ */
+function markGenerationBlocks(template: string): string {
+  return template.replace(GEN_TAG, (_, l: string, end: string | undefined, r: string) => `{%${l} if true %}${end ? GEN_CLOSE : GEN_OPEN}{% endif ${r}%}`);
+}
+
+/** Strips the markers from a rendering and returns the character spans between them. */
+function generationSpans(marked: string): { text: string; spans: [number, number][] } {
+  let text = "";
+  const spans: [number, number][] = [];
+  let open: number | null = null;
+  let last = 0;
+  for (let i = 0; i < marked.length; i++) {
+    const c = marked[i];
+    if (c !== GEN_OPEN && c !== GEN_CLOSE) continue;
+    text += marked.slice(last, i);
+    last = i + 1;
+    if (c === GEN_OPEN) {
+      if (open !== null) throw new Error("the chat template opens a {% generation %} block inside another one, or the data contains U+E000");
+      open = text.length;
+    } else {
+      if (open === null) throw new Error("the chat template closes a {% generation %} block it did not open, or the data contains U+E001");
+      if (text.length > open) spans.push([open, text.length]);
+      open = null;
+    }
+  }
+  text += marked.slice(last);
+  if (open !== null) throw new Error("the chat template leaves a {% generation %} block open");
+  return { text, spans };
 }
 
 /**

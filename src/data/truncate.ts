@@ -22,12 +22,17 @@ function positiveOrNull(name: string, v: unknown): number | null {
   return v;
 }
 
-/** Checks and fills in the truncation options (max_length defaults to 1024, truncation_mode to keep_start). */
-export function truncationOptions(o: Partial<TruncationOptions>): TruncationOptions {
+/**
+ * Checks and fills in the truncation options (max_length defaults to 1024, truncation_mode to keep_start).
+ * max_seq_length, SFTConfig's deprecated name for max_length, wins when set, as it did in TRL.
+ */
+export function truncationOptions(o: Partial<TruncationOptions> & { max_seq_length?: number | null }): TruncationOptions {
   const mode = o.truncation_mode ?? "keep_start";
   if (mode !== "keep_start" && mode !== "keep_end") throw new Error(`truncation_mode must be "keep_start" or "keep_end", got ${JSON.stringify(mode)}`);
+  const maxLength = o.max_seq_length != null ? positiveOrNull("max_seq_length", o.max_seq_length)
+    : o.max_length === undefined ? 1024 : positiveOrNull("max_length", o.max_length);
   return {
-    max_length: o.max_length === undefined ? 1024 : positiveOrNull("max_length", o.max_length),
+    max_length: maxLength,
     max_prompt_length: positiveOrNull("max_prompt_length", o.max_prompt_length),
     max_completion_length: positiveOrNull("max_completion_length", o.max_completion_length),
     truncation_mode: mode,
