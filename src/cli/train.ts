@@ -9,8 +9,11 @@ import { configHelp, loadConfig, METHODS } from "../train/config.ts";
 import { train } from "../train/loop.ts";
 
 const TRAIN_HELP = `
-CONFIG is a YAML or JSON file of TRL-style keys; every key can also be given (or overridden) on the command
-line as --key value (dashes or underscores; lists as a,b or JSON; null as null). Example:
+CONFIG is a YAML or JSON file of TRL-style keys (or give it as --config FILE, as trl dpo does); every key can
+also be given (or overridden) on the command line, as HfArgumentParser reads it: --key value or --key=value
+(dashes or underscores), a bare --flag for true and --no_flag for false (every true/false key, the ignored ones
+included), several values after a list key (--lora_target_modules q_proj v_proj) or a,b or JSON, mappings as
+JSON, null as null. Every problem of the file and the command line is reported at once. Example:
 
   preftune train presets/smollm2-135m-orpo.yaml --model_name_or_path ./SmolLM2-135M-Instruct --output_dir runs/orpo --max_steps 100
 

@@ -154,6 +154,30 @@ export interface SaveOptions {
 }
 
 const TORCH_DTYPE = { F32: "float32", BF16: "bfloat16", F16: "float16" } as const;
+export type SaveDtype = keyof typeof TORCH_DTYPE;
+
+/** A torch dtype name ("bfloat16", "torch.float16", "half", ...) as a stored dtype, or null when it is not a float dtype we write. */
+export function saveDtypeOf(name: unknown): SaveDtype | null {
+  if (typeof name !== "string") return null;
+  const n = name.replace(/^torch\./, "");
+  return n === "bfloat16" || n === "bf16" ? "BF16" : n === "float16" || n === "half" || n === "fp16" ? "F16" : n === "float32" || n === "float" || n === "fp32" ? "F32" : null;
+}
+
+/**
+ * The dtype a folder's weights are in, as transformers' dtype="auto" reads it: config.json's dtype (or its
+ * older name torch_dtype), else the dtype of its first floating-point tensor; F32 when neither says.
+ */
+export function storedDtype(configJson: Record<string, unknown>, files: ModelFiles): SaveDtype {
+  const fromConfig = saveDtypeOf(configJson.dtype ?? configJson.torch_dtype);
+  if (fromConfig) return fromConfig;
+  for (const h of files.shards) {
+    for (const t of h.tensors.values()) {
+      const d = t.dtype as string;
+      if (d === "F32" || d === "BF16" || d === "F16") return d;
+    }
+  }
+  return "F32";
+}
 
 /**
  * Write a transformers-loadable folder: config.json (torch_dtype/dtype set to the stored dtype), and

@@ -10,7 +10,7 @@ import { basename, dirname, join, resolve } from "node:path";
 import { randomBytes } from "node:crypto";
 import type { AdamW, LoraAdapter, NativeModel } from "../core/native.ts";
 import type { ParamInfo } from "../core/types.ts";
-import { INDEX_FILE, loadWeightsInto, saveModel, SINGLE_FILE } from "../models/checkpoint.ts";
+import { INDEX_FILE, loadWeightsInto, saveModel, SINGLE_FILE, type SaveDtype } from "../models/checkpoint.ts";
 import { ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, loadAdapterWeights, readAdapterFolder, saveAdapter, writeAdapterFiles } from "../models/peft.ts";
 import { readHeader, readTensor, writeSafetensors, type TensorToWrite } from "../models/safetensors.ts";
 import type { DataOrderState, LoopState, SchedulerState, TrainerStateJson } from "./state.ts";
@@ -217,6 +217,7 @@ export interface ModelCard {
   epoch: number;
   hyperparameters: Record<string, unknown>;
   finalMetrics: Record<string, number>;
+  dtype?: string;                       // stored dtype of the weights (F32, BF16, F16)
 }
 
 function modelCard(c: ModelCard): string {
@@ -225,7 +226,7 @@ function modelCard(c: ModelCard): string {
   return [
     "---", `base_model: ${JSON.stringify(c.baseModel)}`, `library_name: ${c.adapter ? "peft" : "transformers"}`, `tags: [preftune, ${c.method}${c.adapter ? ", lora" : ""}]`, "---", "",
     `# ${c.method.toUpperCase()} ${c.adapter ? "LoRA adapter" : "fine-tune"} of ${basename(c.baseModel)}`, "",
-    `Trained with preftune (method \`${c.method}\`, TRL-compatible settings) on \`${c.dataset}\` for ${c.steps} optimizer steps (${c.epoch.toFixed(2)} epochs), fp32 on CPU.`,
+    `Trained with preftune (method \`${c.method}\`, TRL-compatible settings) on \`${c.dataset}\` for ${c.steps} optimizer steps (${c.epoch.toFixed(2)} epochs), fp32 on CPU${c.dtype && c.dtype !== "F32" ? `; weights saved as ${c.dtype}` : ""}.`,
     c.adapter
       ? "The adapter loads with PEFT: `PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_model), this_folder)` (or `AutoPeftModelForCausalLM.from_pretrained(this_folder)`); metrics.jsonl holds the training log."
       : "The weights load with transformers' `AutoModelForCausalLM.from_pretrained` from this folder; metrics.jsonl holds the training log.", "",
@@ -237,12 +238,14 @@ function modelCard(c: ModelCard): string {
 /**
  * The final model into output_dir itself (next to metrics.jsonl and the checkpoints): config.json and the
  * weight files (saved to a hidden sibling, then each renamed into place), tokenizer files, README.md.
+ * `dtype` is the stored dtype (the run's dtype, by default the input checkpoint's); checkpoint-N/ folders
+ * always keep fp32 so that a resume continues from exactly the trained weights.
  */
-export function saveFinalModel(outputDir: string, model: NativeModel, configJson: Record<string, unknown>, tokenizerDir: string | null, card: ModelCard, chatTemplate?: string | null): void {
+export function saveFinalModel(outputDir: string, model: NativeModel, configJson: Record<string, unknown>, tokenizerDir: string | null, card: ModelCard, chatTemplate?: string | null, dtype: SaveDtype = "F32"): void {
   const out = resolve(outputDir);
   const tmp = join(out, `.final-model.tmp-${process.pid}-${randomBytes(4).toString("hex")}`);
   try {
-    saveModel(tmp, configJson, model.table, model.params);
+    saveModel(tmp, configJson, model.table, model.params, { dtype });
     for (const stale of readdirSync(out)) {
       // An adapter left by an earlier LoRA run would make transformers load base + adapter instead of these weights.
       if (/^model-\d+-of-\d+\.safetensors$/.test(stale) || stale === INDEX_FILE || stale === SINGLE_FILE || stale === ADAPTER_CONFIG_FILE || stale === ADAPTER_WEIGHTS_FILE) rmSync(join(out, stale), { force: true });

@@ -1,23 +1,27 @@
 // The `preftune train` configuration: one schema of TRL/HF snake_case keys (type, per-method default, doc)
-// that validates YAML/JSON files and `--key value` overrides and also renders `--help`, so the two cannot
-// drift. Unknown keys get the closest valid key; conflicting values name both keys.
+// that validates YAML/JSON files and command lines and also renders `--help`, so they cannot drift. Keys that
+// change nothing here (config-compat.ts) are accepted with their reason printed once; deprecated names map onto
+// their current key with a note; unknown keys get a suggestion by meaning first, then by spelling. Every
+// problem of a file and its command line is reported at once.
 // Not the training loop (loop.ts) and not the loss math (src/losses): this only produces a checked object.
-import { readFileSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { extname } from "node:path";
 import { parse as parseYaml } from "yaml";
 import { DPO_LOSS_TYPES, F_DIVERGENCE_TYPES } from "../losses/dpo.ts";
 import { resolveTargetModules } from "../models/peft.ts";
-import { SCHEDULER_TYPES } from "./schedule.ts";
+import { ALIASES, COMPAT_KEYS, MISNAMES, type CompatKey, type CompatKind } from "./config-compat.ts";
+import { METRIC_SCHEDULERS, SCHEDULER_TYPES, schedulerKwargsProblems } from "./schedule.ts";
 
 export const METHODS = ["orpo", "dpo", "ipo", "kto", "simpo", "cpo", "sft"] as const;
 export type TrainMethod = (typeof METHODS)[number];
 const PREFERENCE: readonly TrainMethod[] = ["orpo", "dpo", "ipo", "kto", "simpo", "cpo"];
 const WITH_REFERENCE: readonly TrainMethod[] = ["dpo", "ipo", "kto"];
 
-type Group = "run" | "data" | "optimizer" | "schedule" | "logging" | "method" | "peft" | "ignored";
+type Group = "run" | "data" | "optimizer" | "schedule" | "logging" | "method" | "peft" | "compat";
 const GROUP_TITLES: Record<Group, string> = {
-  run: "Run", data: "Data and tokenization", optimizer: "Optimizer (AdamW)", schedule: "Steps and schedule",
-  logging: "Logging, evaluation, checkpoints", method: "Method (loss) settings", peft: "LoRA (PEFT adapters)", ignored: "Accepted and ignored (fp32 CPU)",
+  run: "Run and model", data: "Data and tokenization", optimizer: "Optimizer (AdamW)", schedule: "Steps and schedule",
+  logging: "Logging, evaluation, checkpoints", method: "Method (loss) settings", peft: "LoRA (PEFT adapters)",
+  compat: "Accepted for compatibility (no effect here; a recipe that sets one gets its reason printed once)",
 };
 
 /** One config key: how to read it, its default (possibly per method) and its one-line doc. */
@@ -29,20 +33,36 @@ interface Field<T> {
   methods?: readonly TrainMethod[];              // the key only applies to these methods
   check(v: unknown): T;                          // throws a short reason
   cli(s: string): unknown;                       // a command-line string -> raw value for check()
+  bare?: "bool" | "optional";                    // bare --key means true; "bool": only a true/false word may follow as its value
+  list?: boolean;                                // takes several values on the command line (argparse nargs="+")
 }
 
 const fail = (why: string): never => { throw new Error(why); };
+const TRUE_WORDS = ["true", "yes", "t", "y", "1"], FALSE_WORDS = ["false", "no", "f", "n", "0"];   // HfArgumentParser's string_to_bool
+const isBoolWord = (s: string) => TRUE_WORDS.includes(s.toLowerCase()) || FALSE_WORDS.includes(s.toLowerCase());
 const cliNull = (s: string) => (s === "null" || s === "none" || s === "None" ? null : undefined);
 function cliNumber(s: string): unknown { const n = cliNull(s); return n === null ? null : s.trim() !== "" && Number.isFinite(Number(s)) ? Number(s) : s; }
-function cliBool(s: string): unknown { return s === "true" || s === "1" || s === "" ? true : s === "false" || s === "0" ? false : s; }
+function cliBool(s: string): unknown { return s === "" || TRUE_WORDS.includes(s.toLowerCase()) ? true : FALSE_WORDS.includes(s.toLowerCase()) ? false : cliNull(s) === null ? null : s; }
 function cliString(s: string): unknown { return cliNull(s) === null ? null : s; }
 function cliList(s: string): unknown {
+  if (cliNull(s) === null) return null;
   if (s.trim().startsWith("[")) { try { return JSON.parse(s); } catch { return s; } }
   return s.includes(",") ? s.split(",").map((x) => x.trim()) : s;
 }
+function cliDict(s: string): unknown {
+  if (cliNull(s) === null) return null;
+  if (s.trim().startsWith("{")) { try { return JSON.parse(s); } catch { return s; } }
+  return s;
+}
+function cliAny(s: string): unknown {
+  if (isBoolWord(s) && !/^[01]$/.test(s)) return cliBool(s);
+  const n = cliNumber(s);
+  if (typeof n === "number" || n === null) return n;
+  return s.trim().startsWith("{") || s.trim().startsWith("[") ? (() => { try { return JSON.parse(s); } catch { return s; } })() : s;
+}
 
 function num<N extends boolean = false>(group: Group, doc: string, def: number | null | ((m: TrainMethod) => number | null),
-  o: { min?: number; gt?: number; max?: number; int?: boolean; nullable?: N; methods?: readonly TrainMethod[] } = {}): Field<N extends true ? number | null : number> {
+  o: { min?: number; gt?: number; max?: number; int?: boolean; intAbove1?: boolean; nullable?: N; methods?: readonly TrainMethod[] } = {}): Field<N extends true ? number | null : number> {
   const type = (o.int ? "int" : "float") + (o.nullable ? " | null" : "");
   return {
     type, group, doc, def: def as never, methods: o.methods, cli: cliNumber,
@@ -51,6 +71,8 @@ function num<N extends boolean = false>(group: Group, doc: string, def: number |
       if (typeof v !== "number" || !Number.isFinite(v)) fail(`must be a ${o.int ? "whole " : ""}number${o.nullable ? " or null" : ""}`);
       const n = v as number;
       if (o.int && !Number.isInteger(n)) fail("must be a whole number");
+      // transformers: a step interval above 1 is a count and must be whole; below 1 it is a share of the total
+      if (o.intAbove1 && n > 1 && !Number.isInteger(n)) fail("must be a whole number when above 1 (a value below 1 is a fraction of the total steps)");
       if (o.min !== undefined && n < o.min) fail(`must be ≥ ${o.min}`);
       if (o.gt !== undefined && n <= o.gt) fail(`must be > ${o.gt}`);
       if (o.max !== undefined && n > o.max) fail(`must be ≤ ${o.max}`);
@@ -59,7 +81,10 @@ function num<N extends boolean = false>(group: Group, doc: string, def: number |
   };
 }
 function bool(group: Group, doc: string, def: boolean | ((m: TrainMethod) => boolean), methods?: readonly TrainMethod[]): Field<boolean> {
-  return { type: "bool", group, doc, def, methods, cli: cliBool, check: (v) => (typeof v === "boolean" ? v : fail("must be true or false")) };
+  return { type: "bool", group, doc, def, methods, cli: cliBool, bare: "bool", check: (v) => (typeof v === "boolean" ? v : fail("must be true or false")) };
+}
+function nullableBool(group: Group, doc: string, def: boolean | null): Field<boolean | null> {
+  return { type: "bool | null", group, doc, def, cli: cliBool, bare: "bool", check: (v) => (typeof v === "boolean" || v === null ? v : fail("must be true, false or null")) };
 }
 function str<N extends boolean = true>(group: Group, doc: string, def: string | null, nullable: N = true as N): Field<N extends true ? string | null : string> {
   return {
@@ -73,22 +98,77 @@ function oneOf<const V extends string>(group: Group, doc: string, values: readon
     check: (v) => (values.includes(v as V) ? (v as V) : fail(`must be one of ${values.join(", ")}`)),
   };
 }
-/** Accepted for compatibility with TRL recipes and ignored; the note says why. */
-function ignored(doc: string): Field<unknown> {
-  return { type: "any", group: "ignored", doc, def: null, cli: (s) => cliBool(s) === s ? cliNumber(s) : cliBool(s), check: (v) => v };
+function dict(group: Group, doc: string): Field<Record<string, unknown> | null> {
+  return {
+    type: "mapping | null", group, doc, def: null, cli: cliDict,
+    check(v) {
+      // transformers parses a dict field given as a JSON string (TrainingArguments._VALID_DICT_FIELDS)
+      if (typeof v === "string" && v.trim().startsWith("{")) { try { v = JSON.parse(v); } catch { fail("is a string that is not valid JSON"); } }
+      return v === null ? null : typeof v === "object" && !Array.isArray(v) ? (v as Record<string, unknown>) : fail('must be a mapping (YAML, or JSON on the command line: \'{"key": value}\') or null');
+    },
+  };
 }
 
-export const SCHEMA = {
-  // run
+/** An accepted-for-compatibility key (config-compat.ts) as a schema field: checked by kind, no effect. */
+function compatField(k: CompatKey): Field<unknown> {
+  const kinds: Record<CompatKind, { type: string; cli: (s: string) => unknown; ok: (v: unknown) => boolean; what: string }> = {
+    bool: { type: "bool", cli: cliBool, ok: (v) => typeof v === "boolean", what: "true or false" },
+    int: { type: "int", cli: cliNumber, ok: (v) => Number.isInteger(v), what: "a whole number" },
+    float: { type: "float", cli: cliNumber, ok: (v) => typeof v === "number" && Number.isFinite(v), what: "a number" },
+    string: { type: "string", cli: cliString, ok: (v) => typeof v === "string", what: "a string" },
+    list: { type: "list", cli: cliList, ok: (v) => Array.isArray(v) || typeof v === "string", what: "a list" },
+    dict: { type: "mapping", cli: cliDict, ok: (v) => (typeof v === "object" && !Array.isArray(v)) || typeof v === "string", what: "a mapping" },
+    any: { type: "any", cli: cliAny, ok: () => true, what: "any value" },
+  };
+  const c = kinds[k.kind];
+  return {
+    type: c.type, group: "compat", doc: k.why, def: k.def, cli: c.cli, bare: k.kind === "bool" ? "bool" : undefined, list: k.kind === "list",
+    check(v) {
+      if (v !== null && !c.ok(v)) fail(`must be ${c.what}${k.values ? ` (${k.values.join(", ")})` : ""}`);
+      if (k.values && v !== null && !k.values.includes(String(v))) fail(`must be one of ${k.values.join(", ")}`);
+      return v;
+    },
+  };
+}
+
+/** transformers' optim names that run AdamW: the first run as given, the second list as fp32 AdamW with a note. */
+const ADAMW = ["adamw_torch", "adamw_torch_fused", "adamw_hf", "adamw", "adamw_torch_xla", "adamw_torch_npu_fused", "adamw_apex_fused", "adamw_anyprecision"];
+const ADAMW_LOWBIT = ["adamw_bnb_8bit", "adamw_8bit", "paged_adamw_8bit", "paged_adamw_32bit", "adamw_torch_8bit", "adamw_torch_4bit"];
+const OTHER_OPTIMIZERS = [
+  "adafactor", "ademamix", "sgd", "adagrad", "ademamix_8bit", "lion_8bit", "lion_32bit", "paged_ademamix_32bit", "paged_ademamix_8bit",
+  "paged_lion_32bit", "paged_lion_8bit", "rmsprop", "rmsprop_bnb", "rmsprop_bnb_8bit", "rmsprop_bnb_32bit", "galore_adamw", "galore_adamw_8bit",
+  "galore_adafactor", "galore_adamw_layerwise", "galore_adamw_8bit_layerwise", "galore_adafactor_layerwise", "lomo", "adalomo", "grokadamw",
+  "schedule_free_radam", "schedule_free_adamw", "schedule_free_sgd", "apollo_adamw", "apollo_adamw_layerwise", "stable_adamw",
+];
+const DTYPES = ["auto", "bfloat16", "float16", "float32"] as const;
+
+const HONOURED = {
+  // run and model
   method: oneOf("run", "training method (TRL trainer): orpo, dpo, ipo (DPO with loss_type ipo), kto, simpo (CPO with loss_type simpo, cpo_alpha 0), cpo, sft", METHODS, "orpo"),
   model_name_or_path: str("run", "local Hugging Face model folder (config.json, model.safetensors, tokenizer.json)", null),
-  output_dir: str("run", "run folder: metrics.jsonl, checkpoint-N/, the final model", null),
-  resume_from_checkpoint: { type: "string | bool | null", group: "run", doc: "a checkpoint folder to continue from, or true for the latest complete checkpoint-N in output_dir", def: null, cli: (s: string) => (cliBool(s) === s ? cliString(s) : cliBool(s)), check: (v: unknown) => (v === null || typeof v === "boolean" || (typeof v === "string" && v !== "") ? v : fail("must be a path, true/false or null")) } as Field<string | boolean | null>,
-  seed: num("run", "seed of the data order (and of nothing else: there is no dropout)", 42, { int: true, min: 0 }),
+  output_dir: str("run", "run folder: metrics.jsonl, checkpoint-N/, the final model (transformers 5's default: trainer_output)", "trainer_output"),
+  resume_from_checkpoint: { type: "string | bool | null", group: "run", doc: "a checkpoint folder to continue from, or true for the latest complete checkpoint-N in output_dir", def: null, bare: "optional", cli: (s: string) => (isBoolWord(s) ? cliBool(s) : cliString(s)), check: (v: unknown) => (v === null || typeof v === "boolean" || (typeof v === "string" && v !== "") ? v : fail("must be a path, true/false or null")) } as Field<string | boolean | null>,
+  seed: num("run", "seed of the data order and of the LoRA initialisation (there is no dropout)", 42, { int: true, min: 0 }),
+  data_seed: num("run", "seed of the data order only (null: seed), as transformers' data_seed", null, { int: true, min: 0, nullable: true }),
   threads: num("run", "native threads (0 = all cores)", 0, { int: true, min: 0 }),
+  dtype: { type: `${DTYPES.join(" | ")} | null`, group: "run", doc: "dtype of the saved model (final and merged): auto keeps the input checkpoint's (config.json dtype, else its tensors'); compute is always fp32. TRL's CLI loads float32 by default since 0.27; preftune keeps the input's dtype unless asked", def: "auto", cli: cliString, check: (v: unknown) => (v === null ? "auto" : DTYPES.includes(v as never) ? v : fail(`must be one of ${DTYPES.join(", ")}`)) } as Field<(typeof DTYPES)[number]>,
   // data
   dataset: str("data", "training data: a .jsonl/.json/.parquet file or a folder (its train split)", null),
   eval_dataset: str("data", "evaluation data; default: the dataset folder's test split when there is one", null),
+  dataset_name: str("data", "TRL ScriptArguments: the data set; a local file or folder here (no hub downloads), read as dataset when dataset is not set", null),
+  dataset_config: str("data", "TRL ScriptArguments: the data set's configuration (subset) name", null),
+  dataset_train_split: str("data", "TRL ScriptArguments: split to train on", "train", false),
+  dataset_test_split: str("data", "TRL ScriptArguments: split to evaluate on", "test", false),
+  dataset_mixture: dict("data", "alignment-handbook: {datasets: [{id, config, split, columns, weight}], seed, test_split_size}; ids are local paths here"),
+  datasets: { type: "mapping[] | null", group: "data", doc: "TRL DatasetMixtureConfig (trl dpo --config): [{path, name, data_dir, data_files, split, columns, fraction}]; paths are local here", def: null, cli: cliList, check: (v: unknown) => (v === null || (Array.isArray(v) && v.every((x) => x !== null && typeof x === "object" && !Array.isArray(x))) ? v : fail("must be a list of {path, split, ...} mappings or null")) } as Field<Record<string, unknown>[] | null>,
+  test_split_size: num("data", "TRL DatasetMixtureConfig: hold out this fraction (< 1) or number of rows of the mixture as the test split", null, { gt: 0, nullable: true }),
+  dataset_text_field: str("data", "sft: column holding plain text rows (TRL SFTConfig)", "text", false),
+  packing: bool("data", "sft: pack several rows into each max_length sequence (TRL SFTConfig)", false),
+  packing_strategy: oneOf("data", "sft: how rows are packed (TRL SFTConfig)", ["bfd", "bfd_split", "wrapped"] as const, "bfd"),
+  eval_packing: nullableBool("data", "sft: pack the eval split too (null: as packing)", null),
+  assistant_only_loss: bool("data", "sft: loss only on assistant turns of conversational rows (TRL SFTConfig)", false),
+  completion_only_loss: nullableBool("data", "sft: loss only on the completion of prompt-completion rows (null: TRL's default, yes for such rows)", null),
+  chat_template_path: str("data", "a Jinja chat template file (or a tokenizer folder) to use instead of the tokenizer's (TRL SFTConfig)", null),
   max_length: num("data", "max tokens of prompt+completion (null: no limit)", 1024, { int: true, min: 1, nullable: true }),
   max_prompt_length: num("data", "max prompt tokens (classic TRL truncation; null: none)", null, { int: true, min: 1, nullable: true }),
   max_completion_length: num("data", "max completion tokens (null: none)", null, { int: true, min: 1, nullable: true }),
@@ -102,7 +182,7 @@ export const SCHEMA = {
   dataset_cache_dir: str("data", "folder of the tokenized-dataset cache (null: no cache)", ".cache/preftune"),
   skip_bad_rows: bool("data", "skip (and count) malformed rows instead of stopping", false),
   pad_to_multiple_of: num("data", "pad each batch's length to a multiple of this", null, { int: true, min: 1, nullable: true }),
-  train_sampling_strategy: oneOf("data", "batch order: random (reshuffled each epoch from seed) or sequential; TRL KTO uses sequential", ["random", "sequential"] as const, (m) => (m === "kto" ? "sequential" : "random")),
+  train_sampling_strategy: oneOf("data", "batch order: random (reshuffled each epoch from seed), sequential (TRL KTO's default), or group_by_length (random, rows of similar length together)", ["random", "sequential", "group_by_length", "batch_rebalance"] as const, (m) => (m === "kto" ? "sequential" : "random")),
   group_by_length: bool("data", "batch rows of similar length together (less padding)", false),
   dataloader_drop_last: bool("data", "drop the last incomplete batch of each epoch", false),
   precompute_ref_log_probs: bool("data", "compute the reference log-probs once before training (saved as ref_logps.safetensors in output_dir) instead of keeping a reference model", false, WITH_REFERENCE),
@@ -114,33 +194,37 @@ export const SCHEMA = {
   adam_epsilon: num("optimizer", "AdamW ε", 1e-8, { gt: 0 }),
   weight_decay: num("optimizer", "decoupled weight decay (not applied to biases and norm weights)", 0, { min: 0 }),
   max_grad_norm: num("optimizer", "clip the global gradient norm to this (0 or null: no clipping); the pre-clip norm is logged as grad_norm", 1.0, { min: 0, nullable: true }),
-  optim: oneOf("optimizer", "optimizer; only AdamW exists here (the torch names are accepted)", ["adamw_torch", "adamw_torch_fused", "adamw_hf", "adamw"] as const, "adamw_torch"),
+  optim: { type: "string", group: "optimizer", doc: `optimizer: every AdamW name runs AdamW (${ADAMW.join(", ")}); ${ADAMW_LOWBIT.join(", ")} run fp32 AdamW for now (8-bit states come with QLoRA support); other transformers optimizers are refused`, def: "adamw_torch", cli: cliString, check: (v: unknown) => (typeof v === "string" && [...ADAMW, ...ADAMW_LOWBIT, ...OTHER_OPTIMIZERS].includes(v) ? v : fail(`must be a transformers optim name (${ADAMW[0]}, ${ADAMW_LOWBIT[0]}, ...)`)) } as Field<string>,
   // steps and schedule
   per_device_train_batch_size: num("schedule", "pairs (rows for kto/sft) per micro-batch", 8, { int: true, min: 1 }),
   per_device_eval_batch_size: num("schedule", "pairs (rows) per evaluation batch", 8, { int: true, min: 1 }),
   gradient_accumulation_steps: num("schedule", "micro-batches per optimizer step", 1, { int: true, min: 1 }),
   num_train_epochs: num("schedule", "passes over the training data (ignored when max_steps > 0)", 3, { gt: 0 }),
   max_steps: num("schedule", "total optimizer steps; > 0 overrides num_train_epochs", -1, { int: true }),
-  lr_scheduler_type: oneOf("schedule", "learning-rate schedule (transformers' shapes)", SCHEDULER_TYPES, "linear"),
-  warmup_ratio: num("schedule", "fraction of the total steps spent in linear warmup", 0, { min: 0, max: 1 }),
-  warmup_steps: num("schedule", "warmup steps (set this or warmup_ratio, not both)", 0, { int: true, min: 0 }),
+  lr_scheduler_type: oneOf("schedule", `learning-rate schedule (transformers' shapes; ${METRIC_SCHEDULERS.join(" and ")} step on eval metrics and are not built)`, SCHEDULER_TYPES, "linear"),
+  lr_scheduler_kwargs: dict("schedule", "the schedule's own arguments, as transformers: cosine {num_cycles}, cosine_with_restarts {num_cycles}, polynomial {lr_end, power}, inverse_sqrt {timescale}, cosine_with_min_lr {min_lr | min_lr_rate, num_cycles}, cosine_warmup_with_min_lr {+ warmup_lr_rate}, warmup_stable_decay {num_decay_steps, num_stable_steps, warmup_type, decay_type, min_lr_ratio, num_cycles}"),
+  warmup_steps: num("schedule", "linear warmup: a step count, or a fraction of the total steps when below 1 (transformers 5)", 0, { min: 0, intAbove1: true }),
+  warmup_ratio: num("schedule", "transformers 4's warmup fraction (removed in 5: warmup_steps below 1 says the same); used when warmup_steps is 0", 0, { min: 0, max: 1 }),
   // logging, eval, checkpoints
-  logging_steps: num("logging", "log every N optimizer steps (metrics averaged over the interval); < 1 is a fraction of the total", 10, { gt: 0 }),
+  logging_strategy: oneOf("logging", "when to log training metrics: every logging_steps, at the end of each epoch, or never (the final summary is always logged)", ["no", "steps", "epoch"] as const, "steps"),
+  logging_steps: num("logging", "log every N optimizer steps (metrics averaged over the interval); < 1 is a fraction of the total", 10, { gt: 0, intAbove1: true }),
   logging_first_step: bool("logging", "also log after the first step", false),
-  eval_strategy: oneOf("logging", "when to evaluate on the eval split", ["no", "steps", "epoch"] as const, "no"),
-  eval_steps: num("logging", "evaluate every N steps with eval_strategy steps (null: logging_steps)", null, { gt: 0, nullable: true }),
+  eval_strategy: oneOf("logging", "when to evaluate on the eval split (setting eval_steps alone means steps)", ["no", "steps", "epoch"] as const, "no"),
+  eval_steps: num("logging", "evaluate every N steps with eval_strategy steps; < 1 is a fraction of the total (null: logging_steps)", null, { gt: 0, nullable: true, intAbove1: true }),
+  eval_delay: num("logging", "no evaluation before this many steps (eval_strategy steps) or epochs (eval_strategy epoch)", 0, { min: 0 }),
   eval_on_start: bool("logging", "evaluate once before the first step", false),
-  save_strategy: oneOf("logging", "when to write checkpoint-N/", ["no", "steps", "epoch"] as const, "steps"),
-  save_steps: num("logging", "write checkpoint-N/ every N steps; < 1 is a fraction of the total", 500, { gt: 0 }),
+  save_strategy: oneOf("logging", "when to write checkpoint-N/ (best, which follows metric_for_best_model, is not built)", ["no", "steps", "epoch", "best"] as const, "steps"),
+  save_steps: num("logging", "write checkpoint-N/ every N steps with save_strategy steps; < 1 is a fraction of the total", 500, { gt: 0, intAbove1: true }),
   save_total_limit: num("logging", "keep at most this many checkpoints (oldest deleted; null: all)", null, { int: true, min: 1, nullable: true }),
-  disable_tqdm: bool("logging", "no progress bar (plain log lines only)", false),
+  disable_tqdm: { ...bool("logging", "no progress bar (plain log lines only); null: transformers' default, false", false), type: "bool | null", check: (v: unknown) => (v === null ? false : typeof v === "boolean" ? v : fail("must be true, false or null")) } as Field<boolean>,
   generate_during_eval: bool("logging", "at each evaluation, complete the first eval prompts greedily with the policy (and with the dpo/ipo/kto reference model when one is in memory) and append {step, prompt, policy, ref} lines to output_dir/completions.jsonl (TRL's game_log table; TRL samples); needs evaluations and the model's tokenizer", false, PREFERENCE),
   generate_during_eval_samples: num("logging", "preftune: how many eval prompts generate_during_eval completes, the first distinct ones of the eval split (null: per_device_eval_batch_size, as TRL)", null, { int: true, min: 1, nullable: true, methods: PREFERENCE }),
   generate_during_eval_max_new_tokens: num("logging", "preftune: most new tokens per generate_during_eval completion (it also stops at the tokenizer's EOS and at max_position_embeddings)", 64, { int: true, min: 1, methods: PREFERENCE }),
   // method
   beta: num("method", "β: DPO/KTO temperature, IPO τ, ORPO λ, CPO/SimPO β", (m) => (m === "simpo" ? 2.0 : 0.1), { gt: 0, methods: PREFERENCE }),
-  loss_type: { type: "string | string[]", group: "method", doc: "dpo: one or a list of " + DPO_LOSS_TYPES.join(", ") + "; kto: kto | apo_zero_unpaired; cpo: sigmoid | hinge | ipo | simpo | alphapo", def: (m: TrainMethod) => (m === "dpo" ? ["sigmoid"] : m === "ipo" ? "ipo" : m === "kto" ? "kto" : m === "simpo" ? "simpo" : m === "cpo" ? "sigmoid" : null), methods: ["dpo", "ipo", "kto", "cpo", "simpo"], cli: cliList, check: (v: unknown) => (typeof v === "string" || (Array.isArray(v) && v.length > 0 && v.every((x) => typeof x === "string")) ? v : fail("must be a string or a list of strings")) } as Field<string | string[] | null>,
-  loss_weights: { type: "float[] | null", group: "method", doc: "dpo: one weight per loss_type (null: 1 each)", def: null, methods: ["dpo"], cli: (s: string) => { const l = cliList(s); return Array.isArray(l) ? l.map(Number) : cliNumber(s); }, check: (v: unknown) => (v === null || (Array.isArray(v) && v.every((x) => typeof x === "number" && Number.isFinite(x))) ? v : fail("must be a list of numbers or null")) } as Field<number[] | null>,
+  loss_type: { type: "string | string[]", group: "method", doc: "dpo: one or a list of " + DPO_LOSS_TYPES.join(", ") + "; kto: kto | apo_zero_unpaired; cpo: sigmoid | hinge | ipo | simpo | alphapo; sft: nll (TRL's nll / chunked_nll)", def: (m: TrainMethod) => (m === "dpo" ? ["sigmoid"] : m === "ipo" ? "ipo" : m === "kto" ? "kto" : m === "simpo" ? "simpo" : m === "cpo" ? "sigmoid" : null), methods: ["dpo", "ipo", "kto", "cpo", "simpo", "sft"], list: true, cli: cliList, check: (v: unknown) => (v === null || typeof v === "string" || (Array.isArray(v) && v.length > 0 && v.every((x) => typeof x === "string")) ? v : fail("must be a string or a list of strings")) } as Field<string | string[] | null>,
+  loss_weights: { type: "float[] | null", group: "method", doc: "dpo: one weight per loss_type (null: 1 each)", def: null, methods: ["dpo"], list: true, cli: (s: string) => { const l = cliList(s); return Array.isArray(l) ? l.map(Number) : cliNumber(s); }, check: (v: unknown) => (v === null || (Array.isArray(v) && v.every((x) => typeof x === "number" && Number.isFinite(x))) ? v : fail("must be a list of numbers or null")) } as Field<number[] | null>,
+  rpo_alpha: num("method", "dpo: classic TRL's RPO weight of the NLL on chosen rows; current TRL spells it loss_type [..., sft] with that loss weight, which is what runs", null, { min: 0, nullable: true, methods: ["dpo"] }),
   label_smoothing: num("method", "dpo robust/exo_pair/aot ε; cpo/simpo sigmoid smoothing", 0, { min: 0, max: 0.5, methods: ["dpo", "ipo", "cpo", "simpo"] }),
   f_divergence_type: oneOf("method", "dpo: divergence of the reward", F_DIVERGENCE_TYPES, "reverse_kl", ["dpo"]),
   f_alpha_divergence_coef: num("method", "dpo: α of alpha_divergence", 0.5, { methods: ["dpo"] }),
@@ -154,45 +238,28 @@ export const SCHEMA = {
   use_peft: bool("peft", "train a LoRA adapter instead of every weight; output_dir then holds a PEFT adapter folder, and the DPO/IPO/KTO reference is the policy with its adapter disabled", false),
   lora_r: num("peft", "LoRA rank r", 16, { int: true, min: 1 }),
   lora_alpha: num("peft", "LoRA α: the update B·A is scaled by lora_alpha / r (by lora_alpha / √r with use_rslora)", 32, { gt: 0 }),
-  lora_dropout: num("peft", "must be 0: the native core has no dropout (TRL's CLI default is 0.05)", 0, { min: 0, max: 1 }),
-  lora_target_modules: { type: "string[] | \"all-linear\" | null", group: "peft", doc: "projections to adapt: a list from q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj, or \"all-linear\" (all seven); null: PEFT's Llama default q_proj, v_proj", def: null, cli: cliList, check: (v: unknown) => { if (v !== null) resolveTargetModules(v, "lora_target_modules"); return v; } } as Field<string | string[] | null>,
+  lora_dropout: num("peft", "LoRA dropout (TRL's CLI default 0.05); not applied yet: the adapter trains as with 0, and a note says so", 0.05, { min: 0, max: 1 }),
+  lora_target_modules: { type: "string[] | \"all-linear\" | null", group: "peft", doc: "projections to adapt: a list from q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj, or \"all-linear\" (all seven); null: PEFT's Llama default q_proj, v_proj", def: null, list: true, cli: cliList, check: (v: unknown) => { const t = Array.isArray(v) && v.length === 1 ? v[0] : v; if (t !== null) resolveTargetModules(t, "lora_target_modules"); return t; } } as Field<string | string[] | null>,   // TRL: a one-element list is its element ("all-linear")
   use_rslora: bool("peft", "rank-stabilised LoRA: scale by lora_alpha / √r", false),
   lora_task_type: oneOf("peft", "PEFT task type of the adapter (only causal LM)", ["CAUSAL_LM"] as const, "CAUSAL_LM"),
   use_dora: bool("peft", "must be false: DoRA is not implemented", false),
   merge_adapter: bool("peft", "preftune: also write the adapter merged into the base weights (W += s·B·A) as a full model in output_dir/merged", false),
-  // accepted and ignored
-  bf16: ignored("ignored: training runs in fp32 on the CPU"),
-  fp16: ignored("ignored: training runs in fp32 on the CPU"),
-  tf32: ignored("ignored: no GPU"),
-  torch_dtype: ignored("ignored: weights are loaded as fp32"),
-  gradient_checkpointing: ignored("ignored: the native core recomputes attention itself"),
-  gradient_checkpointing_kwargs: ignored("ignored, as gradient_checkpointing"),
-  attn_implementation: ignored("ignored: the native core has one attention kernel"),
-  use_liger_kernel: ignored("ignored: the lm_head + log-softmax is already fused and chunked"),
-  report_to: ignored("ignored: metrics go to output_dir/metrics.jsonl"),
-  run_name: ignored("ignored"),
-  logging_dir: ignored("ignored: logs go to output_dir"),
-  push_to_hub: ignored("ignored: no network"),
-  hub_model_id: ignored("ignored: no network"),
-  dataset_num_proc: ignored("ignored: tokenization runs in one process (and is cached)"),
-  dataloader_num_workers: ignored("ignored"),
-  remove_unused_columns: ignored("ignored"),
-  model_init_kwargs: ignored("ignored"),
-  trust_remote_code: ignored("ignored: no remote code is ever run"),
-  do_train: ignored("ignored"),
-  load_in_4bit: ignored("ignored: the frozen base stays fp32 (no 4-bit quantization; QLoRA recipes train plain LoRA here)"),
-  load_in_8bit: ignored("ignored: the frozen base stays fp32 (no 8-bit quantization)"),
-  do_eval: ignored("ignored: use eval_strategy"),
-  overwrite_output_dir: ignored("ignored: an existing output_dir is reused; checkpoints in it are kept"),
 } as const;
 
+type CompatName = keyof typeof COMPAT_KEYS;
+const COMPAT_FIELDS = Object.fromEntries(Object.entries(COMPAT_KEYS).map(([k, v]) => [k, compatField(v as CompatKey)])) as { [K in CompatName]: Field<unknown> };
+
+export const SCHEMA = { ...HONOURED, ...COMPAT_FIELDS };
+
 type FieldValue<F> = F extends Field<infer T> ? T : never;
-export type TrainConfig = { -readonly [K in keyof typeof SCHEMA]: FieldValue<(typeof SCHEMA)[K]> };
+export type TrainConfig = { -readonly [K in keyof typeof HONOURED]: FieldValue<(typeof HONOURED)[K]> } & { [K in CompatName]: unknown };
 export type ConfigKey = keyof typeof SCHEMA;
 export const CONFIG_KEYS = Object.keys(SCHEMA) as ConfigKey[];
-const field = (k: ConfigKey) => SCHEMA[k] as Field<unknown>;
-/** Keys accepted only for compatibility with TRL recipes; they change nothing. */
-export const IGNORED_KEYS: readonly ConfigKey[] = CONFIG_KEYS.filter((k) => field(k).group === "ignored");
+const field = (k: string) => (SCHEMA as Record<string, Field<unknown>>)[k];
+/** Keys accepted only for compatibility with TRL / transformers recipes; they change nothing here. */
+export const IGNORED_KEYS: readonly ConfigKey[] = CONFIG_KEYS.filter((k) => field(k).group === "compat");
+/** TRL ScriptArguments / SFTConfig / alignment-handbook data keys whose reading lives in src/data. */
+export const DATA_SOURCE_KEYS = ["dataset_name", "dataset_config", "dataset_train_split", "dataset_test_split", "dataset_mixture", "datasets", "test_split_size", "dataset_text_field", "packing", "packing_strategy", "eval_packing", "assistant_only_loss", "completion_only_loss", "chat_template_path"] as const;
 
 /** Levenshtein distance, for "did you mean" suggestions. */
 export function editDistance(a: string, b: string): number {
@@ -205,19 +272,35 @@ export function editDistance(a: string, b: string): number {
   return prev[b.length];
 }
 
-export function closestKey(key: string): ConfigKey {
-  const norm = key.toLowerCase().replace(/-/g, "_");
-  let best = CONFIG_KEYS[0], bestD = Infinity;
-  for (const k of CONFIG_KEYS) {
+const normKey = (k: string) => k.toLowerCase().replace(/-/g, "_");
+
+/** The closest known key by spelling, or null when none is close enough to be a typo (≤ 2 edits, or a third of the name). */
+export function closestKey(key: string): string | null {
+  const norm = normKey(key);
+  let best: string | null = null, bestD = Infinity;
+  for (const k of [...CONFIG_KEYS, ...Object.keys(ALIASES)]) {
     const d = editDistance(norm, k);
     if (d < bestD) { best = k; bestD = d; }
   }
-  return best;
+  return bestD <= Math.max(2, Math.floor(norm.length / 3)) ? best : null;
+}
+
+/** Why `key` is unknown and what to use: the alias table first (meaning), then spelling. `dash` formats keys as options. */
+export function unknownKeyMessage(key: string, dash = false): string {
+  const q = (k: string) => (dash ? `--${k}` : `"${k}"`);
+  const what = dash ? `unknown option --${key}` : `unknown key "${key}"`;
+  const known = MISNAMES[normKey(key)];
+  if (known) {
+    const [to, why] = known;
+    return to ? `${what}; did you mean ${q(to)}? (${why})` : `${what}: ${why}`;
+  }
+  const close = closestKey(key);
+  return close ? `${what}; did you mean ${q(close)}? (preftune train --help lists every key)` : `${what} (not a key of TRL, transformers, PEFT or bitsandbytes configs; preftune train --help lists every key)`;
 }
 
 export class ConfigError extends Error {}
 
-function defaultOf(k: ConfigKey, m: TrainMethod): unknown {
+function defaultOf(k: string, m: TrainMethod): unknown {
   const d = field(k).def;
   const v = typeof d === "function" ? (d as (m: TrainMethod) => unknown)(m) : d;
   return Array.isArray(v) ? [...v] : v;
@@ -228,41 +311,132 @@ export function defaultsFor(method: TrainMethod): TrainConfig {
   return Object.fromEntries(CONFIG_KEYS.map((k) => [k, defaultOf(k, method)])) as TrainConfig;
 }
 
+const same = (a: unknown, b: unknown) => JSON.stringify(a) === JSON.stringify(b);
+const show = (v: unknown): string =>
+  typeof v === "number" && v !== 0 && Math.abs(v) < 1e-3 ? v.toExponential() : Array.isArray(v) ? `[${v.map(show).join(", ")}]` : JSON.stringify(v);
+
+/** Notes that share a reason print as one line naming every key. */
+class Notes {
+  private byReason = new Map<string, string[]>();
+  add(key: string, reason: string): void {
+    const keys = this.byReason.get(reason) ?? [];
+    if (!keys.includes(key)) keys.push(key);
+    this.byReason.set(reason, keys);
+  }
+  lines(): string[] { return [...this.byReason].map(([reason, keys]) => `${keys.join(", ")}: ${reason}`); }
+}
+
 /**
  * Checks raw key/values (from a file, overrides, or code) and fills defaults for the method.
- * `source` names where the values came from, for messages. Throws ConfigError listing every problem.
+ * `source` names where the values came from, for messages; `earlier` are problems already found (the command
+ * line's). Throws ConfigError listing every problem; returns the config and the notes to print.
  */
-export function resolveConfig(raw: Record<string, unknown>, source = "config"): { config: TrainConfig; notes: string[] } {
-  const problems: string[] = [];
-  const notes: string[] = [];
-  for (const k of Object.keys(raw)) {
-    if (!(k in SCHEMA)) problems.push(`unknown key "${k}"; did you mean "${closestKey(k)}"? (preftune train --help lists every key)`);
+export function resolveConfig(rawIn: Record<string, unknown>, source = "config", earlier: readonly string[] = []): { config: TrainConfig; notes: string[] } {
+  const problems: string[] = [...earlier];
+  const notes = new Notes();
+  const raw: Record<string, unknown> = { ...rawIn };
+  for (const [old, a] of Object.entries(ALIASES)) {
+    if (!(old in raw)) continue;
+    const given = raw[old];
+    delete raw[old];
+    if (given === null || given === undefined) continue;   // the old key at its default (unset): nothing to map
+    const v = a.convert ? a.convert(given) : given;
+    if (a.to in raw && !same(raw[a.to], v) && raw[a.to] != null && v != null) {
+      problems.push(`${old} (${show(v)}) and ${a.to} (${show(raw[a.to])}) are both set: ${old} is the old name of ${a.to}; keep ${a.to}`);
+      continue;
+    }
+    if (!(a.to in raw) || raw[a.to] == null) raw[a.to] = v;
+    notes.add(old, `deprecated name of ${a.to} (${a.from}); read as ${a.to}: ${show(v)}`);
   }
+  for (const k of Object.keys(raw)) if (!(k in SCHEMA)) problems.push(unknownKeyMessage(k));
+
   const methodRaw = raw.method ?? null;
   if (methodRaw === null) problems.push(`"method" is required: one of ${METHODS.join(", ")}`);
   let method: TrainMethod = "orpo";
-  try { if (methodRaw !== null) method = SCHEMA.method.check(methodRaw); } catch (e) { problems.push(`method: ${(e as Error).message}, got ${JSON.stringify(methodRaw)}`); }
+  try { if (methodRaw !== null) method = HONOURED.method.check(methodRaw); } catch (e) { problems.push(`method: ${(e as Error).message}, got ${JSON.stringify(methodRaw)}`); }
   const config = defaultsFor(method) as Record<string, unknown>;
   for (const [k, v] of Object.entries(raw)) {
     if (!(k in SCHEMA) || k === "method") continue;
-    const f = field(k as ConfigKey);
+    const f = field(k);
     if (f.methods && !f.methods.includes(method)) {
       problems.push(`${k} does not apply to method ${method} (it is for ${f.methods.join(", ")}); remove ${k} or change method`);
       continue;
     }
-    if (f.group === "ignored") { notes.push(`${k}: ${f.doc}`); continue; }
-    try { config[k] = f.check(v); } catch (e) { problems.push(`${k}: ${(e as Error).message}, got ${JSON.stringify(v)}`); }
+    let value: unknown;
+    try { value = f.check(v); } catch (e) { problems.push(`${k}: ${(e as Error).message}, got ${JSON.stringify(v)}`); continue; }
+    config[k] = value;
+    if (f.group === "compat") {
+      const c = COMPAT_KEYS[k as CompatName] as CompatKey;
+      if ((c.quiet ?? [c.def]).some((q) => same(q, value))) continue;
+      if (c.refuse) problems.push(`${k} ${show(value)}: ${c.why}`);
+      else notes.add(k, c.why);
+    }
   }
   config.method = method;
   const c = config as TrainConfig;
-  const loraKeys = Object.keys(raw).filter((k) => SCHEMA[k as ConfigKey]?.group === "peft" && k !== "use_peft");
-  if (!c.use_peft && loraKeys.length > 0) notes.push(`${loraKeys.join(", ")}: ignored because use_peft is false (set use_peft: true to train a LoRA adapter)`);
-  for (const k of ["model_name_or_path", "dataset", "output_dir"] as const) {
-    if (c[k] === null) problems.push(`"${k}" is required (${field(k).doc})`);
-  }
+  derived(c, raw, notes, problems);
+  const loraKeys = Object.keys(raw).filter((k) => field(k)?.group === "peft" && k !== "use_peft");
+  if (!c.use_peft && loraKeys.length > 0) notes.add(loraKeys.join(", "), "no effect because use_peft is false (set use_peft: true to train a LoRA adapter)");
+  if (c.model_name_or_path === null) problems.push(`"model_name_or_path" is required (${field("model_name_or_path").doc})`);
+  // TODO(data keys): dataset_mixture / datasets are read by src/data; until then they only satisfy this check.
+  if (c.dataset === null && c.dataset_mixture === null && c.datasets === null) problems.push(`"dataset" is required (${field("dataset").doc}; or dataset_name, dataset_mixture or datasets)`);
   if (problems.length === 0) problems.push(...conflicts(c, raw));
   if (problems.length > 0) throw new ConfigError(`${source}: ${problems.length} problem${problems.length > 1 ? "s" : ""}:\n${problems.map((p) => `  - ${p}`).join("\n")}`);
-  return { config: c, notes };
+  return { config: c, notes: notes.lines() };
+}
+
+/** Values that follow from others, as TRL / transformers resolve them, each with its note. */
+function derived(c: TrainConfig, raw: Record<string, unknown>, notes: Notes, problems: string[]): void {
+  if (c.loss_type === null) c.loss_type = defaultOf("loss_type", c.method) as string | string[] | null;   // null: the method's TRL default
+  // dataset_name (TRL's ScriptArguments) stands in for dataset when it names a local file or folder
+  if (raw.dataset == null && c.dataset_name !== null) {
+    if (existsSync(c.dataset_name)) c.dataset = c.dataset_name;
+    else problems.push(`dataset_name "${c.dataset_name}" is not a local file or folder: preftune reads local data only (no hub downloads); download the data set (e.g. huggingface-cli download ${c.dataset_name} --repo-type dataset --local-dir DIR) and set dataset_name or dataset to DIR`);
+  }
+  // eval_steps alone means evaluating every eval_steps; with another strategy, transformers ignores it
+  if (raw.eval_steps != null && raw.eval_strategy === undefined) {
+    c.eval_strategy = "steps";
+    notes.add("eval_steps", "set without eval_strategy: evaluating every eval_steps (eval_strategy: steps)");
+  } else if (raw.eval_steps != null && c.eval_strategy !== "steps") {
+    notes.add("eval_steps", `no effect with eval_strategy "${c.eval_strategy}" (transformers reads eval_steps only with eval_strategy steps)`);
+  }
+  if (raw.save_steps != null && c.save_strategy !== "steps") notes.add("save_steps", `no effect with save_strategy "${c.save_strategy}" (transformers reads save_steps only with save_strategy steps)`);
+  if (raw.logging_steps != null && c.logging_strategy !== "steps") notes.add("logging_steps", `no effect with logging_strategy "${c.logging_strategy}"`);
+  if (raw.warmup_ratio != null) {
+    notes.add("warmup_ratio", c.warmup_steps > 0
+      ? `transformers 4's warmup fraction; warmup_steps (${c.warmup_steps}) is also set and wins, as in transformers 4`
+      : `transformers 4's key (removed in transformers 5, where warmup_steps: ${show(c.warmup_ratio)} says the same); honoured`);
+  }
+  // dtype: compute is fp32; the saved model takes this dtype (auto: the input's)
+  if (c.dtype !== "auto") notes.add("dtype", c.use_peft
+    ? `compute is fp32 on the CPU; the adapter is saved in fp32 (as PEFT keeps it) and the merged model (merge_adapter) as ${c.dtype}`
+    : `compute is fp32 on the CPU; the final model is saved as ${c.dtype}`);
+  // optimizers: AdamW only; the 8-bit / paged names run fp32 AdamW until QLoRA support lands
+  if (ADAMW_LOWBIT.includes(c.optim)) {
+    notes.add("optim", c.optim === "paged_adamw_32bit"
+      ? `${c.optim} is AdamW with paged (GPU unified-memory) states; on a CPU paging changes nothing, so fp32 AdamW runs (the same update)`
+      : `${c.optim}: 8/4-bit optimizer states are not built yet (they come with QLoRA support): fp32 AdamW runs instead (the same update, without quantized states)`);
+  } else if (OTHER_OPTIMIZERS.includes(c.optim)) {
+    problems.push(`optim ${c.optim}: preftune trains with AdamW only; ${c.optim} is not implemented (set optim: adamw_torch, or one of ${ADAMW_LOWBIT.join(", ")})`);
+  }
+  // LoRA dropout: TRL's CLI default is 0.05; the native core has no dropout yet
+  if (c.use_peft) {
+    if (raw.lora_dropout === undefined) notes.add("lora_dropout", `TRL's default with use_peft is ${c.lora_dropout}; LoRA dropout is not applied yet, so the adapter trains as with lora_dropout 0 (set lora_dropout: 0 to silence this)`);
+    else if (c.lora_dropout > 0) notes.add("lora_dropout", `${c.lora_dropout} is not applied yet (the native core has no dropout): the adapter trains as with lora_dropout 0`);
+  }
+  // sampling: transformers 5 names length grouping as a sampling strategy
+  if (c.train_sampling_strategy === "group_by_length") c.group_by_length = true;
+  // classic TRL's RPO weight = current TRL's sft loss term with that weight
+  if (c.rpo_alpha !== null && c.method === "dpo") {
+    const types = c.loss_type === null ? ["sigmoid"] : Array.isArray(c.loss_type) ? [...c.loss_type] : [c.loss_type];
+    if (types.includes("sft")) problems.push(`rpo_alpha (${c.rpo_alpha}) and loss_type ${show(types)} both add the NLL term; keep one (current TRL: loss_type [..., sft] with loss_weights)`);
+    else {
+      const weights = c.loss_weights ?? types.map(() => 1);
+      c.loss_type = [...types, "sft"];
+      c.loss_weights = [...weights, c.rpo_alpha];
+      notes.add("rpo_alpha", `classic TRL's RPO weight; current TRL spells it loss_type ${show(c.loss_type)} with loss_weights ${show(c.loss_weights)}, which is what runs`);
+    }
+  }
 }
 
 const KTO_LOSSES = ["kto", "apo_zero_unpaired"];
@@ -271,7 +445,6 @@ const CPO_LOSSES = ["sigmoid", "hinge", "ipo", "simpo", "alphapo"];
 /** Values that are each valid but not together; every message names both keys. */
 function conflicts(c: TrainConfig, raw: Record<string, unknown>): string[] {
   const out: string[] = [];
-  if (c.warmup_ratio > 0 && c.warmup_steps > 0) out.push(`warmup_ratio (${c.warmup_ratio}) and warmup_steps (${c.warmup_steps}) are both set; keep one`);
   const lt = c.loss_type;
   const list = lt === null ? [] : Array.isArray(lt) ? lt : [lt];
   const m = c.method;
@@ -279,6 +452,7 @@ function conflicts(c: TrainConfig, raw: Record<string, unknown>): string[] {
   if ((m === "cpo" || m === "simpo") && !(list.length === 1 && CPO_LOSSES.includes(list[0]))) out.push(`method ${m} with loss_type ${JSON.stringify(lt)}: ${m} takes one of ${CPO_LOSSES.join(", ")}`);
   if (m === "simpo" && typeof lt === "string" && lt !== "simpo" && lt !== "alphapo") out.push(`method simpo with loss_type ${lt}: use method cpo for loss_type ${lt}`);
   if (m === "ipo" && !(list.length === 1 && list[0] === "ipo")) out.push(`method ipo with loss_type ${JSON.stringify(lt)}: ipo is DPO with loss_type ipo; use method dpo for other loss types`);
+  if (m === "sft" && lt !== null && !(list.length === 1 && (list[0] === "nll" || list[0] === "chunked_nll"))) out.push(`method sft with loss_type ${JSON.stringify(lt)}: only TRL's nll (chunked_nll is the same loss) is built; dft is not`);
   if (m === "dpo") {
     for (const t of list) if (!(DPO_LOSS_TYPES as readonly string[]).includes(t)) out.push(`method dpo with loss_type "${t}": use one of ${DPO_LOSS_TYPES.join(", ")}${KTO_LOSSES.includes(t) ? " (for kto use method kto)" : ""}`);
     if (c.loss_weights && c.loss_weights.length !== list.length) out.push(`loss_weights has ${c.loss_weights.length} entries but loss_type has ${list.length}; give one weight per loss type`);
@@ -286,12 +460,15 @@ function conflicts(c: TrainConfig, raw: Record<string, unknown>): string[] {
   if (m === "kto" && c.loss_type === "kto" && c.per_device_train_batch_size < 2) out.push(`method kto with per_device_train_batch_size ${c.per_device_train_batch_size}: the KL estimate needs at least 2 rows per batch (or loss_type apo_zero_unpaired)`);
   if (c.max_length !== null && c.max_prompt_length !== null && c.max_prompt_length >= c.max_length) out.push(`max_prompt_length (${c.max_prompt_length}) must be below max_length (${c.max_length})`);
   if (c.max_steps <= 0 && raw.max_steps !== undefined && c.max_steps !== -1) out.push(`max_steps ${c.max_steps}: use a positive step count, or -1 to train num_train_epochs (${c.num_train_epochs})`);
-  if (raw.eval_steps !== undefined && raw.eval_steps !== null && c.eval_strategy !== "steps") out.push(`eval_steps (${c.eval_steps}) is set but eval_strategy is "${c.eval_strategy}"; set eval_strategy: steps`);
-  if (raw.save_steps !== undefined && c.save_strategy !== "steps") out.push(`save_steps (${c.save_steps}) is set but save_strategy is "${c.save_strategy}"; set save_strategy: steps`);
+  if (METRIC_SCHEDULERS.includes(c.lr_scheduler_type)) out.push(`lr_scheduler_type ${c.lr_scheduler_type}: transformers steps this schedule on evaluation metrics; it is not built here (use cosine, linear, cosine_with_min_lr, warmup_stable_decay, ...)`);
+  else out.push(...schedulerKwargsProblems(c.lr_scheduler_type, c.lr_scheduler_kwargs, c.learning_rate));
+  if (c.save_strategy === "best") out.push("save_strategy best (a checkpoint whenever metric_for_best_model improves) is not built; use steps or epoch");
+  if (c.train_sampling_strategy === "batch_rebalance") out.push("train_sampling_strategy batch_rebalance is not built; use random, sequential or group_by_length");
   if (c.disable_dropout === false) out.push("disable_dropout: false is not possible: the native core has no dropout");
   if (raw.precompute_ref_batch_size != null && !c.precompute_ref_log_probs) out.push("precompute_ref_batch_size is set but precompute_ref_log_probs is false; set precompute_ref_log_probs: true");
-  if (c.use_peft && c.lora_dropout !== 0) out.push(`lora_dropout ${c.lora_dropout}: preftune's native core has no dropout, so LoRA needs lora_dropout: 0 (TRL's CLI default and the handbook recipes use 0.05); set lora_dropout: 0`);
   if (c.use_peft && c.use_dora) out.push("use_dora: true is not supported (DoRA is not implemented); set use_dora: false for plain LoRA");
+  if (c.load_in_4bit === true && c.load_in_8bit === true) out.push("load_in_4bit and load_in_8bit are both true; choose one (as TRL requires)");
+  if (c.bf16 === true && c.fp16 === true) out.push("bf16 and fp16 are both true; choose one (as transformers requires)");
   if (c.generate_during_eval && c.eval_strategy === "no" && !c.eval_on_start) out.push('generate_during_eval: true logs completions at each evaluation, but eval_strategy is "no" and eval_on_start is false; set eval_strategy: steps (or epoch), or eval_on_start: true');
   for (const k of ["generate_during_eval_samples", "generate_during_eval_max_new_tokens"] as const) {
     if (raw[k] != null && !c.generate_during_eval) out.push(`${k} is set but generate_during_eval is false; set generate_during_eval: true`);
@@ -318,39 +495,91 @@ export function readConfigFile(file: string): Record<string, unknown> {
   return value as Record<string, unknown>;
 }
 
+/** What a command line says: the values by key, the --config file if one was named, and every problem found. */
+export interface ParsedArgs { values: Record<string, unknown>; configFile: string | null; problems: string[] }
+
+/** The field that types `key` on the command line (an alias reads as its current key unless it has its own kind). */
+function argField(key: string): Field<unknown> | null {
+  if (key in SCHEMA) return field(key);
+  const a = ALIASES[key];
+  if (!a) return null;
+  if (a.kind) return compatField({ kind: a.kind, def: null, why: "" });
+  return field(a.to);
+}
+
 /**
- * `--key value`, `--key=value` and bare `--flag` (true) overrides, typed by the schema: numbers, booleans,
- * lists ("a,b" or JSON), null ("null"/"none"). Keys may use dashes. Unknown keys get a suggestion.
+ * HfArgumentParser-style options: `--key value`, `--key=value`, a bare `--flag` (true) for every key that takes
+ * true/false (accepted-and-ignored ones included; a following true/false word is its value), `--no_flag`
+ * (false), several values after a list key (`--lora_target_modules q_proj v_proj`), lists as a,b or JSON,
+ * mappings as JSON, null as null/none. Dashes or underscores. Collects every problem instead of stopping.
  */
-export function parseOverrides(args: readonly string[]): Record<string, unknown> {
-  const out: Record<string, unknown> = {};
+export function parseArgs(args: readonly string[]): ParsedArgs {
+  const values: Record<string, unknown> = {};
+  const problems: string[] = [];
+  let configFile: string | null = null;
+  const isOption = (s: string | undefined) => s !== undefined && s.startsWith("--") && s.length > 2;
   for (let i = 0; i < args.length; i++) {
     const a = args[i];
-    if (!a.startsWith("--") || a === "--") throw new ConfigError(`unexpected argument "${a}": overrides are --key value`);
+    if (!isOption(a)) { problems.push(`unexpected argument "${a}": options are --key value, --key=value or --flag`); continue; }
     const eq = a.indexOf("=");
-    const key = (eq >= 0 ? a.slice(2, eq) : a.slice(2)).replace(/-/g, "_");
-    if (!(key in SCHEMA)) throw new ConfigError(`unknown option --${key}; did you mean --${closestKey(key)}? (preftune train --help lists every key)`);
-    const f = field(key as ConfigKey);
-    let s: string;
-    if (eq >= 0) s = a.slice(eq + 1);
-    else if (f.type === "bool" && (i + 1 >= args.length || args[i + 1].startsWith("--") || !["true", "false", "0", "1"].includes(args[i + 1]))) s = "true";
-    else if (i + 1 < args.length) s = args[++i];
-    else throw new ConfigError(`--${key} needs a value (${f.type})`);
-    out[key] = f.cli(s);
+    let key = normKey(eq >= 0 ? a.slice(2, eq) : a.slice(2));
+    const inline = eq >= 0 ? a.slice(eq + 1) : undefined;
+    const hasNext = i + 1 < args.length && !isOption(args[i + 1]);
+    if (key === "config") {
+      if (inline !== undefined) configFile = inline;
+      else if (hasNext) configFile = args[++i];
+      else problems.push("--config needs a file (YAML or JSON)");
+      continue;
+    }
+    let f = argField(key);
+    if (!f && key.startsWith("no_") && argField(key.slice(3))?.bare) {
+      key = key.slice(3);
+      if (inline !== undefined) problems.push(`--no_${key} takes no value (it means --${key} false)`);
+      else values[key] = false;
+      continue;
+    }
+    if (!f) {
+      problems.push(unknownKeyMessage(key, true));
+      if (inline === undefined) while (i + 1 < args.length && !isOption(args[i + 1])) i++;   // its values, if any
+      continue;
+    }
+    if (inline !== undefined) { values[key] = f.cli(inline); continue; }
+    if (f.bare === "bool") {
+      values[key] = hasNext && isBoolWord(args[i + 1]) ? f.cli(args[++i]) : true;
+      continue;
+    }
+    if (f.bare === "optional" && !hasNext) { values[key] = true; continue; }
+    if (!hasNext) { problems.push(`--${key} needs a value (${f.type})`); continue; }
+    if (f.list) {
+      const items: string[] = [];
+      while (i + 1 < args.length && !isOption(args[i + 1])) items.push(args[++i]);
+      values[key] = f.cli(items.length === 1 ? items[0] : items.join(","));
+      continue;
+    }
+    values[key] = f.cli(args[++i]);
   }
-  return out;
+  return { values, configFile, problems };
 }
 
-/** File values, then overrides on top, then defaults and checks. */
+/** The values of a command line; throws a ConfigError listing every problem of it. */
+export function parseOverrides(args: readonly string[]): Record<string, unknown> {
+  const p = parseArgs(args);
+  if (p.problems.length > 0) throw new ConfigError(`command line: ${p.problems.length} problem${p.problems.length > 1 ? "s" : ""}:\n${p.problems.map((x) => `  - ${x}`).join("\n")}`);
+  return p.values;
+}
+
+/** File values (the positional file, or --config FILE), then command-line values on top, then defaults and checks; all problems at once. */
 export function loadConfig(file: string | null, overrides: readonly string[] = []): { config: TrainConfig; notes: string[] } {
-  const raw = file ? readConfigFile(file) : {};
-  const o = parseOverrides(overrides);
-  return resolveConfig({ ...raw, ...o }, file ? (overrides.length ? `${file} + command-line overrides` : file) : "command-line options");
+  const p = parseArgs(overrides);
+  const problems = [...p.problems];
+  if (file && p.configFile) problems.push(`--config ${p.configFile} and the config file ${file} are both given; pass one`);
+  const path = file ?? p.configFile;
+  const raw = path ? readConfigFile(path) : {};
+  const source = path ? (overrides.length ? `${path} + command-line options` : path) : "command-line options";
+  return resolveConfig({ ...raw, ...p.values }, source, problems);
 }
 
-const REQUIRED: readonly ConfigKey[] = ["method", "model_name_or_path", "dataset", "output_dir"];
-const show = (v: unknown): string =>
-  typeof v === "number" && v !== 0 && Math.abs(v) < 1e-3 ? v.toExponential() : Array.isArray(v) ? `[${v.map(show).join(", ")}]` : JSON.stringify(v);
+const REQUIRED: readonly ConfigKey[] = ["method", "model_name_or_path", "dataset"];
 
 function showDefault(k: ConfigKey): string {
   if (REQUIRED.includes(k)) return "required";
@@ -363,16 +592,27 @@ function showDefault(k: ConfigKey): string {
   return [...vals.entries()].map(([v, ms]) => `${v} (${ms.join(", ")})`).join("; ");
 }
 
-/** The `preftune train --help` key reference, generated from SCHEMA. */
+/** The `preftune train --help` key reference, generated from SCHEMA and the compatibility tables. */
 export function configHelp(): string {
   const lines: string[] = [];
-  const W = Math.max(30, ...CONFIG_KEYS.map((k) => k.length));
+  const W = Math.max(30, ...CONFIG_KEYS.filter((k) => field(k).group !== "compat").map((k) => k.length));
   for (const g of Object.keys(GROUP_TITLES) as Group[]) {
     lines.push("", `${GROUP_TITLES[g]}:`);
+    if (g === "compat") {
+      const byReason = new Map<string, string[]>();
+      for (const k of IGNORED_KEYS) {
+        const c = COMPAT_KEYS[k as CompatName] as CompatKey;
+        const reason = c.refuse ? `accepted at ${show((c.quiet ?? [c.def])[0])} only: ${c.why}` : c.why;
+        byReason.set(reason, [...(byReason.get(reason) ?? []), k]);
+      }
+      for (const [reason, keys] of byReason) lines.push(`  ${keys.join(", ")}`, `      ${reason}`);
+      lines.push("", "Deprecated names (read as their current key, with a note):");
+      for (const [old, a] of Object.entries(ALIASES)) lines.push(`  ${old.padEnd(W)} → ${a.to} (${a.from})`);
+      continue;
+    }
     for (const k of CONFIG_KEYS) {
       const f = field(k);
       if (f.group !== g) continue;
-      if (g === "ignored") { lines.push(`  ${k.padEnd(W)} ${f.doc}`); continue; }
       const only = f.methods ? ` [${f.methods.join(", ")}]` : "";
       const d = showDefault(k);
       lines.push(`  ${k.padEnd(W)} ${f.doc}${only}`, `  ${"".padEnd(W)} ${f.type}${d === "required" ? ", required" : `, default ${d}`}`);

@@ -15,7 +15,7 @@ import { prepareDataset, type DataOptions } from "../data/prepare.ts";
 import { resolveDataFiles } from "../data/readers.ts";
 import { pairLengths, unpairedLengths } from "../data/sampler.ts";
 import type { TokenizedPair, TokenizedUnpaired } from "../data/tokenize.ts";
-import { loadWeightsInto, readModelDir } from "../models/checkpoint.ts";
+import { loadWeightsInto, readModelDir, saveDtypeOf, storedDtype, type SaveDtype } from "../models/checkpoint.ts";
 import { initLora, resolveTargetModules, saveMergedModel } from "../models/peft.ts";
 import { needsReference, pairedStep, sftStep, unpairedStep, type MethodConfig, type Reference, type StepOutput } from "./objectives.ts";
 import { gatherPaired, gatherUnpaired, loadReference, loadReferenceLogps, precomputeReference, saveReferenceLogps, type IndexedBatch, type RefTable } from "./reference.ts";
@@ -87,6 +87,8 @@ async function loadData(c: TrainConfig, o: TrainOptions, needEval: boolean, prin
     const tokenizer = c.generate_during_eval && tokenizerDir ? await loadTokenizer(modelDir, { chat_template: c.chat_template }) : null;
     return { kind, rows: o.rows, evalRows: o.evalRows ?? null, padTokenId: o.padTokenId ?? 0, tokenizerDir, tokenizer };
   }
+  // TODO(data keys): dataset_mixture is read by src/data; until it is, a run needs dataset (or a local dataset_name).
+  if (!c.dataset) throw new Error("dataset_mixture / datasets are accepted but not read yet: set dataset (a local file or folder) instead");
   const tok = await loadTokenizer(modelDir, { chat_template: c.chat_template });
   const dopts: DataOptions = {
     method: c.method, max_length: c.max_length, max_prompt_length: c.max_prompt_length, max_completion_length: c.max_completion_length,
@@ -100,7 +102,7 @@ async function loadData(c: TrainConfig, o: TrainOptions, needEval: boolean, prin
   let evalRows: Rows | null = null;
   if (needEval) {
     const path = c.eval_dataset ?? ((await hasSplit(c.dataset!, "test")) ? c.dataset! : null);
-    if (!path) throw new Error(`eval_strategy is "${c.eval_strategy}"${c.eval_on_start ? " / eval_on_start" : ""} but there is no eval data: set eval_dataset, or put a test split next to the train split in ${c.dataset}`);
+    if (!path) throw new Error(`eval_strategy is "${c.eval_strategy}"${c.eval_on_start ? " / eval_on_start" : ""} but there is no eval data: set eval_dataset, or put a test split next to the train split in ${c.dataset}, or set eval_strategy: no${c.eval_steps != null ? " (eval_steps alone means eval_strategy steps)" : ""}`);
     const ev = await prepareDataset(path, tok, { ...dopts, split: "test" });
     print(`eval data: ${ev.stats.rows} rows from ${ev.stats.files.join(", ")}`);
     evalRows = ev.rows;
@@ -156,7 +158,7 @@ export async function train(config: TrainConfig, o: TrainOptions = {}): Promise<
   for (const n of o.notes ?? []) print(`note: ${n}`);
   if (c.threads > 0) setNumThreads(c.threads);
   mkdirSync(outputDir, { recursive: true });
-  writeJsonSynced(join(outputDir, "training_args.json"), { ...c });  // the run's resolved config, for reports and users
+  writeJsonSynced(join(outputDir, "training_args.json"), { ...c, preftune_notes: o.notes ?? [] });  // the run's resolved config (every key) and its notes
   for (const t of removeStaleTemporaries(outputDir)) print(`removed ${t}: left by a save that did not finish`);
 
   // A sequence longer than the model's positions would stop the run at its first long batch (the core refuses
@@ -177,7 +179,9 @@ export async function train(config: TrainConfig, o: TrainOptions = {}): Promise<
     if (data.evalRows) data.evalRows = withKlCompletions(data.evalRows as TokenizedUnpaired[], c.per_device_eval_batch_size);
   }
 
-  const { config: dcfg, configJson } = readModelDir(c.model_name_or_path!);
+  const { config: dcfg, configJson, files: modelFiles } = readModelDir(c.model_name_or_path!);
+  // the saved model's dtype: the run's dtype, else the input checkpoint's (transformers' dtype="auto")
+  const saveDtype: SaveDtype = c.dtype === "auto" ? storedDtype(configJson, modelFiles) : saveDtypeOf(c.dtype) ?? "F32";
   const policy = new NativeModel(dcfg);
   let refModel: NativeModel | null = null;
   let lora: LoraAdapter | null = null;
@@ -186,7 +190,7 @@ export async function train(config: TrainConfig, o: TrainOptions = {}): Promise<
     loadWeightsInto(c.model_name_or_path!, policy.table, policy.params);
     if (c.use_peft) {
       // PEFT's fresh adapter (B = 0): the policy starts equal to the base, which stays frozen.
-      lora = policy.attachLora({ r: c.lora_r, loraAlpha: c.lora_alpha, useRslora: c.use_rslora, targetModules: resolveTargetModules(c.lora_target_modules), loraDropout: c.lora_dropout });
+      lora = policy.attachLora({ r: c.lora_r, loraAlpha: c.lora_alpha, useRslora: c.use_rslora, targetModules: resolveTargetModules(c.lora_target_modules), loraDropout: 0 });   // lora_dropout is not applied yet (config.ts notes it)
       initLora(lora, c.seed);
       print(`LoRA: training ${lora.numParameters} adapter parameters (r ${c.lora_r}, lora_alpha ${c.lora_alpha}${c.use_rslora ? ", rsLoRA" : ""}, ${lora.config.targetModules.join(", ")}); ${policy.numParameters} base parameters frozen`);
     }
@@ -253,8 +257,14 @@ export async function train(config: TrainConfig, o: TrainOptions = {}): Promise<
       maxNewTokens: c.generate_during_eval_max_new_tokens, maxPositions: maxPos, eos: configEosIds(configJson), batchSize: c.per_device_eval_batch_size,
     }) : null;
 
+    // transformers' Trainer.floating_point_ops (trainer.py): 6 · input_ids.numel() · model.num_parameters(exclude_embeddings=True)
+    // per training micro-batch; input_ids is the padded policy batch (2B × T for pairs: TRL's concatenated forward;
+    // KTO's KL rows are a separate input and not counted), and under PEFT the count includes the adapter.
+    const flopParams = policy.table.filter((p) => p.name !== "model.embed_tokens.weight").reduce((s, p) => s + p.size, 0) + (lora?.numParameters ?? 0);
+    let batchNumel = 0;
     const runBatch = (rows: Rows, table: RefTable | null, idx: number[], backward: boolean, lossScale: number): StepOutput => {
       const b = collate(rows, idx);
+      batchNumel = b.batch.B * b.batch.T;
       if (c.method === "sft") return sftStep(policy, b as UnpairedBatch, { backward, lossScale });
       if (unpaired) return unpairedStep(policy, reference, b as UnpairedBatch, mcfg, { backward, lossScale, ref: table ? gatherUnpaired(table, idx) : undefined });
       return pairedStep(policy, reference, b as PairBatch, mcfg, { backward, lossScale, refLogps: table ? gatherPaired(table, idx) : undefined });
@@ -264,13 +274,13 @@ export async function train(config: TrainConfig, o: TrainOptions = {}): Promise<
     const bs = c.per_device_train_batch_size, ga = c.gradient_accumulation_steps;
     const plan = planSteps(data.rows.length, bs, ga, c.max_steps, c.num_train_epochs, c.dataloader_drop_last);
     const total = plan.totalSteps;
-    const sched: ScheduleConfig = { type: c.lr_scheduler_type, baseLr: c.learning_rate, warmupSteps: warmupSteps(total, c.warmup_steps, c.warmup_ratio), totalSteps: total };
+    const sched: ScheduleConfig = { type: c.lr_scheduler_type, baseLr: c.learning_rate, warmupSteps: warmupSteps(total, c.warmup_steps, c.warmup_ratio), totalSteps: total, kwargs: c.lr_scheduler_kwargs };
     const loggingSteps = resolveInterval(c.logging_steps, total);
     const evalSteps = resolveInterval(c.eval_steps ?? c.logging_steps, total);
     const saveSteps = resolveInterval(c.save_steps, total);
     const opt = new AdamW(trainable, { lr: c.learning_rate, beta1: c.adam_beta1, beta2: c.adam_beta2, eps: c.adam_epsilon, weightDecay: c.weight_decay });
     const lengths = c.group_by_length ? (unpaired ? unpairedLengths(data.rows as TokenizedUnpaired[]) : pairLengths(data.rows as TokenizedPair[])) : undefined;
-    const orderBase = { seed: c.seed, rows: data.rows.length, batch_size: bs, shuffle: c.train_sampling_strategy === "random", group_by_length: c.group_by_length, drop_last: c.dataloader_drop_last };
+    const orderBase = { seed: c.data_seed ?? c.seed, rows: data.rows.length, batch_size: bs, shuffle: c.train_sampling_strategy !== "sequential", group_by_length: c.group_by_length, drop_last: c.dataloader_drop_last };
 
     let state = initialTrainerState({ maxSteps: total, loggingSteps, evalSteps, saveSteps, batchSize: bs, epochs: plan.epochs });
     let loop: LoopState = { interval_loss: 0, interval_steps: 0, interval_metrics: emptySums(), interval_tokens: 0, total_loss: 0, num_tokens: 0, train_seconds: 0, gradient_accumulation_steps: ga, method: c.method };
@@ -310,6 +320,15 @@ export async function train(config: TrainConfig, o: TrainOptions = {}): Promise<
       appendMetrics(outputDir, e);
       progress.log(e);
       o.onLog?.(e);
+    };
+    const logTrain = () => {
+      const now = performance.now();
+      emit({
+        step: state.global_step, epoch: state.epoch, loss: loop.interval_loss / loop.interval_steps, grad_norm: gradNorm, learning_rate: lrUsed,
+        ...meanMetrics(loop.interval_metrics), num_tokens: loop.num_tokens, tokens_per_second: loop.interval_tokens / ((now - tInterval) / 1000),
+      });
+      loop = { ...loop, interval_loss: 0, interval_steps: 0, interval_metrics: emptySums(), interval_tokens: 0 };
+      tInterval = now;
     };
     const evaluate = () => {
       const rows = data.evalRows!;
@@ -364,6 +383,7 @@ export async function train(config: TrainConfig, o: TrainOptions = {}): Promise<
           try { out = runBatch(data.rows, trainTable, order[position + j], true, 1 / k); } catch (e) { throw asDivergence(e, stepNo, lastCheckpoint, trainable.params); }
           checkFinite("the loss", out.loss, stepNo, lastCheckpoint);
           stepLoss += out.loss / k;
+          state.total_flos += 6 * batchNumel * flopParams;
           addMetrics(loop.interval_metrics, out.metrics);
           loop.num_tokens += out.tokens;
           loop.interval_tokens += out.tokens;
@@ -382,16 +402,8 @@ export async function train(config: TrainConfig, o: TrainOptions = {}): Promise<
         loop.total_loss += stepLoss;
         progress.update(stepNo, stepLoss);
 
-        if (stepNo % loggingSteps === 0 || (c.logging_first_step && stepNo === 1)) {
-          const now = performance.now();
-          emit({
-            step: stepNo, epoch: state.epoch, loss: loop.interval_loss / loop.interval_steps, grad_norm: gradNorm, learning_rate: lrUsed,
-            ...meanMetrics(loop.interval_metrics), num_tokens: loop.num_tokens, tokens_per_second: loop.interval_tokens / ((now - tInterval) / 1000),
-          });
-          loop = { ...loop, interval_loss: 0, interval_steps: 0, interval_metrics: emptySums(), interval_tokens: 0 };
-          tInterval = now;
-        }
-        if (c.eval_strategy === "steps" && stepNo % evalSteps === 0) evaluate();
+        if ((c.logging_strategy === "steps" && stepNo % loggingSteps === 0) || (c.logging_first_step && stepNo === 1)) logTrain();
+        if (c.eval_strategy === "steps" && stepNo % evalSteps === 0 && c.eval_delay <= stepNo) evaluate();
         let saved = false;
         if (c.save_strategy === "steps" && stepNo % saveSteps === 0) { checkpoint(); saved = true; }
         await o.onStep?.(stepNo);
@@ -406,7 +418,8 @@ export async function train(config: TrainConfig, o: TrainOptions = {}): Promise<
       // HF runs its end-of-epoch hooks also when max_steps stops an epoch early; `ended` makes a resumed run
       // neither skip nor repeat them.
       if (!ended && (position >= order.length || state.global_step >= total)) {
-        if (c.eval_strategy === "epoch" && data.evalRows) evaluate();
+        if (c.logging_strategy === "epoch" && loop.interval_steps > 0) logTrain();
+        if (c.eval_strategy === "epoch" && data.evalRows && c.eval_delay <= state.epoch) evaluate();
         ended = true;
         if (position >= order.length) { epoch += 1; position = 0; }
         if (c.save_strategy === "epoch") checkpoint();
@@ -420,24 +433,24 @@ export async function train(config: TrainConfig, o: TrainOptions = {}): Promise<
       emit({
         step: state.global_step, epoch: state.epoch, train_runtime: trainSeconds,
         train_samples_per_second: (state.global_step * bs * ga) / trainSeconds, train_steps_per_second: state.global_step / trainSeconds,
-        total_flos: 0, train_loss: loop.total_loss / steps,
+        total_flos: state.total_flos, train_loss: loop.total_loss / steps,
       });
       const last = state.log_history.filter((e) => "loss" in e).pop() ?? {};
       const lastEval = state.log_history.filter((e) => "eval_loss" in e).pop() ?? {};
       const card = {
         baseModel: c.model_name_or_path!, method: c.method, dataset: c.dataset!, steps: state.global_step, epoch: state.epoch,
         hyperparameters: cardHyperparameters(c),
-        finalMetrics: { ...last, ...lastEval },
+        finalMetrics: { ...last, ...lastEval }, dtype: lora ? undefined : saveDtype,
       };
       if (lora) {
         saveFinalAdapter(outputDir, lora, c.model_name_or_path!, data.tokenizerDir, card, c.chat_template);
         if (c.merge_adapter) {
           const merged = join(outputDir, "merged");
-          saveMergedModel(merged, policy, configJson);   // detaches the adapter: nothing trains after this
+          saveMergedModel(merged, policy, configJson, { dtype: saveDtype });   // detaches the adapter: nothing trains after this
           copyTokenizerFiles(data.tokenizerDir, merged, c.chat_template);
         }
       } else {
-        saveFinalModel(outputDir, policy, configJson, data.tokenizerDir, card, c.chat_template);
+        saveFinalModel(outputDir, policy, configJson, data.tokenizerDir, card, c.chat_template, saveDtype);
       }
       writeJsonSynced(join(outputDir, "trainer_state.json"), state);
       const what = lora ? `LoRA adapter saved to ${outputDir}${c.merge_adapter ? ` (merged model in ${join(outputDir, "merged")})` : ""}` : `model saved to ${outputDir}`;
