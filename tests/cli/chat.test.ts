@@ -234,14 +234,14 @@ test("bad settings are refused before the model loads, naming the flag", async (
 
 test("the command line: piped stdin, banner, exit code 0; --help documents the options and commands", () => {
   const root = resolve(fileURLToPath(new URL("../..", import.meta.url)));
-  const entry = fileURLToPath(new URL("./chat-cli.ts", import.meta.url));
-  const r = spawnSync(process.execPath, ["--import", "tsx", entry, "chat", "--model", dir, "--max-new-tokens", "8", "--threads", "1"],
+  const entry = join(root, "bin", "preftune.js");
+  const r = spawnSync(process.execPath, [entry, "chat", "--model", dir, "--max-new-tokens", "8", "--threads", "1"],
     { cwd: root, input: "hello\n/exit\n", encoding: "utf8", timeout: 30000 });
   assert.equal(r.status, 0, r.stderr);
   assert.match(r.stdout, /^preftune chat: model tiny-llama, adapter none \(greedy, up to 8 new tokens\)/);
   assert.equal(r.stdout.split("\n> ").length, 3, "two prompts: one answered, one left with /exit");
 
-  const h = spawnSync(process.execPath, ["--import", "tsx", entry, "chat", "--help"], { cwd: root, encoding: "utf8", timeout: 30000 });
+  const h = spawnSync(process.execPath, [entry, "chat", "--help"], { cwd: root, encoding: "utf8", timeout: 30000 });
   assert.equal(h.status, 0, h.stderr);
   for (const s of ["--model", "--adapter", "--system", "--max-new-tokens", "--temperature", "--top-p", "--top-k", "--min-p",
     "--repetition-penalty", "--seed", "--threads", "/reset", "/system TEXT", "/exit", "/help", "Ctrl-C", "generation_config.json"]) {

@@ -29,7 +29,7 @@ const server = await startJudgeServer((): Reply => {
 after(() => server.close());
 
 function start(): { child: ChildProcess; done: Promise<{ code: number | null; signal: string | null; out: string }> } {
-  const args = ["--import", "tsx", join(repo, "tests", "eval", "eval-cli.ts"), "eval", "--task", "mt-bench", "--model", model, "--output", out,
+  const args = [join(repo, "bin", "preftune.js"), "eval", "--task", "mt-bench", "--model", model, "--output", out,
     "--questions", "4", "--max-new-tokens", "24", "--batch-size", "1", "--threads", "1",
     "--judge-url", server.url, "--judge-model", "judge-x", "--judge-backoff", "0.01", "--judge-timeout", "30"];
   const child = spawn(process.execPath, args, { cwd: repo, stdio: ["ignore", "pipe", "pipe"] });
