@@ -12,6 +12,7 @@ interface CommonFlags {
   model: string;
   dataset: string;
   split?: string;
+  datasetConfig?: string;
   method: Method;
   maxLength: number | null;
   maxPromptLength?: number | null;
@@ -26,6 +27,9 @@ interface CommonFlags {
   rejectedColumn?: string;
   completionColumn?: string;
   labelColumn?: string;
+  datasetTextField?: string;
+  assistantOnlyLoss?: boolean;
+  completionOnlyLoss?: boolean;
   progress: boolean;
 }
 
@@ -41,8 +45,9 @@ function positiveInt(name: string) {
 function addCommonOptions(cmd: Command): Command {
   return cmd
     .requiredOption("--model <dir>", "model folder with tokenizer.json and tokenizer_config.json")
-    .requiredOption("--dataset <path>", "a .jsonl/.json/.parquet file or a folder with train/test files")
-    .option("--split <name>", "split to read from a folder (default: train)")
+    .requiredOption("--dataset <path>", "a .jsonl/.json/.parquet file, a folder with train/test files, or a Hugging Face dataset id in the local cache")
+    .option("--split <name>", "split to read from a folder or cached dataset (default: train)")
+    .option("--dataset-config <name>", "configuration (subset) of a cached dataset or a folder of configs")
     .addOption(new Option("--method <method>", "decides the BOS/EOS rules and the row kind").choices(METHODS as string[]).default("dpo"))
     .option("--max-length <n>", "max prompt+completion tokens, or none", positiveInt("--max-length"), 1024)
     .option("--max-prompt-length <n>", "prompt keeps its last n tokens", positiveInt("--max-prompt-length"))
@@ -54,6 +59,12 @@ function addCommonOptions(cmd: Command): Command {
     .option("--cache-dir <dir>", "cache folder (default .cache/preftune)")
     .option("--prompt-column <name>").option("--chosen-column <name>").option("--rejected-column <name>")
     .option("--completion-column <name>").option("--label-column <name>")
+    .option("--dataset-text-field <name>", "sft: the column of plain text rows (default text)")
+    .option("--assistant-only-loss", "sft: on conversational rows, train only the assistant turns (writes completion_mask)")
+    .option("--completion-only-loss <bool>", "sft: on prompt/completion rows, train only the completion: true (default) or false", (v: string) => {
+      if (v === "true" || v === "false") return v === "true";
+      throw new InvalidArgumentError(`--completion-only-loss must be true or false, got "${v}"`);
+    })
     .option("--no-progress", "no progress bar");
 }
 
@@ -63,7 +74,8 @@ function dataOptions(f: CommonFlags, overrides: Partial<DataOptions> = {}): Data
     max_completion_length: f.maxCompletionLength ?? null, truncation_mode: f.truncationMode, skip_bad_rows: !!f.skipBadRows,
     cacheDir: f.cache ? (f.cacheDir ?? undefined) : null, progress: f.progress,
     prompt_column: f.promptColumn, chosen_column: f.chosenColumn, rejected_column: f.rejectedColumn,
-    completion_column: f.completionColumn, label_column: f.labelColumn, ...overrides,
+    completion_column: f.completionColumn, label_column: f.labelColumn, dataset_config: f.datasetConfig ?? null,
+    dataset_text_field: f.datasetTextField, assistant_only_loss: !!f.assistantOnlyLoss, completion_only_loss: f.completionOnlyLoss ?? null, ...overrides,
   };
 }
 
@@ -71,7 +83,7 @@ function dropSummary(s: PrepStats): string {
   const parts = [
     [s.badRowsSkipped, "bad rows skipped"], [s.droppedPromptTooLong, "prompt ≥ max_length"],
     [s.droppedCompletionTooLong, "completion ≥ max_length (keep_end)"], [s.droppedEmptyCompletion, "empty completion"],
-    [s.droppedUndesirable, "label=false (sft)"],
+    [s.droppedUndesirable, "label=false (sft)"], [s.droppedNoTargets, "no token to train on (sft)"],
   ].filter(([n]) => (n as number) > 0).map(([n, what]) => `${n} ${what}`);
   return parts.length ? parts.join(", ") : "none";
 }
@@ -152,9 +164,11 @@ async function tokenize(f: CommonFlags & { output: string }, out: (s: string) =>
   const stream = createWriteStream(f.output);
   const done = new Promise<void>((res, rej) => { stream.on("finish", res); stream.on("error", rej); });
   for (const row of r.rows) {
+    const u = row as TokenizedUnpaired;
+    // completion_mask (sft): which completion tokens are trained on, when not all of them are
     const line = r.kind === "paired"
       ? { prompt_ids: row.prompt_ids, chosen_ids: (row as TokenizedPair).chosen_ids, rejected_ids: (row as TokenizedPair).rejected_ids }
-      : { prompt_ids: row.prompt_ids, completion_ids: (row as TokenizedUnpaired).completion_ids, label: (row as TokenizedUnpaired).label };
+      : { prompt_ids: u.prompt_ids, completion_ids: u.completion_ids, label: u.label, ...(u.completion_mask ? { completion_mask: u.completion_mask } : {}) };
     if (!stream.write(JSON.stringify(line) + "\n")) await new Promise<void>((res) => stream.once("drain", () => res()));
   }
   stream.end();
@@ -170,7 +184,7 @@ export function registerDataCommands(program: Command, out: (line: string) => vo
     .option("--rows <n>", "how many rows to show", positiveInt("--rows"), 3)
     .addOption(new Option("--color <when>", "highlight completions").choices(["auto", "always", "never"]).default("auto"))
     .action(async (flags) => inspect(flags, out));
-  addCommonOptions(data.command("tokenize").description("write prompt_ids/chosen_ids/rejected_ids (or completion_ids/label) per row, exactly as training uses them"))
+  addCommonOptions(data.command("tokenize").description("write prompt_ids/chosen_ids/rejected_ids (or completion_ids/label, and completion_mask for sft rows not trained whole) per row, exactly as training uses them"))
     .requiredOption("--output <file.jsonl>", "where to write the rows")
     .action(async (flags) => tokenize(flags, out));
 }

@@ -28,12 +28,12 @@ export async function runDemo(o: DemoOptions): Promise<{ before: number; after: 
   const { config, notes } = resolveConfig({
     method: "orpo",
     model_name_or_path: base,
-    dataset,
+    dataset_name: dataset,
     output_dir: join(out, "run"),
     beta: 0.1,
     learning_rate: 2e-3,
     lr_scheduler_type: "cosine",
-    warmup_ratio: 0.05,
+    warmup_steps: 0.05,   // below 1: a fraction of the total steps
     max_length: 192,
     per_device_train_batch_size: 8,
     per_device_eval_batch_size: 25,

@@ -17,6 +17,10 @@ JSON, null as null. Every problem of the file and the command line is reported a
 
   preftune train presets/smollm2-135m-orpo.yaml --model_name_or_path ./SmolLM2-135M-Instruct --output_dir runs/orpo --max_steps 100
 
+Data: dataset_name is a .jsonl/.json/.parquet file, a folder with splits, or a Hugging Face dataset id already
+in the local cache (HF_HUB_CACHE, else HF_HOME/hub); nothing is downloaded. dataset_mixture (alignment-handbook),
+datasets (TRL) and the older dataset_mixer mix several.
+
 Outputs in output_dir: metrics.jsonl (one JSON object per log), checkpoint-N/ (resume with
 --resume_from_checkpoint true), and the final model (config.json, model.safetensors, tokenizer, README.md).
 Ctrl-C saves a checkpoint and exits with code 130. Keys:

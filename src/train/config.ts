@@ -4,12 +4,14 @@
 // their current key with a note; unknown keys get a suggestion by meaning first, then by spelling. Every
 // problem of a file and its command line is reported at once.
 // Not the training loop (loop.ts) and not the loss math (src/losses): this only produces a checked object.
-import { existsSync, readFileSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import { extname } from "node:path";
 import { parse as parseYaml } from "yaml";
 import { DPO_LOSS_TYPES, F_DIVERGENCE_TYPES } from "../losses/dpo.ts";
 import { resolveTargetModules } from "../models/peft.ts";
-import { ALIASES, COMPAT_KEYS, MISNAMES, type CompatKey, type CompatKind } from "./config-compat.ts";
+import { ALIASES, COMPAT_KEYS, MISNAMES, type Alias, type CompatKey, type CompatKind } from "./config-compat.ts";
+import { parseMixture } from "../data/mixture.ts";
+import { trlDatasetsMixture } from "./data.ts";
 import { METRIC_SCHEDULERS, SCHEDULER_TYPES, schedulerKwargsProblems } from "./schedule.ts";
 
 export const METHODS = ["orpo", "dpo", "ipo", "kto", "simpo", "cpo", "sft"] as const;
@@ -153,22 +155,26 @@ const HONOURED = {
   threads: num("run", "native threads (0 = all cores)", 0, { int: true, min: 0 }),
   dtype: { type: `${DTYPES.join(" | ")} | null`, group: "run", doc: "dtype of the saved model (final and merged): auto keeps the input checkpoint's (config.json dtype, else its tensors'); compute is always fp32. TRL's CLI loads float32 by default since 0.27; preftune keeps the input's dtype unless asked", def: "auto", cli: cliString, check: (v: unknown) => (v === null ? "auto" : DTYPES.includes(v as never) ? v : fail(`must be one of ${DTYPES.join(", ")}`)) } as Field<(typeof DTYPES)[number]>,
   // data
-  dataset: str("data", "training data: a .jsonl/.json/.parquet file or a folder (its train split)", null),
-  eval_dataset: str("data", "evaluation data; default: the dataset folder's test split when there is one", null),
-  dataset_name: str("data", "TRL ScriptArguments: the data set; a local file or folder here (no hub downloads), read as dataset when dataset is not set", null),
-  dataset_config: str("data", "TRL ScriptArguments: the data set's configuration (subset) name", null),
+  dataset: str("data", "training data (this project's older name of dataset_name): a .jsonl/.json/.parquet file, a folder, or a cached Hugging Face dataset id", null),
+  eval_dataset: str("data", "evaluation data, read like dataset_name (its dataset_test_split split); default: the dataset's dataset_test_split split when it has one, or a mixture's test rows", null),
+  dataset_name: str("data", "TRL ScriptArguments: the data set: a .jsonl/.json/.parquet file, a folder with splits, or a Hugging Face dataset id (ORG/NAME) found in the local Hugging Face cache (HF_HUB_CACHE, else HF_HOME/hub; nothing is downloaded)", null),
+  dataset_config: str("data", "TRL ScriptArguments: the data set's configuration (subset) name: a config of the dataset card, or a sub-folder", null),
   dataset_train_split: str("data", "TRL ScriptArguments: split to train on", "train", false),
-  dataset_test_split: str("data", "TRL ScriptArguments: split to evaluate on", "test", false),
-  dataset_mixture: dict("data", "alignment-handbook: {datasets: [{id, config, split, columns, weight}], seed, test_split_size}; ids are local paths here"),
-  datasets: { type: "mapping[] | null", group: "data", doc: "TRL DatasetMixtureConfig (trl dpo --config): [{path, name, data_dir, data_files, split, columns, fraction}]; paths are local here", def: null, cli: cliList, check: (v: unknown) => (v === null || (Array.isArray(v) && v.every((x) => x !== null && typeof x === "object" && !Array.isArray(x))) ? v : fail("must be a list of {path, split, ...} mappings or null")) } as Field<Record<string, unknown>[] | null>,
-  test_split_size: num("data", "TRL DatasetMixtureConfig: hold out this fraction (< 1) or number of rows of the mixture as the test split", null, { gt: 0, nullable: true }),
-  dataset_text_field: str("data", "sft: column holding plain text rows (TRL SFTConfig)", "text", false),
-  packing: bool("data", "sft: pack several rows into each max_length sequence (TRL SFTConfig)", false),
-  packing_strategy: oneOf("data", "sft: how rows are packed (TRL SFTConfig)", ["bfd", "bfd_split", "wrapped"] as const, "bfd"),
+  dataset_test_split: str("data", "TRL ScriptArguments: split to evaluate on (when eval_strategy is not no)", "test", false),
+  dataset_mixture: dict("data", "alignment-handbook: {datasets: [{id, config, split, columns, weight}], seed, test_split_size}: each source (a local path or a cached Hugging Face id) cut to columns, shuffled with seed and cut to weight·n rows, all concatenated and shuffled; test_split_size rows (a fraction or a count) become the eval split"),
+  datasets: { type: "mapping[] | null", group: "data", doc: "TRL DatasetMixtureConfig (trl dpo --config): [{path, name, split, columns, data_dir, data_files}], concatenated; read as a dataset_mixture with weight 1 and seed = seed (path: a local path or a cached Hugging Face id; data_files: one file with path json or parquet; data_dir: a sub-folder of a local path)", def: null, cli: cliList, check: (v: unknown) => (v === null || (Array.isArray(v) && v.every((x) => x !== null && typeof x === "object" && !Array.isArray(x))) ? v : fail("must be a list of {path, split, ...} mappings or null")) } as Field<Record<string, unknown>[] | null>,
+  test_split_size: num("data", "TRL DatasetMixtureConfig: hold out this fraction (< 1) or number of rows of the datasets mixture as the test split", null, { gt: 0, nullable: true }),
+  dataset_mixer: dict("data", "alignment-handbook before 2025 (deprecated; dataset_mixture replaced it): {dataset id: fraction}: the first fraction·n rows of each train split of dataset_splits, concatenated and shuffled with seed 42; the test splits whole"),
+  dataset_splits: { type: "string[] | null", group: "data", doc: "alignment-handbook before 2025, with dataset_mixer: the split names to read (those containing \"train\" train, those containing \"test\" evaluate); default [train, test]", def: null, list: true, cli: cliList, check: (v: unknown) => (v === null ? null : typeof v === "string" ? [v] : Array.isArray(v) && v.length > 0 && v.every((x) => typeof x === "string" && x !== "") ? v : fail("must be a list of split names or null")) } as Field<string[] | null>,
+  dataset_configs: { type: "string[] | null", group: "data", doc: "alignment-handbook before 2025, with dataset_mixer: one config name per dataset_mixer entry", def: null, list: true, cli: cliList, check: (v: unknown) => (v === null ? null : typeof v === "string" ? [v] : Array.isArray(v) && v.every((x) => x === null || (typeof x === "string" && x !== "")) ? v : fail("must be a list of config names or null")) } as Field<(string | null)[] | null>,
+  dataset_text_field: str("data", "sft: the column holding plain text rows (TRL SFTConfig); the text is trained whole, with EOS appended", "text", false),
+  packing: bool("data", "sft: pack rows into sequences of at most max_length tokens (TRL SFTConfig; padding-free: no attention across packed rows, positions restart per row); per_device_train_batch_size then counts packed sequences", false),
+  packing_strategy: oneOf("data", "sft: bfd (best-fit decreasing; a row over max_length keeps its start), bfd_split (such rows are cut into max_length pieces) or wrapped (rows end to end, cut every max_length tokens; attention crosses rows inside a chunk)", ["bfd", "bfd_split", "wrapped"] as const, "bfd"),
   eval_packing: nullableBool("data", "sft: pack the eval split too (null: as packing)", null),
-  assistant_only_loss: bool("data", "sft: loss only on assistant turns of conversational rows (TRL SFTConfig)", false),
-  completion_only_loss: nullableBool("data", "sft: loss only on the completion of prompt-completion rows (null: TRL's default, yes for such rows)", null),
-  chat_template_path: str("data", "a Jinja chat template file (or a tokenizer folder) to use instead of the tokenizer's (TRL SFTConfig)", null),
+  shuffle_dataset: bool("data", "sft with packing: shuffle the training rows with seed before packing them (TRL SFTConfig); the batch order itself always follows train_sampling_strategy", false),
+  assistant_only_loss: bool("data", "sft: on conversational rows, loss only on the assistant turns (the chat template's {% generation %} blocks, else each assistant turn with its end-of-turn text)", false),
+  completion_only_loss: nullableBool("data", "sft: on prompt/completion rows, loss only on the completion (null: TRL's default, yes); false trains the whole sequence", null),
+  chat_template_path: str("data", "a Jinja chat template file (.jinja) to use instead of the tokenizer's (TRL SFTConfig); saved with the model", null),
   max_length: num("data", "max tokens of prompt+completion (null: no limit)", 1024, { int: true, min: 1, nullable: true }),
   max_prompt_length: num("data", "max prompt tokens (classic TRL truncation; null: none)", null, { int: true, min: 1, nullable: true }),
   max_completion_length: num("data", "max completion tokens (null: none)", null, { int: true, min: 1, nullable: true }),
@@ -255,7 +261,10 @@ type FieldValue<F> = F extends Field<infer T> ? T : never;
 export type TrainConfig = { -readonly [K in keyof typeof HONOURED]: FieldValue<(typeof HONOURED)[K]> } & { [K in CompatName]: unknown };
 export type ConfigKey = keyof typeof SCHEMA;
 export const CONFIG_KEYS = Object.keys(SCHEMA) as ConfigKey[];
+// Lookups by own property only: a key named constructor, __proto__ or toString is an unknown key, not Object's.
+const isKey = (k: string): k is ConfigKey => Object.hasOwn(SCHEMA, k);
 const field = (k: string) => (SCHEMA as Record<string, Field<unknown>>)[k];
+const aliasOf = (k: string): Alias | undefined => (Object.hasOwn(ALIASES, k) ? ALIASES[k] : undefined);
 /** Keys accepted only for compatibility with TRL / transformers recipes; they change nothing here. */
 export const IGNORED_KEYS: readonly ConfigKey[] = CONFIG_KEYS.filter((k) => field(k).group === "compat");
 /** TRL ScriptArguments / SFTConfig / alignment-handbook data keys whose reading lives in src/data. */
@@ -289,7 +298,7 @@ export function closestKey(key: string): string | null {
 export function unknownKeyMessage(key: string, dash = false): string {
   const q = (k: string) => (dash ? `--${k}` : `"${k}"`);
   const what = dash ? `unknown option --${key}` : `unknown key "${key}"`;
-  const known = MISNAMES[normKey(key)];
+  const known = Object.hasOwn(MISNAMES, normKey(key)) ? MISNAMES[normKey(key)] : undefined;
   if (known) {
     const [to, why] = known;
     return to ? `${what}; did you mean ${q(to)}? (${why})` : `${what}: ${why}`;
@@ -336,19 +345,19 @@ export function resolveConfig(rawIn: Record<string, unknown>, source = "config",
   const notes = new Notes();
   const raw: Record<string, unknown> = { ...rawIn };
   for (const [old, a] of Object.entries(ALIASES)) {
-    if (!(old in raw)) continue;
+    if (!Object.hasOwn(raw, old)) continue;
     const given = raw[old];
     delete raw[old];
     if (given === null || given === undefined) continue;   // the old key at its default (unset): nothing to map
     const v = a.convert ? a.convert(given) : given;
-    if (a.to in raw && !same(raw[a.to], v) && raw[a.to] != null && v != null) {
+    if (Object.hasOwn(raw, a.to) && !same(raw[a.to], v) && raw[a.to] != null && v != null) {
       problems.push(`${old} (${show(v)}) and ${a.to} (${show(raw[a.to])}) are both set: ${old} is the old name of ${a.to}; keep ${a.to}`);
       continue;
     }
-    if (!(a.to in raw) || raw[a.to] == null) raw[a.to] = v;
+    if (!Object.hasOwn(raw, a.to) || raw[a.to] == null) raw[a.to] = v;
     notes.add(old, `deprecated name of ${a.to} (${a.from}); read as ${a.to}: ${show(v)}`);
   }
-  for (const k of Object.keys(raw)) if (!(k in SCHEMA)) problems.push(unknownKeyMessage(k));
+  for (const k of Object.keys(raw)) if (!isKey(k)) problems.push(unknownKeyMessage(k));
 
   const methodRaw = raw.method ?? null;
   if (methodRaw === null) problems.push(`"method" is required: one of ${METHODS.join(", ")}`);
@@ -356,7 +365,7 @@ export function resolveConfig(rawIn: Record<string, unknown>, source = "config",
   try { if (methodRaw !== null) method = HONOURED.method.check(methodRaw); } catch (e) { problems.push(`method: ${(e as Error).message}, got ${JSON.stringify(methodRaw)}`); }
   const config = defaultsFor(method) as Record<string, unknown>;
   for (const [k, v] of Object.entries(raw)) {
-    if (!(k in SCHEMA) || k === "method") continue;
+    if (!isKey(k) || k === "method") continue;
     const f = field(k);
     if (f.methods && !f.methods.includes(method)) {
       problems.push(`${k} does not apply to method ${method} (it is for ${f.methods.join(", ")}); remove ${k} or change method`);
@@ -375,24 +384,79 @@ export function resolveConfig(rawIn: Record<string, unknown>, source = "config",
   config.method = method;
   const c = config as TrainConfig;
   derived(c, raw, notes, problems);
-  const loraKeys = Object.keys(raw).filter((k) => field(k)?.group === "peft" && k !== "use_peft");
+  const loraKeys = Object.keys(raw).filter((k) => isKey(k) && field(k).group === "peft" && k !== "use_peft");
   if (!c.use_peft && loraKeys.length > 0) notes.add(loraKeys.join(", "), "no effect because use_peft is false (set use_peft: true to train a LoRA adapter)");
   if (c.model_name_or_path === null) problems.push(`"model_name_or_path" is required (${field("model_name_or_path").doc})`);
-  // TODO(data keys): dataset_mixture / datasets are read by src/data; until then they only satisfy this check.
-  if (c.dataset === null && c.dataset_mixture === null && c.datasets === null) problems.push(`"dataset" is required (${field("dataset").doc}; or dataset_name, dataset_mixture or datasets)`);
+  problems.push(...dataProblems(c, raw, notes));
   if (problems.length === 0) problems.push(...conflicts(c, raw));
   if (problems.length > 0) throw new ConfigError(`${source}: ${problems.length} problem${problems.length > 1 ? "s" : ""}:\n${problems.map((p) => `  - ${p}`).join("\n")}`);
   return { config: c, notes: notes.lines() };
 }
 
+/** Set to something other than its default (a key the config did not give is at its default). */
+const isSet = (c: TrainConfig, k: ConfigKey) => !same((c as Record<string, unknown>)[k], defaultOf(k, c.method));
+
+/**
+ * Where the data comes from: exactly one of dataset_name (or dataset), dataset_mixture, dataset_mixer or TRL's
+ * datasets; mixture specs checked as src/data will read them; eval needs a test split; SFT-only keys. Problems
+ * are returned, notes added.
+ */
+function dataProblems(c: TrainConfig, raw: Record<string, unknown>, notes: Notes): string[] {
+  const out: string[] = [];
+  const nameKey = c.dataset_name !== null ? "dataset_name" : c.dataset !== null ? "dataset" : null;
+  if (c.dataset_name !== null && c.dataset !== null && c.dataset_name !== c.dataset) out.push(`dataset (${c.dataset}) and dataset_name (${c.dataset_name}) name different data: dataset is this project's older name of dataset_name; keep dataset_name`);
+  const mixtures = (["dataset_mixture", "dataset_mixer", "datasets"] as const).filter((k) => c[k] !== null);
+  if (nameKey === null && mixtures.length === 0) out.push(`no training data: set dataset_name (a .jsonl/.json/.parquet file, a folder with splits, or a Hugging Face dataset id in the local cache), dataset_mixture (alignment-handbook) or datasets (TRL's mixture)`);
+  if (mixtures.length > 1) out.push(`${mixtures.join(" and ")} ${mixtures.length === 2 ? "both" : "all"} give a dataset mixture; keep one (dataset_mixture is the alignment-handbook's current form, datasets TRL's)`);
+  if (nameKey !== null && (c.dataset_mixture !== null || c.dataset_mixer !== null)) {
+    out.push(`${nameKey} and ${c.dataset_mixture !== null ? "dataset_mixture" : "dataset_mixer"} are both set (the alignment-handbook refuses this too); keep one`);
+  }
+  if (nameKey !== null && c.datasets !== null) notes.add(nameKey, "not read: datasets is also set and is read instead, as TRL's scripts do");
+  if (c.dataset_mixer !== null) {
+    notes.add(["dataset_mixer", ...(["dataset_splits", "dataset_configs"] as const).filter((k) => c[k] !== null)].join(", "),
+      "alignment-handbook's mixture keys before 2025 (its scripts now read dataset_mixture); read as the handbook read them: the first fraction·n rows of each train split, shuffled together with seed 42, and the test splits whole");
+  } else {
+    for (const k of ["dataset_splits", "dataset_configs"] as const) if (c[k] !== null) notes.add(k, "no effect without dataset_mixer (alignment-handbook's older mixture keys)");
+  }
+  if (c.test_split_size !== null && c.datasets === null) notes.add("test_split_size", `no effect without datasets (TRL's mixture)${c.dataset_mixture !== null ? "; dataset_mixture has its own test_split_size" : ""}`);
+  if (mixtures.length > 0 && isSet(c, "dataset_config")) notes.add("dataset_config", `no effect with ${mixtures[0]} (each source names its own config)`);
+  // the mixture specs, checked now so that their problems come with the others
+  let mixture: Record<string, unknown> | null = c.dataset_mixture;
+  if (c.datasets !== null) {
+    const t = trlDatasetsMixture(c.datasets, c.test_split_size, c.seed);
+    out.push(...t.problems);
+    mixture = t.mixture;
+  }
+  if (mixtures.length === 1 && (mixture !== null || c.dataset_mixer !== null)) {
+    try { parseMixture({ dataset_mixture: mixture, dataset_mixer: c.dataset_mixer, dataset_splits: c.dataset_splits, dataset_configs: c.dataset_configs }); } catch (e) { out.push((e as Error).message); }
+  }
+  // evaluation reads a test split: a mixture must make one
+  const needEval = c.eval_strategy !== "no" || c.eval_on_start;
+  if (needEval && c.eval_dataset === null && out.length === 0) {
+    const why = `eval_strategy is "${c.eval_strategy}"${c.eval_on_start ? " / eval_on_start" : ""}`;
+    const fixTail = "set eval_dataset, or eval_strategy: no";
+    if (c.dataset_mixture !== null && (c.dataset_mixture as { test_split_size?: unknown }).test_split_size == null) out.push(`${why} but dataset_mixture has no test_split_size, so there are no eval rows: set dataset_mixture.test_split_size, or ${fixTail}`);
+    if (c.datasets !== null && c.test_split_size === null) out.push(`${why} but datasets (TRL's mixture) has no test_split_size, so there is no test split: set test_split_size, or ${fixTail}`);
+    if (c.dataset_mixer !== null && !(c.dataset_splits ?? ["train", "test"]).some((s) => s.includes("test"))) out.push(`${why} but dataset_splits lists no test split: add one (e.g. test_prefs), or ${fixTail}`);
+  }
+  // SFT settings (TRL SFTConfig)
+  if (c.method !== "sft") {
+    if (c.packing) out.push(`packing: true applies to method sft (TRL SFTConfig); method ${c.method} trains on whole rows, set packing: false`);
+    if (c.assistant_only_loss) out.push(`assistant_only_loss: true applies to method sft (TRL SFTConfig); method ${c.method} trains on the completions, set assistant_only_loss: false`);
+    const sftOnly = (["dataset_text_field", "completion_only_loss", "packing_strategy", "eval_packing", "shuffle_dataset"] as const).filter((k) => raw[k] !== undefined && isSet(c, k));
+    if (sftOnly.length) notes.add(sftOnly.join(", "), `no effect: an SFT setting (TRL SFTConfig), and method is ${c.method}`);
+  } else {
+    if ((c.packing || c.eval_packing) && c.max_length === null) out.push(`${c.packing ? "packing" : "eval_packing"}: true needs max_length (the length of a packed sequence); set max_length`);
+    if (!c.packing && c.shuffle_dataset) notes.add("shuffle_dataset", "no effect without packing: the batch order follows train_sampling_strategy and seed");
+    if (!c.packing && !c.eval_packing && raw.packing_strategy !== undefined && isSet(c, "packing_strategy")) notes.add("packing_strategy", "no effect without packing");
+  }
+  if (c.chat_template !== null && c.chat_template_path !== null) out.push("chat_template and chat_template_path are both set; keep one");
+  return out;
+}
+
 /** Values that follow from others, as TRL / transformers resolve them, each with its note. */
 function derived(c: TrainConfig, raw: Record<string, unknown>, notes: Notes, problems: string[]): void {
   if (c.loss_type === null) c.loss_type = defaultOf("loss_type", c.method) as string | string[] | null;   // null: the method's TRL default
-  // dataset_name (TRL's ScriptArguments) stands in for dataset when it names a local file or folder
-  if (raw.dataset == null && c.dataset_name !== null) {
-    if (existsSync(c.dataset_name)) c.dataset = c.dataset_name;
-    else problems.push(`dataset_name "${c.dataset_name}" is not a local file or folder: preftune reads local data only (no hub downloads); download the data set (e.g. huggingface-cli download ${c.dataset_name} --repo-type dataset --local-dir DIR) and set dataset_name or dataset to DIR`);
-  }
   // eval_steps alone means evaluating every eval_steps; with another strategy, transformers ignores it
   if (raw.eval_steps != null && raw.eval_strategy === undefined) {
     c.eval_strategy = "steps";
@@ -500,8 +564,8 @@ export interface ParsedArgs { values: Record<string, unknown>; configFile: strin
 
 /** The field that types `key` on the command line (an alias reads as its current key unless it has its own kind). */
 function argField(key: string): Field<unknown> | null {
-  if (key in SCHEMA) return field(key);
-  const a = ALIASES[key];
+  if (isKey(key)) return field(key);
+  const a = aliasOf(key);
   if (!a) return null;
   if (a.kind) return compatField({ kind: a.kind, def: null, why: "" });
   return field(a.to);
@@ -579,7 +643,7 @@ export function loadConfig(file: string | null, overrides: readonly string[] = [
   return resolveConfig({ ...raw, ...p.values }, source, problems);
 }
 
-const REQUIRED: readonly ConfigKey[] = ["method", "model_name_or_path", "dataset"];
+const REQUIRED: readonly ConfigKey[] = ["method", "model_name_or_path"];
 
 function showDefault(k: ConfigKey): string {
   if (REQUIRED.includes(k)) return "required";

@@ -4,15 +4,14 @@
 // generate_during_eval, completions of a few eval prompts: samples.ts), checkpoints,
 // exact resume, guards, and the final model in output_dir. With use_peft only a LoRA adapter trains (the
 // reference is then the policy with its adapter disabled) and output_dir gets a PEFT adapter folder. The
-// per-batch math is objectives.ts; data comes from src/data (or pre-tokenized rows passed in). Not the CLI.
+// per-batch math is objectives.ts; the rows come from data.ts (dataset keys through src/data, SFT packing, or
+// pre-tokenized rows passed in); packed SFT rows count as one row each for the batch size and step plan. Not the CLI.
 import { createHash } from "node:crypto";
 import { existsSync, mkdirSync, readFileSync, statSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { AdamW, NativeModel, setNumThreads, type LoraAdapter, type LogpModel, type Trainable } from "../core/native.ts";
 import { collatePairs, collateUnpaired, type PairBatch, type UnpairedBatch } from "../data/collate.ts";
-import { loadTokenizer, type Tokenizer } from "../data/tokenizer.ts";
-import { prepareDataset, type DataOptions } from "../data/prepare.ts";
-import { resolveDataFiles } from "../data/readers.ts";
+import { collatePacked, packedLengths, type PackedRow } from "../data/packing.ts";
 import { pairLengths, unpairedLengths } from "../data/sampler.ts";
 import type { TokenizedPair, TokenizedUnpaired } from "../data/tokenize.ts";
 import { loadWeightsInto, readModelDir, saveDtypeOf, storedDtype, type SaveDtype } from "../models/checkpoint.ts";
@@ -23,15 +22,14 @@ import { copyTokenizerFiles, latestCheckpoint, loadCheckpoint, removeStaleTempor
 import { defaultsFor, IGNORED_KEYS, type TrainConfig } from "./config.ts";
 import { asDivergence, checkFinite, SIGNAL_EXIT_CODES, TrainingDivergedError, watchStopSignals } from "./guards.ts";
 import { addMetrics, appendMetrics, emptySums, meanMetrics, Progress, rewriteMetricsFile, type LogEntry, type MetricSums } from "./metrics.ts";
+import { loadTrainData, type Rows } from "./data.ts";
 import { configEosIds, evalSampler, resetCompletions, samplePrompts } from "./samples.ts";
 import { learningRate, planSteps, resolveInterval, warmupSteps, type ScheduleConfig } from "./schedule.ts";
 import { batchOrder, initialTrainerState, orderMismatch, type LoopState } from "./state.ts";
 
-type Rows = TokenizedPair[] | TokenizedUnpaired[];
-
 export interface TrainOptions {
-  rows?: Rows;                     // pre-tokenized training rows: skips the tokenizer and dataset
-  evalRows?: Rows | null;          // pre-tokenized eval rows (with rows: no eval unless given)
+  rows?: TokenizedPair[] | TokenizedUnpaired[];               // pre-tokenized training rows: skips the tokenizer and dataset (packed for sft with packing)
+  evalRows?: TokenizedPair[] | TokenizedUnpaired[] | null;    // pre-tokenized eval rows (with rows: no eval unless given)
   padTokenId?: number;             // with rows (default 0); otherwise the tokenizer's
   quiet?: boolean;                 // no console output
   print?: (line: string) => void;  // console sink (default stderr)
@@ -51,7 +49,6 @@ export interface TrainResult {
   exitCode: number;                // 0, or 130 (SIGINT) / 143 (SIGTERM) after saving
 }
 
-interface Data { kind: "paired" | "unpaired"; rows: Rows; evalRows: Rows | null; padTokenId: number; tokenizerDir: string | null; tokenizer: Tokenizer | null }
 
 /**
  * TRL's KTO KL pairs, fixed at data-prep time: within chunks of the batch size, row i gets row i−1's
@@ -67,48 +64,7 @@ function withKlCompletions(rows: TokenizedUnpaired[], chunk: number): TokenizedU
   return out;
 }
 
-async function hasSplit(path: string, split: string): Promise<boolean> {
-  if (!statSync(path).isDirectory()) return false;
-  try { await resolveDataFiles(path, split); return true; } catch { return false; }
-}
-
-async function loadData(c: TrainConfig, o: TrainOptions, needEval: boolean, print: (l: string) => void): Promise<Data> {
-  const modelDir = c.model_name_or_path!;
-  const kind = c.method === "kto" || c.method === "sft" ? "unpaired" : "paired";
-  if (o.rows) {
-    const need = kind === "paired" ? ["prompt_ids", "chosen_ids", "rejected_ids"] : ["prompt_ids", "completion_ids"];
-    for (const [name, rows] of [["rows", o.rows], ["evalRows", o.evalRows ?? []]] as const) {
-      rows.forEach((r, i) => {
-        const miss = need.filter((k) => !Array.isArray((r as unknown as Record<string, unknown>)[k]));
-        if (miss.length) throw new Error(`${name}[${i}]: method ${c.method} needs ${kind} rows with ${need.join(", ")}; missing ${miss.join(", ")}`);
-      });
-    }
-    const tokenizerDir = existsSync(join(modelDir, "tokenizer.json")) ? modelDir : null;
-    const tokenizer = c.generate_during_eval && tokenizerDir ? await loadTokenizer(modelDir, { chat_template: c.chat_template }) : null;
-    return { kind, rows: o.rows, evalRows: o.evalRows ?? null, padTokenId: o.padTokenId ?? 0, tokenizerDir, tokenizer };
-  }
-  // TODO(data keys): dataset_mixture is read by src/data; until it is, a run needs dataset (or a local dataset_name).
-  if (!c.dataset) throw new Error("dataset_mixture / datasets are accepted but not read yet: set dataset (a local file or folder) instead");
-  const tok = await loadTokenizer(modelDir, { chat_template: c.chat_template });
-  const dopts: DataOptions = {
-    method: c.method, max_length: c.max_length, max_prompt_length: c.max_prompt_length, max_completion_length: c.max_completion_length,
-    truncation_mode: c.truncation_mode, skip_bad_rows: c.skip_bad_rows, cacheDir: c.dataset_cache_dir, progress: !o.quiet,
-    prompt_column: c.prompt_column ?? undefined, chosen_column: c.chosen_column ?? undefined, rejected_column: c.rejected_column ?? undefined,
-    completion_column: c.completion_column ?? undefined, label_column: c.label_column ?? undefined,
-  };
-  const train = await prepareDataset(c.dataset!, tok, { ...dopts, split: "train" });
-  const s = train.stats;
-  print(`train data: ${s.rows} rows from ${s.files.join(", ")}${s.fromCache ? " (cached)" : ""}; dropped ${s.droppedPromptTooLong + s.droppedCompletionTooLong + s.droppedEmptyCompletion}, truncated ${s.truncatedRows}, bad rows skipped ${s.badRowsSkipped}`);
-  let evalRows: Rows | null = null;
-  if (needEval) {
-    const path = c.eval_dataset ?? ((await hasSplit(c.dataset!, "test")) ? c.dataset! : null);
-    if (!path) throw new Error(`eval_strategy is "${c.eval_strategy}"${c.eval_on_start ? " / eval_on_start" : ""} but there is no eval data: set eval_dataset, or put a test split next to the train split in ${c.dataset}, or set eval_strategy: no${c.eval_steps != null ? " (eval_steps alone means eval_strategy steps)" : ""}`);
-    const ev = await prepareDataset(path, tok, { ...dopts, split: "test" });
-    print(`eval data: ${ev.stats.rows} rows from ${ev.stats.files.join(", ")}`);
-    evalRows = ev.rows;
-  }
-  return { kind, rows: train.rows, evalRows, padTokenId: tok.padTokenId, tokenizerDir: modelDir, tokenizer: tok };
-}
+const isPacked = (rows: Rows): rows is PackedRow[] => rows.length > 0 && "segments" in rows[0];
 
 function methodConfig(c: TrainConfig): MethodConfig {
   return {
@@ -138,7 +94,8 @@ function allFinite(a: Float32Array): boolean {
 function cardHyperparameters(c: TrainConfig): Record<string, unknown> {
   const d = defaultsFor(c.method) as Record<string, unknown>;
   const core = ["learning_rate", "beta", "loss_type", "lr_scheduler_type", "per_device_train_batch_size", "gradient_accumulation_steps", "num_train_epochs", "max_steps", "max_length", "seed"];
-  const skip = new Set<string>([...IGNORED_KEYS, "model_name_or_path", "dataset", "eval_dataset", "output_dir", "resume_from_checkpoint", "method", "threads", "disable_tqdm", "dataset_cache_dir"]);
+  // the data source is named by the card itself; paths and run switches are not hyperparameters
+  const skip = new Set<string>([...IGNORED_KEYS, "model_name_or_path", "dataset", "dataset_name", "dataset_mixture", "datasets", "dataset_mixer", "eval_dataset", "chat_template_path", "output_dir", "resume_from_checkpoint", "method", "threads", "disable_tqdm", "dataset_cache_dir"]);
   const out: Record<string, unknown> = {};
   for (const [k, v] of Object.entries(c)) {
     if (skip.has(k) || v === null) continue;
@@ -168,8 +125,8 @@ export async function train(config: TrainConfig, o: TrainOptions = {}): Promise<
   if (!o.rows && c.max_length != null && c.max_length > maxPos)
     throw new Error(`max_length ${c.max_length} is more than ${c.model_name_or_path}'s max_position_embeddings (${maxPos}): set max_length to at most ${maxPos}`);
   const needEval = c.eval_strategy !== "no" || c.eval_on_start;
-  const data = await loadData(c, o, needEval, print);
-  if (data.rows.length === 0) throw new Error(`${c.dataset}: no training rows`);
+  const data = await loadTrainData(c, { rows: o.rows, evalRows: o.evalRows, padTokenId: o.padTokenId, quiet: o.quiet }, needEval, print);
+  if (data.rows.length === 0) throw new Error(`${data.describe}: no training rows`);
   if (needEval && !data.evalRows?.length) throw new Error(`eval_strategy is "${c.eval_strategy}"${c.eval_on_start ? " / eval_on_start" : ""} but no eval rows were given`);
   if (c.generate_during_eval && !data.tokenizer) throw new Error(`generate_during_eval needs the model's tokenizer to turn completions into text, and ${c.model_name_or_path} has no tokenizer.json (pre-tokenized rows were given); add the tokenizer files to the model folder or set generate_during_eval: false`);
   const unpaired = data.kind === "unpaired";
@@ -199,6 +156,8 @@ export async function train(config: TrainConfig, o: TrainOptions = {}): Promise<
     const padOpts = { padTokenId: data.padTokenId, padToMultipleOf: c.pad_to_multiple_of ?? undefined };
 
     const collate = (rows: Rows, idx: readonly number[]): PairBatch | UnpairedBatch => {
+      // packed SFT rows: every segment a batch row of its own, no attention or positions across them
+      if (isPacked(rows)) return collatePacked(idx.map((i) => rows[i]), padOpts);
       if (!unpaired) return collatePairs(idx.map((i) => (rows as TokenizedPair[])[i]), padOpts);
       const sel = idx.map((i) => (rows as TokenizedUnpaired[])[i]);
       const ub = collateUnpaired(sel, { ...padOpts, kl: ktoKl });
@@ -252,7 +211,7 @@ export async function train(config: TrainConfig, o: TrainOptions = {}): Promise<
 
     // generate_during_eval: the reference decodes only when it is in memory (a second model, or the base under LoRA).
     const sample = c.generate_during_eval ? evalSampler({
-      outputDir, tokenizer: data.tokenizer!, prompts: samplePrompts(data.evalRows ?? [], c.generate_during_eval_samples ?? c.per_device_eval_batch_size),
+      outputDir, tokenizer: data.tokenizer!, prompts: samplePrompts(data.evalRows && !isPacked(data.evalRows) ? data.evalRows : [], c.generate_during_eval_samples ?? c.per_device_eval_batch_size),
       policy: { model: policy }, reference: refModel ? { model: refModel } : lora && needsReference(c.method) ? { model: policy, adapters: false } : null,
       maxNewTokens: c.generate_during_eval_max_new_tokens, maxPositions: maxPos, eos: configEosIds(configJson), batchSize: c.per_device_eval_batch_size,
     }) : null;
@@ -264,7 +223,8 @@ export async function train(config: TrainConfig, o: TrainOptions = {}): Promise<
     let batchNumel = 0;
     const runBatch = (rows: Rows, table: RefTable | null, idx: number[], backward: boolean, lossScale: number): StepOutput => {
       const b = collate(rows, idx);
-      batchNumel = b.batch.B * b.batch.T;
+      // a packed batch is padding-free in TRL (one row of every sequence end to end): its numel is its tokens
+      batchNumel = isPacked(rows) ? b.batch.lengths.reduce((n, l) => n + l, 0) : b.batch.B * b.batch.T;
       if (c.method === "sft") return sftStep(policy, b as UnpairedBatch, { backward, lossScale });
       if (unpaired) return unpairedStep(policy, reference, b as UnpairedBatch, mcfg, { backward, lossScale, ref: table ? gatherUnpaired(table, idx) : undefined });
       return pairedStep(policy, reference, b as PairBatch, mcfg, { backward, lossScale, refLogps: table ? gatherPaired(table, idx) : undefined });
@@ -279,7 +239,8 @@ export async function train(config: TrainConfig, o: TrainOptions = {}): Promise<
     const evalSteps = resolveInterval(c.eval_steps ?? c.logging_steps, total);
     const saveSteps = resolveInterval(c.save_steps, total);
     const opt = new AdamW(trainable, { lr: c.learning_rate, beta1: c.adam_beta1, beta2: c.adam_beta2, eps: c.adam_epsilon, weightDecay: c.weight_decay });
-    const lengths = c.group_by_length ? (unpaired ? unpairedLengths(data.rows as TokenizedUnpaired[]) : pairLengths(data.rows as TokenizedPair[])) : undefined;
+    const lengths = !c.group_by_length ? undefined
+      : isPacked(data.rows) ? packedLengths(data.rows) : unpaired ? unpairedLengths(data.rows as TokenizedUnpaired[]) : pairLengths(data.rows as TokenizedPair[]);
     const orderBase = { seed: c.data_seed ?? c.seed, rows: data.rows.length, batch_size: bs, shuffle: c.train_sampling_strategy !== "sequential", group_by_length: c.group_by_length, drop_last: c.dataloader_drop_last };
 
     let state = initialTrainerState({ maxSteps: total, loggingSteps, evalSteps, saveSteps, batchSize: bs, epochs: plan.epochs });
@@ -358,7 +319,7 @@ export async function train(config: TrainConfig, o: TrainOptions = {}): Promise<
         scheduler: { lr_scheduler_type: sched.type, base_lr: sched.baseLr, warmup_steps: sched.warmupSteps, total_steps: total, last_epoch: state.global_step, last_lr: learningRate(sched, state.global_step) },
         order: { ...orderBase, epoch, position, batches: plan.microBatchesPerEpoch, epoch_end_done: ended },
         trainerState: state, loop: { ...loop, train_seconds: loop.train_seconds + (performance.now() - tStart) / 1000 },
-        args: { ...c }, tokenizerDir: data.tokenizerDir, chatTemplate: c.chat_template,
+        args: { ...c }, tokenizerDir: data.tokenizerDir, chatTemplate: data.chatTemplate,
         adapter: lora, baseModelNameOrPath: c.model_name_or_path,
       });
       for (const d of rotateCheckpoints(outputDir, c.save_total_limit)) if (d === lastCheckpoint) lastCheckpoint = null;
@@ -438,19 +399,19 @@ export async function train(config: TrainConfig, o: TrainOptions = {}): Promise<
       const last = state.log_history.filter((e) => "loss" in e).pop() ?? {};
       const lastEval = state.log_history.filter((e) => "eval_loss" in e).pop() ?? {};
       const card = {
-        baseModel: c.model_name_or_path!, method: c.method, dataset: c.dataset!, steps: state.global_step, epoch: state.epoch,
+        baseModel: c.model_name_or_path!, method: c.method, dataset: data.describe, steps: state.global_step, epoch: state.epoch,
         hyperparameters: cardHyperparameters(c),
         finalMetrics: { ...last, ...lastEval }, dtype: lora ? undefined : saveDtype,
       };
       if (lora) {
-        saveFinalAdapter(outputDir, lora, c.model_name_or_path!, data.tokenizerDir, card, c.chat_template);
+        saveFinalAdapter(outputDir, lora, c.model_name_or_path!, data.tokenizerDir, card, data.chatTemplate);
         if (c.merge_adapter) {
           const merged = join(outputDir, "merged");
           saveMergedModel(merged, policy, configJson, { dtype: saveDtype });   // detaches the adapter: nothing trains after this
-          copyTokenizerFiles(data.tokenizerDir, merged, c.chat_template);
+          copyTokenizerFiles(data.tokenizerDir, merged, data.chatTemplate);
         }
       } else {
-        saveFinalModel(outputDir, policy, configJson, data.tokenizerDir, card, c.chat_template, saveDtype);
+        saveFinalModel(outputDir, policy, configJson, data.tokenizerDir, card, data.chatTemplate, saveDtype);
       }
       writeJsonSynced(join(outputDir, "trainer_state.json"), state);
       const what = lora ? `LoRA adapter saved to ${outputDir}${c.merge_adapter ? ` (merged model in ${join(outputDir, "merged")})` : ""}` : `model saved to ${outputDir}`;

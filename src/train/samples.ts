@@ -69,12 +69,13 @@ export function greedyCompletions(d: Decoder, prompts: readonly number[][], o: G
   return out;
 }
 
-/** The first `n` distinct prompts (by token ids) of the eval rows, in order. */
+/** The first `n` distinct prompts (by token ids) of the eval rows, in order; rows with no prompt (SFT text) are skipped. */
 export function samplePrompts(rows: readonly { prompt_ids: number[] }[], n: number): number[][] {
   const seen = new Set<string>();
   const out: number[][] = [];
   for (const r of rows) {
     if (out.length >= n) break;
+    if (r.prompt_ids.length === 0) continue;
     const key = r.prompt_ids.join(",");
     if (seen.has(key)) continue;
     seen.add(key);

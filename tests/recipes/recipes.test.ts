@@ -2,7 +2,9 @@
 // with only the model folder, the data, output_dir and the step count changed: every one goes through the real
 // config loader and either resolves or fails with the documented reason; a subset trains end to end on a tiny
 // model (the KTO QLoRA command line through the real CLI, where adapter_config.json must list all seven
-// projections). Recipes that need the data-source keys (dataset_mixture, datasets) to be read are marked todo.
+// projections). The data is substituted with rows shaped as each recipe's columns expect: a dataset mixture
+// (dataset_mixture, the older dataset_mixer, TRL's datasets) gets its sources pointed at a local folder with
+// train/test splits, and a test_split_size given as a row count larger than that folder becomes 4 rows.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
@@ -17,24 +19,22 @@ import { makeTinyModel, scratch } from "../helpers/tiny-model.ts";
 const ROOT = fileURLToPath(new URL("../..", import.meta.url));
 const FIXTURES = join(ROOT, "tests", "recipes", "fixtures");
 const STEPS = 2;
-const DATA_KEYS = "data keys";   // todo until src/data reads dataset_mixture / datasets
 
 interface Case {
   file: string;
   method: TrainMethod;                 // the trainer the recipe is written for (the script it is launched with)
   fails?: RegExp[];                    // the documented reasons it is refused
   e2e?: boolean;                       // also train STEPS steps end to end
-  todo?: string;                       // the end-to-end run waits for this
 }
 const CASES: Case[] = [
   // alignment-handbook recipes
-  { file: "handbook-zephyr-7b-beta-dpo-full.yaml", method: "dpo", e2e: true, todo: DATA_KEYS },
-  // this recipe still uses the handbook's 2023 data keys, which its current scripts refuse too
-  { file: "handbook-zephyr-7b-beta-dpo-qlora.yaml", method: "dpo", fails: [/unknown key "dataset_mixer"; did you mean "dataset_mixture"\? \(alignment-handbook replaced/, /unknown key "dataset_splits"; did you mean "dataset_train_split"/] },
+  { file: "handbook-zephyr-7b-beta-dpo-full.yaml", method: "dpo", e2e: true },
+  // this recipe still uses the handbook's 2023 data keys (dataset_mixer, dataset_splits): read, with a note
+  { file: "handbook-zephyr-7b-beta-dpo-qlora.yaml", method: "dpo", e2e: true },
   { file: "handbook-zephyr-141b-orpo.yaml", method: "orpo", e2e: true },
-  { file: "handbook-zephyr-7b-gemma-dpo.yaml", method: "dpo", e2e: true, todo: DATA_KEYS },
-  { file: "handbook-smollm2-dpo.yaml", method: "dpo", e2e: true, todo: DATA_KEYS },
-  { file: "handbook-smollm3-apo.yaml", method: "dpo", e2e: true, todo: DATA_KEYS },
+  { file: "handbook-zephyr-7b-gemma-dpo.yaml", method: "dpo", e2e: true },
+  { file: "handbook-smollm2-dpo.yaml", method: "dpo", e2e: true },
+  { file: "handbook-smollm3-apo.yaml", method: "dpo", e2e: true },
   { file: "handbook-pref-align-scan-zephyr.yaml", method: "dpo" },
   { file: "handbook-constitutional-ai-dpo.yaml", method: "dpo", fails: [/optim rmsprop: preftune trains with AdamW only; rmsprop is not implemented/] },
   { file: "handbook-starchat2-dpo.yaml", method: "dpo" },
@@ -52,7 +52,7 @@ const CASES: Case[] = [
   { file: "trl-readme-kto.cmd", method: "kto" },
   { file: "trl-clis-dpo-num-processes.cmd", method: "dpo" },
   { file: "trl-clis-dpo-config.yaml", method: "dpo" },
-  { file: "trl-clis-dpo-datasets.yaml", method: "dpo", e2e: true, todo: DATA_KEYS },
+  { file: "trl-clis-dpo-datasets.yaml", method: "dpo", e2e: true },
   // notebooks and walkthroughs
   { file: "smol-course-orpo.yaml", method: "orpo", e2e: true },
   { file: "unsloth-orpo.yaml", method: "orpo", e2e: true },
@@ -63,7 +63,7 @@ const CASES: Case[] = [
 ];
 
 let tmp: ReturnType<typeof scratch>;
-let model: string, pairs: string, unpaired: string;
+let model: string, pairs: string, unpaired: string, implicitPairs: string, explicitPairs: string;
 let cwd: string;
 before(() => {
   tmp = scratch();
@@ -80,6 +80,18 @@ before(() => {
   };
   pairs = copy("hh-rlhf-harmless-sample", join(tmp.dir, "pairs"), 16, 4);
   unpaired = copy("hh-rlhf-kto-unpaired", join(tmp.dir, "unpaired"), 16, 4);
+  // the same pairs in the two shapes the mixture recipes select columns from: UltraFeedback's implicit prompt
+  // (chosen and rejected are whole conversations) and SmolTalk2's explicit prompt with chat_template_kwargs
+  const reshape = (dst: string, f: (r: Record<string, unknown[]>) => object) => {
+    mkdirSync(dst);
+    for (const split of ["train", "test"]) {
+      const rows = readFileSync(join(pairs, `${split}.jsonl`), "utf8").split("\n").filter(Boolean).map((l) => JSON.parse(l));
+      writeFileSync(join(dst, `${split}.jsonl`), rows.map((r) => JSON.stringify(f(r))).join("\n") + "\n");
+    }
+    return dst;
+  };
+  implicitPairs = reshape(join(tmp.dir, "pairs-implicit"), (r) => ({ chosen: [...r.prompt, ...r.chosen], rejected: [...r.prompt, ...r.rejected], score_chosen: 8, score_rejected: 4 }));
+  explicitPairs = reshape(join(tmp.dir, "pairs-explicit"), (r) => ({ ...r, chat_template_kwargs: { enable_thinking: false } }));
 });
 after(() => {
   process.chdir(cwd);
@@ -112,13 +124,20 @@ function substitute(c: Case, outDir: string): { file: string | null; argv: strin
   const raw = readConfigFile(path);
   raw.method ??= c.method;
   raw.model_name_or_path = model;
+  const split = (s: unknown) => (String(s).includes("test") ? "test" : "train");
   if ("dataset_name" in raw) raw.dataset_name = data;
   else if (raw.dataset_mixture && typeof raw.dataset_mixture === "object") {
-    const mix = raw.dataset_mixture as { datasets?: Record<string, unknown>[] };
-    raw.dataset_mixture = { ...mix, datasets: (mix.datasets ?? []).map((d) => ({ ...d, id: data, config: null, split: String(d.split).startsWith("test") ? "test" : "train" })) };
+    const mix = raw.dataset_mixture as { datasets?: Record<string, unknown>[]; test_split_size?: number };
+    const ids = (d: Record<string, unknown>) => (Array.isArray(d.columns) && !d.columns.includes("prompt") ? implicitPairs : explicitPairs);
+    raw.dataset_mixture = {
+      ...mix, datasets: (mix.datasets ?? []).map((d) => ({ ...d, id: ids(d), config: null, split: split(d.split) })),
+      ...(mix.test_split_size != null && mix.test_split_size >= 1 ? { test_split_size: 4 } : {}),
+    };
   } else if (Array.isArray(raw.datasets)) raw.datasets = raw.datasets.map((d: Record<string, unknown>) => ({ ...d, path: data }));
-  else if (raw.dataset_mixer) raw.dataset_mixer = { [data]: 1.0 };
-  else raw.dataset = data;
+  else if (raw.dataset_mixer) {
+    raw.dataset_mixer = { [implicitPairs]: 1.0 };
+    if (Array.isArray(raw.dataset_splits)) raw.dataset_splits = raw.dataset_splits.map(split);
+  } else raw.dataset = data;
   raw.output_dir = outDir;
   raw.max_steps = STEPS;
   const file = join(tmp.dir, `sub-${c.file.replace(/\.\w+$/, "")}.yaml`);
@@ -151,7 +170,7 @@ for (const c of CASES) {
 }
 
 for (const c of CASES.filter((x) => x.e2e)) {
-  test(`${c.file}: trains ${STEPS} steps end to end`, { todo: c.todo }, async () => {
+  test(`${c.file}: trains ${STEPS} steps end to end`, async () => {
     const outDir = join(tmp.dir, "runs", `e2e-${c.file}`);
     const { file, argv } = substitute(c, outDir);
     const { config, notes } = loadConfig(file, argv);

@@ -108,7 +108,8 @@ test("suggestions come from what the key means first, then from spelling, and ne
   assert.match(unknownKeyMessage("bias"), /^unknown key "bias": PEFT's LoraConfig bias has no TRL config key .*bias "none"/);
   assert.match(unknownKeyMessage("random_state"), /did you mean "seed"/);
   assert.match(unknownKeyMessage("orpo_alpha"), /did you mean "beta"/);
-  assert.match(unknownKeyMessage("dataset_mixer"), /did you mean "dataset_mixture"/);
+  assert.match(unknownKeyMessage("text_column"), /did you mean "dataset_text_field"/);
+  assert.match(unknownKeyMessage("train_file"), /did you mean "dataset_name"/);
   assert.match(unknownKeyMessage("cutoff_len", true), /unknown option --cutoff_len; did you mean --max_length\?/);
   // spelling
   assert.match(unknownKeyMessage("warmup_ration"), /did you mean "warmup_ratio"/);
