@@ -5,6 +5,7 @@
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import type { GenerationConfig } from "./types.ts";
+import { nearest } from "../util/spelling.ts";
 
 /** Bad generation settings; `problems` lists each one (the message joins them). */
 export class GenerationConfigError extends Error {
@@ -96,26 +97,9 @@ const IGNORED_IN_FILE = new Set([
   "generation_kwargs", "trust_remote_code", "prefill_chunk_size",
 ]);
 
-/** Levenshtein distance (own copy: train/config.ts has one, but importing it pulls in the native core). */
-export function editDistance(a: string, b: string): number {
-  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
-  for (let i = 1; i <= a.length; i++) {
-    const cur = [i];
-    for (let j = 1; j <= b.length; j++) cur[j] = Math.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
-    prev = cur;
-  }
-  return prev[b.length];
-}
-
 /** The valid option key nearest to `key` (dashes read as underscores, case ignored). */
 export function closestGenerationKey(key: string): Key {
-  const norm = key.toLowerCase().replace(/-/g, "_");
-  let best = GENERATION_OPTION_KEYS[0], bestD = Infinity;
-  for (const k of GENERATION_OPTION_KEYS) {
-    const d = editDistance(norm, k);
-    if (d < bestD) { best = k; bestD = d; }
-  }
-  return best;
+  return nearest(key, GENERATION_OPTION_KEYS).key;
 }
 
 // ---- reading one value ----

@@ -13,6 +13,7 @@ import { ALIASES, COMPAT_KEYS, MISNAMES, type Alias, type CompatKey, type Compat
 import { parseMixture } from "../data/mixture.ts";
 import { trlDatasetsMixture } from "./data.ts";
 import { METRIC_SCHEDULERS, SCHEDULER_TYPES, schedulerKwargsProblems } from "./schedule.ts";
+import { nearest } from "../util/spelling.ts";
 
 export const METHODS = ["orpo", "dpo", "ipo", "kto", "simpo", "cpo", "sft"] as const;
 export type TrainMethod = (typeof METHODS)[number];
@@ -270,28 +271,12 @@ export const IGNORED_KEYS: readonly ConfigKey[] = CONFIG_KEYS.filter((k) => fiel
 /** TRL ScriptArguments / SFTConfig / alignment-handbook data keys whose reading lives in src/data. */
 export const DATA_SOURCE_KEYS = ["dataset_name", "dataset_config", "dataset_train_split", "dataset_test_split", "dataset_mixture", "datasets", "test_split_size", "dataset_text_field", "packing", "packing_strategy", "eval_packing", "assistant_only_loss", "completion_only_loss", "chat_template_path"] as const;
 
-/** Levenshtein distance, for "did you mean" suggestions. */
-export function editDistance(a: string, b: string): number {
-  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
-  for (let i = 1; i <= a.length; i++) {
-    const cur = [i];
-    for (let j = 1; j <= b.length; j++) cur[j] = Math.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
-    prev = cur;
-  }
-  return prev[b.length];
-}
-
 const normKey = (k: string) => k.toLowerCase().replace(/-/g, "_");
 
 /** The closest known key by spelling, or null when none is close enough to be a typo (≤ 2 edits, or a third of the name). */
 export function closestKey(key: string): string | null {
-  const norm = normKey(key);
-  let best: string | null = null, bestD = Infinity;
-  for (const k of [...CONFIG_KEYS, ...Object.keys(ALIASES)]) {
-    const d = editDistance(norm, k);
-    if (d < bestD) { best = k; bestD = d; }
-  }
-  return bestD <= Math.max(2, Math.floor(norm.length / 3)) ? best : null;
+  const { key: best, distance } = nearest(key, [...CONFIG_KEYS, ...Object.keys(ALIASES)]);
+  return distance <= Math.max(2, Math.floor(normKey(key).length / 3)) ? best : null;
 }
 
 /** Why `key` is unknown and what to use: the alias table first (meaning), then spelling. `dash` formats keys as options. */
