@@ -1,14 +1,16 @@
 // `preftune generate`: continue one prompt (streamed to the terminal) or a JSONL file of prompts (batched) with a
 // model folder and an optional PEFT adapter; writes one JSON line per prompt. Argument handling and printing
 // only: decoding is src/generate/engine.ts, the HF generation keys and their checks src/generate/config.ts.
-import { appendFileSync, readFileSync, renameSync, rmSync } from "node:fs";
+import { statSync } from "node:fs";
+import { join } from "node:path";
 import type { Command } from "commander";
 import { DataError } from "../data/errors.ts";
 import type { Message } from "../data/formats.ts";
 import { Generator, loadGenerationModel } from "../generate/engine.ts";
 import { GENERATION_OPTIONS, GENERATION_OPTION_KEYS } from "../generate/config.ts";
 import type { GenerateResult } from "../generate/types.ts";
-import { fsyncPath } from "../util/durable.ts";
+import { commitFile, readTextFile, removeFile } from "../util/durable.ts";
+import { appendRecords } from "../util/records.ts";
 
 const GENERATE_HELP = `
 Prompts: --prompt TEXT (one prompt; the answer streams to the terminal as it decodes) or --prompts FILE.jsonl
@@ -37,7 +39,7 @@ interface PromptRow { prompt?: unknown; messages?: unknown; [k: string]: unknown
 /** Reads a prompts file: every line a JSON object with a string "prompt" or a "messages" list. */
 function readPrompts(file: string): PromptRow[] {
   const rows: PromptRow[] = [];
-  readFileSync(file, "utf8").split("\n").forEach((line, i) => {
+  readTextFile(file, "prompts file").split("\n").forEach((line, i) => {
     if (!line.trim()) return;
     let row: unknown;
     try { row = JSON.parse(line); } catch (e) {
@@ -53,6 +55,7 @@ function readPrompts(file: string): PromptRow[] {
   return rows;
 }
 
+const isFolder = (p: string) => { try { return statSync(p).isDirectory(); } catch { return false; } };
 const flagName = (key: string) => key.replace(/_/g, "-");
 const camel = (key: string) => key.replace(/_([a-z])/g, (_, c: string) => c.toUpperCase());
 
@@ -73,6 +76,7 @@ export function registerGenerateCommand(program: Command): void {
   cmd.addHelpText("after", GENERATE_HELP).action(async (o: Record<string, string | boolean | undefined>) => {
     if (!o.prompt === !o.prompts) throw new Error("give exactly one of --prompt TEXT or --prompts FILE.jsonl");
     if (o.prompts && !o.output) throw new Error("--prompts needs --output FILE.jsonl for the results");
+    if (o.output && isFolder(o.output as string)) throw new Error(`--output ${o.output} is a folder; give a file name for the JSONL results (e.g. ${join(o.output as string, "completions.jsonl")})`);
     const batchSize = Number(o.batchSize);
     if (!Number.isInteger(batchSize) || batchSize < 1) throw new Error(`--batch-size must be a whole number of at least 1, got ${JSON.stringify(o.batchSize)}`);
     const overrides: Record<string, unknown> = {};
@@ -88,7 +92,7 @@ export function registerGenerateCommand(program: Command): void {
       };
       const stream = rows.length === 1 && !!o.prompt;
       const partial = o.output ? `${o.output}.partial` : null;
-      if (partial) rmSync(partial, { force: true });
+      if (partial) removeFile(partial);
       let done = 0, tokens = 0;
       const t0 = performance.now();
       for (let s = 0; s < rows.length; s += batchSize) {
@@ -98,16 +102,16 @@ export function registerGenerateCommand(program: Command): void {
           config: loaded.generationDefaults,
           onText: stream ? (d: string) => process.stdout.write(d) : undefined,
         })));
-        const lines = batch.map((r, i) => {
+        const records = batch.map((r, i) => {
           const x = results[i];
           tokens += x.completionTokens;
-          return JSON.stringify({
+          return {
             index: s + i, ...r, completion: x.completion, completion_ids: x.completionIds, finish_reason: x.finishReason,
             prompt_tokens: x.promptTokens, completion_tokens: x.completionTokens,
             tokens_per_second: Number(x.tokensPerSecond.toFixed(2)), time_to_first_token_ms: Number(x.timeToFirstTokenMs.toFixed(1)),
-          }) + "\n";
+          };
         });
-        if (partial) appendFileSync(partial, lines.join(""));
+        if (partial) appendRecords(partial, records);
         done += batch.length;
         if (stream) {
           const x = results[0];
@@ -118,8 +122,7 @@ export function registerGenerateCommand(program: Command): void {
         }
       }
       if (partial) {
-        fsyncPath(partial);
-        renameSync(partial, o.output as string);
+        commitFile(partial, o.output as string);
         if (!stream) process.stderr.write("\n");
         process.stderr.write(`${rows.length} completion${rows.length > 1 ? "s" : ""} -> ${o.output}\n`);
       }

@@ -23,7 +23,11 @@ datasets (TRL) and the older dataset_mixer mix several.
 
 Outputs in output_dir: metrics.jsonl (one JSON object per log), checkpoint-N/ (resume with
 --resume_from_checkpoint true), and the final model (config.json, model.safetensors, tokenizer, README.md).
-Ctrl-C saves a checkpoint and exits with code 130. Keys:
+Ctrl-C saves a checkpoint and exits with code 130. Every file is written under a temporary name and renamed into
+place (a link already in output_dir is replaced, never written through), so a crash leaves the previous or the new
+model and checkpoint, never half of one; the next run into output_dir finishes or removes what a crash left. A run
+holds output_dir/.preftune.lock: a second run into the same output_dir is refused while the first is running, and
+output_dir may not be the model folder or lie inside it. Keys:
 ${configHelp()}
 `;
 
@@ -55,10 +59,10 @@ export function registerTrainCommands(program: import("commander").Command): voi
     .requiredOption("--output <file.jsonl>", "where to write one JSON line per pair")
     .option("--split <name>", "split of a dataset folder (default: test if present, else train)")
     .option("--method <method>", `tokenization rules of this method (${METHODS.filter((m) => m !== "kto" && m !== "sft").join(", ")})`, "dpo")
-    .option("--max-length <n>", "truncate prompt+completion to n tokens (null: none)", "1024")
+    .option("--max-length <n>", "truncate prompt+completion to n tokens (default: 1024 or the model's max_position_embeddings, whichever is smaller; null: none)")
     .option("--batch-size <n>", "pairs per forward pass", "8")
     .option("--threads <n>", "native threads (0 = all cores)", "0")
-    .action(async (opts: { model: string; dataset: string; output: string; split?: string; method: string; maxLength: string; batchSize: string; threads: string }) => {
+    .action(async (opts: { model: string; dataset: string; output: string; split?: string; method: string; maxLength?: string; batchSize: string; threads: string }) => {
       const int = (name: string, v: string) => {
         const n = Number(v);
         if (!Number.isInteger(n) || n < 0) throw new Error(`--${name} must be a whole number, got ${JSON.stringify(v)}`);
@@ -66,7 +70,7 @@ export function registerTrainCommands(program: import("commander").Command): voi
       };
       const r = await score({
         model: opts.model, dataset: opts.dataset, output: opts.output, split: opts.split, method: opts.method as Method,
-        maxLength: opts.maxLength === "null" ? null : int("max-length", opts.maxLength), batchSize: Math.max(1, int("batch-size", opts.batchSize)), threads: int("threads", opts.threads),
+        maxLength: opts.maxLength === undefined ? undefined : opts.maxLength === "null" ? null : int("max-length", opts.maxLength), batchSize: Math.max(1, int("batch-size", opts.batchSize)), threads: int("threads", opts.threads),
       });
       console.log(`${r.pairs} pairs scored -> ${r.output}; preference accuracy ${(100 * r.accuracy).toFixed(2)}% (chosen logp > rejected logp), mean margin ${r.meanMargin.toFixed(4)}`);
     });

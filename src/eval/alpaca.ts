@@ -3,15 +3,14 @@
 // Resumable: each finished row is appended to a partial JSONL beside it, and the JSON is written atomically.
 // Not the judge: win rates need AlpacaEval itself and an API judge, which preftune does not run.
 import { join } from "node:path";
-import { mkdirSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { DataError } from "../data/errors.ts";
 import { readRecords, resolveDataFiles } from "../data/readers.ts";
 import type { Generator, LoadedModel } from "../generate/engine.ts";
 import type { GenerateRequest, GenerationConfig } from "../generate/types.ts";
-import { writeFileAtomic } from "../util/durable.ts";
+import { ensureDir, writeFileAtomic } from "../util/durable.ts";
+import { appendRecords, readRecordLog } from "../util/records.ts";
 import { fillTemplate } from "./judge.ts";
-import { appendJsonl, readJsonlLog } from "./jsonl.ts";
 import { cleanAnswer, defaultModelId } from "./mtbench.ts";
 
 export const ALPACA_OUTPUTS_FILE = "model_outputs.json";
@@ -72,7 +71,7 @@ export function alpacaConfig(defaults: GenerationConfig, index: number, o: Pick<
 /** Outputs already in the partial file, by row index; a row made from another instruction is an error. */
 function readPartial(file: string, rows: InstructionRow[]): Map<number, string> {
   const done = new Map<number, string>();
-  for (const { line, value } of readJsonlLog<{ index: number; instruction: string; output: string }>(file, { repair: true }).records) {
+  for (const { line, value } of readRecordLog<{ index: number; instruction: string; output: string }>(file, { repair: true }).records) {
     const ok = Number.isInteger(value.index) && value.index >= 0 && value.index < rows.length && rows[value.index].instruction === value.instruction && typeof value.output === "string";
     if (!ok) {
       throw new DataError(`row ${value.index} does not match instruction ${value.index} of the input`, {
@@ -115,7 +114,7 @@ async function generateRows(gen: AlpacaGenerator, rows: InstructionRow[], todo: 
     }
     const results = await gen.generate(reqs, { adapters: true });
     results.forEach((r, k) => outputs.set(idx[k], cleanAnswer(r.completion, special)));
-    for (const i of batch) appendJsonl(partialFile, { index: i, instruction: rows[i].instruction, output: outputs.get(i) });
+    appendRecords(partialFile, batch.map((i) => ({ index: i, instruction: rows[i].instruction, output: outputs.get(i) })));
     o.log?.(`rows ${batch[0]}–${batch[batch.length - 1]} of ${rows.length} done in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
   }
 }
@@ -125,7 +124,7 @@ export async function runAlpacaEval(o: AlpacaOptions): Promise<AlpacaSummary> {
   const generatorName = o.generator ?? defaultModelId(o.model, o.adapter);
   if (o.promptTemplate != null && !o.promptTemplate.includes("{instruction}")) throw new Error(`--prompt-template ${JSON.stringify(o.promptTemplate)} has no {instruction} placeholder`);
   const rows = await readInstructions(o.instructions ?? ALPACA_SAMPLE, o.limit);
-  mkdirSync(o.output, { recursive: true });
+  ensureDir(o.output, "output folder");
   const partialFile = join(o.output, ALPACA_PARTIAL_FILE);
   const done = readPartial(partialFile, rows);
   const todo = rows.map((_, i) => i).filter((i) => !done.has(i));

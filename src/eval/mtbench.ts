@@ -3,16 +3,16 @@
 // (and fsynced) one by one, so a killed run resumes where it stopped with every answer and judgment once.
 // Not FastChat's prompts: answers use the model's own chat template (what a user would chat with), not
 // FastChat's per-model conversation templates, so scores are comparable to FastChat's only up to that choice.
-import { mkdirSync } from "node:fs";
 import { basename, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { randomInt } from "node:crypto";
 import { DataError } from "../data/errors.ts";
 import type { Generator, LoadedModel } from "../generate/engine.ts";
 import type { GenerateRequest, GenerationConfig } from "../generate/types.ts";
-import { writeFileAtomic } from "../util/durable.ts";
+import { ensureDir, writeFileAtomic } from "../util/durable.ts";
+import { appendRecords, readRecordLog } from "../util/records.ts";
 import { fillTemplate, judgeRating, type ChatMessage, type JudgeOptions } from "./judge.ts";
-import { appendJsonl, readJsonLines, readJsonlLog } from "./jsonl.ts";
+import { readJsonLines } from "./jsonl.ts";
 
 export const MT_BENCH_DATA = fileURLToPath(new URL("../../data/mt-bench/", import.meta.url));
 
@@ -82,7 +82,7 @@ export function shortUuid(): string {
 
 /** The answers already on disk, by question_id; the last record wins, as FastChat's reorg_answer_file keeps it. */
 export function readAnswers(file: string, opts: { repair: boolean }): { answers: Map<number, AnswerRecord>; repairedBytes: number } {
-  const log = readJsonlLog<AnswerRecord>(file, opts);
+  const log = readRecordLog<AnswerRecord>(file, opts);
   const answers = new Map<number, AnswerRecord>();
   for (const { line, value } of log.records) {
     const turns = value.choices?.[0]?.turns;
@@ -172,7 +172,7 @@ export async function generateAnswers(gen: AnswerGenerator, questions: Question[
         question_id: q.question_id, answer_id: shortUuid(), model_id: o.modelId,
         choices: [{ index: 0, turns: [a1[i], a2[i]] }], tstamp: Date.now() / 1000,
       };
-      appendJsonl(o.file, rec);
+      appendRecords(o.file, [rec]);
       written++;
     });
     o.log?.(`answered ${qids.join(", ")} in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
@@ -264,7 +264,7 @@ function dropFailed(file: string, records: JudgmentRecord[], o: JudgeRunOptions)
  * with score −1 and an error; a fatal judge error (bad key, unknown model) stops the run and is thrown.
  */
 export async function judgeAnswers(questions: Question[], answers: Map<number, AnswerRecord>, prompts: Map<string, JudgePrompt>, refs: Map<number, string[]>, o: JudgeRunOptions): Promise<{ judged: number; skipped: number; failed: number }> {
-  let records = readJsonlLog<JudgmentRecord>(o.file, { repair: true }).records.map((r) => r.value);
+  let records = readRecordLog<JudgmentRecord>(o.file, { repair: true }).records.map((r) => r.value);
   if (o.retryFailed) records = dropFailed(o.file, records, o);
   const done = new Set(ownJudgments(records, o.modelId, o.judge.model).map((r) => pairKey(r.question_id, r.turn)));
   const matches: Match[] = [];
@@ -288,7 +288,7 @@ export async function judgeAnswers(questions: Question[], answers: Map<number, A
           judgment: j.judgment, score: j.score, turn: m.turn, tstamp: Date.now() / 1000,
         };
         if (j.error) { rec.error = j.error; failed++; o.log?.(`question ${m.question.question_id} turn ${m.turn}: recorded with score -1 (${j.error})`); }
-        appendJsonl(o.file, rec);
+        appendRecords(o.file, [rec]);
         judged++;
       } catch (e) {
         stop ??= e as Error;
@@ -435,10 +435,10 @@ export async function runMtBench(o: MtBenchOptions): Promise<MtBenchSummary> {
   const judgmentFile = join(o.output, "model_judgment", `${o.judge.model.replace(/[\\/]/g, "_")}_single.jsonl`);
   const r = await judgeAnswers(questions, answers, prompts, refs, { judge: { ...o.judge, log: o.judge.log ?? log }, file: judgmentFile, modelId, parallel: o.judgeParallel ?? 1, retryFailed: o.retryFailedJudgments, log });
   log(`judged ${r.judged} turn(s) (${r.failed} recorded with score -1), ${r.skipped} already judged, in ${judgmentFile}`);
-  const all = readJsonlLog<JudgmentRecord>(judgmentFile, { repair: false }).records.map((x) => x.value);
+  const all = readRecordLog<JudgmentRecord>(judgmentFile, { repair: false }).records.map((x) => x.value);
   const scores = showResult(all, modelId, o.judge.model, new Map(allQuestions.map((q) => [q.question_id, q.category])));
   const scoresFile = join(o.output, `mt_bench_scores_${modelId}.json`);
-  mkdirSync(o.output, { recursive: true });
+  ensureDir(o.output, "output folder");
   writeFileAtomic(scoresFile, JSON.stringify(scores, null, 2) + "\n");
   return { ...summary, judgmentFile, judged: r.judged, judgeFailures: r.failed, scores, scoresFile };
 }

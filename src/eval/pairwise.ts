@@ -2,7 +2,7 @@
 // reference), one forward per batch. With a reference: TRL's DPO eval metrics, rewards β·(policy − ref); without
 // one: ranking by mean per-token log-prob (ORPO/SimPO's length-normalised reward). Also `score`, the plain
 // summed log-prob comparison behind `preftune score`. Not training and not generation.
-import { mkdirSync, statSync } from "node:fs";
+import { statSync } from "node:fs";
 import { join } from "node:path";
 import { NativeModel, setNumThreads, type LogpModel } from "../core/native.ts";
 import { collatePairs } from "../data/collate.ts";
@@ -11,9 +11,9 @@ import { resolveDataFiles } from "../data/readers.ts";
 import { loadTokenizer } from "../data/tokenizer.ts";
 import type { Method, TokenizedPair } from "../data/tokenize.ts";
 import { sequenceStats } from "../losses/aggregate.ts";
-import { loadWeightsInto, readModelDir } from "../models/checkpoint.ts";
+import { loadModelFolder, readModelDir } from "../models/checkpoint.ts";
 import { loadAdapter } from "../models/peft.ts";
-import { writeFileAtomic } from "../util/durable.ts";
+import { ensureDir, writeFileAtomic } from "../util/durable.ts";
 
 /** Per pair: summed completion log-probs and completion token counts. */
 export interface PairLogps {
@@ -38,6 +38,20 @@ export function pairLogps(model: LogpModel, rows: TokenizedPair[], padTokenId: n
   return out;
 }
 
+/**
+ * Refuses log-probs that are not finite: a model whose weights hold NaN or Inf scores every pair NaN, and
+ * "chosen > rejected" is then false for all of them (accuracy 0%) instead of an error.
+ */
+export function checkFinite(lp: PairLogps, model: string): void {
+  let bad = 0, first = -1;
+  for (let i = 0; i < lp.chosen.length; i++) {
+    if (!Number.isFinite(lp.chosen[i]) || !Number.isFinite(lp.rejected[i])) { bad++; if (first < 0) first = i; }
+  }
+  if (bad === 0) return;
+  const v = [lp.chosen[first], lp.rejected[first]].find((x) => !Number.isFinite(x));
+  throw new Error(`${model}: the model's log-probs are not finite (${v} for pair ${first}; ${bad} of ${lp.chosen.length} pairs), so its weights are not finite (NaN or Inf in the safetensors files). Use a checkpoint saved before the weights diverged, or retrain with a lower learning rate or max_grad_norm`);
+}
+
 interface PairData { rows: TokenizedPair[]; padTokenId: number }
 
 /** Tokenized pairs of a dataset (test split of a folder when there is one), checked against the model's positions. */
@@ -57,14 +71,8 @@ async function loadPairs(model: string, dataset: string, o: { split?: string; me
 }
 
 function loadModel(dir: string): NativeModel {
-  const model = new NativeModel(readModelDir(dir).config);
-  try {
-    loadWeightsInto(dir, model.table, model.params);
-  } catch (e) {
-    model.free();
-    throw e;
-  }
-  return model;
+  // config.json is checked against the weight headers and this machine's memory before anything is allocated
+  return loadModelFolder(dir).model;
 }
 
 // ---------------------------------------------------------------------------------------------- score
@@ -98,6 +106,7 @@ export async function score(o: ScoreOptions): Promise<ScoreSummary> {
   } finally {
     model.free();
   }
+  checkFinite(lp, o.model);
   const n = data.rows.length;
   let wins = 0, margin = 0;
   const lines: string[] = [];
@@ -210,7 +219,11 @@ export async function pairwiseEval(o: PairwiseOptions): Promise<PairwiseSummary>
   let policy: PairLogps, ref: PairLogps | null = null;
   try {
     policy = pairLogps(m.policy, data.rows, data.padTokenId, bs);
-    if (m.ref) ref = pairLogps(m.ref, data.rows, data.padTokenId, bs);
+    checkFinite(policy, o.adapter ? `${o.model} with adapter ${o.adapter}` : o.model);
+    if (m.ref) {
+      ref = pairLogps(m.ref, data.rows, data.padTokenId, bs);
+      checkFinite(ref, m.refName ?? "the reference model");
+    }
   } finally {
     m.free();
   }
@@ -231,7 +244,7 @@ export async function pairwiseEval(o: PairwiseOptions): Promise<PairwiseSummary>
   }
   const output = join(o.output, "pairwise.jsonl");
   const metricsFile = join(o.output, "pairwise_metrics.json");
-  mkdirSync(o.output, { recursive: true });
+  ensureDir(o.output, "output folder");
   writeFileAtomic(output, lines.join(""));
   writeFileAtomic(metricsFile, JSON.stringify({ pairs: data.rows.length, ranking, note, ...r.metrics }, null, 2) + "\n");
   return { pairs: data.rows.length, ranking, note, metrics: r.metrics, output, metricsFile };

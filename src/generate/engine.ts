@@ -8,7 +8,7 @@ import { NativeModel, setNumThreads } from "../core/native.ts";
 import { DataError } from "../data/errors.ts";
 import type { Message } from "../data/formats.ts";
 import { loadTokenizer, type Tokenizer } from "../data/tokenizer.ts";
-import { loadWeightsInto, readModelDir } from "../models/checkpoint.ts";
+import { loadWeightsInto, openModelFolder } from "../models/checkpoint.ts";
 import { ADAPTER_CONFIG_FILE, loadAdapter, readAdapterFolder } from "../models/peft.ts";
 import { mulberry32 } from "../util/random.ts";
 import { maxNewTokens, resolveGenerationConfig } from "./config.ts";
@@ -54,7 +54,9 @@ export async function loadGenerationModel(modelDir: string, opts: LoadOptions = 
     base = found;
   }
   if (opts.threads && opts.threads > 0) setNumThreads(opts.threads);
-  const { config, configJson } = readModelDir(base);
+  // config.json against the weight headers and the model's size against this machine, before any allocation
+  const { config, configJson, memoryWarning } = openModelFolder(base);
+  if (memoryWarning) process.stderr.write(`note: ${memoryWarning}\n`);
   const tokDir = adapterDir && existsSync(join(adapterDir, "tokenizer.json")) ? adapterDir : base;
   if (!existsSync(join(tokDir, "tokenizer.json"))) {
     throw new DataError("the model folder has no tokenizer.json, so text cannot be turned into tokens", {

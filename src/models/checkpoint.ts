@@ -1,14 +1,17 @@
 // Hugging Face model folders in and out: config.json + model.safetensors, or shards listed in
-// model.safetensors.index.json. Loading checks every tensor name and shape against the native parameter table
-// (params.ts) before reading any data; saving writes a folder transformers loads, atomically.
+// model.safetensors.index.json. Opening a folder checks every tensor name and shape the config implies against
+// the weight files' headers, and the memory the model needs against the machine's, before any buffer exists;
+// loading then reads the data; saving writes a folder transformers loads, atomically (src/util/durable.ts).
 // Not the training checkpoint (optimizer state, trainer_state.json) and not adapters (PEFT files).
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync } from "node:fs";
+import { freemem, totalmem } from "node:os";
 import { basename, join } from "node:path";
+import { NativeModel } from "../core/native.ts";
 import type { DecoderConfig, ParamInfo } from "../core/types.ts";
 import { parseConfig } from "./config.ts";
 import { DTYPE_SIZES, forEachTensorChunk, readHeader, readTensor, writeSafetensors, type SafetensorsHeader, type TensorToWrite } from "./safetensors.ts";
-import { checkTable } from "./params.ts";
-import { writeFileSynced, writeFolderAtomic } from "../util/durable.ts";
+import { buildParamTable, checkTable, paramBufferSize } from "./params.ts";
+import { readTextFile, writeFolderAtomic, writeNewFile } from "../util/durable.ts";
 
 export { buildParamTable, paramBufferSize, randomInit } from "./params.ts";
 
@@ -26,8 +29,9 @@ export interface ModelFiles {
 }
 
 function readJson(file: string): unknown {
+  const text = readTextFile(file, "JSON file");
   try {
-    return JSON.parse(readFileSync(file, "utf8"));
+    return JSON.parse(text);
   } catch (e) {
     throw new Error(`${file}: cannot read JSON: ${(e as Error).message}`);
   }
@@ -90,15 +94,12 @@ const IGNORED = /\.rotary_emb\.inv_freq$/;
 const fmt = (s: readonly number[]) => `[${s.join(", ")}]`;
 
 /**
- * Fill params (the native flat buffer) from the folder's safetensors, converting F16/BF16 to fp32.
- * Every table name must be present with its exact shape and no unknown tensor may be left over; all
- * problems are reported in one error. Tied models (no lm_head.weight in the table): a checkpoint's
- * lm_head.weight is accepted only if it equals model.embed_tokens.weight value for value (transformers
- * sometimes saves the tied copy); if it differs the config and weights disagree, and we refuse.
+ * Checks the weight files' headers against a parameter table without reading any tensor data: every table name
+ * must be present with its exact shape and a float dtype, and no unknown tensor may be left over; all problems are
+ * reported in one error. Tied models (no lm_head.weight in the table) may carry a copy of the embeddings as
+ * lm_head.weight; its header is returned so loadWeightsInto can check that it equals the embeddings.
  */
-export function loadWeightsInto(dir: string, table: readonly ParamInfo[], params: Float32Array): void {
-  checkTable(table, params.length, "loadWeightsInto");
-  const files = readWeightFiles(dir);
+export function checkWeightFiles(files: ModelFiles, table: readonly ParamInfo[]): { tiedHead: SafetensorsHeader | null } {
   const names = new Set(table.map((p) => p.name));
   const embed = table.find((p) => p.name === "model.embed_tokens.weight");
   const problems: string[] = [];
@@ -126,10 +127,30 @@ export function loadWeightsInto(dir: string, table: readonly ParamInfo[], params
     problems.push(`unexpected tensor ${name} ${fmt(t.shape)} in ${basename(h.file)} (not part of this model)`);
   }
   if (problems.length > 0) {
+    const expected = table.reduce((n, p) => n + p.size, 0);
+    let found = 0;
+    for (const [name, h] of files.tensors) found += h.tensors.get(name)!.shape.reduce((a, b) => a * b, 1);
     const shown = problems.slice(0, MAX_LISTED_PROBLEMS).map((s) => `  - ${s}`);
     if (problems.length > MAX_LISTED_PROBLEMS) shown.push(`  ... and ${problems.length - MAX_LISTED_PROBLEMS} more`);
-    throw new Error(`${dir}: checkpoint does not match the model config (${problems.length} problem${problems.length > 1 ? "s" : ""}):\n${shown.join("\n")}`);
+    throw new Error(
+      `${files.dir}: checkpoint does not match the model config (${problems.length} problem${problems.length > 1 ? "s" : ""}); ` +
+      `config.json implies ${expected.toLocaleString("en-US")} parameters, the weight files hold ${found.toLocaleString("en-US")}:\n${shown.join("\n")}`,
+    );
   }
+  return { tiedHead };
+}
+
+/**
+ * Fill params (the native flat buffer) from the folder's safetensors, converting F16/BF16 to fp32, after
+ * checkWeightFiles. Tied models: a checkpoint's lm_head.weight is accepted only if it equals
+ * model.embed_tokens.weight value for value (transformers sometimes saves the tied copy); if it differs the
+ * config and weights disagree, and we refuse.
+ */
+export function loadWeightsInto(dir: string, table: readonly ParamInfo[], params: Float32Array): void {
+  checkTable(table, params.length, "loadWeightsInto");
+  const files = readWeightFiles(dir);
+  const { tiedHead } = checkWeightFiles(files, table);
+  const embed = table.find((p) => p.name === "model.embed_tokens.weight");
   for (const p of table) readTensor(files.tensors.get(p.name)!, p.name, params, p.offset);
   if (tiedHead && embed) {
     const e = params.subarray(embed.offset, embed.offset + embed.size);
@@ -147,10 +168,83 @@ export function loadWeightsInto(dir: string, table: readonly ParamInfo[], params
   }
 }
 
+const GiB = 1024 ** 3;
+const gib = (b: number) => (b / GiB < 10 ? (b / GiB).toFixed(2) : (b / GiB).toFixed(1));
+
+/** What a model of n parameters needs in memory: fp32 weights, and for full training fp32 gradients and AdamW's two moments. */
+export interface MemoryUse {
+  parameters: number;          // floats of the model's parameter buffer
+  training?: boolean;          // gradients + AdamW moments for every parameter (full fine-tuning)
+  extraCopies?: number;        // further fp32 copies of the weights held at once (a reference model)
+}
+
+/** Bytes needed for weights (and gradients and optimizer state when training); activations come on top. */
+export function modelBytes(m: MemoryUse): number {
+  return 4 * m.parameters * (1 + (m.extraCopies ?? 0)) + (m.training ? 12 * m.parameters : 0);
+}
+
+/**
+ * Refuses, before anything is allocated, a model whose weights (and gradients and optimizer state) alone do not
+ * fit into this machine's memory (or the process's memory limit); returns a warning when they exceed what is free now.
+ */
+export function checkMemory(dir: string, m: MemoryUse): string | null {
+  const need = modelBytes(m);
+  const limit = typeof process.constrainedMemory === "function" ? process.constrainedMemory() ?? 0 : 0;
+  const total = totalmem();
+  const has = limit > 0 && limit < total ? limit : total;
+  const what = m.training ? "parameters, gradients and optimizer state" : "parameters";
+  const copies = m.extraCopies ? ` (and ${m.extraCopies} more cop${m.extraCopies > 1 ? "ies" : "y"} of the weights for the reference model)` : "";
+  if (need > has) {
+    throw new Error(
+      `${dir}: a model of ${m.parameters.toLocaleString("en-US")} parameters needs ${gib(need)} GiB for ${what}${copies}, before activations; ` +
+      `this machine has ${gib(has)} GiB${has < total ? " (the process's memory limit)" : ""}. ` +
+      (m.training ? "Train a smaller model, or only a LoRA adapter (use_peft: true), or use precompute_ref_log_probs: true" : "Use a smaller model or a machine with more memory"),
+    );
+  }
+  const free = freemem();
+  return need > free ? `${dir}: the model needs ${gib(need)} GiB for ${what}${copies} and only ${gib(free)} GiB of memory is free now; the system may swap or stop the run` : null;
+}
+
+/** A model folder checked for loading: config, weight headers checked against the table the config implies. */
+export interface OpenedModel {
+  dir: string;
+  config: DecoderConfig;
+  configJson: Record<string, unknown>;
+  files: ModelFiles;
+  parameters: number;          // floats of the parameter buffer the config implies
+}
+
+/**
+ * Reads config.json and the weight headers of `dir` and checks them against each other (names, shapes and so
+ * the parameter count) and the memory `use` needs against the machine's, all before any buffer is allocated.
+ */
+export function openModelFolder(dir: string, use: Omit<MemoryUse, "parameters"> = {}): OpenedModel & { memoryWarning: string | null } {
+  const { config, configJson, files } = readModelDir(dir);
+  const table = buildParamTable(config);
+  checkWeightFiles(files, table);
+  const parameters = paramBufferSize(table);
+  const memoryWarning = checkMemory(dir, { ...use, parameters });
+  return { dir, config, configJson, files, parameters, memoryWarning };
+}
+
+/** openModelFolder, then the native model allocated and its weights read. Free the model when done. */
+export function loadModelFolder(dir: string, use: Omit<MemoryUse, "parameters"> = {}): OpenedModel & { model: NativeModel; memoryWarning: string | null } {
+  const opened = openModelFolder(dir, use);
+  const model = new NativeModel(opened.config);
+  try {
+    loadWeightsInto(dir, model.table, model.params);
+  } catch (e) {
+    model.free();
+    throw e;
+  }
+  return { ...opened, model };
+}
+
 export interface SaveOptions {
   dtype?: "F32" | "BF16" | "F16";      // stored dtype, default F32
   maxShardBytes?: number;              // shard above this many bytes of tensor data; default 5 GB as transformers
   onFileWritten?: (file: string) => void; // called after each file is complete (progress); a throw aborts the save
+  extra?: (dir: string) => void;       // writes further files (tokenizer, README) into the folder before it is put in place
 }
 
 const TORCH_DTYPE = { F32: "float32", BF16: "bfloat16", F16: "float16" } as const;
@@ -181,12 +275,26 @@ export function storedDtype(configJson: Record<string, unknown>, files: ModelFil
 
 /**
  * Write a transformers-loadable folder: config.json (torch_dtype/dtype set to the stored dtype), and
- * model.safetensors or model-0000i-of-0000N.safetensors + index, each with __metadata__ {"format": "pt"}.
- * Atomic: everything goes into a hidden sibling directory, is fsynced (files and directory), then renamed
- * onto dir. An existing dir is first renamed aside and removed only after the new one is in place (POSIX
- * cannot rename over a non-empty directory, so a crash in that instant leaves the old copy under .<name>.old-*).
+ * model.safetensors or model-0000i-of-0000N.safetensors + index, each with __metadata__ {"format": "pt"}, and
+ * whatever opts.extra adds. Atomic (writeFolderAtomic): written into a hidden sibling, fsynced, renamed onto dir.
  */
 export function saveModel(dir: string, configJson: Record<string, unknown>, table: readonly ParamInfo[], params: Float32Array, opts: SaveOptions = {}): void {
+  const write = planModelFiles(configJson, table, params, opts);
+  writeFolderAtomic(dir, (tmp) => {
+    write(tmp);
+    opts.extra?.(tmp);
+  });
+}
+
+/** The model's files (config.json and the weights, as saveModel describes) written as new files into `dir`, a staging folder. */
+export function writeModelFiles(dir: string, configJson: Record<string, unknown>, table: readonly ParamInfo[], params: Float32Array, opts: SaveOptions = {}): void {
+  planModelFiles(configJson, table, params, opts)(dir);
+}
+
+/** Names of the files a saved model consists of (weights and index), for replacing an old model's. */
+export const isModelWeightFile = (name: string) => name === SINGLE_FILE || name === INDEX_FILE || /^model-\d+-of-\d+\.safetensors$/.test(name);
+
+function planModelFiles(configJson: Record<string, unknown>, table: readonly ParamInfo[], params: Float32Array, opts: SaveOptions): (dir: string) => void {
   const dtype = opts.dtype ?? "F32";
   if (!(dtype in TORCH_DTYPE)) throw new Error(`saveModel: dtype must be F32, BF16 or F16, got ${JSON.stringify(dtype)}`);
   const maxShard = opts.maxShardBytes ?? 5_000_000_000;
@@ -210,10 +318,10 @@ export function saveModel(dir: string, configJson: Record<string, unknown>, tabl
     bytes += b;
   }
 
-  writeFolderAtomic(dir, (tmp) => {
+  return (tmp) => {
     const cfg = { ...configJson };
     cfg["dtype" in cfg ? "dtype" : "torch_dtype"] = TORCH_DTYPE[dtype];
-    writeFileSynced(join(tmp, "config.json"), JSON.stringify(cfg, null, 2) + "\n");
+    writeNewFile(join(tmp, "config.json"), JSON.stringify(cfg, null, 2) + "\n");
     opts.onFileWritten?.(join(tmp, "config.json"));
     const meta = { format: "pt" };
     if (shards.length === 1) {
@@ -230,8 +338,8 @@ export function saveModel(dir: string, configJson: Record<string, unknown>, tabl
       });
       const total = tensors.reduce((s, t) => s + t.data.length * DTYPE_SIZES[dtype], 0);
       const sortedMap = Object.fromEntries(Object.keys(weightMap).sort().map((k) => [k, weightMap[k]]));
-      writeFileSynced(join(tmp, INDEX_FILE), JSON.stringify({ metadata: { total_size: total }, weight_map: sortedMap }, null, 2) + "\n");
+      writeNewFile(join(tmp, INDEX_FILE), JSON.stringify({ metadata: { total_size: total }, weight_map: sortedMap }, null, 2) + "\n");
       opts.onFileWritten?.(join(tmp, INDEX_FILE));
     }
-  });
+  };
 }

@@ -3,14 +3,14 @@
 // base_model.model.* names), loading such a folder onto a NativeModel with every name and shape checked, and
 // merging (W += s·B·A) into a full Hugging Face model folder.
 // Not the LoRA math (native/src/lora.h) and not how training uses adapters (src/train).
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { LORA_TARGETS, type LoraAdapter, type NativeModel } from "../core/native.ts";
-import type { LoraConfig, LoraTarget } from "../core/types.ts";
-import { writeFileSynced, writeFolderAtomic } from "../util/durable.ts";
+import type { DecoderConfig, LoraConfig, LoraTarget } from "../core/types.ts";
+import { readTextFile, writeFolderAtomic, writeNewFile } from "../util/durable.ts";
 import { mulberry32 } from "../util/random.ts";
 import { saveModel, type SaveOptions } from "./checkpoint.ts";
-import { readHeader, readTensor, writeSafetensors, type TensorToWrite } from "./safetensors.ts";
+import { readHeader, readTensor, writeSafetensors, type SafetensorsHeader, type TensorToWrite } from "./safetensors.ts";
 
 export const ADAPTER_CONFIG_FILE = "adapter_config.json";
 export const ADAPTER_WEIGHTS_FILE = "adapter_model.safetensors";
@@ -97,9 +97,9 @@ export function pythonJson(v: unknown, indent = "", key = ""): string {
   return `{\n${keys.map((k) => `${inner}${pythonJson(k)}: ${pythonJson((v as Record<string, unknown>)[k], inner, k)}`).join(",\n")}\n${indent}}`;
 }
 
-/** Writes adapter_config.json and adapter_model.safetensors (F32, names sorted, {"format": "pt"}) into dir, fsynced. */
+/** Writes adapter_config.json and adapter_model.safetensors (F32, names sorted, {"format": "pt"}) as new files into dir, a staging folder. */
 export function writeAdapterFiles(dir: string, adapter: LoraAdapter, baseModelNameOrPath: string | null): void {
-  writeFileSynced(join(dir, ADAPTER_CONFIG_FILE), pythonJson(adapterConfigJson(adapter.config, baseModelNameOrPath)));
+  writeNewFile(join(dir, ADAPTER_CONFIG_FILE), pythonJson(adapterConfigJson(adapter.config, baseModelNameOrPath)));
   const tensors: TensorToWrite[] = [...adapter.table]
     .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))
     .map((p) => ({ name: p.name, dtype: "F32", shape: p.shape, data: adapter.params.subarray(p.offset, p.offset + p.size) }));
@@ -107,12 +107,18 @@ export function writeAdapterFiles(dir: string, adapter: LoraAdapter, baseModelNa
 }
 
 /**
- * An adapter folder as PEFT's save_pretrained writes it. Atomic: written into a hidden sibling, fsynced,
- * then renamed onto dir (an existing dir is moved aside first and removed once the new one is in place).
+ * An adapter folder as PEFT's save_pretrained writes it (plus what opts.extra writes). Atomic
+ * (writeFolderAtomic): written into a hidden sibling, fsynced, then renamed onto dir.
  */
-export function saveAdapter(dir: string, adapter: LoraAdapter, opts: { baseModelNameOrPath: string | null }): void {
-  writeFolderAtomic(dir, (tmp) => writeAdapterFiles(tmp, adapter, opts.baseModelNameOrPath));
+export function saveAdapter(dir: string, adapter: LoraAdapter, opts: { baseModelNameOrPath: string | null; extra?: (dir: string) => void }): void {
+  writeFolderAtomic(dir, (tmp) => {
+    writeAdapterFiles(tmp, adapter, opts.baseModelNameOrPath);
+    opts.extra?.(tmp);
+  });
 }
+
+/** Names of the files a saved adapter consists of, for replacing an old adapter's. */
+export const isAdapterFile = (name: string) => name === ADAPTER_CONFIG_FILE || name === ADAPTER_WEIGHTS_FILE;
 
 /** What an adapter folder declares: the LoraConfig the core runs, and the raw adapter_config.json. */
 export interface AdapterFolder {
@@ -134,8 +140,9 @@ export function readAdapterFolder(dir: string): AdapterFolder {
   const cfgFile = join(dir, ADAPTER_CONFIG_FILE);
   if (!existsSync(cfgFile)) throw new Error(`${dir}: no ${ADAPTER_CONFIG_FILE}; is this a PEFT adapter folder (save_pretrained of a PeftModel)?`);
   let j: Record<string, unknown>;
+  const text = readTextFile(cfgFile, "adapter config");
   try {
-    j = JSON.parse(readFileSync(cfgFile, "utf8"));
+    j = JSON.parse(text);
   } catch (e) {
     throw new Error(`${cfgFile}: cannot read JSON: ${(e as Error).message}`);
   }
@@ -193,18 +200,29 @@ export function readAdapterFolder(dir: string): AdapterFolder {
   };
 }
 
-/**
- * Fills an attached adapter from dir/adapter_model.safetensors: every tensor of the adapter's table must be
- * there with its exact shape and a float dtype, and nothing else may be; all problems are reported at once.
- */
-export function loadAdapterWeights(dir: string, adapter: LoraAdapter): void {
-  const file = join(dir, ADAPTER_WEIGHTS_FILE);
-  if (!existsSync(file)) throw new Error(`${dir}: no ${ADAPTER_WEIGHTS_FILE}`);
-  const h = readHeader(file);
+/** The tensors (names and shapes) an adapter with LoRA settings `lora` has on a model of config `cfg`, without allocating it. */
+export function adapterShapes(cfg: DecoderConfig, lora: Pick<LoraConfig, "r" | "targetModules">): { name: string; shape: number[] }[] {
+  const C = cfg.hiddenSize, I = cfg.intermediateSize, Q = cfg.numHeads * cfg.headDim, KV = cfg.numKvHeads * cfg.headDim;
+  const dims: Record<LoraTarget, [number, number]> = {   // [in, out]
+    q_proj: [C, Q], k_proj: [C, KV], v_proj: [C, KV], o_proj: [Q, C], gate_proj: [C, I], up_proj: [C, I], down_proj: [I, C],
+  };
+  const out: { name: string; shape: number[] }[] = [];
+  for (let i = 0; i < cfg.numLayers; i++) {
+    for (const t of lora.targetModules) {
+      const [inDim, outDim] = dims[t];
+      const base = `base_model.model.model.layers.${i}.${PARENT[t]}.${t}`;
+      out.push({ name: `${base}.lora_A.weight`, shape: [lora.r, inDim] }, { name: `${base}.lora_B.weight`, shape: [outDim, lora.r] });
+    }
+  }
+  return out;
+}
+
+/** Checks adapter_model.safetensors' header against the tensors expected; all problems in one error. */
+function checkAdapterHeader(h: SafetensorsHeader, expected: readonly { name: string; shape: readonly number[] }[]): void {
   const problems: string[] = [];
   const fmt = (s: readonly number[]) => `[${s.join(", ")}]`;
-  const names = new Set(adapter.table.map((p) => p.name));
-  for (const p of adapter.table) {
+  const names = new Set(expected.map((p) => p.name));
+  for (const p of expected) {
     const t = h.tensors.get(p.name);
     if (!t) problems.push(`missing tensor ${p.name}, expected shape ${fmt(p.shape)}`);
     else if (fmt(t.shape) !== fmt(p.shape)) problems.push(`${p.name}: expected shape ${fmt(p.shape)}, found ${fmt(t.shape)}`);
@@ -214,15 +232,34 @@ export function loadAdapterWeights(dir: string, adapter: LoraAdapter): void {
   if (problems.length > 0) {
     const shown = problems.slice(0, MAX_LISTED_PROBLEMS).map((s) => `  - ${s}`);
     if (problems.length > MAX_LISTED_PROBLEMS) shown.push(`  ... and ${problems.length - MAX_LISTED_PROBLEMS} more`);
-    throw new Error(`${file}: adapter does not match the model and its LoRA settings (${problems.length} problem${problems.length > 1 ? "s" : ""}):\n${shown.join("\n")}`);
+    throw new Error(`${h.file}: adapter does not match the model and its LoRA settings (${problems.length} problem${problems.length > 1 ? "s" : ""}):\n${shown.join("\n")}`);
   }
+}
+
+function adapterHeader(dir: string): SafetensorsHeader {
+  const file = join(dir, ADAPTER_WEIGHTS_FILE);
+  if (!existsSync(file)) throw new Error(`${dir}: no ${ADAPTER_WEIGHTS_FILE}`);
+  return readHeader(file);
+}
+
+/**
+ * Fills an attached adapter from dir/adapter_model.safetensors: every tensor of the adapter's table must be
+ * there with its exact shape and a float dtype, and nothing else may be; all problems are reported at once.
+ */
+export function loadAdapterWeights(dir: string, adapter: LoraAdapter): void {
+  const h = adapterHeader(dir);
+  checkAdapterHeader(h, adapter.table);
   adapter.params.fill(0);
   for (const p of adapter.table) readTensor(h, p.name, adapter.params, p.offset);
 }
 
-/** Attaches the adapter folder `dir` to `model` (which must not carry one) and loads its weights. */
+/**
+ * Attaches the adapter folder `dir` to `model` (which must not carry one) and loads its weights. The weights'
+ * header is checked against the tensors adapter_config.json implies before the adapter is allocated.
+ */
 export function loadAdapter(dir: string, model: NativeModel): { adapter: LoraAdapter; folder: AdapterFolder } {
   const folder = readAdapterFolder(dir);
+  checkAdapterHeader(adapterHeader(dir), adapterShapes(model.config, folder.config));
   // lora_dropout only acts while training; a loaded adapter runs without it.
   const adapter = model.attachLora({ ...folder.config, loraDropout: 0 });
   try {
@@ -236,7 +273,7 @@ export function loadAdapter(dir: string, model: NativeModel): { adapter: LoraAda
 
 /**
  * Merges the model's adapter into its base weights (W += s·B·A; the adapter is detached) and writes a full
- * Hugging Face model folder loadable without PEFT.
+ * Hugging Face model folder loadable without PEFT (atomically, with what opts.extra adds, e.g. the tokenizer).
  */
 export function saveMergedModel(dir: string, model: NativeModel, configJson: Record<string, unknown>, opts: SaveOptions = {}): void {
   if (!model.lora) throw new Error("saveMergedModel: the model carries no LoRA adapter to merge");

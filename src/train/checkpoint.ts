@@ -1,36 +1,38 @@
 // Training checkpoints in HF Trainer layout and the final model: output_dir/checkpoint-N/ holds the model
 // (config.json + model.safetensors via saveModel), optimizer.safetensors (AdamW moments + step),
 // scheduler.json, rng_state.json, trainer_state.json, preftune_state.json, training_args.json and the
-// tokenizer files. A checkpoint is written under a hidden temporary name, fsynced, then renamed, so a crash
-// never leaves a checkpoint-N that looks whole. Under LoRA (use_peft) the model part is the PEFT adapter
+// tokenizer files. Every write goes through src/util/durable.ts: a checkpoint is a folder written aside and
+// renamed into place, the final model a set of files staged, committed and renamed in one by one (weights last).
+// Reading a checkpoint back checks every JSON file and the optimizer metadata against their schemas (state.ts)
+// and against each other before any weight is read. Under LoRA (use_peft) the model part is the PEFT adapter
 // folder (adapter_config.json + adapter_model.safetensors, as HF Trainer saves a PeftModel) and the optimizer
 // state covers the adapter only; the final output_dir holds the adapter. Not the decision of when to save (loop.ts).
-import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync } from "node:fs";
+import { existsSync, readdirSync, statSync } from "node:fs";
 import { basename, dirname, join, resolve } from "node:path";
-import { randomBytes } from "node:crypto";
 import type { AdamW, LoraAdapter, NativeModel } from "../core/native.ts";
 import type { ParamInfo } from "../core/types.ts";
-import { INDEX_FILE, loadWeightsInto, saveModel, SINGLE_FILE, type SaveDtype } from "../models/checkpoint.ts";
-import { ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, loadAdapterWeights, readAdapterFolder, saveAdapter, writeAdapterFiles } from "../models/peft.ts";
+import { INDEX_FILE, isModelWeightFile, loadWeightsInto, SINGLE_FILE, writeModelFiles, type SaveDtype } from "../models/checkpoint.ts";
+import { ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, isAdapterFile, loadAdapterWeights, readAdapterFolder, writeAdapterFiles } from "../models/peft.ts";
 import { readHeader, readTensor, writeSafetensors, type TensorToWrite } from "../models/safetensors.ts";
-import type { DataOrderState, LoopState, SchedulerState, TrainerStateJson } from "./state.ts";
-import { fsyncPath, writeFileSynced } from "../util/durable.ts";
+import {
+  checkSchema, DataOrderStateSchema, LoopStateSchema, OptimizerMetaSchema, SchedulerStateSchema, stepsAt, TrainerStateSchema,
+  type DataOrderState, type LoopState, type SchedulerState, type TrainerStateJson,
+} from "./state.ts";
+import { copyNewFile, readTextFile, recoverLeftovers, removeFolder, replaceFilesInFolder, writeFileAtomic, writeFolderAtomic, writeNewFile } from "../util/durable.ts";
 
 export const CHECKPOINT_PREFIX = "checkpoint-";
 const CHECKPOINT_RE = /^checkpoint-(\d+)$/;
-const TEMP_RE = /^\.+(checkpoint-\d+|final-model)\.(tmp|old)-/;
 export const FILES = {
   trainerState: "trainer_state.json", optimizer: "optimizer.safetensors", scheduler: "scheduler.json",
   rng: "rng_state.json", loop: "preftune_state.json", args: "training_args.json",
 } as const;
 const TOKENIZER_FILES = ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja", "chat_template.json", "tokenizer.model", "added_tokens.json", "vocab.json", "merges.txt", "generation_config.json"];
 
-const writeJson = (file: string, v: unknown) => writeFileSynced(file, JSON.stringify(v, null, 2) + "\n");
+const json = (v: unknown) => JSON.stringify(v, null, 2) + "\n";
 
-function readJson<T>(file: string): T {
-  try { return JSON.parse(readFileSync(file, "utf8")) as T; } catch (e) {
-    throw new Error(`${file}: cannot read checkpoint file (${(e as Error).message}); the checkpoint is damaged — resume from another checkpoint-N`);
-  }
+/** Writes a JSON file of the run folder (training_args.json, ...) atomically: never through a link of that name. */
+export function writeJsonFile(file: string, v: unknown): void {
+  writeFileAtomic(file, json(v));
 }
 
 /** Complete checkpoints of a run folder, oldest first: checkpoint-N folders holding trainer_state.json. */
@@ -40,7 +42,10 @@ export function listCheckpoints(outputDir: string): { step: number; dir: string 
   for (const name of readdirSync(outputDir)) {
     const m = CHECKPOINT_RE.exec(name);
     const dir = join(outputDir, name);
-    if (m && statSync(dir).isDirectory() && existsSync(join(dir, FILES.trainerState))) out.push({ step: Number(m[1]), dir });
+    if (!m) continue;
+    try {
+      if (statSync(dir).isDirectory() && existsSync(join(dir, FILES.trainerState))) out.push({ step: Number(m[1]), dir });
+    } catch { /* a dangling link: not a checkpoint */ }
   }
   return out.sort((a, b) => a.step - b.step);
 }
@@ -51,14 +56,13 @@ export function latestCheckpoint(outputDir: string): string | null {
   return all.length ? all[all.length - 1].dir : null;
 }
 
-/** Deletes temporaries left by a save that crashed (only our own hidden .checkpoint-N.tmp-* / .final-model.tmp-* names). */
-export function removeStaleTemporaries(outputDir: string): string[] {
-  if (!existsSync(outputDir)) return [];
-  const gone: string[] = [];
-  for (const name of readdirSync(outputDir)) {
-    if (TEMP_RE.test(name)) { rmSync(join(outputDir, name), { recursive: true, force: true }); gone.push(name); }
-  }
-  return gone;
+/**
+ * Brings a run folder back to a consistent state after a crash (finishes an interrupted final save, puts back a
+ * checkpoint whose replacement was cut short, deletes temporaries); returns one line per thing done. Run it only
+ * while holding the folder's lock.
+ */
+export function recoverOutputDir(outputDir: string): string[] {
+  return recoverLeftovers(outputDir);
 }
 
 export interface CheckpointParts {
@@ -85,69 +89,54 @@ function optimizerTensors(model: { table: ParamInfo[] }, opt: AdamW): TensorToWr
   return out;
 }
 
-/** Copies the tokenizer files found in src (an override chat template goes into tokenizer_config.json). */
+/**
+ * Copies the tokenizer files found in src as new files into dst, a staging folder (an override chat template goes
+ * into tokenizer_config.json).
+ */
 export function copyTokenizerFiles(src: string | null, dst: string, chatTemplate?: string | null): void {
   if (!src) return;
   for (const f of TOKENIZER_FILES) {
     const from = join(src, f);
     if (!existsSync(from)) continue;
     if (f === "tokenizer_config.json" && chatTemplate && /\{[{%]/.test(chatTemplate)) {
-      const cfg = JSON.parse(readFileSync(from, "utf8")) as Record<string, unknown>;
-      writeJson(join(dst, f), { ...cfg, chat_template: chatTemplate });
+      let cfg: Record<string, unknown>;
+      try { cfg = JSON.parse(readTextFile(from, "tokenizer config")) as Record<string, unknown>; } catch (e) {
+        throw e instanceof SyntaxError ? new Error(`${from}: cannot read JSON: ${e.message}`) : e;
+      }
+      writeNewFile(join(dst, f), json({ ...cfg, chat_template: chatTemplate }));
     } else {
-      copyFileSync(from, join(dst, f));
-      fsyncPath(join(dst, f));
+      copyNewFile(from, join(dst, f));
     }
   }
 }
 
-/** Puts a finished temporary directory in place of `target` (an existing target is replaced). */
-function commitDir(tmp: string, target: string): void {
-  fsyncPath(tmp);
-  if (existsSync(target)) {
-    const old = join(dirname(target), `.${basename(target)}.old-${process.pid}-${randomBytes(4).toString("hex")}`);
-    renameSync(target, old);
-    renameSync(tmp, target);
-    rmSync(old, { recursive: true, force: true });
-  } else {
-    renameSync(tmp, target);
-  }
-  fsyncPath(dirname(target));
-}
-
-/** Writes output_dir/checkpoint-<step>/ atomically and returns its path. */
+/** Writes output_dir/checkpoint-<step>/ atomically (writeFolderAtomic) and returns its path. */
 export function saveCheckpoint(outputDir: string, step: number, p: CheckpointParts): string {
   const target = join(resolve(outputDir), `${CHECKPOINT_PREFIX}${step}`);
-  const tmp = join(resolve(outputDir), `.${CHECKPOINT_PREFIX}${step}.tmp-${process.pid}-${randomBytes(4).toString("hex")}`);
-  mkdirSync(outputDir, { recursive: true });
-  try {
-    // Either call creates tmp itself, atomically.
-    if (p.adapter) saveAdapter(tmp, p.adapter, { baseModelNameOrPath: p.baseModelNameOrPath ?? null });
-    else saveModel(tmp, p.configJson, p.model.table, p.model.params);
+  writeFolderAtomic(target, (tmp) => {
+    if (p.adapter) writeAdapterFiles(tmp, p.adapter, p.baseModelNameOrPath ?? null);
+    else writeModelFiles(tmp, p.configJson, p.model.table, p.model.params);
     writeSafetensors(join(tmp, FILES.optimizer), optimizerTensors(p.adapter ?? p.model, p.optimizer), {
       format: "preftune.adamw", step: String(p.optimizer.step),
       beta1: String(p.optimizer.config.beta1), beta2: String(p.optimizer.config.beta2), eps: String(p.optimizer.config.eps), weight_decay: String(p.optimizer.config.weightDecay),
-    }, { fsync: true });
-    writeJson(join(tmp, FILES.scheduler), p.scheduler);
-    writeJson(join(tmp, FILES.rng), p.order);
-    writeJson(join(tmp, FILES.loop), p.loop);
-    writeJson(join(tmp, FILES.args), p.args);
+    }, { fsync: false });
+    writeNewFile(join(tmp, FILES.scheduler), json(p.scheduler));
+    writeNewFile(join(tmp, FILES.rng), json(p.order));
+    writeNewFile(join(tmp, FILES.loop), json(p.loop));
+    writeNewFile(join(tmp, FILES.args), json(p.args));
     copyTokenizerFiles(p.tokenizerDir, tmp, p.chatTemplate);
-    writeJson(join(tmp, FILES.trainerState), p.trainerState);   // last: its presence marks a whole checkpoint
-    commitDir(tmp, target);
-  } catch (e) {
-    rmSync(tmp, { recursive: true, force: true });
-    throw e;
-  }
+    writeNewFile(join(tmp, FILES.trainerState), json(p.trainerState));
+  });
   return target;
 }
 
-export interface LoadedCheckpoint {
+export interface CheckpointState {
   dir: string;
   trainerState: TrainerStateJson;
   scheduler: SchedulerState;
   order: DataOrderState;
   loop: LoopState;
+  optimizerStep: number;
 }
 
 /** Refuses a checkpoint written with LoRA for a run without it, or the reverse, or with other LoRA settings. */
@@ -167,20 +156,72 @@ function checkCheckpointKind(dir: string, adapter: LoraAdapter | null): void {
   }
 }
 
+/** What to do about a damaged checkpoint: another complete checkpoint of its folder (the newest earlier one first), or starting over. */
+function damagedFix(dir: string): string {
+  const here = resolve(dir);
+  const named = /^checkpoint-(\d+)$/.exec(basename(here));
+  const others = listCheckpoints(dirname(here)).filter((c) => resolve(c.dir) !== here);
+  const earlier = named ? others.filter((c) => c.step < Number(named[1])) : [];
+  const hasEarlier = earlier.length > 0;
+  const pick = (hasEarlier ? earlier : others).pop();
+  const instead = pick ? `resume from ${hasEarlier ? "an earlier" : "another"} checkpoint (resume_from_checkpoint: ${pick.dir})` : "resume from an earlier checkpoint if you have one";
+  return `The checkpoint is damaged: ${instead} or start over (delete ${dir}).`;
+}
+
+function readJsonFile(file: string, fix: string): unknown {
+  let text: string;
+  try { text = readTextFile(file, "checkpoint file"); } catch (e) { throw new Error(`${(e as Error).message}\n${fix}`); }
+  try {
+    return JSON.parse(text);
+  } catch (e) {
+    throw new Error(`${file}: is not valid JSON (${(e as Error).message})\n${fix}`);
+  }
+}
+
 /**
- * Restores weights and optimizer moments in place and returns the JSON states of checkpoint `dir`. With an
- * adapter (LoRA) only the adapter and its moments are restored: the frozen base comes from the base model.
+ * Reads and checks the state files of checkpoint `dir` (no weights): every file against its schema, then against
+ * each other: global_step against the folder's name, the scheduler's and the optimizer's step counts and the data
+ * position (rng_state.json). Errors name the file and field and say what to do.
  */
-export function loadCheckpoint(dir: string, model: NativeModel, opt: AdamW, adapter: LoraAdapter | null = null): LoadedCheckpoint {
+export function readCheckpoint(dir: string): CheckpointState {
   for (const f of Object.values(FILES)) {
     if (!existsSync(join(dir, f))) throw new Error(`${dir}: not a complete checkpoint (no ${f}); pass another checkpoint-N or resume_from_checkpoint: true for the latest complete one`);
   }
+  const fix = damagedFix(dir);
+  const at = (f: string) => join(dir, f);
+  const trainerState = checkSchema(TrainerStateSchema, readJsonFile(at(FILES.trainerState), fix), at(FILES.trainerState), fix) as TrainerStateJson;
+  const scheduler = checkSchema(SchedulerStateSchema, readJsonFile(at(FILES.scheduler), fix), at(FILES.scheduler), fix) as SchedulerState;
+  const order = checkSchema(DataOrderStateSchema, readJsonFile(at(FILES.rng), fix), at(FILES.rng), fix) as DataOrderState;
+  const loop = checkSchema(LoopStateSchema, readJsonFile(at(FILES.loop), fix), at(FILES.loop), fix) as LoopState;
+  const h = readHeader(at(FILES.optimizer));
+  const meta = checkSchema(OptimizerMetaSchema, h.metadata, `${h.file} (metadata)`, fix);
+  const step = trainerState.global_step;
+  const problems: string[] = [];
+  const named = /^checkpoint-(\d+)$/.exec(basename(resolve(dir)));
+  if (named && Number(named[1]) !== step) problems.push(`${at(FILES.trainerState)}: global_step is ${step} but the folder is ${basename(resolve(dir))}`);
+  if (scheduler.last_epoch !== step) problems.push(`${at(FILES.scheduler)}: last_epoch is ${scheduler.last_epoch} but global_step in ${FILES.trainerState} is ${step}`);
+  if (Number(meta.step) !== step) problems.push(`${h.file}: the optimizer has taken ${meta.step} steps but global_step in ${FILES.trainerState} is ${step}`);
+  if (order.position > order.batches) problems.push(`${at(FILES.rng)}: position ${order.position} is beyond the epoch's ${order.batches} batches`);
+  else if (order.epoch_end_done && order.position === order.batches) problems.push(`${at(FILES.rng)}: epoch_end_done is true at the end of epoch ${order.epoch} (position ${order.position}), which a run never saves (the next epoch starts at position 0)`);
+  else if (stepsAt(order, loop.gradient_accumulation_steps) !== step) {
+    problems.push(`${at(FILES.rng)}: epoch ${order.epoch}, position ${order.position} (of ${order.batches} batches, gradient_accumulation_steps ${loop.gradient_accumulation_steps}) is step ${stepsAt(order, loop.gradient_accumulation_steps)}, but global_step in ${FILES.trainerState} is ${step}`);
+  } else if (Math.abs(trainerState.epoch - (order.epoch + order.position / order.batches)) > 1e-6 * Math.max(1, trainerState.epoch)) {
+    problems.push(`${at(FILES.trainerState)}: epoch is ${trainerState.epoch} but ${FILES.rng} says ${order.epoch + order.position / order.batches}`);
+  }
+  if (problems.length) throw new Error(`${problems.join("\n")}\n${fix}`);
+  return { dir, trainerState, scheduler, order, loop, optimizerStep: Number(meta.step) };
+}
+
+/**
+ * Restores weights and optimizer moments of checkpoint `dir` (checked by readCheckpoint) in place. With an
+ * adapter (LoRA) only the adapter and its moments are restored: the frozen base comes from the base model.
+ */
+export function loadCheckpointWeights(ck: CheckpointState, model: NativeModel, opt: AdamW, adapter: LoraAdapter | null = null): void {
+  const dir = ck.dir;
   checkCheckpointKind(dir, adapter);
   if (adapter) loadAdapterWeights(dir, adapter);
   else loadWeightsInto(dir, model.table, model.params);
   const h = readHeader(join(dir, FILES.optimizer));
-  const step = Number(h.metadata?.step);
-  if (h.metadata?.format !== "preftune.adamw" || !Number.isInteger(step) || step < 0) throw new Error(`${h.file}: not a preftune AdamW state (metadata ${JSON.stringify(h.metadata)})`);
   for (const p of (adapter ?? model).table) {
     for (const [suffix, buf] of [["exp_avg", opt.expAvg], ["exp_avg_sq", opt.expAvgSq]] as const) {
       const name = `${p.name}.${suffix}`;
@@ -189,14 +230,7 @@ export function loadCheckpoint(dir: string, model: NativeModel, opt: AdamW, adap
       readTensor(h, name, buf, p.offset);
     }
   }
-  opt.step = step;
-  return {
-    dir,
-    trainerState: readJson<TrainerStateJson>(join(dir, FILES.trainerState)),
-    scheduler: readJson<SchedulerState>(join(dir, FILES.scheduler)),
-    order: readJson<DataOrderState>(join(dir, FILES.rng)),
-    loop: readJson<LoopState>(join(dir, FILES.loop)),
-  };
+  opt.step = ck.optimizerStep;
 }
 
 /** Deletes the oldest checkpoints beyond `limit` (save_total_limit); returns the deleted folders. */
@@ -204,7 +238,7 @@ export function rotateCheckpoints(outputDir: string, limit: number | null): stri
   if (limit === null) return [];
   const all = listCheckpoints(outputDir);
   const gone = all.slice(0, Math.max(0, all.length - limit)).map((c) => c.dir);
-  for (const d of gone) rmSync(d, { recursive: true, force: true });
+  for (const d of gone) removeFolder(d);
   return gone;
 }
 
@@ -235,51 +269,51 @@ function modelCard(c: ModelCard): string {
   ].join("\n");
 }
 
+/** Install order of the final model's files: metadata first, then the config, then the weights (see durable.ts). */
+function finalRank(name: string): number {
+  if (name === "config.json" || name === ADAPTER_CONFIG_FILE) return 1;
+  if (/^model-\d+-of-\d+\.safetensors$/.test(name)) return 2;
+  if (name === INDEX_FILE) return 3;
+  if (name === SINGLE_FILE || name === ADAPTER_WEIGHTS_FILE) return 4;
+  return 0;
+}
+
+export interface FinalFiles {
+  tokenizerDir: string | null;
+  chatTemplate?: string | null;
+  card: ModelCard;
+  trainerState: TrainerStateJson;
+}
+
 /**
- * The final model into output_dir itself (next to metrics.jsonl and the checkpoints): config.json and the
- * weight files (saved to a hidden sibling, then each renamed into place), tokenizer files, README.md.
- * `dtype` is the stored dtype (the run's dtype, by default the input checkpoint's); checkpoint-N/ folders
- * always keep fp32 so that a resume continues from exactly the trained weights.
+ * The final model into output_dir itself (next to metrics.jsonl and the checkpoints): config.json and the weight
+ * files, tokenizer files, README.md and trainer_state.json, by replaceFilesInFolder (staged, committed, renamed in
+ * one by one with the weights last), so a complete model is on disk at every instant; the files of an earlier
+ * model or adapter that this one does not have are deleted last (an adapter left by a LoRA run would make
+ * transformers load base + adapter instead of these weights). `dtype` is the stored dtype (the run's dtype, by
+ * default the input checkpoint's); checkpoint-N/ folders always keep fp32 so that a resume continues from exactly
+ * the trained weights.
  */
-export function saveFinalModel(outputDir: string, model: NativeModel, configJson: Record<string, unknown>, tokenizerDir: string | null, card: ModelCard, chatTemplate?: string | null, dtype: SaveDtype = "F32"): void {
-  const out = resolve(outputDir);
-  const tmp = join(out, `.final-model.tmp-${process.pid}-${randomBytes(4).toString("hex")}`);
-  try {
-    saveModel(tmp, configJson, model.table, model.params, { dtype });
-    for (const stale of readdirSync(out)) {
-      // An adapter left by an earlier LoRA run would make transformers load base + adapter instead of these weights.
-      if (/^model-\d+-of-\d+\.safetensors$/.test(stale) || stale === INDEX_FILE || stale === SINGLE_FILE || stale === ADAPTER_CONFIG_FILE || stale === ADAPTER_WEIGHTS_FILE) rmSync(join(out, stale), { force: true });
-    }
-    for (const f of readdirSync(tmp)) renameSync(join(tmp, f), join(out, f));
-    copyTokenizerFiles(tokenizerDir, out, chatTemplate);
-    writeFileSynced(join(out, "README.md"), modelCard(card));
-    fsyncPath(out);
-  } finally {
-    rmSync(tmp, { recursive: true, force: true });
-  }
+export function saveFinalModel(outputDir: string, model: NativeModel, configJson: Record<string, unknown>, f: FinalFiles, dtype: SaveDtype = "F32"): void {
+  replaceFilesInFolder(outputDir, (stage) => {
+    writeModelFiles(stage, configJson, model.table, model.params, { dtype });
+    copyTokenizerFiles(f.tokenizerDir, stage, f.chatTemplate);
+    writeNewFile(join(stage, "README.md"), modelCard(f.card));
+    writeNewFile(join(stage, FILES.trainerState), json(f.trainerState));
+  }, { label: "final-model", rank: finalRank, stale: (n) => isModelWeightFile(n) || isAdapterFile(n) });
 }
 
 /**
  * The final LoRA adapter into output_dir itself, as PEFT's save_pretrained lays it out (adapter_config.json,
- * adapter_model.safetensors, README.md), plus the tokenizer files. Stale full-model weights from an earlier
- * run in the same folder are removed so nobody loads them by mistake.
+ * adapter_model.safetensors, README.md), plus the tokenizer files and trainer_state.json, the same way as
+ * saveFinalModel. A full model's config.json and weights from an earlier run in the same folder are deleted
+ * last, so nobody loads them by mistake.
  */
-export function saveFinalAdapter(outputDir: string, adapter: LoraAdapter, baseModelNameOrPath: string, tokenizerDir: string | null, card: ModelCard, chatTemplate?: string | null): void {
-  const out = resolve(outputDir);
-  const tmp = join(out, `.final-model.tmp-${process.pid}-${randomBytes(4).toString("hex")}`);
-  mkdirSync(tmp);
-  try {
-    writeAdapterFiles(tmp, adapter, baseModelNameOrPath);
-    for (const stale of readdirSync(out)) {
-      if (/^model-\d+-of-\d+\.safetensors$/.test(stale) || stale === INDEX_FILE || stale === SINGLE_FILE) rmSync(join(out, stale), { force: true });
-    }
-    for (const f of readdirSync(tmp)) renameSync(join(tmp, f), join(out, f));
-    copyTokenizerFiles(tokenizerDir, out, chatTemplate);
-    writeFileSynced(join(out, "README.md"), modelCard({ ...card, adapter: true }));
-    fsyncPath(out);
-  } finally {
-    rmSync(tmp, { recursive: true, force: true });
-  }
+export function saveFinalAdapter(outputDir: string, adapter: LoraAdapter, baseModelNameOrPath: string, f: FinalFiles): void {
+  replaceFilesInFolder(outputDir, (stage) => {
+    writeAdapterFiles(stage, adapter, baseModelNameOrPath);
+    copyTokenizerFiles(f.tokenizerDir, stage, f.chatTemplate);
+    writeNewFile(join(stage, "README.md"), modelCard({ ...f.card, adapter: true }));
+    writeNewFile(join(stage, FILES.trainerState), json(f.trainerState));
+  }, { label: "final-model", rank: finalRank, stale: (n) => isModelWeightFile(n) || n === "config.json" });
 }
-
-export { writeJson as writeJsonSynced };

@@ -4,7 +4,6 @@
 // their current key with a note; unknown keys get a suggestion by meaning first, then by spelling. Every
 // problem of a file and its command line is reported at once.
 // Not the training loop (loop.ts) and not the loss math (src/losses): this only produces a checked object.
-import { readFileSync } from "node:fs";
 import { extname } from "node:path";
 import { parse as parseYaml } from "yaml";
 import { DPO_LOSS_TYPES, F_DIVERGENCE_TYPES } from "../losses/dpo.ts";
@@ -14,6 +13,7 @@ import { parseMixture } from "../data/mixture.ts";
 import { trlDatasetsMixture } from "./data.ts";
 import { METRIC_SCHEDULERS, SCHEDULER_TYPES, schedulerKwargsProblems } from "./schedule.ts";
 import { nearest } from "../util/spelling.ts";
+import { readTextFile } from "../util/durable.ts";
 
 export const METHODS = ["orpo", "dpo", "ipo", "kto", "simpo", "cpo", "sft"] as const;
 export type TrainMethod = (typeof METHODS)[number];
@@ -268,8 +268,6 @@ const field = (k: string) => (SCHEMA as Record<string, Field<unknown>>)[k];
 const aliasOf = (k: string): Alias | undefined => (Object.hasOwn(ALIASES, k) ? ALIASES[k] : undefined);
 /** Keys accepted only for compatibility with TRL / transformers recipes; they change nothing here. */
 export const IGNORED_KEYS: readonly ConfigKey[] = CONFIG_KEYS.filter((k) => field(k).group === "compat");
-/** TRL ScriptArguments / SFTConfig / alignment-handbook data keys whose reading lives in src/data. */
-export const DATA_SOURCE_KEYS = ["dataset_name", "dataset_config", "dataset_train_split", "dataset_test_split", "dataset_mixture", "datasets", "test_split_size", "dataset_text_field", "packing", "packing_strategy", "eval_packing", "assistant_only_loss", "completion_only_loss", "chat_template_path"] as const;
 
 const normKey = (k: string) => k.toLowerCase().replace(/-/g, "_");
 
@@ -529,7 +527,7 @@ function conflicts(c: TrainConfig, raw: Record<string, unknown>): string[] {
 /** Reads a YAML (.yaml/.yml) or JSON file of config keys. */
 export function readConfigFile(file: string): Record<string, unknown> {
   let text: string;
-  try { text = readFileSync(file, "utf8"); } catch (e) { throw new ConfigError(`${file}: cannot read the config file (${(e as Error).message})`); }
+  try { text = readTextFile(file, "config file"); } catch (e) { throw new ConfigError((e as Error).message); }
   const ext = extname(file).toLowerCase();
   let value: unknown;
   try {

@@ -3,7 +3,7 @@
 // src/data to train and eval sources, tokenized for the method, and, for SFT with packing, packed into
 // sequences of at most max_length tokens. Also TRL's chat_template_path. Not the step loop (loop.ts) and not
 // the reading, formats or tokenization rules themselves (src/data).
-import { existsSync, readFileSync, statSync } from "node:fs";
+import { existsSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { DataError } from "../data/errors.ts";
 import { resolveDatasetKeys, type DatasetKeys } from "../data/datasets.ts";
@@ -13,6 +13,7 @@ import type { DataSource } from "../data/readers.ts";
 import type { TokenizedPair, TokenizedUnpaired } from "../data/tokenize.ts";
 import { loadTokenizer, type Tokenizer } from "../data/tokenizer.ts";
 import type { TrainConfig } from "./config.ts";
+import { readTextFile } from "../util/durable.ts";
 
 export type Rows = TokenizedPair[] | TokenizedUnpaired[] | PackedRow[];
 
@@ -120,7 +121,7 @@ export function chatTemplateFromPath(path: string): string {
     const inside = join(path, "chat_template.jinja");
     throw new Error(`chat_template_path: ${path} is a folder; TRL then clones that tokenizer's chat template and adds its special tokens to the model (resizing the embeddings), which preftune does not do. Give a template file instead${existsSync(inside) ? ` (${inside})` : ""}, whose special tokens this model's tokenizer already has`);
   }
-  const text = readFileSync(path, "utf8");
+  const text = readTextFile(path, "chat template (chat_template_path)");
   if (!/\{[{%]/.test(text)) throw new Error(`chat_template_path: ${path} is not a Jinja template (it has no {{ … }} or {% … %})`);
   return text;
 }

@@ -7,18 +7,18 @@
 // per-batch math is objectives.ts; the rows come from data.ts (dataset keys through src/data, SFT packing, or
 // pre-tokenized rows passed in); packed SFT rows count as one row each for the batch size and step plan. Not the CLI.
 import { createHash } from "node:crypto";
-import { existsSync, mkdirSync, readFileSync, statSync } from "node:fs";
-import { join, resolve } from "node:path";
+import { existsSync, realpathSync, statSync } from "node:fs";
+import { basename, dirname, isAbsolute, join, relative, resolve } from "node:path";
 import { AdamW, NativeModel, setNumThreads, type LoraAdapter, type LogpModel, type Trainable } from "../core/native.ts";
 import { collatePairs, collateUnpaired, type PairBatch, type UnpairedBatch } from "../data/collate.ts";
 import { collatePacked, packedLengths, type PackedRow } from "../data/packing.ts";
 import { pairLengths, unpairedLengths } from "../data/sampler.ts";
 import type { TokenizedPair, TokenizedUnpaired } from "../data/tokenize.ts";
-import { loadWeightsInto, readModelDir, saveDtypeOf, storedDtype, type SaveDtype } from "../models/checkpoint.ts";
+import { loadWeightsInto, openModelFolder, saveDtypeOf, storedDtype, type ModelFiles, type SaveDtype } from "../models/checkpoint.ts";
 import { initLora, resolveTargetModules, saveMergedModel } from "../models/peft.ts";
 import { needsReference, pairedStep, sftStep, unpairedStep, type MethodConfig, type Reference, type StepOutput } from "./objectives.ts";
 import { gatherPaired, gatherUnpaired, loadReference, loadReferenceLogps, precomputeReference, saveReferenceLogps, type IndexedBatch, type RefTable } from "./reference.ts";
-import { copyTokenizerFiles, latestCheckpoint, loadCheckpoint, removeStaleTemporaries, rotateCheckpoints, saveCheckpoint, saveFinalAdapter, saveFinalModel, writeJsonSynced } from "./checkpoint.ts";
+import { copyTokenizerFiles, latestCheckpoint, loadCheckpointWeights, readCheckpoint, recoverOutputDir, rotateCheckpoints, saveCheckpoint, saveFinalAdapter, saveFinalModel, writeJsonFile, type CheckpointState } from "./checkpoint.ts";
 import { defaultsFor, IGNORED_KEYS, type TrainConfig } from "./config.ts";
 import { asDivergence, checkFinite, SIGNAL_EXIT_CODES, TrainingDivergedError, watchStopSignals } from "./guards.ts";
 import { addMetrics, appendMetrics, emptySums, meanMetrics, Progress, rewriteMetricsFile, type LogEntry, type MetricSums } from "./metrics.ts";
@@ -26,6 +26,9 @@ import { loadTrainData, type Rows } from "./data.ts";
 import { configEosIds, evalSampler, resetCompletions, samplePrompts } from "./samples.ts";
 import { learningRate, planSteps, resolveInterval, warmupSteps, type ScheduleConfig } from "./schedule.ts";
 import { batchOrder, initialTrainerState, orderMismatch, type LoopState } from "./state.ts";
+import { ktoWeightWarning } from "../losses/kto.ts";
+import { ensureDir, pausePoint, readTextFile } from "../util/durable.ts";
+import { acquireRunLock } from "../util/lock.ts";
 
 export interface TrainOptions {
   rows?: TokenizedPair[] | TokenizedUnpaired[];               // pre-tokenized training rows: skips the tokenizer and dataset (packed for sft with packing)
@@ -51,14 +54,15 @@ export interface TrainResult {
 
 
 /**
- * TRL's KTO KL pairs, fixed at data-prep time: within chunks of the batch size, row i gets row i−1's
- * completion (rows that already have kl_completion_ids keep them). Returns new row objects.
+ * TRL's KTO KL pairs, fixed at data-prep time for every row (TRL's _get_kl_dataset, mapped in chunks of the batch
+ * size): within a chunk, row i gets row i−1's completion and the first row the last's; a chunk of one row (the
+ * last of an odd-sized set) gets its own. Rows that already have kl_completion_ids keep them. The KL term and
+ * precomputed reference KL log-probs (reference.ts) are per row, so the collator never picks a pairing itself.
  */
 function withKlCompletions(rows: TokenizedUnpaired[], chunk: number): TokenizedUnpaired[] {
   const out = rows.map((r) => ({ ...r }));
   for (let s = 0; s < out.length; s += chunk) {
     const n = Math.min(chunk, out.length - s);
-    if (n < 2) continue;
     for (let i = 0; i < n; i++) out[s + i].kl_completion_ids ??= rows[s + ((i + n - 1) % n)].completion_ids;
   }
   return out;
@@ -76,11 +80,10 @@ function methodConfig(c: TrainConfig): MethodConfig {
 }
 
 /** What precomputed reference values depend on; file stats stand in for hashing multi-GB weights. */
-function refFingerprint(modelDir: string, rows: Rows, extra: unknown): string {
+function refFingerprint(modelDir: string, modelFiles: ModelFiles, rows: Rows, extra: unknown): string {
   const h = createHash("sha256");
-  h.update(resolve(modelDir)).update(readFileSync(join(modelDir, "config.json")));
-  const files = readModelDir(modelDir).files.shards.map((s) => s.file);
-  for (const f of files) { const st = statSync(f); h.update(`${f}:${st.size}:${st.mtimeMs}`); }
+  h.update(resolve(modelDir)).update(readTextFile(join(modelDir, "config.json"), "model config"));
+  for (const f of modelFiles.shards.map((s) => s.file)) { const st = statSync(f); h.update(`${f}:${st.size}:${st.mtimeMs}`); }
   h.update(JSON.stringify(rows)).update(JSON.stringify(extra));
   return h.digest("hex").slice(0, 32);
 }
@@ -106,45 +109,127 @@ function cardHyperparameters(c: TrainConfig): Record<string, unknown> {
 
 const tick = () => new Promise<void>((r) => setImmediate(r));
 
+/** The real path of p, for a p that may not exist yet: its longest existing prefix resolved, the rest appended. */
+function realPath(p: string): string {
+  const abs = resolve(p);
+  const rest: string[] = [];
+  for (let q = abs; ; q = dirname(q)) {
+    try { return join(realpathSync(q), ...rest.reverse()); } catch { /* not there yet */ }
+    if (dirname(q) === q) return abs;
+    rest.push(basename(q));
+  }
+}
+
+/**
+ * Refuses, before anything is written, an output_dir that is the folder the run reads its model (and, for
+ * dpo/ipo/kto, its reference) from, or lies inside it: the final save would overwrite the weights it starts from.
+ */
+function checkOutputDir(outputDir: string, modelDir: string): void {
+  const out = realPath(outputDir), model = realPath(modelDir);
+  const rel = relative(model, out);
+  if (rel === "") throw new Error(`output_dir ${outputDir} is the model folder (model_name_or_path: ${modelDir}); the final save would overwrite the weights this run starts from. Use another output_dir`);
+  if (!rel.startsWith("..") && !isAbsolute(rel)) throw new Error(`output_dir ${outputDir} lies inside the model folder (model_name_or_path: ${modelDir}); runs write beside models, not into them. Use an output_dir outside ${modelDir}`);
+}
+
 /** Trains `config` (a resolved TrainConfig, see config.ts) and writes everything into output_dir. */
 export async function train(config: TrainConfig, o: TrainOptions = {}): Promise<TrainResult> {
   const c = config;
   const outputDir = resolve(c.output_dir!);
+  const modelDir = c.model_name_or_path!;
   const progress = new Progress(!!o.quiet, c.disable_tqdm, o.print);
   const print = (l: string) => progress.note(l);
   for (const n of o.notes ?? []) print(`note: ${n}`);
-  if (c.threads > 0) setNumThreads(c.threads);
-  mkdirSync(outputDir, { recursive: true });
-  writeJsonSynced(join(outputDir, "training_args.json"), { ...c, preftune_notes: o.notes ?? [] });  // the run's resolved config (every key) and its notes
-  for (const t of removeStaleTemporaries(outputDir)) print(`removed ${t}: left by a save that did not finish`);
 
+  // Before anything is written or allocated: where the run writes, and the model folder checked against itself
+  // (config.json against the weight headers) and against this machine's memory.
+  checkOutputDir(outputDir, modelDir);
+  const withRefModel = needsReference(c.method) && !c.use_peft;   // a second copy (or one while precomputing)
+  const base = openModelFolder(modelDir, { training: !c.use_peft, extraCopies: withRefModel ? 1 : 0 });
+  if (base.memoryWarning) print(`note: ${base.memoryWarning}`);
+  const { config: dcfg, configJson, files: modelFiles } = base;
+  // the saved model's dtype: the run's dtype, else the input checkpoint's (transformers' dtype="auto")
+  const saveDtype: SaveDtype = c.dtype === "auto" ? storedDtype(configJson, modelFiles) : saveDtypeOf(c.dtype) ?? "F32";
   // A sequence longer than the model's positions would stop the run at its first long batch (the core refuses
   // it with the numbers); when max_length already allows that, say so before tokenizing. (Pre-tokenized rows
   // are not truncated, and max_length null means no limit: the core's own check covers those.)
-  const maxPos = readModelDir(c.model_name_or_path!).config.maxPositionEmbeddings;
+  const maxPos = dcfg.maxPositionEmbeddings;
   if (!o.rows && c.max_length != null && c.max_length > maxPos)
-    throw new Error(`max_length ${c.max_length} is more than ${c.model_name_or_path}'s max_position_embeddings (${maxPos}): set max_length to at most ${maxPos}`);
-  const needEval = c.eval_strategy !== "no" || c.eval_on_start;
-  const data = await loadTrainData(c, { rows: o.rows, evalRows: o.evalRows, padTokenId: o.padTokenId, quiet: o.quiet }, needEval, print);
-  if (data.rows.length === 0) throw new Error(`${data.describe}: no training rows`);
-  if (needEval && !data.evalRows?.length) throw new Error(`eval_strategy is "${c.eval_strategy}"${c.eval_on_start ? " / eval_on_start" : ""} but no eval rows were given`);
-  if (c.generate_during_eval && !data.tokenizer) throw new Error(`generate_during_eval needs the model's tokenizer to turn completions into text, and ${c.model_name_or_path} has no tokenizer.json (pre-tokenized rows were given); add the tokenizer files to the model folder or set generate_during_eval: false`);
-  const unpaired = data.kind === "unpaired";
-  const ktoKl = c.method === "kto" && c.loss_type === "kto";
-  if (ktoKl) {
-    data.rows = withKlCompletions(data.rows as TokenizedUnpaired[], c.per_device_train_batch_size);
-    if (data.evalRows) data.evalRows = withKlCompletions(data.evalRows as TokenizedUnpaired[], c.per_device_eval_batch_size);
-  }
+    throw new Error(`max_length ${c.max_length} is more than ${modelDir}'s max_position_embeddings (${maxPos}): set max_length to at most ${maxPos}`);
+  if (c.threads > 0) setNumThreads(c.threads);
 
-  const { config: dcfg, configJson, files: modelFiles } = readModelDir(c.model_name_or_path!);
-  // the saved model's dtype: the run's dtype, else the input checkpoint's (transformers' dtype="auto")
-  const saveDtype: SaveDtype = c.dtype === "auto" ? storedDtype(configJson, modelFiles) : saveDtypeOf(c.dtype) ?? "F32";
-  const policy = new NativeModel(dcfg);
+  ensureDir(outputDir, "output_dir");
+  const lock = acquireRunLock(outputDir, "output_dir");
+  let training = false;
+  const stop = o.handleSignals === false ? null : watchStopSignals((sig) => print(training
+    ? `${sig}: saving a checkpoint after this step, then stopping (${sig} again quits without saving)`
+    : `${sig}: stopping before training starts (${sig} again quits at once)`));
+  let policy: NativeModel | null = null;
   let refModel: NativeModel | null = null;
-  let lora: LoraAdapter | null = null;
-  const stop = o.handleSignals === false ? null : watchStopSignals((sig) => print(`${sig}: saving a checkpoint after this step, then stopping (${sig} again quits without saving)`));
+  /** A signal that arrived while loading stops the run here: nothing was trained, so there is nothing to save. */
+  const stoppedWhile = async (phase: string): Promise<TrainResult | null> => {
+    await tick();   // lets a signal handler run
+    if (!stop?.signal) return null;
+    print(`stopped by ${stop.signal} while ${phase}: nothing was trained and nothing was saved`);
+    return { outputDir, globalStep: 0, epoch: 0, logHistory: [], lastCheckpoint: null, stoppedBy: stop.signal, exitCode: SIGNAL_EXIT_CODES[stop.signal] ?? 1 };
+  };
   try {
-    loadWeightsInto(c.model_name_or_path!, policy.table, policy.params);
+    if (lock.tookOver) print(`note: took over the lock of ${outputDir} from ${lock.tookOver}`);
+    for (const t of recoverOutputDir(outputDir)) print(`${outputDir}: ${t}`);
+    writeJsonFile(join(outputDir, "training_args.json"), { ...c, preftune_notes: o.notes ?? [] });  // the run's resolved config (every key) and its notes
+    await pausePoint("train:start", () => !!stop?.signal);
+    const early0 = await stoppedWhile("starting");
+    if (early0) return early0;
+
+    const needEval = c.eval_strategy !== "no" || c.eval_on_start;
+    const data = await loadTrainData(c, { rows: o.rows, evalRows: o.evalRows, padTokenId: o.padTokenId, quiet: o.quiet }, needEval, print);
+    if (data.rows.length === 0) throw new Error(`${data.describe}: no training rows`);
+    if (needEval && !data.evalRows?.length) throw new Error(`eval_strategy is "${c.eval_strategy}"${c.eval_on_start ? " / eval_on_start" : ""} but no eval rows were given`);
+    if (c.generate_during_eval && !data.tokenizer) throw new Error(`generate_during_eval needs the model's tokenizer to turn completions into text, and ${modelDir} has no tokenizer.json (pre-tokenized rows were given); add the tokenizer files to the model folder or set generate_during_eval: false`);
+    const unpaired = data.kind === "unpaired";
+    const ktoKl = c.method === "kto" && c.loss_type === "kto";
+    if (c.method === "kto") {
+      const rows = data.rows as TokenizedUnpaired[];
+      const desirable = rows.filter((r) => r.label).length;
+      const warning = ktoWeightWarning(desirable, rows.length - desirable, c.desirable_weight, c.undesirable_weight);
+      if (warning) print(`note: ${warning}`);
+    }
+    if (ktoKl) {
+      data.rows = withKlCompletions(data.rows as TokenizedUnpaired[], c.per_device_train_batch_size);
+      if (data.evalRows) data.evalRows = withKlCompletions(data.evalRows as TokenizedUnpaired[], c.per_device_eval_batch_size);
+    }
+    const early = await stoppedWhile("loading the data");
+    if (early) return early;
+
+    // Steps and schedule.
+    const bs = c.per_device_train_batch_size, ga = c.gradient_accumulation_steps;
+    const plan = planSteps(data.rows.length, bs, ga, c.max_steps, c.num_train_epochs, c.dataloader_drop_last);
+    const total = plan.totalSteps;
+    const sched: ScheduleConfig = { type: c.lr_scheduler_type, baseLr: c.learning_rate, warmupSteps: warmupSteps(total, c.warmup_steps, c.warmup_ratio), totalSteps: total, kwargs: c.lr_scheduler_kwargs };
+    const loggingSteps = resolveInterval(c.logging_steps, total);
+    const evalSteps = resolveInterval(c.eval_steps ?? c.logging_steps, total);
+    const saveSteps = resolveInterval(c.save_steps, total);
+    const lengths = !c.group_by_length ? undefined
+      : isPacked(data.rows) ? packedLengths(data.rows) : unpaired ? unpairedLengths(data.rows as TokenizedUnpaired[]) : pairLengths(data.rows as TokenizedPair[]);
+    const orderBase = { seed: c.data_seed ?? c.seed, rows: data.rows.length, batch_size: bs, shuffle: c.train_sampling_strategy !== "sequential", group_by_length: c.group_by_length, drop_last: c.dataloader_drop_last };
+
+    // Resuming: the checkpoint's state files are read and checked (against their schemas, each other and this
+    // run) before any weight is allocated or read.
+    let ck: CheckpointState | null = null;
+    if (c.resume_from_checkpoint !== null && c.resume_from_checkpoint !== false) {
+      const dir = c.resume_from_checkpoint === true ? latestCheckpoint(outputDir) : resolve(c.resume_from_checkpoint);
+      if (!dir) throw new Error(`resume_from_checkpoint: true but ${outputDir} has no complete checkpoint-N folder; start without resume_from_checkpoint`);
+      if (!existsSync(dir)) throw new Error(`resume_from_checkpoint: ${dir} does not exist`);
+      ck = readCheckpoint(dir);
+      if (ck.loop.method !== c.method) throw new Error(`${dir} was written by method ${ck.loop.method}, this run's method is ${c.method}`);
+      if (ck.loop.gradient_accumulation_steps !== ga) throw new Error(`${dir} was written with gradient_accumulation_steps ${ck.loop.gradient_accumulation_steps}, this run has ${ga}; use the same value to resume`);
+      const mism = orderMismatch(ck.order, { ...orderBase, batches: plan.microBatchesPerEpoch });
+      if (mism) throw new Error(`${dir}: the data order cannot continue (${mism}); resume with the same dataset, batch size, seed and sampling settings`);
+      if (ck.trainerState.global_step > total) throw new Error(`${join(dir, "trainer_state.json")}: global_step ${ck.trainerState.global_step} is beyond this run's ${total} steps (max_steps / num_train_epochs); raise max_steps to continue it, or resume from an earlier checkpoint`);
+    }
+
+    policy = new NativeModel(dcfg);
+    loadWeightsInto(modelDir, policy.table, policy.params);
+    let lora: LoraAdapter | null = null;
     if (c.use_peft) {
       // PEFT's fresh adapter (B = 0): the policy starts equal to the base, which stays frozen.
       lora = policy.attachLora({ r: c.lora_r, loraAlpha: c.lora_alpha, useRslora: c.use_rslora, targetModules: resolveTargetModules(c.lora_target_modules), loraDropout: 0 });   // lora_dropout is not applied yet (config.ts notes it)
@@ -152,6 +237,8 @@ export async function train(config: TrainConfig, o: TrainOptions = {}): Promise<
       print(`LoRA: training ${lora.numParameters} adapter parameters (r ${c.lora_r}, lora_alpha ${c.lora_alpha}${c.use_rslora ? ", rsLoRA" : ""}, ${lora.config.targetModules.join(", ")}); ${policy.numParameters} base parameters frozen`);
     }
     const trainable: Trainable = lora ?? policy;
+    const opt = new AdamW(trainable, { lr: c.learning_rate, beta1: c.adam_beta1, beta2: c.adam_beta2, eps: c.adam_epsilon, weightDecay: c.weight_decay });
+    const model = policy;
     const mcfg = methodConfig(c);
     const padOpts = { padTokenId: data.padTokenId, padToMultipleOf: c.pad_to_multiple_of ?? undefined };
 
@@ -161,9 +248,10 @@ export async function train(config: TrainConfig, o: TrainOptions = {}): Promise<
       if (!unpaired) return collatePairs(idx.map((i) => (rows as TokenizedPair[])[i]), padOpts);
       const sel = idx.map((i) => (rows as TokenizedUnpaired[])[i]);
       const ub = collateUnpaired(sel, { ...padOpts, kl: ktoKl });
-      if (ktoKl && !ub.kl && sel.length === 1 && sel[0].kl_completion_ids) {
-        // The collator builds KL rows only for batches of 2+; a lone last row still has its fixed KL pair.
-        const k = collateUnpaired([{ ...sel[0], completion_ids: sel[0].kl_completion_ids }], padOpts);
+      if (ktoKl && !ub.kl) {
+        // Every row carries its fixed KL completion (withKlCompletions), but the collator builds KL rows only for
+        // batches of 2+; a batch of one (the last of an odd epoch) gets its row's fixed pair here.
+        const k = collateUnpaired([{ ...sel[0], completion_ids: sel[0].kl_completion_ids! }], padOpts);
         ub.kl = { batch: k.batch, completionMask: k.completionMask };
       }
       return ub;
@@ -182,13 +270,13 @@ export async function train(config: TrainConfig, o: TrainOptions = {}): Promise<
     if (needsReference(c.method)) {
       if (c.precompute_ref_log_probs) {
         const bs = c.precompute_ref_batch_size ?? c.per_device_eval_batch_size;
-        const fp = refFingerprint(c.model_name_or_path!, data.rows, { method: c.method, ktoKl });
+        const fp = refFingerprint(modelDir, modelFiles, data.rows, { method: c.method, ktoKl });
         trainTable = loadReferenceLogps(outputDir, { kind: data.kind, numRows: data.rows.length, fingerprint: fp });
         if (trainTable) print("reference log-probs: reusing ref_logps.safetensors");
         if (!trainTable || data.evalRows) {
           // Under LoRA the base model is the policy with its adapter disabled: no second copy is loaded.
           const loaded = lora ? null : loadReference(c.model_name_or_path!);
-          const ref: LogpModel = loaded ?? policy.withoutAdapters();
+          const ref: LogpModel = loaded ?? model.withoutAdapters();
           try {
             if (!trainTable) {
               print(`reference log-probs: computing over ${data.rows.length} training rows`);
@@ -202,7 +290,7 @@ export async function train(config: TrainConfig, o: TrainOptions = {}): Promise<
         }
         reference = { kind: "precomputed" };
       } else if (lora) {
-        reference = { kind: "model", model: policy.withoutAdapters() };   // TRL's reference for a fresh PEFT adapter
+        reference = { kind: "model", model: model.withoutAdapters() };   // TRL's reference for a fresh PEFT adapter
       } else {
         refModel = loadReference(c.model_name_or_path!);
         reference = { kind: "model", model: refModel };
@@ -212,36 +300,23 @@ export async function train(config: TrainConfig, o: TrainOptions = {}): Promise<
     // generate_during_eval: the reference decodes only when it is in memory (a second model, or the base under LoRA).
     const sample = c.generate_during_eval ? evalSampler({
       outputDir, tokenizer: data.tokenizer!, prompts: samplePrompts(data.evalRows && !isPacked(data.evalRows) ? data.evalRows : [], c.generate_during_eval_samples ?? c.per_device_eval_batch_size),
-      policy: { model: policy }, reference: refModel ? { model: refModel } : lora && needsReference(c.method) ? { model: policy, adapters: false } : null,
+      policy: { model }, reference: refModel ? { model: refModel } : lora && needsReference(c.method) ? { model: model, adapters: false } : null,
       maxNewTokens: c.generate_during_eval_max_new_tokens, maxPositions: maxPos, eos: configEosIds(configJson), batchSize: c.per_device_eval_batch_size,
     }) : null;
 
     // transformers' Trainer.floating_point_ops (trainer.py): 6 · input_ids.numel() · model.num_parameters(exclude_embeddings=True)
     // per training micro-batch; input_ids is the padded policy batch (2B × T for pairs: TRL's concatenated forward;
     // KTO's KL rows are a separate input and not counted), and under PEFT the count includes the adapter.
-    const flopParams = policy.table.filter((p) => p.name !== "model.embed_tokens.weight").reduce((s, p) => s + p.size, 0) + (lora?.numParameters ?? 0);
+    const flopParams = model.table.filter((p) => p.name !== "model.embed_tokens.weight").reduce((s, p) => s + p.size, 0) + (lora?.numParameters ?? 0);
     let batchNumel = 0;
     const runBatch = (rows: Rows, table: RefTable | null, idx: number[], backward: boolean, lossScale: number): StepOutput => {
       const b = collate(rows, idx);
       // a packed batch is padding-free in TRL (one row of every sequence end to end): its numel is its tokens
       batchNumel = isPacked(rows) ? b.batch.lengths.reduce((n, l) => n + l, 0) : b.batch.B * b.batch.T;
-      if (c.method === "sft") return sftStep(policy, b as UnpairedBatch, { backward, lossScale });
-      if (unpaired) return unpairedStep(policy, reference, b as UnpairedBatch, mcfg, { backward, lossScale, ref: table ? gatherUnpaired(table, idx) : undefined });
-      return pairedStep(policy, reference, b as PairBatch, mcfg, { backward, lossScale, refLogps: table ? gatherPaired(table, idx) : undefined });
+      if (c.method === "sft") return sftStep(model, b as UnpairedBatch, { backward, lossScale });
+      if (unpaired) return unpairedStep(model, reference, b as UnpairedBatch, mcfg, { backward, lossScale, ref: table ? gatherUnpaired(table, idx) : undefined });
+      return pairedStep(model, reference, b as PairBatch, mcfg, { backward, lossScale, refLogps: table ? gatherPaired(table, idx) : undefined });
     };
-
-    // Steps, schedule, optimizer.
-    const bs = c.per_device_train_batch_size, ga = c.gradient_accumulation_steps;
-    const plan = planSteps(data.rows.length, bs, ga, c.max_steps, c.num_train_epochs, c.dataloader_drop_last);
-    const total = plan.totalSteps;
-    const sched: ScheduleConfig = { type: c.lr_scheduler_type, baseLr: c.learning_rate, warmupSteps: warmupSteps(total, c.warmup_steps, c.warmup_ratio), totalSteps: total, kwargs: c.lr_scheduler_kwargs };
-    const loggingSteps = resolveInterval(c.logging_steps, total);
-    const evalSteps = resolveInterval(c.eval_steps ?? c.logging_steps, total);
-    const saveSteps = resolveInterval(c.save_steps, total);
-    const opt = new AdamW(trainable, { lr: c.learning_rate, beta1: c.adam_beta1, beta2: c.adam_beta2, eps: c.adam_epsilon, weightDecay: c.weight_decay });
-    const lengths = !c.group_by_length ? undefined
-      : isPacked(data.rows) ? packedLengths(data.rows) : unpaired ? unpairedLengths(data.rows as TokenizedUnpaired[]) : pairLengths(data.rows as TokenizedPair[]);
-    const orderBase = { seed: c.data_seed ?? c.seed, rows: data.rows.length, batch_size: bs, shuffle: c.train_sampling_strategy !== "sequential", group_by_length: c.group_by_length, drop_last: c.dataloader_drop_last };
 
     let state = initialTrainerState({ maxSteps: total, loggingSteps, evalSteps, saveSteps, batchSize: bs, epochs: plan.epochs });
     let loop: LoopState = { interval_loss: 0, interval_steps: 0, interval_metrics: emptySums(), interval_tokens: 0, total_loss: 0, num_tokens: 0, train_seconds: 0, gradient_accumulation_steps: ga, method: c.method };
@@ -250,31 +325,30 @@ export async function train(config: TrainConfig, o: TrainOptions = {}): Promise<
     let tStart = performance.now();
     let tInterval = tStart;
 
-    if (c.resume_from_checkpoint !== null && c.resume_from_checkpoint !== false) {
-      const dir = c.resume_from_checkpoint === true ? latestCheckpoint(outputDir) : resolve(c.resume_from_checkpoint);
-      if (!dir) throw new Error(`resume_from_checkpoint: true but ${outputDir} has no complete checkpoint-N folder; start without resume_from_checkpoint`);
-      if (!existsSync(dir)) throw new Error(`resume_from_checkpoint: ${dir} does not exist`);
-      const ck = loadCheckpoint(dir, policy, opt, lora);
-      if (ck.loop.method !== c.method) throw new Error(`${dir} was written by method ${ck.loop.method}, this run's method is ${c.method}`);
-      if (ck.loop.gradient_accumulation_steps !== ga) throw new Error(`${dir} was written with gradient_accumulation_steps ${ck.loop.gradient_accumulation_steps}, this run has ${ga}; use the same value to resume`);
-      const mism = orderMismatch(ck.order, { ...orderBase, batches: plan.microBatchesPerEpoch });
-      if (mism) throw new Error(`${dir}: the data order cannot continue (${mism}); resume with the same dataset, batch size, seed and sampling settings`);
-      if (ck.scheduler.total_steps !== total || ck.scheduler.base_lr !== c.learning_rate) print(`note: the schedule changed since ${dir} (total steps ${ck.scheduler.total_steps} → ${total}, learning_rate ${ck.scheduler.base_lr} → ${c.learning_rate})`);
+    if (ck) {
+      await pausePoint("train:resume", () => !!stop?.signal);
+      const stopped = await stoppedWhile(`resuming from ${ck.dir}`);
+      if (stopped) return stopped;
+      loadCheckpointWeights(ck, model, opt, lora);
+      if (ck.scheduler.total_steps !== total || ck.scheduler.base_lr !== c.learning_rate) print(`note: the schedule changed since ${ck.dir} (total steps ${ck.scheduler.total_steps} → ${total}, learning_rate ${ck.scheduler.base_lr} → ${c.learning_rate})`);
       state = { ...ck.trainerState, max_steps: total, logging_steps: loggingSteps, eval_steps: evalSteps, save_steps: saveSteps };
       loop = ck.loop;
       epoch = ck.order.epoch;
       position = ck.order.position;
       ended = ck.order.epoch_end_done;
-      lastCheckpoint = dir;
+      lastCheckpoint = ck.dir;
       rewriteMetricsFile(outputDir, state.log_history);
       resetCompletions(outputDir, state.global_step);
-      print(`resumed from ${dir} at step ${state.global_step} (epoch ${state.epoch.toFixed(3)})`);
+      print(`resumed from ${ck.dir} at step ${state.global_step} (epoch ${state.epoch.toFixed(3)})`);
     } else {
       rewriteMetricsFile(outputDir, []);
       resetCompletions(outputDir, null);
       const old = latestCheckpoint(outputDir);
       if (old) print(`note: ${outputDir} already holds checkpoints of an earlier run (latest ${old}); they are kept and may be rotated`);
     }
+    const early2 = await stoppedWhile("loading the model");
+    if (early2) return early2;
+    training = true;
 
     const emit = (e: LogEntry) => {
       state.log_history.push(e);
@@ -315,7 +389,7 @@ export async function train(config: TrainConfig, o: TrainOptions = {}): Promise<
       if (!allFinite(trainable.params)) throw new TrainingDivergedError(state.global_step, "a weight", NaN, lastCheckpoint);
       state.epoch = epoch + position / plan.microBatchesPerEpoch;
       lastCheckpoint = saveCheckpoint(outputDir, state.global_step, {
-        model: policy, configJson, optimizer: opt,
+        model: model, configJson, optimizer: opt,
         scheduler: { lr_scheduler_type: sched.type, base_lr: sched.baseLr, warmup_steps: sched.warmupSteps, total_steps: total, last_epoch: state.global_step, last_lr: learningRate(sched, state.global_step) },
         order: { ...orderBase, epoch, position, batches: plan.microBatchesPerEpoch, epoch_end_done: ended },
         trainerState: state, loop: { ...loop, train_seconds: loop.train_seconds + (performance.now() - tStart) / 1000 },
@@ -333,6 +407,9 @@ export async function train(config: TrainConfig, o: TrainOptions = {}): Promise<
     let gradNorm = 0, lrUsed = 0;
 
     outer: for (;;) {
+      // Every pass must train a step or finish an epoch; one that does neither would spin forever without ever
+      // yielding to a signal handler (what a non-numeric global_step once caused), so it is an error instead.
+      const before = `${state.global_step}/${epoch}/${position}/${ended}`;
       const order = batchOrder(orderBase, epoch, lengths);
       while (position < order.length && state.global_step < total) {
         const stepNo = state.global_step + 1;
@@ -386,6 +463,8 @@ export async function train(config: TrainConfig, o: TrainOptions = {}): Promise<
         if (c.save_strategy === "epoch") checkpoint();
       }
       if (state.global_step >= total) break;
+      if (`${state.global_step}/${epoch}/${position}/${ended}` === before) throw new Error(`the training loop made no progress at step ${state.global_step} (epoch ${epoch}, position ${position} of ${order.length}); this is a bug in preftune`);
+      await tick();
     }
     progress.stop();
     const trainSeconds = loop.train_seconds + (performance.now() - tStart) / 1000;
@@ -403,17 +482,16 @@ export async function train(config: TrainConfig, o: TrainOptions = {}): Promise<
         hyperparameters: cardHyperparameters(c),
         finalMetrics: { ...last, ...lastEval }, dtype: lora ? undefined : saveDtype,
       };
+      const final = { tokenizerDir: data.tokenizerDir, chatTemplate: data.chatTemplate, card, trainerState: state };
       if (lora) {
-        saveFinalAdapter(outputDir, lora, c.model_name_or_path!, data.tokenizerDir, card, data.chatTemplate);
+        saveFinalAdapter(outputDir, lora, modelDir, final);
         if (c.merge_adapter) {
-          const merged = join(outputDir, "merged");
-          saveMergedModel(merged, policy, configJson, { dtype: saveDtype });   // detaches the adapter: nothing trains after this
-          copyTokenizerFiles(data.tokenizerDir, merged, data.chatTemplate);
+          // detaches the adapter: nothing trains after this
+          saveMergedModel(join(outputDir, "merged"), model, configJson, { dtype: saveDtype, extra: (dir) => copyTokenizerFiles(data.tokenizerDir, dir, data.chatTemplate) });
         }
       } else {
-        saveFinalModel(outputDir, policy, configJson, data.tokenizerDir, card, data.chatTemplate, saveDtype);
+        saveFinalModel(outputDir, model, configJson, final, saveDtype);
       }
-      writeJsonSynced(join(outputDir, "trainer_state.json"), state);
       const what = lora ? `LoRA adapter saved to ${outputDir}${c.merge_adapter ? ` (merged model in ${join(outputDir, "merged")})` : ""}` : `model saved to ${outputDir}`;
       print(`done: ${state.global_step} steps in ${trainSeconds.toFixed(1)} s; ${what}`);
     }
@@ -425,7 +503,8 @@ export async function train(config: TrainConfig, o: TrainOptions = {}): Promise<
     progress.stop();
     stop?.dispose();
     refModel?.free();
-    policy.free();
+    policy?.free();
+    lock.release();
   }
 }
 

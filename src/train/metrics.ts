@@ -2,10 +2,10 @@
 // (one JSON object per log, the same objects as trainer_state.json's log_history) and the console progress
 // (a cli-progress bar with ETA on a TTY, plain lines otherwise, nothing when quiet).
 // Not the loop's control flow and not checkpoint files.
-import { appendFileSync } from "node:fs";
 import { join } from "node:path";
 import cliProgress from "cli-progress";
 import { writeFileAtomic } from "../util/durable.ts";
+import { appendRecords } from "../util/records.ts";
 
 export const METRICS_FILE = "metrics.jsonl";
 
@@ -40,8 +40,9 @@ export function rewriteMetricsFile(outputDir: string, entries: readonly LogEntry
   writeFileAtomic(join(outputDir, METRICS_FILE), entries.map((e) => JSON.stringify(e) + "\n").join(""));
 }
 
+/** Appends one entry to metrics.jsonl (fsynced; never through a link). */
 export function appendMetrics(outputDir: string, entry: LogEntry): void {
-  appendFileSync(join(outputDir, METRICS_FILE), JSON.stringify(entry) + "\n");
+  appendRecords(join(outputDir, METRICS_FILE), [entry]);
 }
 
 export function formatSeconds(s: number): string {

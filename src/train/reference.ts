@@ -2,10 +2,12 @@
 // summed completion log-probs precomputed once per dataset row (TRL's precompute_ref_log_probs) and kept in
 // the run folder as ref_logps.safetensors so a resumed run reuses them instead of recomputing.
 // Not the loss (objectives.ts) and not the loop: nothing here decides when to precompute or which rows.
-import { existsSync, renameSync, rmSync } from "node:fs";
+import { existsSync } from "node:fs";
 import { join } from "node:path";
-import { NativeModel, type LogpModel } from "../core/native.ts";
-import { loadWeightsInto, readModelDir } from "../models/checkpoint.ts";
+import { z } from "zod";
+import type { LogpModel, NativeModel } from "../core/native.ts";
+import { loadModelFolder } from "../models/checkpoint.ts";
+import { writeFileWith } from "../util/durable.ts";
 import { readHeader, readTensor, writeSafetensors, type TensorToWrite } from "../models/safetensors.ts";
 import { referenceLogps, referenceUnpaired, type PairBatch, type RefLogps, type RefUnpaired, type UnpairedBatch } from "./objectives.ts";
 
@@ -17,15 +19,7 @@ export const REF_LOGPS_FILE = "ref_logps.safetensors";
  * done. (Under LoRA there is no second model: the reference is policy.withoutAdapters().)
  */
 export function loadReference(modelDir: string): NativeModel {
-  const { config } = readModelDir(modelDir);
-  const model = new NativeModel(config);
-  try {
-    loadWeightsInto(modelDir, model.table, model.params);
-  } catch (e) {
-    model.free();
-    throw e;
-  }
-  return model;
+  return loadModelFolder(modelDir).model;
 }
 
 /** A collated batch with the dataset row index of each of its examples (pair i or unpaired row i). */
@@ -120,6 +114,14 @@ export function gatherUnpaired(table: RefTable, rows: ArrayLike<number>): RefUnp
   };
 }
 
+/** ref_logps.safetensors' metadata (safetensors metadata values are strings). */
+const RefMetaSchema = z.looseObject({
+  format: z.literal("preftune.ref_logps", { error: "must be \"preftune.ref_logps\"" }),
+  kind: z.enum(["paired", "unpaired"], { error: "must be \"paired\" or \"unpaired\"" }),
+  rows: z.string({ error: "must be a row count" }).regex(/^[1-9]\d{0,9}$/, { error: "must be a row count" }),
+  fingerprint: z.string({ error: "must be a fingerprint (a string)" }).min(1, { error: "must be a fingerprint (a string)" }),
+}, { error: "is missing" });
+
 const TENSORS = { paired: ["chosen_logps", "rejected_logps"], unpaired: ["logps", "KL_logps"] } as const;
 
 /**
@@ -133,14 +135,7 @@ export function saveReferenceLogps(runDir: string, table: RefTable, fingerprint:
     ? [[TENSORS.paired[0], table.chosen], [TENSORS.paired[1], table.rejected]]
     : [[TENSORS.unpaired[0], table.logps], ...(table.klLogps ? [[TENSORS.unpaired[1], table.klLogps] as [string, Float64Array]] : [])];
   const tensors: TensorToWrite[] = cols.map(([name, v]) => ({ name, dtype: "F32", shape: [v.length], data: Float32Array.from(v) }));
-  const tmp = `${file}.tmp-${process.pid}`;
-  try {
-    writeSafetensors(tmp, tensors, { format: "preftune.ref_logps", kind: table.kind, rows: String(cols[0][1].length), fingerprint }, { fsync: true });
-    renameSync(tmp, file);
-  } catch (e) {
-    rmSync(tmp, { force: true });
-    throw e;
-  }
+  writeFileWith(file, (tmp) => writeSafetensors(tmp, tensors, { format: "preftune.ref_logps", kind: table.kind, rows: String(cols[0][1].length), fingerprint }, { fsync: false }));
   return file;
 }
 
@@ -152,16 +147,23 @@ export function loadReferenceLogps(runDir: string, expect: { kind: RefTable["kin
   const file = join(runDir, REF_LOGPS_FILE);
   if (!existsSync(file)) return null;
   const h = readHeader(file);
-  const md = h.metadata ?? {};
   const stale = (why: string) => new Error(`${file}: ${why}; it was written for another run setup — delete it to recompute the reference log-probs`);
-  if (md.format !== "preftune.ref_logps") throw stale(`not a reference log-prob file (metadata format ${JSON.stringify(md.format ?? null)})`);
+  const parsed = RefMetaSchema.safeParse(h.metadata);
+  if (!parsed.success) {
+    const iss = parsed.error.issues[0];
+    throw new Error(`${file}: metadata ${iss.path.join(".") || "(none)"} ${iss.message}; the file is damaged or not preftune's — delete it to recompute the reference log-probs`);
+  }
+  const md = parsed.data;
   if (md.kind !== expect.kind) throw stale(`holds ${md.kind} rows, this run needs ${expect.kind}`);
   if (md.rows !== String(expect.numRows)) throw stale(`holds ${md.rows} rows, the dataset has ${expect.numRows}`);
   if (md.fingerprint !== expect.fingerprint) throw stale(`fingerprint ${JSON.stringify(md.fingerprint)} differs from this run's ${JSON.stringify(expect.fingerprint)}`);
   const col = (name: string): Float64Array => {
     const t = h.tensors.get(name);
-    if (!t || t.shape.length !== 1 || t.shape[0] !== expect.numRows) throw stale(`tensor "${name}" is missing or not of shape [${expect.numRows}]`);
-    return Float64Array.from(readTensor(h, name));
+    if (!t || t.shape.length !== 1 || t.shape[0] !== expect.numRows || t.dtype !== "F32") throw stale(`tensor "${name}" is missing or not F32 of shape [${expect.numRows}]`);
+    const v = Float64Array.from(readTensor(h, name));
+    // NaN marks a row not computed (pick names it when used); an infinity is no log-prob a model computes
+    for (let i = 0; i < v.length; i++) if (v[i] === Infinity || v[i] === -Infinity) throw new Error(`${file}: ${name}[${i}] is ${v[i]}; the file is damaged — delete it to recompute the reference log-probs`);
+    return v;
   };
   if (expect.kind === "paired") return { kind: "paired", chosen: col(TENSORS.paired[0]), rejected: col(TENSORS.paired[1]) };
   return { kind: "unpaired", logps: col(TENSORS.unpaired[0]), klLogps: h.tensors.has(TENSORS.unpaired[1]) ? col(TENSORS.unpaired[1]) : null };

@@ -4,12 +4,12 @@
 // Decoding reuses the policy's own weights through a KV cache (no second load); text is the tokenizer's decode
 // with special tokens skipped, cut at EOS. Not the loop's control flow (loop.ts decides when to evaluate) and not
 // the report (src/report reads the file).
-import { closeSync, existsSync, fsyncSync, openSync, readFileSync, rmSync, writeSync } from "node:fs";
 import { join } from "node:path";
 import type { NativeModel } from "../core/native.ts";
 import type { Tokenizer } from "../data/tokenizer.ts";
 import { argmax } from "../generate/greedy.ts";
-import { fsyncPath, writeFileAtomic } from "../util/durable.ts";
+import { removeFile, writeFileAtomic } from "../util/durable.ts";
+import { appendRecords, readRecordLog } from "../util/records.ts";
 
 export const COMPLETIONS_FILE = "completions.jsonl";
 
@@ -112,20 +112,9 @@ export function evalSampler(o: EvalSamplerOptions): (step: number) => Completion
   };
 }
 
-/** Appends records to output_dir/completions.jsonl in one write and fsyncs it (and the folder when the file is new). */
+/** Appends records to output_dir/completions.jsonl in one write, fsynced (appendRecords). */
 export function appendCompletions(outputDir: string, records: readonly CompletionRecord[]): void {
-  const file = join(outputDir, COMPLETIONS_FILE);
-  const fresh = !existsSync(file);
-  const fd = openSync(file, "a");
-  try {
-    const b = Buffer.from(records.map((r) => JSON.stringify(r) + "\n").join(""), "utf8");
-    let done = 0;
-    while (done < b.length) done += writeSync(fd, b, done, b.length - done);
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
-  if (fresh) fsyncPath(outputDir);
+  appendRecords(join(outputDir, COMPLETIONS_FILE), records);
 }
 
 /**
@@ -134,18 +123,10 @@ export function appendCompletions(outputDir: string, records: readonly Completio
  */
 export function resetCompletions(outputDir: string, keepUpTo: number | null): void {
   const file = join(outputDir, COMPLETIONS_FILE);
-  if (!existsSync(file)) return;
-  const kept: string[] = [];
-  if (keepUpTo !== null) {
-    for (const line of readFileSync(file, "utf8").split("\n")) {
-      let rec: unknown;
-      try { rec = JSON.parse(line); } catch { continue; }
-      const step = (rec as CompletionRecord | null)?.step;
-      if (typeof step === "number" && step <= keepUpTo) kept.push(line + "\n");
-    }
-  }
-  if (kept.length) writeFileAtomic(file, kept.join(""));
-  else rmSync(file, { force: true });
+  const kept = keepUpTo === null ? [] : readRecordLog<CompletionRecord>(file, { repair: false }).records
+    .map((r) => r.value).filter((r) => typeof r.step === "number" && r.step <= keepUpTo);
+  if (kept.length) writeFileAtomic(file, kept.map((r) => JSON.stringify(r) + "\n").join(""));
+  else removeFile(file);
 }
 
 /** config.json's eos_token_id (one id or a list), as the ids generation also stops at. */
