@@ -31,6 +31,7 @@ interface CommonFlags {
   assistantOnlyLoss?: boolean;
   completionOnlyLoss?: boolean;
   progress: boolean;
+  maxRowBytes?: number;
 }
 
 function positiveInt(name: string) {
@@ -65,6 +66,11 @@ function addCommonOptions(cmd: Command): Command {
       if (v === "true" || v === "false") return v === "true";
       throw new InvalidArgumentError(`--completion-only-loss must be true or false, got "${v}"`);
     })
+    .option("--max-row-bytes <n>", "longest JSONL line read, in bytes; longer rows are bad rows (default 16 MiB, or PREFTUNE_MAX_ROW_BYTES)", (v: string) => {
+      const n = Number(v);
+      if (!Number.isSafeInteger(n) || n < 1) throw new InvalidArgumentError(`--max-row-bytes must be a positive whole number of bytes, got "${v}"`);
+      return n;
+    })
     .option("--no-progress", "no progress bar");
 }
 
@@ -72,7 +78,7 @@ function dataOptions(f: CommonFlags, overrides: Partial<DataOptions> = {}): Data
   return {
     method: f.method, split: f.split, max_length: f.maxLength, max_prompt_length: f.maxPromptLength ?? null,
     max_completion_length: f.maxCompletionLength ?? null, truncation_mode: f.truncationMode, skip_bad_rows: !!f.skipBadRows,
-    cacheDir: f.cache ? (f.cacheDir ?? undefined) : null, progress: f.progress,
+    cacheDir: f.cache ? (f.cacheDir ?? undefined) : null, progress: f.progress, max_row_bytes: f.maxRowBytes ?? null,
     prompt_column: f.promptColumn, chosen_column: f.chosenColumn, rejected_column: f.rejectedColumn,
     completion_column: f.completionColumn, label_column: f.labelColumn, dataset_config: f.datasetConfig ?? null,
     dataset_text_field: f.datasetTextField, assistant_only_loss: !!f.assistantOnlyLoss, completion_only_loss: f.completionOnlyLoss ?? null, ...overrides,

@@ -13,6 +13,22 @@ export interface CollateOptions {
   padToMultipleOf?: number;
 }
 
+/** The largest pad_to_multiple_of taken: tensor-core friendly values are 8 to 128; beyond this is a typo. */
+export const MAX_PAD_TO_MULTIPLE_OF = 65536;
+
+/**
+ * Checks pad_to_multiple_of (TRL's collator key) before anything is allocated: null/undefined (no rounding) or
+ * a whole number from 1 to MAX_PAD_TO_MULTIPLE_OF. Every batch is padded to a multiple of it, so 1e9 would
+ * ask for gigabytes per batch.
+ */
+export function checkPadToMultipleOf(v: unknown, field = "pad_to_multiple_of"): number | undefined {
+  if (v === null || v === undefined) return undefined;
+  if (typeof v !== "number" || !Number.isInteger(v) || v < 1 || v > MAX_PAD_TO_MULTIPLE_OF) {
+    throw new Error(`${field} must be a whole number from 1 to ${MAX_PAD_TO_MULTIPLE_OF} (usually 8 or 64), or null, got ${JSON.stringify(v) ?? String(v)}: every batch is padded to a multiple of it`);
+  }
+  return v;
+}
+
 export interface PairBatch {
   batch: TokenBatch;            // 2B rows: 0..B-1 prompt+chosen, B..2B-1 prompt+rejected
   completionMask: Uint8Array;   // (2B, T)
@@ -30,10 +46,10 @@ export function padRows(seqs: { prompt: number[]; completion: number[]; mask?: n
   const B = seqs.length;
   let T = 0;
   for (const s of seqs) T = Math.max(T, s.prompt.length + s.completion.length);
-  const m = o.padToMultipleOf;
-  if (m != null) {
-    if (!Number.isInteger(m) || m < 1) throw new Error(`padToMultipleOf must be a positive integer, got ${m}`);
-    T = Math.ceil(T / m) * m;
+  const m = checkPadToMultipleOf(o.padToMultipleOf);
+  if (m != null) T = Math.ceil(T / m) * m;
+  if (!Number.isSafeInteger(B * T) || B * T > 2 ** 31 - 1) {
+    throw new Error(`a batch of ${B} rows × ${T} tokens is too large to allocate; lower the batch size or max_length`);
   }
   const ids = new Int32Array(B * T).fill(o.padTokenId);   // (B, T)
   const lengths = new Int32Array(B);                       // (B,)

@@ -46,6 +46,8 @@ export interface LoadOptions extends ColumnOptions {
    */
   sft?: boolean;
   dataset_text_field?: string;      // default "text"
+  /** The most bytes one JSONL line may have (default 16 MiB, or PREFTUNE_MAX_ROW_BYTES); longer lines are bad rows. */
+  max_row_bytes?: number | null;
 }
 
 export interface LoadedExamples {
@@ -158,9 +160,9 @@ export async function loadExamples(source: string | DataSource, opts: LoadOption
     if (out.badRowMessages.length < 20) out.badRowMessages.push(err.message);
   };
 
-  for await (const rec of src.records ? src.records() : readRecords(files, { columns: wanted })) {
+  for await (const rec of src.records ? src.records() : readRecords(files, { columns: wanted, maxRowBytes: opts.max_row_bytes })) {
     out.rowsRead++;
-    if (rec.error !== undefined) { bad(rec, null, rec.error, "Each line must be one JSON object"); continue; }
+    if (rec.error !== undefined) { bad(rec, null, rec.error, rec.fix ?? "Each line must be one JSON object"); continue; }
     const row = rec.value;
     if (typeof row !== "object" || row === null || Array.isArray(row)) {
       bad(rec, null, `expected a JSON object, got ${typeName(row)} ${preview(row)}`, "Each row must be an object with named columns");
@@ -199,8 +201,13 @@ export async function loadExamples(source: string | DataSource, opts: LoadOption
 }
 
 /** `textField` set: SFT, where the language-modelling formats exist too (see LoadOptions.sft for the order). */
+/** A row's column, own properties only: a column named "constructor" or "__proto__" is data, not Object's. */
+function col(r: Record<string, unknown>, name: string): unknown {
+  return Object.hasOwn(r, name) ? r[name] : undefined;
+}
+
 function detectSchema(r: Record<string, unknown>, cols: ReturnType<typeof columnNames>, rec: RawRecord, textField: string | null) {
-  const has = (c: string) => r[c] !== undefined;
+  const has = (c: string) => col(r, c) !== undefined;
   let kind: LoadedExamples["kind"];
   if (textField != null && has(cols.completion)) kind = has(cols.label) ? "unpaired" : "prompt_completion";
   else if (textField != null && has("messages")) kind = "messages";
@@ -216,14 +223,14 @@ function detectSchema(r: Record<string, unknown>, cols: ReturnType<typeof column
   }
   if (kind === "messages") return { kind, conversational: true, implicit: false };
   if (kind === "text") return { kind, conversational: false, implicit: false };
-  const main = kind === "paired" ? (has(cols.chosen) ? r[cols.chosen] : r[cols.rejected]) : r[cols.completion];
-  const conversational = isConversational(main) || (main === undefined && isConversational(r[cols.prompt]));
+  const main = kind === "paired" ? (has(cols.chosen) ? col(r, cols.chosen) : col(r, cols.rejected)) : col(r, cols.completion);
+  const conversational = isConversational(main) || (main === undefined && isConversational(col(r, cols.prompt)));
   return { kind, conversational, implicit: kind === "paired" && !has(cols.prompt) };
 }
 
 function extraFields(r: Record<string, unknown>): ExtraFields {
   const out: ExtraFields = {};
-  let tools = r.tools;
+  let tools = col(r, "tools");
   if (typeof tools === "string" && tools.trim() !== "") {
     try { tools = JSON.parse(tools); } catch { throw new RowProblem("tools", "not valid JSON", "Give tools as a list of function schemas or its JSON string"); }
   }
@@ -231,7 +238,7 @@ function extraFields(r: Record<string, unknown>): ExtraFields {
     if (!Array.isArray(tools)) throw new RowProblem("tools", `expected a list, got ${typeName(tools)}`, "Give tools as a list of function schemas");
     if (tools.length) out.tools = tools;
   }
-  const kw = r.chat_template_kwargs;
+  const kw = col(r, "chat_template_kwargs");
   if (kw != null) {
     if (typeof kw !== "object" || Array.isArray(kw)) throw new RowProblem("chat_template_kwargs", `expected an object, got ${typeName(kw)}`, "Give an object of template variables");
     out.templateKwargs = kw as Record<string, unknown>;
@@ -245,7 +252,7 @@ function pairFromRow(r: Record<string, unknown>, cols: ReturnType<typeof columnN
   let chosen = textField(r, cols.chosen, conv, part);
   let rejected = textField(r, cols.rejected, conv, part);
   if (implicit) {
-    if (r[cols.prompt] !== undefined) throw new RowProblem(cols.prompt, "this row has a prompt but the first row did not", "Give every row a prompt, or none");
+    if (col(r, cols.prompt) !== undefined) throw new RowProblem(cols.prompt, "this row has a prompt but the first row did not", "Give every row a prompt, or none");
     ({ prompt, chosen, rejected } = extractPrompt(chosen, rejected));
     if (prompt.length === 0) {
       throw new RowProblem(cols.chosen, "chosen and rejected share no prefix, so the implicit prompt is empty", `Add a "${cols.prompt}" column`);
@@ -268,7 +275,7 @@ function unpairedFromRow(r: Record<string, unknown>, cols: ReturnType<typeof col
   if (conv) checkOrder(prompt as Message[], completion as Message[], cols.completion);
   let label = true;
   if (withLabel) {
-    const v = r[cols.label];
+    const v = col(r, cols.label);
     if (v === undefined) throw new RowProblem(cols.label, "missing column", "Give every row a boolean label (true = desirable)");
     if (typeof v !== "boolean") throw new RowProblem(cols.label, `expected true or false, got ${typeName(v)} ${preview(v)}`, "Write the label as a JSON boolean");
     label = v;
@@ -278,7 +285,7 @@ function unpairedFromRow(r: Record<string, unknown>, cols: ReturnType<typeof col
 
 /** TRL's conversational language modelling: a "messages" list, rendered whole by the chat template. */
 function messagesFromRow(r: Record<string, unknown>): Message[] {
-  const v = r.messages;
+  const v = col(r, "messages");
   if (v === undefined) throw new RowProblem("messages", "missing column", 'Give every row a "messages" list');
   if (!Array.isArray(v)) throw new RowProblem("messages", `expected a list of {role, content} messages, got ${typeName(v)} ${preview(v)}`, "Use the same format in every row");
   checkMessages(v, "messages", "conversation");
@@ -287,11 +294,11 @@ function messagesFromRow(r: Record<string, unknown>): Message[] {
 }
 
 /** TRL's language modelling: dataset_text_field holds the whole text. */
-function textField_(r: Record<string, unknown>, col: string): string {
-  const v = r[col];
-  if (v === undefined) throw new RowProblem(col, "missing column", `Give every row a "${col}" value (dataset_text_field)`);
-  if (typeof v !== "string") throw new RowProblem(col, `expected a string, got ${typeName(v)} ${preview(v)}`, "Give the text as a string, or name the right column with dataset_text_field");
-  if (v.trim() === "") throw new RowProblem(col, "empty text", "Fill in the text or drop the row");
+function textField_(r: Record<string, unknown>, name: string): string {
+  const v = col(r, name);
+  if (v === undefined) throw new RowProblem(name, "missing column", `Give every row a "${name}" value (dataset_text_field)`);
+  if (typeof v !== "string") throw new RowProblem(name, `expected a string, got ${typeName(v)} ${preview(v)}`, "Give the text as a string, or name the right column with dataset_text_field");
+  if (v.trim() === "") throw new RowProblem(name, "empty text", "Fill in the text or drop the row");
   return v;
 }
 
@@ -299,7 +306,7 @@ function textField_(r: Record<string, unknown>, col: string): string {
 type Part = "prompt" | "completion" | "conversation";
 
 function textField(r: Record<string, unknown>, col: string, conv: boolean, part: Part): Text {
-  const v = r[col];
+  const v = Object.hasOwn(r, col) ? r[col] : undefined;
   if (v === undefined) throw new RowProblem(col, "missing column", `Give every row a "${col}" value`);
   if (conv) {
     if (!Array.isArray(v)) {

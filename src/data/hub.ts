@@ -48,7 +48,8 @@ async function exists(p: string): Promise<"file" | "dir" | null> {
   try {
     const st = await stat(p);
     return st.isDirectory() ? "dir" : st.isFile() ? "file" : null;
-  } catch {
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === "ELOOP") throw new DataError("is a symbolic link loop", { file: p, fix: "Point the link at the real file or folder" });
     return null;
   }
 }

@@ -12,6 +12,7 @@ import { DataError, preview, typeName } from "./errors.ts";
 import { resolveDataset, type ResolvedDataset } from "./hub.ts";
 import { readRecords, type DataSource, type RawRecord } from "./readers.ts";
 import { permutation, seededRandom } from "./sampler.ts";
+import { MAX_SEED } from "../util/random.ts";
 
 export interface MixtureDataset {
   id: string;                      // a local path or a Hugging Face dataset id
@@ -99,7 +100,9 @@ function parseNew(mix: unknown): DatasetMixture {
   }
   let seed = 0;
   if (m.seed != null) {
-    if (typeof m.seed !== "number" || !Number.isInteger(m.seed)) fail(`${WHERE}.seed`, `expected an integer, got ${preview(m.seed)}`, "Give an integer seed");
+    if (typeof m.seed !== "number" || !Number.isInteger(m.seed) || m.seed < 0 || m.seed > MAX_SEED) {
+      fail(`${WHERE}.seed`, `expected a whole number from 0 to ${MAX_SEED}, got ${preview(m.seed)}`, "Give a seed in the range datasets' shuffle (numpy) accepts: 0 to 2^32 − 1");
+    }
     seed = m.seed;
   }
   let test: number | null = null;
@@ -159,7 +162,7 @@ async function readSource(ds: ResolvedDataset, columns: string[] | null, at: str
     if (columns && rec.error === undefined && rec.value && typeof rec.value === "object" && !Array.isArray(rec.value)) {
       const v = rec.value as Record<string, unknown>;
       if (!checked) {
-        const missing = columns.filter((c) => !(c in v));
+        const missing = columns.filter((c) => !Object.hasOwn(v, c));
         if (missing.length) {
           throw new DataError(`${at} (${ds.name}): column ${missing.map((c) => `"${c}"`).join(", ")} not found; the rows have ${preview(Object.keys(v), 120)}`, {
             file: rec.file, row: rec.row, rowUnit: rec.unit, field: `${at}.columns`, fix: "List columns the dataset has",
@@ -167,8 +170,8 @@ async function readSource(ds: ResolvedDataset, columns: string[] | null, at: str
         }
         checked = true;
       }
-      const kept: Record<string, unknown> = {};
-      for (const c of columns) if (c in v) kept[c] = v[c];
+      // fromEntries defines own properties: a column named "__proto__" stays a column
+      const kept: Record<string, unknown> = Object.fromEntries(columns.filter((c) => Object.hasOwn(v, c)).map((c) => [c, v[c]]));
       out.push({ ...rec, value: kept });
     } else out.push(rec);
   }

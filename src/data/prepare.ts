@@ -8,10 +8,13 @@ import { loadExamples, toDataSource, unpairExamples, type ColumnOptions, type Lo
 import type { DataSource } from "./readers.ts";
 import { assistantCharSpans, charSpansToTokenMask, hasTargets, rowFromMask, sftMessages, sftTextIds, truncateMasked, type AssistantMaskMethod, type MaskedIds } from "./sft.ts";
 import { splitConversation, TemplateSplitError } from "./template.ts";
-import type { Tokenizer } from "./tokenizer.ts";
+import { TokenizerBudgetError, type Tokenizer } from "./tokenizer.ts";
 import { METHODS, tokenizeJoint, tokenizePairOrpo, TokenizeError, usesOrpoRules, withEosText, type Method, type TokenizedPair, type TokenizedUnpaired } from "./tokenize.ts";
 import { truncatePair, truncateUnpaired, truncationOptions, type DropReason, type TruncationMode } from "./truncate.ts";
-import { cacheKey, cachePath, readCache, writeCache } from "./cache.ts";
+import type { Side } from "./budget.ts";
+import { cacheError, cacheKey, cachePath, readCache, writeCache } from "./cache.ts";
+import { TextBudget } from "./budget.ts";
+import { maxRowBytes } from "./readers.ts";
 
 export interface DataOptions extends ColumnOptions {
   method: Method;
@@ -25,6 +28,7 @@ export interface DataOptions extends ColumnOptions {
   split?: string;                          // for a folder or Hugging Face dataset: which split (default "train")
   dataset_config?: string | null;          // for a Hugging Face dataset (or a folder of configs): which config
   progress?: boolean;                      // progress bar on stderr while tokenizing (default false)
+  max_row_bytes?: number | null;           // the most bytes one JSONL line may have (default 16 MiB; PREFTUNE_MAX_ROW_BYTES)
   // SFT (TRL SFTConfig); ignored by the other methods
   dataset_text_field?: string;             // the text column of language-modelling data (default "text")
   assistant_only_loss?: boolean;           // conversational data: loss on assistant tokens only (default false)
@@ -53,6 +57,7 @@ export interface PrepStats {
   truncatedRows: number;
   boundaryMerges: number;                  // prompt/completion token merges at the split
   templatePromptResets: number;            // generation prompt cut back to the common prefix (TRL's apply_chat_template rule)
+  textCutRows: number;                     // rows whose text was cut before tokenizing (beyond what truncation keeps; budget.ts)
   promptTokens: number;
   completionTokens: number;
   fromCache: boolean;
@@ -72,8 +77,29 @@ function checkMethod(m: unknown): Method {
 function wrapRowError(e: unknown, ref: RowRef, field: string | null, skip: boolean): DataError {
   const fix = "Fix or remove the row" + (skip ? "" : " (or set skip_bad_rows to skip such rows)");
   if (e instanceof TemplateSplitError || e instanceof TokenizeError) return new DataError(e.message, { file: ref.file, row: ref.row, rowUnit: ref.unit, field, fix });
+  if (e instanceof TokenizerBudgetError) return new DataError(e.message, { file: ref.file, row: ref.row, rowUnit: ref.unit, field, fix: e.fix + (skip ? "" : " (or set skip_bad_rows to skip such rows)") });
   if (e instanceof DataError) return e;
   return new DataError(`the chat template failed: ${(e as Error).message}`, { file: ref.file, row: ref.row, rowUnit: ref.unit, field, fix });
+}
+
+/**
+ * What the schema of a cached row cannot know: every id is in the tokenizer's vocabulary and every sequence
+ * fits max_length. A row that breaks either was changed after it was written (cacheError names the file).
+ */
+function checkCachedRows(file: string, kind: "paired" | "unpaired", rows: (TokenizedPair | TokenizedUnpaired)[], vocabSize: number, maxLength: number | null): void {
+  const bad = (i: number, what: string) => cacheError(file, i + 2, `row ${i + 1} ${what}`);
+  rows.forEach((r, i) => {
+    const lists: [string, number[]][] = kind === "paired"
+      ? [["prompt_ids", r.prompt_ids], ["chosen_ids", (r as TokenizedPair).chosen_ids], ["rejected_ids", (r as TokenizedPair).rejected_ids]]
+      : [["prompt_ids", r.prompt_ids], ["completion_ids", (r as TokenizedUnpaired).completion_ids], ["kl_completion_ids", (r as TokenizedUnpaired).kl_completion_ids ?? []]];
+    for (const [name, ids] of lists) {
+      for (const id of ids) if (id >= vocabSize) throw bad(i, `has ${name} id ${id}, outside the tokenizer's ${vocabSize} ids`);
+    }
+    if (maxLength != null) {
+      const longest = kind === "paired" ? Math.max((r as TokenizedPair).chosen_ids.length, (r as TokenizedPair).rejected_ids.length) : (r as TokenizedUnpaired).completion_ids.length;
+      if (r.prompt_ids.length + longest > maxLength) throw bad(i, `is ${r.prompt_ids.length + longest} tokens long, more than max_length ${maxLength}`);
+    }
+  });
 }
 
 /**
@@ -103,6 +129,7 @@ export async function prepareDataset(source: string | DataSource, tok: Tokenizer
     prompt_column: opts.prompt_column ?? null, chosen_column: opts.chosen_column ?? null, rejected_column: opts.rejected_column ?? null,
     completion_column: opts.completion_column ?? null, label_column: opts.label_column ?? null,
     dataset_config: opts.dataset_config ?? null, source_key: src.key ?? null, ...(sft ? sftOpts : {}),
+    max_row_bytes: maxRowBytes(opts.max_row_bytes),
   };
   let cacheFile: string | null = null;
   if (opts.cacheDir !== null) {
@@ -110,19 +137,20 @@ export async function prepareDataset(source: string | DataSource, tok: Tokenizer
     cacheFile = cachePath(opts.cacheDir, await cacheKey(files, tok.fingerprint, settings));
     const hit = await readCache<TokenizedPair | TokenizedUnpaired, { kind: "paired" | "unpaired"; stats: PrepStats }>(cacheFile);
     if (hit) {
+      checkCachedRows(cacheFile, hit.header.kind, hit.rows, tok.vocabSize, trunc.max_length);
       // the cache is keyed by content: the same bytes may have come from another path
       const stats: PrepStats = { ...hit.header.stats, files, fromCache: true, cacheFile, seconds: (performance.now() - t0) / 1000 };
       return { kind: hit.header.kind, rows: hit.rows, stats } as PreparedDataset;
     }
   }
 
-  const data = await loadExamples(src, { ...opts, sft, dataset_text_field: sftOpts.dataset_text_field });
+  const data = await loadExamples(src, { ...opts, sft, dataset_text_field: sftOpts.dataset_text_field, max_row_bytes: settings.max_row_bytes });
   const stats: PrepStats = {
     source: src.name, files: data.files, method, kind: "paired", sourceKind: data.kind, conversational: data.conversational,
     implicitPrompt: data.implicitPrompt, unpairedFromPairs: false, rowsRead: data.rowsRead, rows: 0,
     badRowsSkipped: data.badRows, badRowMessages: [...data.badRowMessages], droppedPromptTooLong: 0,
     droppedCompletionTooLong: 0, droppedEmptyCompletion: 0, droppedUndesirable: 0, droppedNoTargets: 0, assistantMask: null, truncatedRows: 0,
-    boundaryMerges: 0, templatePromptResets: 0, promptTokens: 0, completionTokens: 0, fromCache: false, cacheFile, seconds: 0,
+    boundaryMerges: 0, templatePromptResets: 0, textCutRows: 0, promptTokens: 0, completionTokens: 0, fromCache: false, cacheFile, seconds: 0,
   };
   if (data.conversational && !tok.chatTemplate) {
     throw new DataError("the data is conversational but the tokenizer has no chat template", {
@@ -168,6 +196,25 @@ export async function prepareDataset(source: string | DataSource, tok: Tokenizer
   }, cliProgress.Presets.shades_classic) : null;
   bar?.start(total, 0);
   const orpo = usesOrpoRules(method);
+  // Bounded work (budget.ts): text beyond what truncation can keep is cut before rendering and tokenizing.
+  // Prompts keep their end (max_prompt_length keeps the last tokens; a prompt too long for keep_start drops the
+  // row either way), completions their start; whole sequences (SFT masks, language modelling) the side
+  // truncation_mode keeps.
+  const budget = new TextBudget(tok);
+  const least = (...xs: (number | null)[]) => { const v = xs.filter((x): x is number => x != null); return v.length ? Math.min(...v) : null; };
+  const promptBound = least(trunc.max_length, trunc.max_prompt_length);
+  const completionBound = least(trunc.max_length, trunc.max_completion_length);
+  const wholeSide: Side = trunc.truncation_mode === "keep_end" ? "end" : "start";
+  const cutFields = <E extends { prompt: Text }>(ex: E, fields: [keyof E & string, Side, number | null][]): E => {
+    let out = ex;
+    for (const [k, side, bound] of fields) {
+      const v = ex[k] as unknown as Text;
+      const c = budget.cut(v, side, bound);
+      if (c !== v) out = { ...out, [k]: c };
+    }
+    if (out !== ex) stats.textCutRows++;
+    return out;
+  };
   const drop = (why: DropReason) => {
     if (why === "prompt_too_long") stats.droppedPromptTooLong++;
     else if (why === "completion_too_long") stats.droppedCompletionTooLong++;
@@ -190,10 +237,11 @@ export async function prepareDataset(source: string | DataSource, tok: Tokenizer
   const unpairedRows: TokenizedUnpaired[] = [];
   try {
     let done = 0;
-    for (const ex of paired) {
+    for (const ex0 of paired) {
       if (++done % 64 === 0) bar?.update(done);
       let tokd: TokenizedPair & { merged: boolean };
       try {
+        const ex = cutFields(ex0, [["prompt", "end", promptBound], ["chosen", "start", completionBound], ["rejected", "start", completionBound]]);
         const s = toStrings(ex.prompt, [ex.chosen, ex.rejected], ex);
         if (orpo) tokd = tokenizePairOrpo(tok, s.prompt, s.completions[0], s.completions[1]);
         else {
@@ -202,7 +250,7 @@ export async function prepareDataset(source: string | DataSource, tok: Tokenizer
           const j = tokenizeJoint(tok, s.prompt, cs, std);
           tokd = { prompt_ids: j.prompt_ids, chosen_ids: j.completions[0], rejected_ids: j.completions[1], merged: j.merged };
         }
-      } catch (e) { badRow(e, ex.ref, null); continue; }
+      } catch (e) { badRow(e, ex0.ref, null); continue; }
       if (tokd.merged) stats.boundaryMerges++;
       const t = truncatePair({ prompt_ids: tokd.prompt_ids, chosen_ids: tokd.chosen_ids, rejected_ids: tokd.rejected_ids }, trunc);
       if (t.drop) { drop(t.drop); continue; }
@@ -225,11 +273,13 @@ export async function prepareDataset(source: string | DataSource, tok: Tokenizer
       if (++done % 64 === 0) bar?.update(done);
       let m: MaskedIds;
       try {
-        if (typeof ex.text === "string") {
-          const ids = sftTextIds(tok, ex.text);
+        const text = budget.cut(ex.text, wholeSide, trunc.max_length);
+        if (text !== ex.text) stats.textCutRows++;
+        if (typeof text === "string") {
+          const ids = sftTextIds(tok, text);
           m = { ids, mask: new Array<number>(ids.length).fill(1) };
         } else {
-          const r = sftMessages(tok, ex.text, { tools: ex.tools, kwargs: ex.templateKwargs, assistantOnly: sftOpts.assistant_only_loss });
+          const r = sftMessages(tok, text, { tools: ex.tools, kwargs: ex.templateKwargs, assistantOnly: sftOpts.assistant_only_loss });
           if (r.method) stats.assistantMask ??= r.method;
           if (sftOpts.assistant_only_loss && !hasTargets(r.mask)) throw noAssistant();
           m = r;
@@ -237,11 +287,12 @@ export async function prepareDataset(source: string | DataSource, tok: Tokenizer
       } catch (e) { badRow(e, ex.ref, data.kind === "messages" ? "messages" : sftOpts.dataset_text_field); continue; }
       pushMasked(m);
     }
-    for (const ex of unpaired) {
+    for (const ex0 of unpaired) {
       if (++done % 64 === 0) bar?.update(done);
       if (masked) {
         let m: MaskedIds;
         try {
+          const ex = cutFields(ex0, [["prompt", wholeSide, trunc.max_length], ["completion", wholeSide, trunc.max_length]]);
           const s = toStrings(ex.prompt, [ex.completion], ex);
           const std = !data.conversational;
           const j = tokenizeJoint(tok, s.prompt, [std ? withEosText(tok, s.completions[0]) : s.completions[0]], std);
@@ -257,13 +308,15 @@ export async function prepareDataset(source: string | DataSource, tok: Tokenizer
             if (!hasTargets(mask)) throw noAssistant();
           }
           m = { ids, mask };
-        } catch (e) { badRow(e, ex.ref, null); continue; }
+        } catch (e) { badRow(e, ex0.ref, null); continue; }
         pushMasked(m);
         continue;
       }
+      const ex = ex0;
       let tokd: { prompt_ids: number[]; completion_ids: number[]; merged: boolean };
       try {
-        const s = toStrings(ex.prompt, [ex.completion], ex);
+        const exc = cutFields(ex, [["prompt", "end", promptBound], ["completion", "start", completionBound]]);
+        const s = toStrings(exc.prompt, [exc.completion], exc);
         const std = !data.conversational;
         const j = tokenizeJoint(tok, s.prompt, [std ? withEosText(tok, s.completions[0]) : s.completions[0]], std);
         tokd = { prompt_ids: j.prompt_ids, completion_ids: j.completions[0], merged: j.merged };

@@ -1,7 +1,7 @@
 // Seeded batch order: sequential or shuffled, optionally grouped by length in mega-batches (the idea of
 // transformers' LengthGroupedSampler) so each batch pads less. Not data loading: it returns indices only.
 import type { TokenizedPair, TokenizedUnpaired } from "./tokenize.ts";
-import { mulberry32 } from "../util/random.ts";
+import { mulberry32, seedState } from "../util/random.ts";
 
 export interface BatchIndexOptions {
   batchSize: number;
@@ -12,9 +12,13 @@ export interface BatchIndexOptions {
   dropLast?: boolean;
 }
 
-/** The project's PRNG (src/util/random.ts), with the seed mixed so that seeds 0, 1, 2... start far apart. */
+/**
+ * The project's PRNG (src/util/random.ts), with the seed mixed so that seeds 0, 1, 2... start far apart.
+ * Seeds at or above 2^32 (seed + epoch of the largest seed) keep their high bits (seedState), as weight init does.
+ */
 export function seededRandom(seed: number): () => number {
-  return mulberry32((Math.trunc(seed) >>> 0) ^ 0x9e3779b9);
+  if (typeof seed !== "number" || Number.isNaN(seed)) throw new Error(`seed must be a number, got ${JSON.stringify(seed)}`);
+  return mulberry32(seedState(seed) ^ 0x9e3779b9);
 }
 
 export function permutation(n: number, rand: () => number): number[] {

@@ -1,13 +1,20 @@
 // The tokenizer of a Hugging Face model folder: tokenizer.json through @huggingface/tokenizers, special tokens
 // and the chat template from tokenizer_config.json (+ special_tokens_map.json, chat_template.jinja), rendered
-// with @huggingface/jinja the way transformers' apply_chat_template does. Not TRL's BOS/EOS rules (tokenize.ts).
+// with @huggingface/jinja the way transformers' apply_chat_template does. Encoding, decoding and rendering run
+// in the sandbox worker (sandbox.ts) under a time budget, renders also under an output-size budget, so a
+// backtracking regex in tokenizer.json or a runaway template ends as an error naming the file, not a hang or a
+// crashed process. Not TRL's BOS/EOS rules (tokenize.ts).
 import { createHash } from "node:crypto";
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { Tokenizer as HfTokenizer } from "@huggingface/tokenizers";
 import { Template } from "@huggingface/jinja";
+import { buildEngine, describeThrown, GEN_CLOSE, GEN_OPEN, hasGenerationBlocks, TemplateParseError, type EngineSpec } from "./engine.ts";
 import { DataError } from "./errors.ts";
 import type { Message } from "./formats.ts";
+import { SandboxFailure, SandboxTimeout, sandboxCall, sandboxPreload, type SandboxOp } from "./sandbox.ts";
+
+export { hasGenerationBlocks };
 
 export interface ChatTemplateOptions {
   addGenerationPrompt?: boolean;
@@ -38,15 +45,76 @@ export interface Tokenizer {
    */
   renderGenerationSpans?(messages: Message[], opts?: ChatTemplateOptions): { text: string; spans: [number, number][] } | null;
   fingerprint: string;            // sha256 over the tokenizer files and the template choice (cache key)
+  /**
+   * The longest token of the vocabulary in characters (added tokens included): where budget.ts starts when
+   * it sizes a cut (the cut is then checked by tokenizing, so this is a hint, not a guarantee). Optional:
+   * tokenizers built elsewhere may lack it.
+   */
+  maxTokenChars?: number;
 }
 
 export interface LoadTokenizerOptions {
   /** A template to use instead of the model's: template text, or the name of one of its named templates. */
   chat_template?: string | null;
+  /**
+   * Run encoding, decoding and template rendering in the sandbox worker, where a call past its time budget
+   * can be stopped (default true; the environment variable PREFTUNE_SANDBOX=0 turns it off). In this thread,
+   * templates still check their time and output budgets, but a backtracking tokenizer regex cannot be stopped.
+   */
+  sandbox?: boolean;
+  /** Time budget of one call in ms, plus 10 s per MiB of input (default 10000; PREFTUNE_TOKENIZER_TIMEOUT_MS). */
+  timeoutMs?: number;
 }
 
+/** Base time budget of one encode, decode or render call, in ms. */
+export const DEFAULT_TIMEOUT_MS = 10_000;
+/** Extra time per MiB of input text (tokenizing 1 MiB takes a few seconds). */
+const TIMEOUT_PER_MIB_MS = 10_000;
+/** A render may produce this much, plus RENDER_GROWTH × its input's characters. */
+const RENDER_BASE_CHARS = 4 << 20;
+const RENDER_GROWTH = 16;
+
+function envNumber(name: string): number | undefined {
+  const v = process.env[name];
+  if (v === undefined || v === "") return undefined;
+  const n = Number(v);
+  if (!Number.isFinite(n) || n <= 0) throw new Error(`${name} must be a positive number of milliseconds, got ${JSON.stringify(v)}`);
+  return n;
+}
+
+/** Characters of text in a JSON-like value (strings, keys, numbers), to size budgets; depth-limited. */
+export function textSize(v: unknown, depth = 0): number {
+  if (typeof v === "string") return v.length;
+  if (v === null || typeof v !== "object" || depth > 64) return 8;
+  let n = 2;
+  if (Array.isArray(v)) for (const x of v) n += 1 + textSize(x, depth + 1);
+  else for (const [k, x] of Object.entries(v)) n += k.length + 2 + textSize(x, depth + 1);
+  return n;
+}
+
+/** A file of the model folder, or null when it does not exist; a folder or link loop in its place is an error. */
 async function readOptional(path: string): Promise<Buffer | null> {
-  try { return await readFile(path); } catch { return null; }
+  try { return await readFile(path); } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === "ENOENT" || code === "ENOTDIR") return null;
+    if (code === "EISDIR") throw new DataError("is a folder, not a file", { file: path, fix: "Put the model's file there (or remove the folder)" });
+    if (code === "ELOOP") throw new DataError("is a symbolic link loop", { file: path, fix: "Point the link at the real file" });
+    throw new DataError(`cannot read (${(e as Error).message})`, { file: path });
+  }
+}
+
+/** A failure inside the sandbox as the error the caller expects: a tokenizer that does not build there is a DataError. */
+function sandboxError(e: unknown, tjPath: string, doing: string): Error {
+  if (e instanceof SandboxFailure) {
+    if (e.kind === "load") return new DataError(`cannot build the tokenizer in the sandbox worker (${e.message})`, { file: tjPath, fix: "Check that it is a complete tokenizer.json" });
+    return new Error(`${doing} failed: ${e.message}`);
+  }
+  return e as Error;
+}
+
+/** The call ran past its time or size budget; the message names the tokenizer file or the template's source. */
+export class TokenizerBudgetError extends Error {
+  constructor(message: string, readonly fix: string) { super(message); }
 }
 
 function parseJson(buf: Buffer, file: string): any {
@@ -76,10 +144,23 @@ export async function loadTokenizer(modelDir: string, opts: LoadTokenizerOptions
   const config = cfgBuf ? parseJson(cfgBuf, cfgPath) : {};
   const specialMap = mapBuf ? parseJson(mapBuf, join(modelDir, "special_tokens_map.json")) : {};
 
+  if (!tokenizerJson || typeof tokenizerJson !== "object" || Array.isArray(tokenizerJson)) {
+    throw new DataError("expected a JSON object", { file: tjPath, fix: "Restore the file from the model repository" });
+  }
+  const modelVocab = (tokenizerJson as { model?: { vocab?: unknown } }).model?.vocab;
+  if (modelVocab == null || typeof modelVocab !== "object" || Object.keys(modelVocab).length === 0) {
+    throw new DataError("the vocabulary (model.vocab) is empty or missing, so every text would map to the same id", {
+      file: tjPath, fix: "Restore tokenizer.json from the model repository",
+    });
+  }
   let hf: HfTokenizer;
   try { hf = new HfTokenizer(tokenizerJson, config); } catch (e) {
     throw new DataError(`cannot build the tokenizer (${(e as Error).message})`, { file: tjPath, fix: "Check that it is a complete tokenizer.json" });
   }
+  const vocab = hf.get_vocab(true);
+  if (vocab.size === 0) throw new DataError("the vocabulary is empty", { file: tjPath, fix: "Restore tokenizer.json from the model repository" });
+  let maxTokenChars = 1;
+  for (const t of vocab.keys()) if (t.length > maxTokenChars) maxTokenChars = t.length;
 
   // transformers: tokenizer_config.json wins, special_tokens_map.json fills gaps
   const special = (key: string) => tokenString(config[key]) ?? tokenString(specialMap[key]);
@@ -118,29 +199,9 @@ export async function loadTokenizer(modelDir: string, opts: LoadTokenizerOptions
   }
   if (named.size > 1 || chosenName !== "default") source = `${source} (template "${chosenName}")`;
   const chatTemplate = named.get(chosenName) ?? null;
-  const compiled = new Map<string, Template>();
-  const compile = (name: string, marked = false): Template => {
-    const key = marked ? `${name}\u0000marked` : name;
-    let t = compiled.get(key);
-    if (!t) {
-      try { t = new Template(marked ? markGenerationBlocks(named.get(name)!) : named.get(name)!); } catch (e) {
-        throw new DataError(`cannot parse the chat template (${(e as Error).message})`, { file: source, fix: "Fix the template or pass chat_template" });
-      }
-      compiled.set(key, t);
-    }
-    return t;
-  };
   const templateName = (o: ChatTemplateOptions) =>
     // transformers picks the "tool_use" template when tools are given and one exists
     o.tools?.length && named.has("tool_use") && opts.chat_template == null ? "tool_use" : chosenName;
-  const render = (messages: Message[], o: ChatTemplateOptions, marked: boolean) => compile(templateName(o), marked).render({
-    ...templateVars,
-    ...(o.kwargs ?? {}),
-    messages,
-    tools: o.tools?.length ? o.tools : null,
-    documents: null,
-    add_generation_prompt: !!o.addGenerationPrompt,
-  });
   const noTemplate = () => new DataError("the tokenizer has no chat template, so conversational data cannot be rendered", {
     file: cfgPath, fix: "Pass chat_template (template text), use a model with a chat template, or give the data as plain strings",
   });
@@ -156,24 +217,101 @@ export async function loadTokenizer(modelDir: string, opts: LoadTokenizerOptions
   const cls = String(config.tokenizer_class ?? "").replace(/Fast$/, "");
   const flagged = ["LlamaTokenizer", "CodeLlamaTokenizer", "GemmaTokenizer"].includes(cls) &&
     (typeof config.add_bos_token === "boolean" || typeof config.add_eos_token === "boolean");
-  const addBos = flagged ? (config.add_bos_token ?? true) === true && bosTokenId != null : false;
-  const addEos = flagged ? config.add_eos_token === true && eosTokenId != null : false;
-  const encode = (text: string, addSpecialTokens: boolean): number[] => {
-    if (!flagged || !addSpecialTokens) return hf.encode(text, { add_special_tokens: addSpecialTokens }).ids;
-    const ids = hf.encode(text, { add_special_tokens: false }).ids;
-    return [...(addBos ? [bosTokenId!] : []), ...ids, ...(addEos ? [eosTokenId!] : [])];
+  const spec: EngineSpec = {
+    tokenizerJson: tjBuf.toString("utf8"), config, templates: [...named.entries()],
+    flagged: flagged ? {
+      addBos: (config.add_bos_token ?? true) === true && bosTokenId != null, addEos: config.add_eos_token === true && eosTokenId != null,
+      bosId: bosTokenId, eosId: eosTokenId,
+    } : null,
   };
+  const fingerprintHex = fingerprint.digest("hex");
+
+  // Budgets: time for every call (more for long inputs), output size for renders.
+  const baseMs = opts.timeoutMs ?? envNumber("PREFTUNE_TOKENIZER_TIMEOUT_MS") ?? DEFAULT_TIMEOUT_MS;
+  const timeFor = (chars: number) => baseMs + TIMEOUT_PER_MIB_MS * (chars / (1 << 20));
+  const seconds = (ms: number) => `${+(ms / 1000).toFixed(1)} s`;
+  const timeFix = "Fix or remove the row, or raise PREFTUNE_TOKENIZER_TIMEOUT_MS (milliseconds) if the input is legitimately large";
+  const tokenizerTimeout = (what: string, chars: number, ms: number) => new TokenizerBudgetError(
+    `${what} ${chars} characters took longer than the ${seconds(ms)} time budget: a regular expression of ${tjPath} ` +
+    "(normalizer or pre-tokenizer) may backtrack without end on this text", timeFix);
+
+  const sandboxed = (opts.sandbox ?? process.env.PREFTUNE_SANDBOX !== "0") !== false;
+  const engineKey = createHash("sha256").update(fingerprintHex).update(JSON.stringify([spec.templates, spec.flagged])).digest("hex");
+  if (sandboxed) sandboxPreload(engineKey, spec);
+  const local = sandboxed ? null : buildEngine(spec, hf);
+  const run = (op: SandboxOp, ms: number): unknown => sandboxCall(engineKey, () => spec, op, ms);
+
+  const encode = (text: string, addSpecialTokens: boolean): number[] => {
+    if (local) return local.encode(text, addSpecialTokens);
+    const ms = timeFor(text.length);
+    try {
+      return run({ op: "encode", key: engineKey, text, special: addSpecialTokens }, ms) as number[];
+    } catch (e) {
+      if (e instanceof SandboxTimeout) throw tokenizerTimeout("tokenizing", text.length, ms);
+      throw sandboxError(e, tjPath, "tokenizing");
+    }
+  };
+  const decode = (ids: number[], skipSpecialTokens = false): string => {
+    if (local) return local.decode(ids, skipSpecialTokens);
+    const ms = timeFor(ids.length * 8);
+    try {
+      return run({ op: "decode", key: engineKey, ids, skip: skipSpecialTokens }, ms) as string;
+    } catch (e) {
+      if (e instanceof SandboxTimeout) throw new TokenizerBudgetError(`decoding ${ids.length} tokens took longer than the ${seconds(ms)} time budget (a regular expression of ${tjPath}'s decoder?)`, timeFix);
+      throw sandboxError(e, tjPath, "decoding");
+    }
+  };
+  const render = (messages: Message[], o: ChatTemplateOptions, marked: boolean): string => {
+    const vars = {
+      ...templateVars,
+      ...(o.kwargs ?? {}),
+      messages,
+      tools: o.tools?.length ? o.tools : null,
+      documents: null,
+      add_generation_prompt: !!o.addGenerationPrompt,
+    };
+    const inputChars = textSize(messages) + textSize(o.tools ?? null) + textSize(o.kwargs ?? null);
+    const ms = timeFor(inputChars);
+    const maxChars = RENDER_BASE_CHARS + RENDER_GROWTH * inputChars;
+    const name = templateName(o);
+    const budgetFix = "Fix the template (or pass chat_template), fix or remove the row, or raise PREFTUNE_TOKENIZER_TIMEOUT_MS (milliseconds) if the input is legitimately large";
+    try {
+      if (local) return local.render(name, marked, vars, { deadline: performance.now() + ms, maxChars });
+      // the worker stops the render itself at ms (checked between template nodes); the grace lets its own
+      // message arrive first, and covers single steps that run long (building a range of 10^6 items)
+      return run({ op: "render", key: engineKey, name, marked, vars, budgetMs: ms, maxChars }, ms + 2000 + ms / 2) as string;
+    } catch (e) {
+      const kind = e instanceof SandboxTimeout ? "timeout" : e instanceof SandboxFailure ? e.kind : (e as { what?: string }).what ?? null;
+      if (kind === "timeout" || kind === "time") {
+        throw new TokenizerBudgetError(`the chat template (${source}) did not finish within its ${seconds(ms)} time budget (a loop too long for ${inputChars} characters of input${kind === "timeout" ? ", or it ran out of memory" : ""})`, budgetFix);
+      }
+      if (kind === "size") throw new TokenizerBudgetError(`the chat template (${source}) produced more than its budget of ${maxChars} characters for ${inputChars} characters of input`, budgetFix);
+      if (kind === "range") throw new TokenizerBudgetError(`the chat template (${source}): ${(e as Error).message}`, budgetFix);
+      if (kind === "parse" || e instanceof TemplateParseError) {
+        throw new DataError(`cannot parse the chat template (${(e as Error).message})`, { file: source, fix: "Fix the template or pass chat_template" });
+      }
+      if (e instanceof SandboxFailure && e.kind === "load") throw sandboxError(e, tjPath, "rendering");
+      throw e instanceof SandboxFailure ? new Error(e.message) : e;
+    }
+  };
+  // A template that does not parse is reported when the tokenizer loads, as before the sandbox.
+  if (chatTemplate != null) {
+    try { new Template(chatTemplate); } catch (e) {
+      throw new DataError(`cannot parse the chat template (${describeThrown(e)})`, { file: source, fix: "Fix the template or pass chat_template" });
+    }
+  }
 
   return {
     dir: modelDir,
     encode,
-    decode: (ids, skipSpecialTokens = false) => hf.decode(ids, { skip_special_tokens: skipSpecialTokens }),
+    decode,
     tokenToId: (t) => hf.token_to_id(t) ?? null,
     bosToken, eosToken, padToken, bosTokenId, eosTokenId, padTokenId,
-    vocabSize: hf.get_vocab(true).size,
+    vocabSize: vocab.size,
     chatTemplate,
     chatTemplateSource: chatTemplate ? source : "(none)",
-    fingerprint: fingerprint.digest("hex"),
+    fingerprint: fingerprintHex,
+    maxTokenChars,
     applyChatTemplate(messages, o = {}) {
       if (!chatTemplate) throw noTemplate();
       if (o.addGenerationPrompt && o.continueFinalMessage) throw new Error("addGenerationPrompt and continueFinalMessage exclude each other");
@@ -187,22 +325,6 @@ export async function loadTokenizer(modelDir: string, opts: LoadTokenizerOptions
       return generationSpans(render(messages, o, true));
     },
   };
-}
-
-const GEN_TAG = /{%(-?)\s*(end)?generation\s*(-?)%}/g;
-const GEN_OPEN = "\uE000", GEN_CLOSE = "\uE001";   // private-use characters: never produced by a template
-
-/** Whether a chat template marks assistant text with {% generation %} blocks (transformers' assistant masks). */
-export function hasGenerationBlocks(template: string): boolean {
-  return new RegExp(GEN_TAG.source).test(template);
-}
-
-/**
- * The template with each {% generation %} / {% endgeneration %} tag replaced by a block that prints a marker
- * character and strips whitespace as the tag's "-" asked (the jinja library drops these tags otherwise).
- */
-function markGenerationBlocks(template: string): string {
-  return template.replace(GEN_TAG, (_, l: string, end: string | undefined, r: string) => `{%${l} if true %}${end ? GEN_CLOSE : GEN_OPEN}{% endif ${r}%}`);
 }
 
 /** Strips the markers from a rendering and returns the character spans between them. */

@@ -3,7 +3,7 @@
 // the weight files' headers, and the memory the model needs against the machine's, before any buffer exists;
 // loading then reads the data; saving writes a folder transformers loads, atomically (src/util/durable.ts).
 // Not the training checkpoint (optimizer state, trainer_state.json) and not adapters (PEFT files).
-import { existsSync } from "node:fs";
+import { existsSync, lstatSync } from "node:fs";
 import { freemem, totalmem } from "node:os";
 import { basename, join } from "node:path";
 import { NativeModel } from "../core/native.ts";
@@ -37,12 +37,17 @@ function readJson(file: string): unknown {
   }
 }
 
+/** Whether a name exists in its folder at all, even as a link to nothing (existsSync follows links). */
+function present(p: string): boolean {
+  try { lstatSync(p); return true; } catch { return false; }
+}
+
 /** Find and validate the weight files of a folder (model.safetensors first, as transformers does, else the index). */
 export function readWeightFiles(dir: string): ModelFiles {
   const configPath = join(dir, "config.json");
   const single = join(dir, SINGLE_FILE);
   const indexPath = join(dir, INDEX_FILE);
-  if (existsSync(single)) {
+  if (present(single)) {  // a broken link or a link loop is present too: readHeader names what is wrong with it
     const h = readHeader(single);
     return { dir, configPath, indexPath: null, shards: [h], tensors: new Map([...h.tensors.keys()].map((n) => [n, h])) };
   }

@@ -29,6 +29,23 @@ const ROPE_TYPES = "linear, dynamic, yarn, longrope, llama3";
 
 type Json = Record<string, unknown>;
 
+/** Sizes are C ints in the native core: whole numbers up to 2^31 − 1. */
+export const MAX_DIMENSION = 2 ** 31 - 1;
+
+/** A short, safe rendering of any JSON value for messages (deep nesting and huge values stay short). */
+export function brief(v: unknown, max = 60): string {
+  const walk = (x: unknown, depth: number): string => {
+    if (typeof x === "string") return JSON.stringify(x.length > max ? `${x.slice(0, max)}…` : x);
+    if (x === null || typeof x !== "object") return typeof x === "bigint" ? `${x}n` : String(x);
+    if (depth > 3) return Array.isArray(x) ? "[…]" : "{…}";
+    if (Array.isArray(x)) return `[${x.slice(0, 8).map((y) => walk(y, depth + 1)).join(",")}${x.length > 8 ? ",…" : ""}]`;
+    const keys = Object.keys(x);
+    return `{${keys.slice(0, 6).map((k) => `${JSON.stringify(k)}:${walk((x as Json)[k], depth + 1)}`).join(",")}${keys.length > 6 ? ",…" : ""}}`;
+  };
+  const s = walk(v, 0);
+  return s.length > max * 2 ? `${s.slice(0, max * 2)}…` : s;
+}
+
 /** Parse a config.json object; file is only used in error messages. */
 export function parseConfig(json: unknown, file: string): DecoderConfig {
   if (json === null || typeof json !== "object" || Array.isArray(json)) throw new Error(`${file}: config must be a JSON object`);
@@ -38,23 +55,26 @@ export function parseConfig(json: unknown, file: string): DecoderConfig {
     throw new Error(`${file}: "architectures" must be a one-element list such as ["LlamaForCausalLM"]; supported: ${SUPPORTED_ARCHITECTURES.join(", ")}`);
   }
   const architecture = archs[0];
-  const fam = FAMILIES[architecture];
+  const fam = Object.hasOwn(FAMILIES, architecture) ? FAMILIES[architecture] : undefined;
   if (!fam) throw new Error(`${file}: architecture "${architecture}" is not supported; supported: ${SUPPORTED_ARCHITECTURES.join(", ")} (SmolLM/SmolLM2 are LlamaForCausalLM)`);
   const d = fam.defaults;
 
+  // own keys only: a config.json key named "constructor" or "__proto__" is data, not Object's
+  const get = (key: string): unknown => (Object.hasOwn(j, key) ? j[key] : undefined);
   const int = (key: string, def: number | null): number => {
-    const v = j[key] ?? def;
+    const v = get(key) ?? def;
     if (v === null) throw new Error(`${file}: "${key}" is required`);
-    if (typeof v !== "number" || !Number.isInteger(v) || v <= 0) throw new Error(`${file}: "${key}" must be a positive integer, got ${JSON.stringify(v)}`);
+    if (typeof v !== "number" || !Number.isInteger(v) || v <= 0) throw new Error(`${file}: "${key}" must be a positive integer, got ${brief(v)}`);
+    if (v > MAX_DIMENSION) throw new Error(`${file}: "${key}" must be at most ${MAX_DIMENSION} (2^31 − 1, the largest size the native core takes), got ${v}`);
     return v;
   };
   const num = (key: string, v: unknown): number => {
-    if (typeof v !== "number" || !Number.isFinite(v) || v <= 0) throw new Error(`${file}: "${key}" must be a positive number, got ${JSON.stringify(v)}`);
+    if (typeof v !== "number" || !Number.isFinite(v) || v <= 0) throw new Error(`${file}: "${key}" must be a positive number, got ${brief(v)}`);
     return v;
   };
   const bool = (key: string, def: boolean): boolean => {
-    const v = j[key] ?? def;
-    if (typeof v !== "boolean") throw new Error(`${file}: "${key}" must be true or false, got ${JSON.stringify(v)}`);
+    const v = get(key) ?? def;
+    if (typeof v !== "boolean") throw new Error(`${file}: "${key}" must be true or false, got ${brief(v)}`);
     return v;
   };
 
@@ -63,20 +83,20 @@ export function parseConfig(json: unknown, file: string): DecoderConfig {
   const kvHeads = int("num_key_value_heads", d.kvHeads ?? heads);
   if (heads % kvHeads !== 0) throw new Error(`${file}: num_attention_heads (${heads}) must be a multiple of num_key_value_heads (${kvHeads})`);
   let headDim: number;
-  if (j.head_dim != null || d.headDim != null) headDim = int("head_dim", d.headDim);
+  if (get("head_dim") != null || d.headDim != null) headDim = int("head_dim", d.headDim);
   else {
     if (hidden % heads !== 0) throw new Error(`${file}: hidden_size (${hidden}) is not a multiple of num_attention_heads (${heads}); set "head_dim"`);
     headDim = hidden / heads;
   }
   if (headDim % 2 !== 0) throw new Error(`${file}: head_dim ${headDim} must be even for rotary embeddings`);
 
-  const act = j.hidden_act ?? "silu";
-  if (act !== "silu" && act !== "swish") throw new Error(`${file}: hidden_act ${JSON.stringify(act)} is not supported; only "silu" (SwiGLU MLP)`);
+  const act = get("hidden_act") ?? "silu";
+  if (act !== "silu" && act !== "swish") throw new Error(`${file}: hidden_act ${brief(act)} is not supported; only "silu" (SwiGLU MLP)`);
 
   const ropeTheta = parseRope(j, file, num);
   let maxPos = int("max_position_embeddings", d.maxPos);
   checkSlidingWindow(j, file, architecture);
-  if (architecture === "MistralForCausalLM" && j.sliding_window !== null) {
+  if (architecture === "MistralForCausalLM" && get("sliding_window") !== null) {
     // Mistral's window (default 4096) only changes attention for sequences longer than it, so we keep the
     // model exact by capping the usable length at the window instead of refusing Mistral-7B-v0.1.
     const w = int("sliding_window", 4096);
@@ -87,16 +107,24 @@ export function parseConfig(json: unknown, file: string): DecoderConfig {
   const qwen2 = architecture === "Qwen2ForCausalLM";
   const llama = architecture === "LlamaForCausalLM";
   const qwen3 = architecture === "Qwen3ForCausalLM";
+  const vocabSize = int("vocab_size", d.vocab);
+  const intermediateSize = int("intermediate_size", d.inter);
+  const numLayers = int("num_hidden_layers", d.layers);
+  // The parameter count the sizes imply must be exact (it sizes the native parameter buffer).
+  const qDim = heads * headDim, kvDim = kvHeads * headDim;
+  const perLayer = hidden * (2 * qDim + 2 * kvDim) + 3 * hidden * intermediateSize + 2 * hidden + 4 * (qDim + kvDim);
+  const params = vocabSize * hidden * (bool("tie_word_embeddings", false) ? 1 : 2) + numLayers * perLayer + hidden;
+  if (!Number.isSafeInteger(params)) throw new Error(`${file}: the sizes imply about ${params.toExponential(2)} parameters, more than can be counted exactly (2^53); check num_hidden_layers, hidden_size, intermediate_size and vocab_size`);
   return {
     architecture,
-    vocabSize: int("vocab_size", d.vocab),
+    vocabSize,
     hiddenSize: hidden,
-    intermediateSize: int("intermediate_size", d.inter),
-    numLayers: int("num_hidden_layers", d.layers),
+    intermediateSize,
+    numLayers,
     numHeads: heads,
     numKvHeads: kvHeads,
     headDim,
-    rmsNormEps: num("rms_norm_eps", j.rms_norm_eps ?? 1e-6),
+    rmsNormEps: num("rms_norm_eps", get("rms_norm_eps") ?? 1e-6),
     ropeTheta,
     maxPositionEmbeddings: maxPos,
     tieWordEmbeddings: bool("tie_word_embeddings", false),
@@ -110,24 +138,25 @@ export function parseConfig(json: unknown, file: string): DecoderConfig {
 // transformers v4 writes rope_theta + rope_scaling; v5 writes rope_parameters {rope_type, rope_theta, ...}.
 // As in v5, a non-null rope_scaling wins over rope_parameters, and a top-level rope_theta fills the gap.
 function parseRope(j: Json, file: string, num: (key: string, v: unknown) => number): number {
-  const scaling = j.rope_scaling ?? j.rope_parameters ?? {};
-  const key = j.rope_scaling != null ? "rope_scaling" : "rope_parameters";
-  if (typeof scaling !== "object" || Array.isArray(scaling)) throw new Error(`${file}: "${key}" must be an object or null`);
+  const own = (o: Json, k: string): unknown => (Object.hasOwn(o, k) ? o[k] : undefined);
+  const scaling = own(j, "rope_scaling") ?? own(j, "rope_parameters") ?? {};
+  const key = own(j, "rope_scaling") != null ? "rope_scaling" : "rope_parameters";
+  if (scaling === null || typeof scaling !== "object" || Array.isArray(scaling)) throw new Error(`${file}: "${key}" must be an object or null`);
   const s = scaling as Json;
-  const type = s.rope_type ?? s.type ?? "default";
+  const type = own(s, "rope_type") ?? own(s, "type") ?? "default";
   if (type !== "default") {
-    throw new Error(`${file}: ${key} of type ${JSON.stringify(type)} is not supported yet (transformers has ${ROPE_TYPES}); only plain RoPE, i.e. "rope_scaling": null`);
+    throw new Error(`${file}: ${key} of type ${brief(type)} is not supported yet (transformers has ${ROPE_TYPES}); only plain RoPE, i.e. "rope_scaling": null`);
   }
-  const partial = s.partial_rotary_factor ?? j.partial_rotary_factor ?? 1;
-  if (partial !== 1) throw new Error(`${file}: partial_rotary_factor ${JSON.stringify(partial)} is not supported; only 1 (RoPE over the whole head)`);
-  return num("rope_theta", s.rope_theta ?? j.rope_theta ?? 10000);
+  const partial = own(s, "partial_rotary_factor") ?? own(j, "partial_rotary_factor") ?? 1;
+  if (partial !== 1) throw new Error(`${file}: partial_rotary_factor ${brief(partial)} is not supported; only 1 (RoPE over the whole head)`);
+  return num("rope_theta", own(s, "rope_theta") ?? own(j, "rope_theta") ?? 10000);
 }
 
 function checkSlidingWindow(j: Json, file: string, architecture: string): void {
-  if (j.use_sliding_window === true) {
+  if (Object.hasOwn(j, "use_sliding_window") && j.use_sliding_window === true) {
     throw new Error(`${file}: "use_sliding_window": true is not supported (attention here is full causal); set it to false`);
   }
-  const types = j.layer_types;
+  const types = Object.hasOwn(j, "layer_types") ? j.layer_types : undefined;
   if (Array.isArray(types) && types.some((t) => t !== "full_attention") && architecture !== "MistralForCausalLM") {
     throw new Error(`${file}: layer_types other than "full_attention" (${[...new Set(types)].join(", ")}) are not supported`);
   }
@@ -139,7 +168,7 @@ function checkSlidingWindow(j: Json, file: string, architecture: string): void {
  * extra is merged last (bos_token_id, eos_token_id, torch_dtype, ...).
  */
 export function configToJson(cfg: DecoderConfig, extra: Record<string, unknown> = {}): Record<string, unknown> {
-  const fam = FAMILIES[cfg.architecture];
+  const fam = Object.hasOwn(FAMILIES, cfg.architecture) ? FAMILIES[cfg.architecture] : undefined;
   if (!fam) throw new Error(`configToJson: architecture "${cfg.architecture}" is not supported; supported: ${SUPPORTED_ARCHITECTURES.join(", ")}`);
   const a = cfg.architecture;
   const bad = (why: string) => new Error(`configToJson: ${a} cannot express ${why}`);

@@ -5,6 +5,7 @@
 import { closeSync, fstatSync, openSync, readSync, writeSync, fsyncSync } from "node:fs";
 import { endianness } from "node:os";
 import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from "./dtype.ts";
+import { brief } from "./config.ts";
 
 /** Bytes per element of every dtype the format defines (we validate headers holding any of them). */
 export const DTYPE_SIZES: Record<string, number> = {
@@ -60,9 +61,26 @@ function readFully(fd: number, out: Uint8Array, position: number, file: string, 
   }
 }
 
+/** Opens `file` for reading; errors name the path and what is wrong with it (a folder, a link loop, ...). */
+function openForReading(file: string): number {
+  let fd: number;
+  try { fd = openSync(file, "r"); } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === "ELOOP") throw new Error(`${file}: is a symbolic link loop (it points back at itself); point it at the real weights file`);
+    if (code === "ENOENT") throw new Error(`${file}: no such file (missing, or a link to nothing)`);
+    if (code === "EISDIR") throw new Error(`${file}: is a folder, not a safetensors file`);
+    throw new Error(`${file}: cannot open (${(e as Error).message})`);
+  }
+  if (fstatSync(fd).isDirectory()) {
+    closeSync(fd);
+    throw new Error(`${file}: is a folder, not a safetensors file`);
+  }
+  return fd;
+}
+
 /** Read and strictly validate the header of a .safetensors file; tensor data is not read. */
 export function readHeader(file: string): SafetensorsHeader {
-  const fd = openSync(file, "r");
+  const fd = openForReading(file);
   try {
     const fileSize = fstatSync(fd).size;
     if (fileSize < 8) throw new Error(`${file}: ${fileSize} bytes is too short for a safetensors file (needs an 8-byte header length)`);
@@ -130,7 +148,7 @@ export function parseHeader(headerBytes: Uint8Array, fileSize: number, file: str
 function parseMetadata(v: unknown, file: string): Record<string, string> {
   if (v === null || typeof v !== "object" || Array.isArray(v)) throw new Error(`${file}: __metadata__ must be an object of strings`);
   for (const [k, s] of Object.entries(v)) {
-    if (typeof s !== "string") throw new Error(`${file}: __metadata__["${k}"] must be a string, got ${JSON.stringify(s)}`);
+    if (typeof s !== "string") throw new Error(`${file}: __metadata__[${brief(k)}] must be a string, got ${brief(s)}`);
   }
   return { ...(v as Record<string, string>) };
 }
@@ -140,17 +158,18 @@ function isCount(x: unknown): x is number {
 }
 
 function parseEntry(name: string, v: unknown, file: string): TensorInfo {
-  const where = `${file}: tensor "${name}"`;
+  const where = `${file}: tensor ${brief(name)}`;
   if (v === null || typeof v !== "object" || Array.isArray(v)) throw new Error(`${where}: header entry must be an object with dtype, shape, data_offsets`);
   const { dtype, shape, data_offsets: offs } = v as Record<string, unknown>;
-  if (typeof dtype !== "string" || !(dtype in DTYPE_SIZES)) {
-    throw new Error(`${where}: unknown dtype ${JSON.stringify(dtype)} (known: ${Object.keys(DTYPE_SIZES).join(", ")})`);
+  if (typeof dtype !== "string" || !Object.hasOwn(DTYPE_SIZES, dtype)) {
+    throw new Error(`${where}: unknown dtype ${brief(dtype)} (known: ${Object.keys(DTYPE_SIZES).join(", ")})`);
   }
-  if (!Array.isArray(shape) || !shape.every(isCount)) throw new Error(`${where}: shape must be an array of non-negative integers, got ${JSON.stringify(shape)}`);
+  if (!Array.isArray(shape) || !shape.every(isCount)) throw new Error(`${where}: shape must be an array of non-negative integers, got ${brief(shape)}`);
   if (!Array.isArray(offs) || offs.length !== 2 || !offs.every(isCount) || offs[0] > offs[1]) {
-    throw new Error(`${where}: data_offsets must be [begin, end] with 0 <= begin <= end, got ${JSON.stringify(offs)}`);
+    throw new Error(`${where}: data_offsets must be [begin, end] with 0 <= begin <= end, got ${brief(offs)}`);
   }
   const bytes = numel(shape) * DTYPE_SIZES[dtype];
+  if (!Number.isSafeInteger(bytes)) throw new Error(`${where}: shape [${shape.slice(0, 8).join(", ")}${shape.length > 8 ? ", …" : ""}] holds more elements than can be counted exactly`);
   if (offs[1] - offs[0] !== bytes) {
     throw new Error(`${where}: data_offsets [${offs[0]}, ${offs[1]}] span ${offs[1] - offs[0]} bytes but ${dtype} shape [${shape.join(", ")}] needs ${bytes}`);
   }

@@ -59,7 +59,7 @@ export function summarize(lines: readonly LogLine[], key: string): MetricSummary
 /** A number for a table: integers whole, others to 4 significant digits, tiny or huge ones with exponents. */
 export function formatValue(v: number): string {
   if (!Number.isFinite(v)) return String(v);
-  if (Number.isInteger(v)) return Math.abs(v) >= 1e4 ? v.toLocaleString("en-US") : String(v);
+  if (Number.isInteger(v) && Math.abs(v) < 1e15) return Math.abs(v) >= 1e4 ? v.toLocaleString("en-US") : String(v);
   const a = Math.abs(v);
   if (a < 1e-3 || a >= 1e6) return v.toExponential(3);
   return String(Number(v.toPrecision(4)));

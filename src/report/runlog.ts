@@ -60,9 +60,21 @@ function toLogLine(obj: unknown, where: string): LogLine {
   return out;
 }
 
+/** A text file's contents; a folder (or link loop, or unreadable file) in its place is an error naming the path. */
+function readText(file: string): string {
+  try {
+    return readFileSync(file, "utf8");
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === "EISDIR") throw new Error(`${file} is a folder, not a file; remove or rename it (the run writes this file itself)`);
+    if (code === "ELOOP") throw new Error(`${file} is a symbolic link loop; point it at the real file or remove it`);
+    throw new Error(`${file}: cannot read (${(e as Error).message})`);
+  }
+}
+
 /** Parses a metrics.jsonl file; blank lines are skipped, anything else malformed is an error naming its line. */
 export function readMetricsFile(file: string): LogLine[] {
-  const text = readFileSync(file, "utf8");
+  const text = readText(file);
   const lines: LogLine[] = [];
   const rows = text.split("\n");
   for (let i = 0; i < rows.length; i++) {
@@ -85,7 +97,7 @@ export function readMetricsFile(file: string): LogLine[] {
 
 function readJson(file: string, what: string): unknown {
   try {
-    return parseLenient(readFileSync(file, "utf8"));
+    return parseLenient(readText(file));
   } catch (e) {
     throw new Error(`${file}: cannot read ${what} (${(e as Error).message}); the file is damaged — fix or delete it`);
   }
@@ -173,7 +185,7 @@ export interface CompletionLine { step: number; prompt: string; policy: string; 
 export function readCompletions(runDir: string): { file: string; lines: CompletionLine[] } | null {
   const file = join(runDir, COMPLETIONS_FILE);
   if (!existsSync(file)) return null;
-  const rows = readFileSync(file, "utf8").split("\n");
+  const rows = readText(file).split("\n");
   const lines: CompletionLine[] = [];
   for (let i = 0; i < rows.length; i++) {
     const row = rows[i].trim();

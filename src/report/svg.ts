@@ -32,13 +32,22 @@ const TICK_FONT = 11, TITLE_FONT = 14, LEGEND_FONT = 11;
 /** Cleans float noise from k·step sums (0.30000000000000004 -> 0.3). */
 const clean = (v: number) => Number(v.toPrecision(12));
 
+/** Values are kept inside ±MAX_VALUE: an axis around ±1e308 must not reach Infinity. */
+const MAX = Number.MAX_VALUE;
+const clamp = (v: number) => Math.max(-MAX, Math.min(MAX, v));
+/** More ticks than this means the step collapsed (float precision at huge magnitudes): fall back. */
+const MAX_TICKS = 64;
+
 /** A 1, 2, 2.5 or 5 × 10^k step giving about `count` intervals over [lo, hi]. */
 export function niceStep(lo: number, hi: number, count: number): number {
-  const rough = (hi - lo) / Math.max(1, count);
+  let rough = (hi - lo) / Math.max(1, count);
+  if (!Number.isFinite(rough)) rough = hi / Math.max(1, count) - lo / Math.max(1, count);
   if (!(rough > 0) || !Number.isFinite(rough)) return 1;
   const mag = 10 ** Math.floor(Math.log10(rough));
+  if (!(mag > 0) || !Number.isFinite(mag)) return rough;
   const f = rough / mag - 1e-9;   // 5e-6 / 5 is 1.0000000000000002e-6 in floats: still a step of 1
-  return clean((f <= 1 ? 1 : f <= 2 ? 2 : f <= 2.5 ? 2.5 : f <= 5 ? 5 : 10) * mag);
+  const step = clean((f <= 1 ? 1 : f <= 2 ? 2 : f <= 2.5 ? 2.5 : f <= 5 ? 5 : 10) * mag);
+  return Number.isFinite(step) && step > 0 ? step : rough;
 }
 
 /** Widens an empty or degenerate range so a flat series still gets an axis. */
@@ -46,27 +55,39 @@ function spread(lo: number, hi: number): [number, number] {
   if (!Number.isFinite(lo) || !Number.isFinite(hi)) return [0, 1];
   if (hi > lo) return [lo, hi];
   const d = lo === 0 ? 1 : Math.abs(lo) * 0.1;
-  return [lo - d, hi + d];
+  return [clamp(lo - d), clamp(hi + d)];
+}
+
+/** Ticks k·step for k in [a, b], or null when there would be too many or they are not distinct finite values. */
+function tickRange(a: number, b: number, step: number): number[] | null {
+  if (!Number.isFinite(a) || !Number.isFinite(b) || b < a || b - a > MAX_TICKS) return null;
+  const ticks: number[] = [];
+  for (let i = 0; i <= b - a; i++) {
+    const t = clean(clamp((a + i) * step));
+    if (!Number.isFinite(t) || (ticks.length && t <= ticks[ticks.length - 1])) return null;
+    ticks.push(t);
+  }
+  return ticks.length ? ticks : null;
 }
 
 /** Value axis: the domain is widened to whole ticks so the data never touches the frame. */
 export function niceAxis(lo: number, hi: number, count: number): Axis {
   [lo, hi] = spread(lo, hi);
   const step = niceStep(lo, hi, count);
-  const a = Math.floor(lo / step + 1e-9), b = Math.ceil(hi / step - 1e-9);
-  const ticks: number[] = [];
-  for (let k = a; k <= b; k++) ticks.push(clean(k * step));
+  const ticks = tickRange(Math.floor(lo / step + 1e-9), Math.ceil(hi / step - 1e-9), step) ?? [lo, hi];
   return { domain: [ticks[0], ticks[ticks.length - 1]], ticks, step };
 }
 
 /** Step axis: the domain is the data's extent (no wasted width), ticks are the nice values inside it. */
 export function extentAxis(lo: number, hi: number, count: number, integer: boolean): Axis {
-  if (lo === hi && Number.isFinite(lo)) [lo, hi] = integer ? [lo - 1, hi + 1] : spread(lo, hi);
+  if (lo === hi && Number.isFinite(lo)) [lo, hi] = integer ? [clamp(lo - 1), clamp(hi + 1)] : spread(lo, hi);
   [lo, hi] = spread(lo, hi);
   let step = niceStep(lo, hi, count);
   if (integer && step < 1) step = 1;
-  const ticks: number[] = [];
-  for (let k = Math.ceil(lo / step - 1e-9); k * step <= hi + step * 1e-9; k++) ticks.push(clean(k * step));
+  const a = Math.ceil(lo / step - 1e-9);
+  let n = 0;   // ticks after the first that still fit
+  while (n < MAX_TICKS && (a + n + 1) * step <= hi + step * 1e-9) n++;
+  const ticks = (a * step <= hi + step * 1e-9 ? tickRange(a, a + n, step) : []) ?? [lo, hi];
   return { domain: [lo, hi], ticks, step };
 }
 
@@ -83,6 +104,8 @@ function decimalsOf(step: number): number {
 export function formatTick(v: number, step: number, top = Math.max(Math.abs(v), step)): string {
   if (v === 0) return "0";
   if (step < 1e-3 && top < 1) return v.toExponential().replace("e+", "e");
+  if (!Number.isFinite(v)) return String(v);
+  if (top >= 1e15) return v.toExponential(2).replace(/\.?0+e/, "e").replace("e+", "e");   // 1e308, 5e307, 1.5e16
   if (top >= 1e4) {
     const [unit, suffix] = top >= 1e9 ? [1e9, "G"] : top >= 1e6 ? [1e6, "M"] : [1e3, "k"];
     return (v / unit).toFixed(Math.min(3, decimalsOf(clean(step / unit)))) + suffix;
@@ -93,7 +116,12 @@ export function formatTick(v: number, step: number, top = Math.max(Math.abs(v), 
 /** A value's pixel position on an axis mapped linearly onto [r0, r1]. */
 export function scale(axis: Axis, r0: number, r1: number): (v: number) => number {
   const [d0, d1] = axis.domain;
-  return (v) => r0 + ((v - d0) / (d1 - d0)) * (r1 - r0);
+  const w = d1 - d0;
+  const pos = (f: number) => r0 + Math.max(-1, Math.min(2, f)) * (r1 - r0);   // never far outside the drawing
+  if (Number.isFinite(w)) return w > 0 ? (v) => pos((v - d0) / w) : () => (r0 + r1) / 2;
+  // a domain wider than the largest double (±1e308 data): halves keep every difference finite
+  const half = d1 / 2 - d0 / 2;
+  return (v) => pos((v / 2 - d0 / 2) / half);
 }
 
 /** Estimated text width: 0.6 em per character is wide enough for digits and most lowercase in common sans fonts. */
