@@ -82,14 +82,15 @@ export function collatePairs(rows: TokenizedPair[], opts: CollateOptions): PairB
 /**
  * Unpaired (KTO) rows. With `kl`, also the KL rows TRL uses to estimate the reference point: each prompt
  * with the completion of the previous row in the batch (the first with the last), or the row's own
- * kl_completion_ids when given. Needs more than one row, as TRL requires batch size > 1 for the KL term.
+ * kl_completion_ids when given (the trainer fixes them at data prep, so a batch of one has its pair too).
+ * Without them it needs more than one row, as TRL requires batch size > 1 for the KL term.
  */
 export function collateUnpaired(rows: TokenizedUnpaired[], opts: CollateOptions & { kl?: boolean }): UnpairedBatch {
   if (rows.length === 0) throw new Error("collateUnpaired: empty batch");
   const main = padRows(rows.map((r) => ({ prompt: r.prompt_ids, completion: r.completion_ids, mask: r.completion_mask })), opts);
   const out: UnpairedBatch = { ...main, labels: rows.map((r) => r.label) };
-  if (opts.kl && rows.length > 1) {
-    const B = rows.length;
+  const B = rows.length;
+  if (opts.kl && (B > 1 || rows.every((r) => r.kl_completion_ids))) {
     out.kl = padRows(rows.map((r, i) => ({
       prompt: r.prompt_ids,
       completion: r.kl_completion_ids ?? rows[(i + B - 1) % B].completion_ids,

@@ -13,6 +13,7 @@ import {
 } from "./runlog.ts";
 import { escapeXml as esc, maxOf } from "./svg.ts";
 import { writeFileAtomic } from "../util/durable.ts";
+import { formatSeconds } from "../train/metrics.ts";
 export { writeFileAtomic };
 
 export interface ReportOptions {
@@ -63,13 +64,6 @@ export function formatValue(v: number): string {
   const a = Math.abs(v);
   if (a < 1e-3 || a >= 1e6) return v.toExponential(3);
   return String(Number(v.toPrecision(4)));
-}
-
-function formatSeconds(s: number): string {
-  if (!Number.isFinite(s)) return "?";
-  if (s < 60) return `${s.toFixed(1)} s`;
-  const h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60), sec = Math.round(s % 60);
-  return h ? `${h} h ${m} min` : `${m} min ${sec} s`;
 }
 
 const CONFIG_CORE = [

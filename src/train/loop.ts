@@ -247,14 +247,7 @@ export async function train(config: TrainConfig, o: TrainOptions = {}): Promise<
       if (isPacked(rows)) return collatePacked(idx.map((i) => rows[i]), padOpts);
       if (!unpaired) return collatePairs(idx.map((i) => (rows as TokenizedPair[])[i]), padOpts);
       const sel = idx.map((i) => (rows as TokenizedUnpaired[])[i]);
-      const ub = collateUnpaired(sel, { ...padOpts, kl: ktoKl });
-      if (ktoKl && !ub.kl) {
-        // Every row carries its fixed KL completion (withKlCompletions), but the collator builds KL rows only for
-        // batches of 2+; a batch of one (the last of an odd epoch) gets its row's fixed pair here.
-        const k = collateUnpaired([{ ...sel[0], completion_ids: sel[0].kl_completion_ids! }], padOpts);
-        ub.kl = { batch: k.batch, completionMask: k.completionMask };
-      }
-      return ub;
+      return collateUnpaired(sel, { ...padOpts, kl: ktoKl });  // every row carries its fixed KL completion
     };
     const indexed = function* (rows: Rows, bs: number): Iterable<IndexedBatch> {
       for (let s = 0; s < rows.length; s += bs) {

@@ -84,7 +84,7 @@ test("the page holds the config, first/last/best values and eval accuracy before
   assert.match(html, /<tr><th>learning_rate<\/th><td>5e-6<\/td><\/tr>/);
   assert.match(html, /<tr><th>method<\/th><td>orpo<\/td><\/tr>/);
   assert.match(html, /<tr><th>steps<\/th><td>200 of 200<\/td><\/tr>/);
-  assert.match(html, /<tr><th>train_runtime<\/th><td>13 min 32 s<\/td><\/tr>/);
+  assert.match(html, /<tr><th>train_runtime<\/th><td>13m32s<\/td><\/tr>/);
 });
 
 test("--out puts the page and its plots/ elsewhere; a run without config, eval or totals still reports", () => {
