@@ -1,9 +1,13 @@
 {
+  "variables": {
+    "have_dnnl%": "<!(test -e /usr/include/oneapi/dnnl/dnnl.hpp && echo 1 || echo 0)"
+  },
   "targets": [
     {
       "target_name": "preftune",
       "sources": [
         "native/binding/addon.cc",
+        "native/src/bf16.cpp",
         "native/src/decoder.cpp",
         "native/src/gradcheck.cpp"
       ],
@@ -35,6 +39,15 @@
         "-Wl,-rpath,/usr/lib/x86_64-linux-gnu/openblas-openmp",
         "-lopenblas",
         "-fopenmp"
+      ],
+      "conditions": [
+        [
+          "have_dnnl==1",
+          {
+            "defines": ["PT_HAVE_DNNL"],
+            "libraries": ["-ldnnl"]
+          }
+        ]
       ]
     }
   ]

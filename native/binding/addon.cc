@@ -54,7 +54,10 @@ class Model : public Napi::ObjectWrap<Model> {
                         InstanceMethod("loraGradNorm", &Model::LoraGradNorm),
                         InstanceMethod("loraScaleGrads", &Model::LoraScaleGrads),
                         InstanceMethod("loraAdamwStep", &Model::LoraAdamW),
-                        InstanceMethod("decode", &Model::Decode)});
+                        InstanceMethod("decode", &Model::Decode),
+                        InstanceMethod("setCompute", &Model::SetCompute),
+                        InstanceMethod("paramsBf16", &Model::ParamsBf16),
+                        InstanceMethod("getCompute", &Model::GetCompute)});
   }
   static Napi::FunctionReference* ctor;
   pt_model* handle() const { return m_; }
@@ -75,7 +78,12 @@ class Model : public Napi::ObjectWrap<Model> {
     for (const auto& [key, dst] : flags) if (!get_int(env, o, key, *dst)) return;
     c.rms_norm_eps = o.Get("rms_norm_eps").As<Napi::Number>().FloatValue();
     c.rope_theta = o.Get("rope_theta").As<Napi::Number>().FloatValue();
-    check_status(env, pt_model_create(&c, &m_));
+    int32_t model_flags = 0;  // Model(config, flags?): PT_MODEL_* bits
+    if (info.Length() > 1 && !info[1].IsUndefined()) {
+      if (throw_if(env, !info[1].IsNumber(), "Model(config, flags): flags must be a number")) return;
+      model_flags = info[1].As<Napi::Number>().Int32Value();
+    }
+    check_status(env, pt_model_create_ex(&c, model_flags, &m_));
   }
   ~Model() override { pt_model_free(m_); }
 
@@ -89,11 +97,41 @@ class Model : public Napi::ObjectWrap<Model> {
     return Napi::Float32Array::New(env, n, ab, 0);
   }
   Napi::Value View(Napi::Env env, float* p) { return View(env, p, (size_t)pt_model_num_floats(m_)); }
+  bool Bf16Base() const { return pt_model_flags(m_) & PT_MODEL_BF16_BASE; }
   Napi::Value Params(const Napi::CallbackInfo& info) {
-    return Alive(info.Env()) ? View(info.Env(), pt_model_params(m_)) : info.Env().Undefined();
+    Napi::Env env = info.Env();
+    if (!Alive(env) || throw_if(env, Bf16Base(), "this model's base is held in bf16 only: use paramsBf16()"))
+      return env.Undefined();
+    return View(env, pt_model_params(m_));
+  }
+  Napi::Value ParamsBf16(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!Alive(env) || throw_if(env, !Bf16Base(), "this model's parameters are fp32: use params()")) return env.Undefined();
+    const size_t n = (size_t)pt_model_num_floats(m_);
+    auto ab = Napi::ArrayBuffer::New(env, pt_model_params_bf16(m_), n * sizeof(uint16_t));
+    return Napi::Uint16Array::New(env, n, ab, 0);
   }
   Napi::Value Grads(const Napi::CallbackInfo& info) {
-    return Alive(info.Env()) ? View(info.Env(), pt_model_grads(m_)) : info.Env().Undefined();
+    Napi::Env env = info.Env();
+    if (!Alive(env)) return env.Undefined();
+    if (throw_if(env, Bf16Base(), "this model's base is held in bf16 only and is frozen: it has no gradients"))
+      return env.Undefined();
+    float* g = pt_model_grads(m_);  // allocated on this first call
+    if (throw_if(env, g == nullptr, "cannot allocate " + std::to_string(pt_model_num_floats(m_) * 4 >> 20) +
+                                        " MiB for the model's gradients"))
+      return env.Undefined();
+    return View(env, g);
+  }
+  // setCompute(mode): PT_COMPUTE_FP32 (0) or PT_COMPUTE_BF16 (1)
+  Napi::Value SetCompute(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!Alive(env)) return env.Undefined();
+    if (throw_if(env, info.Length() < 1 || !info[0].IsNumber(), "setCompute(mode) expected")) return env.Undefined();
+    check_status(env, pt_set_compute(m_, info[0].As<Napi::Number>().Int32Value()));
+    return env.Undefined();
+  }
+  Napi::Value GetCompute(const Napi::CallbackInfo& info) {
+    return Alive(info.Env()) ? Napi::Number::New(info.Env(), pt_get_compute(m_)) : info.Env().Undefined();
   }
 
   Napi::Value Table(const Napi::CallbackInfo& info) {
@@ -183,6 +221,8 @@ class Model : public Napi::ObjectWrap<Model> {
   Napi::Value AdamW(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     if (!Alive(env)) return env.Undefined();
+    if (throw_if(env, Bf16Base(), "this model's base is held in bf16 only and is frozen: train a LoRA adapter"))
+      return env.Undefined();
     auto ma = info[0].As<Napi::Float32Array>();
     auto va = info[1].As<Napi::Float32Array>();
     size_t n = (size_t)pt_model_num_floats(m_);
@@ -344,6 +384,9 @@ Napi::Value SetNumThreads(const Napi::CallbackInfo& info) {
 Napi::Value GetNumThreads(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), pt_get_num_threads());
 }
+// bf16Support(): PT_BF16_* bits, read again on each call (PREFTUNE_NO_BF16 may change); bf16Describe(): a line.
+Napi::Value Bf16Support(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), pt_bf16_support()); }
+Napi::Value Bf16Describe(const Napi::CallbackInfo& info) { return Napi::String::New(info.Env(), pt_bf16_describe()); }
 Napi::Value Gradcheck(const Napi::CallbackInfo& info) {
   std::string op = info[0].As<Napi::String>().Utf8Value();
   uint64_t seed = info.Length() > 1 ? (uint64_t)info[1].As<Napi::Number>().Int64Value() : 1;
@@ -360,6 +403,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("setNumThreads", Napi::Function::New(env, SetNumThreads));
   exports.Set("getNumThreads", Napi::Function::New(env, GetNumThreads));
   exports.Set("gradcheck", Napi::Function::New(env, Gradcheck));
+  exports.Set("bf16Support", Napi::Function::New(env, Bf16Support));
+  exports.Set("bf16Describe", Napi::Function::New(env, Bf16Describe));
   exports.Set("abiVersion", Napi::Number::New(env, pt_abi_version()));
   exports.Set("blasCore", Napi::String::New(env, pt_blas_core()));
   return exports;

@@ -2,6 +2,9 @@
 // A Llama-family decoder (Llama 2/3, Mistral, Qwen2/2.5, Qwen3, SmolLM2) in fp32 over a BLAS:
 // forward to per-token log-probs, backward into flat gradients, AdamW over flat arrays, and decoding with a
 // KV cache (one call per step for the whole batch, logits of the last position only).
+// Optionally bf16 mixed precision (pt_set_compute): the GEMMs of the linear layers and the LM head take bf16
+// operands with fp32 accumulation, everything else stays fp32; and a frozen base held in bf16 only
+// (pt_model_create_ex with PT_MODEL_BF16_BASE), trained through a LoRA adapter.
 // Optionally a LoRA adapter set (PEFT's LoRA) attached to the model: a second parameter set with its own
 // table, buffers and optimizer entry points (pt_lora_*), the base weights then frozen.
 // Not here: tokenization, data, losses, file formats (all TypeScript); no per-element calls.
@@ -19,7 +22,10 @@
 extern "C" {
 #endif
 
-#define PT_ABI_VERSION 3   // 2: pt_forward takes PT_FORWARD_* flags; pt_lora_*. 3: pt_kv_*, pt_decode
+#define PT_ABI_VERSION 4   // 2: pt_forward takes PT_FORWARD_* flags; pt_lora_*. 3: pt_kv_*, pt_decode.
+                           // 4: pt_set_compute, pt_bf16_support (bf16 mixed precision); pt_model_create_ex with
+                           // PT_MODEL_BF16_BASE (a frozen base held in bf16); the gradient buffer is allocated on
+                           // first use (a LoRA model never allocates one)
 
 typedef enum {
   PT_OK = 0,
@@ -39,7 +45,8 @@ typedef struct {
   char name[96];           // Hugging Face weight name
   int32_t ndim;
   int64_t shape[2];
-  int64_t offset;          // in floats into the parameter (and gradient) buffer
+  int64_t offset;          // in elements into the parameter (and gradient) buffer: floats, or bf16 values for a
+                           // PT_MODEL_BF16_BASE model
   int64_t size;
   int32_t decay;           // weight_decay applies (not to biases and norm weights)
 } pt_param;
@@ -58,10 +65,24 @@ typedef struct {
 const char* pt_last_error(void);
 int pt_abi_version(void);
 
-pt_status pt_model_create(const pt_config* cfg, pt_model** out);
+pt_status pt_model_create(const pt_config* cfg, pt_model** out);  // = pt_model_create_ex(cfg, 0, out)
+// PT_MODEL_BF16_BASE: the base parameter set is held in bf16 only (pt_model_params_bf16: the same layout and
+// offsets as the fp32 buffer, in 16-bit units), half the memory, written by the loader straight from BF16
+// safetensors (F16/F32 rounded per tensor, never a full fp32 copy). Such a base is frozen: it trains only through
+// a LoRA adapter (a backward without one is PT_ERR_STATE), pt_model_params and pt_model_grads return NULL and
+// pt_adamw_step does nothing. In fp32 compute its matrices are widened right before each GEMM (one layer's matrix,
+// or 2048 rows of the head, at a time; decoding reads the bf16 weights directly); in bf16 compute they are the
+// operands as they are. pt_lora_merge merges in fp32 and rounds the result back to bf16.
+enum { PT_MODEL_BF16_BASE = 1 };
+pt_status pt_model_create_ex(const pt_config* cfg, int32_t flags, pt_model** out);
+int32_t pt_model_flags(const pt_model* m);
+uint16_t* pt_model_params_bf16(pt_model* m);               // NULL unless created with PT_MODEL_BF16_BASE
 void pt_model_free(pt_model* m);
 int64_t pt_model_num_floats(const pt_model* m);            // length of params and grads buffers
-float* pt_model_params(pt_model* m);
+float* pt_model_params(pt_model* m);                       // NULL for a PT_MODEL_BF16_BASE model
+// The gradient buffer (zeroed) is allocated on first need: this call, a backward without an adapter, or an
+// AdamW step; NULL when that allocation fails. pt_zero_grad, pt_grad_norm and pt_scale_grads do not allocate
+// it (without one the gradient is 0). So a model that only ever trains a LoRA adapter holds no base gradients.
 float* pt_model_grads(pt_model* m);
 int32_t pt_model_num_params(const pt_model* m);            // entries in the parameter table
 const pt_param* pt_model_param(const pt_model* m, int32_t i);
@@ -153,6 +174,28 @@ void pt_kv_reset(pt_kv_cache* kv, int32_t row);            // the row holds noth
 // simply left out, so they cost nothing). flags: 0 or PT_FORWARD_NO_ADAPTERS (the base model alone).
 pt_status pt_decode(pt_model* m, pt_kv_cache* kv, const int32_t* rows, const int32_t* ids, const int32_t* lengths,
                     int32_t n, int32_t T, int32_t flags, float* logits);
+
+// ---- bf16 mixed precision --------------------------------------------------------------------------
+// PT_COMPUTE_BF16: the forward GEMM of every linear layer (q|k|v, o, gate|up, down), both of its backward GEMMs
+// (input gradient dx = dy W and weight gradient dW += dy^T x) and the LM head's three GEMMs (logits, dH, dW) take
+// operands rounded to bf16 (nearest even, from the fp32 values at the time of the call: weights are converted per
+// call, so nothing cached can go stale after an optimizer step or a write into the parameter buffer), with fp32
+// accumulation and fp32 results (oneDNN matmul). Master weights, gradients and AdamW state stay fp32; norms,
+// RoPE, attention, softmax, the log-prob head statistics and every loss stay fp32. The LoRA adapter's rank-r GEMMs
+// stay fp32 (a few percent of the work), and pt_decode always runs fp32. PT_COMPUTE_FP32 is the exact path
+// (the default).
+enum { PT_COMPUTE_FP32 = 0, PT_COMPUTE_BF16 = 1 };
+// pt_bf16_support bits. AVX512: bf16 compute is possible (AVX512-BF16 or AMX-BF16, enabled by the OS, and a build
+// with oneDNN). AMX: AMX-BF16 tiles. FAST: bf16 GEMMs are expected to beat fp32 ones here (AMX, or AMD Zen 4 and
+// later); an Intel CPU with AVX512-BF16 and no AMX runs them at about half the fp32 rate (measured, see
+// bench/README.md). 0 when the environment variable PREFTUNE_NO_BF16 is set (other than to "" or "0").
+enum { PT_BF16_AVX512 = 1, PT_BF16_AMX = 2, PT_BF16_FAST = 4 };
+int32_t pt_bf16_support(void);
+const char* pt_bf16_describe(void);                        // vendor and bf16 ISA found, for notes
+// PT_ERR_ARGUMENT for an unknown mode, PT_ERR_STATE for PT_COMPUTE_BF16 where pt_bf16_support() is 0.
+// Drops saved activations (a backward must run in the mode of its forward).
+pt_status pt_set_compute(pt_model* m, int32_t mode);
+int32_t pt_get_compute(const pt_model* m);
 
 void pt_set_num_threads(int32_t n);
 int32_t pt_get_num_threads(void);

@@ -3,19 +3,23 @@
 // Per layer:  h = rmsnorm(x); qkv = h Wqkv^T (+b); [q/k rmsnorm]; rope; a = attn(qkv);
 //             x' = x + a Wo^T (+b);  h = rmsnorm(x'); gu = h Wgu^T (+b); x'' = x' + swiglu(gu) Wd^T (+b)
 // With a LoRA adapter attached (pt_lora_*), each targeted projection also runs its low-rank path (lora.h)
-// and the backward skips every base weight gradient. Decoding (pt_decode) runs the same layer sequence over
-// only the new tokens of each row, against a KV cache. The op math lives in the headers beside this file;
-// this file only sequences it and owns memory.
+// and the backward skips every base weight gradient. In bf16 compute mode (pt_set_compute) the linear layers' and
+// the head's GEMMs take bf16 operands (bf16.h), weights converted per call from the fp32 masters. Decoding
+// (pt_decode, always fp32) runs the same layer sequence over only the new tokens of each row, against a KV
+// cache. The op math lives in the headers beside this file; this file only sequences it and owns memory.
 #include <algorithm>
 #include <array>
 #include <cstdio>
 #include <memory>
+#include <stdexcept>
 #include <string>
 #include <vector>
 #include <omp.h>
+#include <sys/mman.h>
 #include <xmmintrin.h>
 #include "preftune.h"
 #include "attention.h"
+#include "bf16.h"
 #include "common.h"
 #include "head.h"
 #include "linear.h"
@@ -61,6 +65,8 @@ pt_status fail(pt_status s, const std::string& msg) { g_error = msg; return s; }
 struct Layer {  // pointers into the parameter buffer or, for G, the gradient buffer
   float *ln1 = nullptr, *wqkv = nullptr, *bqkv = nullptr, *qn = nullptr, *kn = nullptr, *wo = nullptr,
         *bo = nullptr, *ln2 = nullptr, *wgu = nullptr, *wd = nullptr, *bgu = nullptr, *bd = nullptr;
+  // A bf16-held base (PT_MODEL_BF16_BASE): the matrices live here only and the float ones above are null.
+  const uint16_t *hqkv = nullptr, *ho = nullptr, *hgu = nullptr, *hd = nullptr;
 };
 
 // The four linear GEMMs of a layer, in the order an adapter's groups are laid out.
@@ -88,6 +94,10 @@ struct Adapter {
 
 struct pt_model {
   pt_config cfg;
+  int32_t flags = 0;                    // PT_MODEL_* bits
+  uint16_t* params16 = nullptr;         // PT_MODEL_BF16_BASE: every parameter in bf16 (same offsets)
+  size_t params_mapped = 0;             // bytes of params when it is an anonymous mapping (bf16 base)
+  const uint16_t *embed16 = nullptr, *head16 = nullptr;
   int C, I, V, L, NH, NKV, HS, QKV, AO;  // AO = NH * HS, the attention output width
   std::vector<pt_param> table;
   float* params = nullptr;
@@ -97,6 +107,7 @@ struct pt_model {
   float *embed, *normf, *head, *gembed, *gnormf, *ghead;
   std::vector<float> cosv, sinv;
   std::unique_ptr<Adapter> lora;  // null: the base model trains
+  int32_t compute = PT_COMPUTE_FP32;
 
   // Packed batch of the last forward.
   bool saved = false;
@@ -111,6 +122,10 @@ struct pt_model {
   Buf<float> r_logp, r_mean, r_ent;
   Buf<float> lora_u, lora_du, lora_sink;  // (L, N, uwidth) or one slot; (N, max_group); (max(C, HS))
   Buf<uint8_t> r_correct;
+  // bf16 mode: operand scratch, one linear weight and the head (each converted right before its GEMMs).
+  Bf16Scratch bs;
+  Buf<bf16> wb, headwb;
+  Buf<float> wtile;  // a bf16-held weight widened for an fp32 GEMM (one layer's matrix or a block of head rows)
 };
 
 struct pt_kv_cache {
@@ -309,6 +324,60 @@ void scale(float* g, int64_t n, float s) {
   for (int64_t i = 0; i < n; i++) g[i] *= s;
 }
 
+bool bf16_base(const pt_model* m) { return m->flags & PT_MODEL_BF16_BASE; }
+
+// The base gradient buffer, allocated zeroed on first need (pt_model_grads documents when). False when that fails.
+bool ensure_grads(pt_model* m) {
+  if (m->grads) return true;
+  if (bf16_base(m)) return false;  // a bf16-held base is frozen
+  const size_t bytes = ((size_t)m->nfloats * sizeof(float) + 63) / 64 * 64;
+  m->grads = static_cast<float*>(std::aligned_alloc(64, bytes));
+  if (!m->grads) return false;
+  std::memset(m->grads, 0, bytes);
+  try {
+    bind_views(m, m->grads, m->G, m->gembed, m->gnormf, m->ghead);
+  } catch (const std::bad_alloc&) {
+    std::free(m->grads);
+    m->grads = nullptr;
+    return false;
+  }
+  return true;
+}
+
+// A weight (rows, cols) rounded to bf16 into buf, for the GEMMs of the bf16 mode.
+const bf16* bf16_weight(Buf<bf16>& buf, const float* W, int64_t rows, int64_t cols) {
+  bf16* w = buf.need((size_t)(rows * cols));
+  to_bf16(w, W, rows * cols);
+  return w;
+}
+
+// A bf16-held base keeps its 1-D tensors (norm weights, biases) widened in the fp32 buffer, whose other pages are
+// never touched (so never resident). Refreshed at each forward and decode: a few floats per layer.
+void refresh_small(pt_model* m) {
+  if (!bf16_base(m)) return;
+  for (const pt_param& p : m->table)
+    if (p.ndim == 1) from_bf16(m->params + p.offset, m->params16 + p.offset, p.size);
+}
+
+// y (N, out) = x W^T + b for a base weight held in fp32 (W) or only in bf16 (Wh): bf16 operands when mixed,
+// else fp32 math (a bf16-held weight widened, or read directly by few rows).
+void base_linear(pt_model* m, bool mixed, float* y, const float* x, const float* W, const uint16_t* Wh, const float* b,
+                 int N, int in, int out) {
+  if (mixed) return linear_forward_bf16(y, x, Wh ? Wh : bf16_weight(m->wb, W, out, in), b, N, in, out, m->bs);
+  if (Wh) return linear_forward_widen(y, x, Wh, b, N, in, out, m->wtile);
+  linear_forward(y, x, W, b, N, in, out);
+}
+
+// The head weight's bf16 form for this pass, or null (fp32 weight and fp32 compute).
+const HeadBf16* head_bf16(pt_model* m, bool mixed, HeadBf16& hw) {
+  if (!mixed && !m->head16) return nullptr;
+  hw.W = m->head16 ? m->head16 : bf16_weight(m->headwb, m->head, m->V, m->C);
+  hw.widen = !mixed;
+  hw.s = &m->bs;
+  hw.tile = &m->wtile;
+  return &hw;
+}
+
 // torch.optim.AdamW (single-tensor path): p *= 1 - lr*wd; m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;
 // p -= (lr / (1 - b1^t)) * m / (sqrt(v) / sqrt(1 - b2^t) + eps). Over one parameter set (base or adapter).
 void adamw(const std::vector<pt_param>& table, float* params, const float* grads, float* exp_avg,
@@ -339,8 +408,11 @@ extern "C" {
 const char* pt_last_error(void) { return g_error.c_str(); }
 int pt_abi_version(void) { return PT_ABI_VERSION; }
 
-pt_status pt_model_create(const pt_config* cfg, pt_model** out) {
+pt_status pt_model_create(const pt_config* cfg, pt_model** out) { return pt_model_create_ex(cfg, 0, out); }
+
+pt_status pt_model_create_ex(const pt_config* cfg, int32_t flags, pt_model** out) {
   *out = nullptr;
+  if (flags & ~PT_MODEL_BF16_BASE) return fail(PT_ERR_ARGUMENT, "unknown pt_model_create_ex flags " + std::to_string(flags));
   if (cfg->vocab_size <= 0 || cfg->hidden_size <= 0 || cfg->intermediate_size <= 0 || cfg->num_layers <= 0 ||
       cfg->num_heads <= 0 || cfg->num_kv_heads <= 0 || cfg->head_dim <= 0 || cfg->max_position_embeddings <= 0)
     return fail(PT_ERR_ARGUMENT, "every model dimension must be positive");
@@ -355,6 +427,7 @@ pt_status pt_model_create(const pt_config* cfg, pt_model** out) {
   auto* m = new (std::nothrow) pt_model();
   if (!m) return fail(PT_ERR_MEMORY, "out of memory");
   m->cfg = *cfg;
+  m->flags = flags;
   m->C = cfg->hidden_size; m->I = cfg->intermediate_size; m->V = cfg->vocab_size; m->L = cfg->num_layers;
   m->NH = cfg->num_heads; m->NKV = cfg->num_kv_heads; m->HS = cfg->head_dim;
   m->QKV = (int)qkv;
@@ -367,31 +440,62 @@ pt_status pt_model_create(const pt_config* cfg, pt_model** out) {
     return fail(PT_ERR_MEMORY, "out of memory for the parameter table of " + std::to_string(cfg->num_layers) + " layers");
   }
   const size_t bytes = (size_t)m->nfloats * sizeof(float);
-  m->params = static_cast<float*>(std::aligned_alloc(64, (bytes + 63) / 64 * 64));
-  m->grads = static_cast<float*>(std::aligned_alloc(64, (bytes + 63) / 64 * 64));
-  if (!m->params || !m->grads) {
-    pt_model_free(m);
-    return fail(PT_ERR_MEMORY, "cannot allocate " + std::to_string(2 * bytes >> 20) + " MiB for " +
-                                   std::to_string(m->nfloats) + " parameters and their gradients");
+  if (bf16_base(m)) {
+    // bf16 store, plus an fp32 mapping of which only the 1-D tensors' pages are ever written (refresh_small).
+    const size_t half = ((size_t)m->nfloats * sizeof(uint16_t) + 63) / 64 * 64;
+    m->params16 = static_cast<uint16_t*>(std::aligned_alloc(64, half));
+    void* p = mmap(nullptr, bytes ? bytes : 1, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (p != MAP_FAILED) {
+      m->params = static_cast<float*>(p);
+      m->params_mapped = bytes ? bytes : 1;
+    }
+    if (!m->params16 || !m->params) {
+      pt_model_free(m);
+      return fail(PT_ERR_MEMORY, "cannot allocate " + std::to_string(half >> 20) + " MiB for " +
+                                     std::to_string(m->nfloats) + " bf16 parameters");
+    }
+    std::memset(m->params16, 0, half);
+  } else {
+    m->params = static_cast<float*>(std::aligned_alloc(64, (bytes + 63) / 64 * 64));
+    if (!m->params) {
+      pt_model_free(m);
+      return fail(PT_ERR_MEMORY, "cannot allocate " + std::to_string(bytes >> 20) + " MiB for " +
+                                     std::to_string(m->nfloats) + " parameters");
+    }
+    std::memset(m->params, 0, bytes);
   }
-  std::memset(m->params, 0, bytes);
-  std::memset(m->grads, 0, bytes);
   bind_views(m, m->params, m->P, m->embed, m->normf, m->head);
-  bind_views(m, m->grads, m->G, m->gembed, m->gnormf, m->ghead);
+  if (bf16_base(m)) {  // the matrices: bf16 views only
+    const uint16_t* b = m->params16;
+    auto at = [&](const float* f) { return b + (f - m->params); };
+    for (Layer& y : m->P) {
+      y.hqkv = at(y.wqkv); y.ho = at(y.wo); y.hgu = at(y.wgu); y.hd = at(y.wd);
+      y.wqkv = y.wo = y.wgu = y.wd = nullptr;
+    }
+    m->embed16 = at(m->embed);
+    m->head16 = at(m->head);
+    m->embed = m->head = nullptr;
+  }
+  m->G.assign(m->L, Layer{});  // gradient views stay null until the buffer exists (ensure_grads)
+  m->gembed = m->gnormf = m->ghead = nullptr;
   *out = m;
   return PT_OK;
 }
 
 void pt_model_free(pt_model* m) {
   if (!m) return;
-  std::free(m->params);
+  if (m->params_mapped) munmap(m->params, m->params_mapped);
+  else std::free(m->params);
+  std::free(m->params16);
   std::free(m->grads);
   delete m;
 }
 
 int64_t pt_model_num_floats(const pt_model* m) { return m->nfloats; }
-float* pt_model_params(pt_model* m) { return m->params; }
-float* pt_model_grads(pt_model* m) { return m->grads; }
+float* pt_model_params(pt_model* m) { return bf16_base(m) ? nullptr : m->params; }
+uint16_t* pt_model_params_bf16(pt_model* m) { return m->params16; }
+int32_t pt_model_flags(const pt_model* m) { return m->flags; }
+float* pt_model_grads(pt_model* m) { return ensure_grads(m) ? m->grads : nullptr; }
 int32_t pt_model_num_params(const pt_model* m) { return (int32_t)m->table.size(); }
 const pt_param* pt_model_param(const pt_model* m, int32_t i) {
   return i >= 0 && i < (int32_t)m->table.size() ? &m->table[i] : nullptr;
@@ -408,6 +512,7 @@ pt_status pt_forward(pt_model* m, const int32_t* ids, const int32_t* lengths, in
     return fail(PT_ERR_ARGUMENT, "a training forward with the adapters disabled trains nothing: the base weights "
                                  "are frozen while a LoRA adapter is attached");
   flush_denormals();
+  refresh_small(m);
   // Pack the real tokens of every row.
   m->B = B; m->T = T;
   m->seqs.resize(B);
@@ -472,9 +577,14 @@ pt_status pt_forward(pt_model* m, const int32_t* ids, const int32_t* lengths, in
       float* u = lu + (size_t)s * N * lo->uwidth + (size_t)N * lo->ucol[k];
       lora_forward(y, ldy, u, x, lo->P[l][k], nN, (float)lo->scaling);
     };
+    const bool mixed = m->compute == PT_COMPUTE_BF16;
+    auto lin = [&](float* y, const float* x, const float* W, const uint16_t* Wh, const float* b, int in, int out) {
+      base_linear(m, mixed, y, x, W, Wh, b, nN, in, out);
+    };
 
     g_prof.start();
-    embedding_forward(xin, m->tok.data(), m->embed, N, C);
+    if (m->embed16) embedding_forward_bf16(xin, m->tok.data(), m->embed16, N, C);
+    else embedding_forward(xin, m->tok.data(), m->embed, N, C);
     g_prof.lap(P_EMBED);
     for (int l = 0; l < L; l++) {
       const Layer& P = m->P[l];
@@ -490,13 +600,13 @@ pt_status pt_forward(pt_model* m, const int32_t* ids, const int32_t* lengths, in
       if (m->cfg.qk_norm) {
         float* qp = qkvpre + (size_t)s * N * QKV;
         float* qr = qkrstd + (size_t)s * N * (NH + NKV);
-        linear_forward(qp, h, P.wqkv, P.bqkv, nN, C, QKV);
+        lin(qp, h, P.wqkv, P.hqkv, P.bqkv, C, QKV);
         adapt(s, l, G_QKV, qp, QKV, h);
         std::memcpy(q, qp, sizeof(float) * N * QKV);
         rmsnorm_forward(q, qr, qp, P.qn, N, NH, HS, QKV, eps);
         rmsnorm_forward(q + AO, qr + N * NH, qp + AO, P.kn, N, NKV, HS, QKV, eps);
       } else {
-        linear_forward(q, h, P.wqkv, P.bqkv, nN, C, QKV);
+        lin(q, h, P.wqkv, P.hqkv, P.bqkv, C, QKV);
         adapt(s, l, G_QKV, q, QKV, h);
       }
       g_prof.lap(P_QKV);
@@ -504,7 +614,7 @@ pt_status pt_forward(pt_model* m, const int32_t* ids, const int32_t* lengths, in
       g_prof.lap(P_ROPE);
       attention_forward(a, lse + (size_t)s * N * NH, q, m->seqs.data(), B, NH, NKV, HS);
       g_prof.lap(P_ATTN);
-      linear_forward(xm, a, P.wo, P.bo, nN, AO, C);
+      lin(xm, a, P.wo, P.ho, P.bo, AO, C);
       adapt(s, l, G_O, xm, C, a);
       g_prof.lap(P_OPROJ);
 #pragma omp parallel for schedule(static)
@@ -512,12 +622,12 @@ pt_status pt_forward(pt_model* m, const int32_t* ids, const int32_t* lengths, in
       g_prof.lap(P_RESID);
       rmsnorm_forward(h, rstd2 + (size_t)s * N, xm, P.ln2, N, 1, C, C, eps);
       g_prof.lap(P_NORM);
-      linear_forward(g, h, P.wgu, P.bgu, nN, C, 2 * I);
+      lin(g, h, P.wgu, P.hgu, P.bgu, C, 2 * I);
       adapt(s, l, G_GU, g, 2 * I, h);
       g_prof.lap(P_UP);
       swiglu_forward(act, g, N, I);
       g_prof.lap(P_SWIGLU);
-      linear_forward(xnext, act, P.wd, P.bd, nN, I, C);
+      lin(xnext, act, P.wd, P.hd, P.bd, I, C);
       adapt(s, l, G_DOWN, xnext, C, act);
       g_prof.lap(P_DOWN);
 #pragma omp parallel for schedule(static)
@@ -530,8 +640,9 @@ pt_status pt_forward(pt_model* m, const int32_t* ids, const int32_t* lengths, in
     float* r_mean = m->r_mean.need(N);
     float* r_ent = m->r_ent.need(N);
     uint8_t* r_correct = m->r_correct.need(N);
+    HeadBf16 hw;
     head_forward(r_logp, headlse, r_mean, r_ent, r_correct, hf, m->labels.data(), m->head, N, C, m->V,
-                 m->headwork);
+                 m->headwork, head_bf16(m, mixed, hw));
     g_prof.lap(P_HEAD);
     const size_t BT = (size_t)B * T;
     if (out->logps) std::memset(out->logps, 0, BT * sizeof(float));
@@ -549,6 +660,9 @@ pt_status pt_forward(pt_model* m, const int32_t* ids, const int32_t* lengths, in
   } catch (const std::bad_alloc&) {
     pt_release_activations(m);
     return fail(PT_ERR_MEMORY, "out of memory for activations of " + std::to_string(N) + " tokens");
+  } catch (const std::runtime_error& e) {
+    pt_release_activations(m);
+    return fail(PT_ERR_STATE, e.what());
   }
   m->saved = train;
   return PT_OK;
@@ -561,6 +675,15 @@ pt_status pt_backward(pt_model* m, const float* dlogps) {
   const int C = m->C, I = m->I, L = m->L, NH = m->NH, NKV = m->NKV, HS = m->HS, QKV = m->QKV, AO = m->AO;
   const int64_t N = m->N;
   const int nN = (int)N;
+  if (!m->lora && bf16_base(m)) {
+    pt_release_activations(m);
+    return fail(PT_ERR_STATE, "the base weights are held in bf16 only (frozen): attach a LoRA adapter to train");
+  }
+  if (!m->lora && !ensure_grads(m)) {
+    pt_release_activations(m);
+    return fail(PT_ERR_MEMORY, "cannot allocate " + std::to_string(m->nfloats * sizeof(float) >> 20) +
+                                   " MiB for the gradients of " + std::to_string(m->nfloats) + " parameters");
+  }
   try {
     float* dx = m->dx.need((size_t)N * C);
     float* dh = m->dh.need((size_t)N * C);
@@ -583,18 +706,29 @@ pt_status pt_backward(pt_model* m, const float* dlogps) {
       std::memset(sink, 0, sizeof(float) * std::max(C, HS));
     }
     auto gw = [&](float* w) { return lo ? sink : w; };
+    const bool mixed = m->compute == PT_COMPUTE_BF16;
+    auto base_back = [&](float* dxo, float* dW, float* db, const float* dy, const float* x, const float* W,
+                         const uint16_t* Wh, int in, int out) {
+      if (mixed) {
+        const bf16* w = dxo ? (Wh ? Wh : bf16_weight(m->wb, W, out, in)) : nullptr;
+        return linear_backward_bf16(dxo, dW, db, dy, x, w, nN, in, out, false, m->bs);
+      }
+      if (Wh) return linear_backward_widen(dxo, dy, Wh, nN, in, out, false, m->wtile);  // frozen: dx only
+      linear_backward(dxo, dW, db, dy, x, W, nN, in, out, false);
+    };
     auto lin_back = [&](int l, int k, float* dxo, float* dW, float* db, const float* dy, const float* x,
-                        const float* W, int in, int out) {
-      if (!lo) return linear_backward(dxo, dW, db, dy, x, W, nN, in, out, false);
-      linear_backward<float>(dxo, nullptr, nullptr, dy, x, W, nN, in, out, false);  // frozen base: dx only
+                        const float* W, const uint16_t* Wh, int in, int out) {
+      if (!lo) return base_back(dxo, dW, db, dy, x, W, Wh, in, out);
+      base_back(dxo, nullptr, nullptr, dy, x, W, Wh, in, out);  // frozen base: dx only
       if (!lo->P[l][k].members) return;
       const float* u = m->lora_u.p + (size_t)l * N * lo->uwidth + (size_t)N * lo->ucol[k];
       lora_backward(dxo, du, dy, out, x, u, lo->P[l][k], nN, (float)lo->scaling);
     };
 
     g_prof.start();
+    HeadBf16 hw;
     head_backward(dh, lo ? nullptr : m->ghead, dlogp_r, m->hf.p, m->labels.data(), m->headlse.p, m->head, N, C,
-                  m->V, m->headwork);  // a frozen head under LoRA: no (V, C) weight gradient
+                  m->V, m->headwork, head_bf16(m, mixed, hw));  // a frozen head under LoRA: no (V, C) weight gradient
     g_prof.lap(P_HEAD);
     rmsnorm_backward(dx, gw(m->gnormf), dh, m->xin.p + (size_t)L * N * C, m->normf, m->rstdf.p, N, 1, C, C, false);
     for (int l = L - 1; l >= 0; l--) {
@@ -613,17 +747,17 @@ pt_status pt_backward(pt_model* m, const float* dlogps) {
       g_prof.lap(P_NORM);
       swiglu_forward(act, g, N, I);
       g_prof.lap(P_SWIGLU);
-      lin_back(l, G_DOWN, dact, G.wd, G.bd, dx, act, P.wd, I, C);
+      lin_back(l, G_DOWN, dact, G.wd, G.bd, dx, act, P.wd, P.hd, I, C);
       g_prof.lap(P_DOWN);
       swiglu_backward(dgu, dact, g, N, I);
       g_prof.lap(P_SWIGLU);
-      lin_back(l, G_GU, dh, G.wgu, G.bgu, dgu, h, P.wgu, C, 2 * I);
+      lin_back(l, G_GU, dh, G.wgu, G.bgu, dgu, h, P.wgu, P.hgu, C, 2 * I);
       g_prof.lap(P_UP);
       rmsnorm_backward(dx, gw(G.ln2), dh, xm, P.ln2, rstd2, N, 1, C, C, true);
       // Attention block: x' = x + attn(...) Wo^T
       rmsnorm_forward(h, tmp_rstd, x, P.ln1, N, 1, C, C, eps);
       g_prof.lap(P_NORM);
-      lin_back(l, G_O, datt, G.wo, G.bo, dx, a, P.wo, AO, C);
+      lin_back(l, G_O, datt, G.wo, G.bo, dx, a, P.wo, P.ho, AO, C);
       g_prof.lap(P_OPROJ);
       attention_backward(dqkv, datt, a, m->lse.p + (size_t)l * N * NH, q, m->seqs.data(), m->B, NH, NKV, HS);
       g_prof.lap(P_ATTN);
@@ -635,7 +769,7 @@ pt_status pt_backward(pt_model* m, const float* dlogps) {
         rmsnorm_backward(dqkv, gw(G.qn), dqkv, qp, P.qn, qr, N, NH, HS, QKV, false);
         rmsnorm_backward(dqkv + AO, gw(G.kn), dqkv + AO, qp + AO, P.kn, qr + N * NH, N, NKV, HS, QKV, false);
       }
-      lin_back(l, G_QKV, dh, G.wqkv, G.bqkv, dqkv, h, P.wqkv, C, QKV);
+      lin_back(l, G_QKV, dh, G.wqkv, G.bqkv, dqkv, h, P.wqkv, P.hqkv, C, QKV);
       g_prof.lap(P_QKV);
       rmsnorm_backward(dx, gw(G.ln1), dh, x, P.ln1, rstd1, N, 1, C, C, true);
       g_prof.lap(P_NORM);
@@ -646,6 +780,9 @@ pt_status pt_backward(pt_model* m, const float* dlogps) {
   } catch (const std::bad_alloc&) {
     pt_release_activations(m);
     return fail(PT_ERR_MEMORY, "out of memory in backward for " + std::to_string(N) + " tokens");
+  } catch (const std::runtime_error& e) {
+    pt_release_activations(m);
+    return fail(PT_ERR_STATE, e.what());
   }
   return PT_OK;
 }
@@ -657,13 +794,21 @@ void pt_release_activations(pt_model* m) {
                         &m->dh, &m->dact, &m->dgu, &m->datt, &m->dqkv, &m->headwork, &m->lora_u, &m->lora_du,
                         &m->lora_sink})
     b->release();
+  for (Buf<bf16>* b : {&m->bs.a, &m->bs.g, &m->wb, &m->headwb}) b->release();
+  m->wtile.release();
 }
 
-void pt_zero_grad(pt_model* m) { std::memset(m->grads, 0, sizeof(float) * m->nfloats); }
-double pt_grad_norm(const pt_model* m) { return l2norm(m->grads, m->nfloats); }
-void pt_scale_grads(pt_model* m, float s) { scale(m->grads, m->nfloats, s); }
+// Without a gradient buffer the gradient is 0: nothing to zero, scale or measure.
+void pt_zero_grad(pt_model* m) {
+  if (m->grads) std::memset(m->grads, 0, sizeof(float) * m->nfloats);
+}
+double pt_grad_norm(const pt_model* m) { return m->grads ? l2norm(m->grads, m->nfloats) : 0.0; }
+void pt_scale_grads(pt_model* m, float s) {
+  if (m->grads) scale(m->grads, m->nfloats, s);
+}
 void pt_adamw_step(pt_model* m, float* exp_avg, float* exp_avg_sq, int64_t step, float lr, float beta1,
                    float beta2, float eps, float weight_decay) {
+  if (!ensure_grads(m)) return;  // a bf16-held (frozen) base, or memory ran out: pt_model_grads says NULL
   adamw(m->table, m->params, m->grads, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, weight_decay);
 }
 
@@ -721,11 +866,31 @@ void pt_lora_adamw_step(pt_model* m, float* exp_avg, float* exp_avg_sq, int64_t 
 pt_status pt_lora_merge(pt_model* m) {
   if (!m->lora) return fail(PT_ERR_STATE, "no LoRA adapter is attached: nothing to merge");
   const Adapter& a = *m->lora;
-  for (int l = 0; l < m->L; l++) {
-    float* W[NGROUPS] = {m->P[l].wqkv, m->P[l].wo, m->P[l].wgu, m->P[l].wd};
-    for (int k = 0; k < NGROUPS; k++)
-      if (a.P[l][k].members) lora_merge(W[k], a.P[l][k], (float)a.scaling);
+  const int64_t rows[NGROUPS] = {m->QKV, m->C, 2 * (int64_t)m->I, m->C};
+  try {
+    for (int l = 0; l < m->L; l++) {
+      const Layer& P = m->P[l];
+      float* W[NGROUPS] = {P.wqkv, P.wo, P.wgu, P.wd};
+      const uint16_t* Wh[NGROUPS] = {P.hqkv, P.ho, P.hgu, P.hd};
+      for (int k = 0; k < NGROUPS; k++) {
+        const LoraGroup<float>& g = a.P[l][k];
+        if (!g.members) continue;
+        if (!Wh[k]) {
+          lora_merge(W[k], g, (float)a.scaling);
+          continue;
+        }
+        // A bf16-held base: merge in fp32 over the widened matrix, then round it back to bf16.
+        const int64_t n = rows[k] * g.in;
+        float* t = m->wtile.need((size_t)n);
+        from_bf16(t, Wh[k], n);
+        lora_merge(t, g, (float)a.scaling);
+        to_bf16(m->params16 + (Wh[k] - m->params16), t, n);
+      }
+    }
+  } catch (const std::bad_alloc&) {
+    return fail(PT_ERR_MEMORY, "out of memory merging the LoRA adapter");
   }
+  m->wtile.release();
   pt_lora_detach(m);
   return PT_OK;
 }
@@ -822,11 +987,13 @@ pt_status pt_decode(pt_model* m, pt_kv_cache* kv, const int32_t* rows, const int
       if (lo && lo->P[l][k].members) lora_forward(y, ldy, lu, in, lo->P[l][k], nN, (float)lo->scaling);
     };
     const size_t layer = (size_t)kv->B * NKV * kv->Tmax * HS;
-    embedding_forward(x, kv->tok.data(), m->embed, N, C);
+    refresh_small(m);
+    if (m->embed16) embedding_forward_bf16(x, kv->tok.data(), m->embed16, N, C);
+    else embedding_forward(x, kv->tok.data(), m->embed, N, C);
     for (int l = 0; l < m->L; l++) {
       const Layer& P = m->P[l];
       rmsnorm_forward(h, rstd, x, P.ln1, N, 1, C, C, eps);
-      linear_forward(qkv, h, P.wqkv, P.bqkv, nN, C, QKV);
+      base_linear(m, false, qkv, h, P.wqkv, P.hqkv, P.bqkv, nN, C, QKV);
       adapt(l, G_QKV, qkv, QKV, h);
       if (m->cfg.qk_norm) {  // in place: each element is read before it is written
         rmsnorm_forward(qkv, rstd, qkv, P.qn, N, NH, HS, QKV, eps);
@@ -845,15 +1012,15 @@ pt_status pt_decode(pt_model* m, pt_kv_cache* kv, const int32_t* rows, const int
           }
         }
       attention_cached(att, qkv, QKV, kv->seqs.data(), kv->past.data(), rows, Kc, Vc, kv->Tmax, n, NH, NKV, HS);
-      linear_forward(xm, att, P.wo, P.bo, nN, AO, C);
+      base_linear(m, false, xm, att, P.wo, P.ho, P.bo, nN, AO, C);
       adapt(l, G_O, xm, C, att);
 #pragma omp parallel for schedule(static)
       for (int64_t j = 0; j < N * C; j++) xm[j] += x[j];
       rmsnorm_forward(h, rstd, xm, P.ln2, N, 1, C, C, eps);
-      linear_forward(gu, h, P.wgu, P.bgu, nN, C, 2 * I);
+      base_linear(m, false, gu, h, P.wgu, P.hgu, P.bgu, nN, C, 2 * I);
       adapt(l, G_GU, gu, 2 * I, h);
       swiglu_forward(act, gu, N, I);
-      linear_forward(x, act, P.wd, P.bd, nN, I, C);
+      base_linear(m, false, x, act, P.wd, P.hd, P.bd, nN, I, C);
       adapt(l, G_DOWN, x, C, act);
 #pragma omp parallel for schedule(static)
       for (int64_t j = 0; j < N * C; j++) x[j] += xm[j];
@@ -864,7 +1031,14 @@ pt_status pt_decode(pt_model* m, pt_kv_cache* kv, const int32_t* rows, const int
       std::memcpy(last + (size_t)i * C, x + (kv->seqs[i].start + kv->seqs[i].len - 1) * C, sizeof(float) * C);
     float* hf = kv->hf.need((size_t)n * C);
     rmsnorm_forward(hf, rstd, last, m->normf, n, 1, C, C, eps);
-    gemm(false, true, n, m->V, C, 1.0f, hf, C, m->head, C, 0.0f, logits, m->V);
+    if (!m->head16) {
+      gemm(false, true, n, m->V, C, 1.0f, hf, C, m->head, C, 0.0f, logits, m->V);
+    } else if (n <= kFewRows) {
+      gemm_few_rows_bf16(n, m->V, C, hf, C, m->head16, C, logits, m->V);
+    } else {
+      HeadBf16 hw;
+      head_logits(logits, hf, (const float*)nullptr, head_bf16(m, false, hw), nullptr, n, C, m->V);
+    }
   } catch (const std::bad_alloc&) {
     return fail(PT_ERR_MEMORY, "out of memory decoding " + std::to_string(N) + " tokens");
   }
@@ -878,6 +1052,19 @@ void pt_set_num_threads(int32_t n) {
   openblas_set_num_threads(n);
 }
 int32_t pt_get_num_threads(void) { return omp_get_max_threads(); }
+
+int32_t pt_bf16_support(void) { return bf16_support(); }
+const char* pt_bf16_describe(void) { return bf16_describe(); }
+pt_status pt_set_compute(pt_model* m, int32_t mode) {
+  if (mode != PT_COMPUTE_FP32 && mode != PT_COMPUTE_BF16)
+    return fail(PT_ERR_ARGUMENT, "unknown compute mode " + std::to_string(mode) + "; use PT_COMPUTE_FP32 or PT_COMPUTE_BF16");
+  if (mode == PT_COMPUTE_BF16 && !bf16_support())
+    return fail(PT_ERR_STATE, std::string("bf16 compute is not available: ") + bf16_describe());
+  if (mode != m->compute) pt_release_activations(m);
+  m->compute = mode;
+  return PT_OK;
+}
+int32_t pt_get_compute(const pt_model* m) { return m->compute; }
 const char* pt_blas_core(void) { return openblas_get_corename(); }
 
 }  // extern "C"

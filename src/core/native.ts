@@ -1,10 +1,10 @@
 // The only TypeScript that touches the native addon: a NativeModel handle owning native memory
 // (free it explicitly), the LoRA adapter set it may carry, KV caches for decoding, an AdamW state over flat
-// arrays, and thread control.
+// arrays, thread control, and the choice of compute precision (fp32, or bf16 mixed precision).
 // Not here: file formats (src/models, PEFT files in src/models/peft.ts), losses, the training loop (src/train).
 import { readFileSync } from "node:fs";
 import { createRequire } from "node:module";
-import type { AdamWConfig, DecoderConfig, LoraConfig, LoraTarget, ParamInfo, TokenBatch, TokenStats } from "./types.ts";
+import type { AdamWConfig, Bf16Support, ComputeChoice, ComputeDtype, DecoderConfig, LoraConfig, LoraTarget, ParamInfo, TokenBatch, TokenStats } from "./types.ts";
 
 interface AddonModel {
   params(): Float32Array;
@@ -31,6 +31,9 @@ interface AddonModel {
   loraScaleGrads(s: number): void;
   loraAdamwStep(m: Float32Array, v: Float32Array, step: number, lr: number, b1: number, b2: number, eps: number, wd: number): void;
   decode(cache: AddonKvCache, rows: Int32Array, ids: Int32Array, lengths: Int32Array, T: number, flags: number, logits: Float32Array): void;
+  setCompute(mode: number): void;
+  getCompute(): number;
+  paramsBf16(): Uint16Array;
 }
 interface AddonKvCache {
   length(row: number): number;
@@ -38,11 +41,13 @@ interface AddonKvCache {
   free(): void;
 }
 interface Addon {
-  Model: new (cfg: Record<string, number>) => AddonModel;
+  Model: new (cfg: Record<string, number>, flags?: number) => AddonModel;
   KvCache: new (model: AddonModel, rows: number, maxPositions: number) => AddonKvCache;
   setNumThreads(n: number): void;
   getNumThreads(): number;
   gradcheck(op: string, seed: number): number;
+  bf16Support(): number;
+  bf16Describe(): string;
   abiVersion: number;
   blasCore: string;
 }
@@ -58,7 +63,8 @@ export function native(): Addon {
   } catch (e) {
     throw new Error(
       `preftune's native core is not built (${(e as Error).message.split("\n")[0]}). ` +
-        "Run `npm ci` (or `npm run build:native`) in the preftune folder; it needs g++, make and libopenblas-openmp-dev.",
+        "Run `npm ci` (or `npm run build:native`) in the preftune folder; it needs g++, make and libopenblas-openmp-dev " +
+        "(and libdnnl-dev for bf16 compute).",
     );
   }
   return addon;
@@ -89,6 +95,43 @@ export function setNumThreads(n: number): void {
 }
 export function getNumThreads(): number {
   return native().getNumThreads();
+}
+
+// PT_COMPUTE_* and PT_BF16_* (native/include/preftune.h)
+const COMPUTE_CODE: Readonly<Record<ComputeDtype, number>> = { fp32: 0, bf16: 1 };
+const BF16_AVX512 = 1, BF16_AMX = 2, BF16_FAST = 4;
+
+/**
+ * What this CPU and build offer for bf16 compute, checked at run time (CPUID and the OS state, oneDNN in the
+ * build). Reads PREFTUNE_NO_BF16 on every call: set it (to anything but "" or "0") to force the fp32 fallback.
+ */
+export function bf16Support(): Bf16Support {
+  const bits = native().bf16Support();
+  return { available: (bits & BF16_AVX512) !== 0, amx: (bits & BF16_AMX) !== 0, fast: (bits & BF16_FAST) !== 0, cpu: native().bf16Describe() };
+}
+
+/**
+ * The compute precision for a run's `bf16` / `fp16` flags (transformers' TrainingArguments names), with the
+ * notes to print once. bf16 runs where the CPU can and is expected to gain from it: AMX, or AVX512-BF16 on AMD
+ * (Zen 4 and later). An Intel CPU with AVX512-BF16 but no AMX (or a VM hiding it) runs bf16 GEMMs at about half
+ * its fp32 rate (bench/README.md), so there fp32 is chosen with a note, unless allowSlow (or the environment
+ * variable PREFTUNE_BF16=force) asks for bf16 anyway. fp16 has no CPU path: fp32 with a note.
+ */
+export function chooseCompute(flags: { bf16?: boolean; fp16?: boolean }, opts: { allowSlow?: boolean } = {}): ComputeChoice {
+  const notes: string[] = [];
+  if (flags.fp16) notes.push("fp16: true: the native CPU core has no fp16 mixed precision (no fp16 GEMMs with fp32 accumulation on CPUs); training in fp32. Use bf16: true on a CPU with bf16 instructions.");
+  if (!flags.bf16) return { compute: "fp32", notes };
+  const s = bf16Support();
+  const allowSlow = opts.allowSlow ?? process.env.PREFTUNE_BF16 === "force";
+  if (!s.available) {
+    notes.push(`bf16: true: no bf16 compute here (${s.cpu}); training in fp32, which gives the same results up to bf16 rounding.`);
+    return { compute: "fp32", notes };
+  }
+  if (!s.fast && !allowSlow) {
+    notes.push(`bf16: true: this CPU (${s.cpu}) runs bf16 matrix products slower than fp32 ones (its AVX512-BF16 dot product issues at half the fp32 FMA rate and it has no AMX); training in fp32. Set PREFTUNE_BF16=force to use bf16 anyway.`);
+    return { compute: "fp32", notes };
+  }
+  return { compute: "bf16", notes };
 }
 
 // pt_forward flags (native/include/preftune.h)
@@ -140,10 +183,25 @@ function clip(t: Trainable, maxNorm: number): number {
  * Named views into one parameter set: a table (HF or PEFT tensor names) over a flat params buffer and a grads
  * buffer of the same layout. Shared by the model and its LoRA adapter.
  */
+type Lazy = Float32Array | (() => Float32Array);
 class NamedParams {
   private byName: Map<string, ParamInfo>;
-  constructor(readonly table: ParamInfo[], readonly params: Float32Array, readonly grads: Float32Array, private readonly noun: string) {
+  private paramView: Float32Array | null = null;
+  private gradView: Float32Array | null = null;
+  /**
+   * params, grads: the buffers, or functions that give them on first use (the model's gradients are allocated
+   * then, so a LoRA run never holds them; a bf16-held base has no fp32 buffer and its function throws).
+   */
+  constructor(readonly table: ParamInfo[], private readonly paramSource: Lazy, private readonly gradSource: Lazy, private readonly noun: string) {
     this.byName = new Map(table.map((p) => [p.name, p]));
+  }
+  get params(): Float32Array {
+    this.paramView ??= typeof this.paramSource === "function" ? this.paramSource() : this.paramSource;
+    return this.paramView;
+  }
+  get grads(): Float32Array {
+    this.gradView ??= typeof this.gradSource === "function" ? this.gradSource() : this.gradSource;
+    return this.gradView;
   }
   /** Number of trainable scalars (the flat buffers also hold alignment padding). */
   get numParameters(): number {
@@ -202,14 +260,33 @@ export class LoraAdapter extends NamedParams implements Trainable {
   }
 }
 
+/** Options of a NativeModel. */
+export interface NativeModelOptions {
+  /** Precision of the GEMMs (default fp32, the exact path); "bf16" needs bf16Support().available (see chooseCompute). */
+  compute?: ComputeDtype;
+  /**
+   * "bf16": hold the base weights in bf16 only (half the memory; `torch_dtype: bfloat16` for a frozen base under
+   * LoRA). Such a model is frozen: write its weights through paramsBf16 / paramBf16(name), train it only through a
+   * LoRA adapter; params, grads and AdamW on it throw. Default "fp32".
+   */
+  baseDtype?: ComputeDtype;
+}
+const MODEL_BF16_BASE = 1;  // PT_MODEL_BF16_BASE
+
 /** A decoder with its fp32 parameters and gradients in native memory, laid out as `table` says. */
 export class NativeModel extends NamedParams implements Trainable {
   readonly config: DecoderConfig;
   private handle: AddonModel | null;
   private adapter: LoraAdapter | null = null;
 
-  /** params: every parameter, flat; a zero-copy view of native memory, invalid after free(). grads: same layout. */
-  constructor(config: DecoderConfig) {
+  /**
+   * params: every parameter, flat; a zero-copy view of native memory, invalid after free(). grads: same layout,
+   * allocated by the core on first access (or first full backward / AdamW step): a model that only trains a LoRA
+   * adapter never holds a base gradient buffer.
+   */
+  constructor(config: DecoderConfig, opts: NativeModelOptions = {}) {
+    if (opts.baseDtype !== undefined && opts.baseDtype !== "fp32" && opts.baseDtype !== "bf16") throw new Error(`baseDtype must be "fp32" or "bf16", got ${JSON.stringify(opts.baseDtype)}`);
+    const bf16Base = opts.baseDtype === "bf16";
     const handle = new (native().Model)({
       vocab_size: config.vocabSize,
       hidden_size: config.hiddenSize,
@@ -226,10 +303,40 @@ export class NativeModel extends NamedParams implements Trainable {
       o_bias: config.oBias ? 1 : 0,
       mlp_bias: config.mlpBias ? 1 : 0,
       qk_norm: config.qkNorm ? 1 : 0,
-    });
-    super(handle.table(), handle.params(), handle.grads(), "parameter");
+    }, bf16Base ? MODEL_BF16_BASE : 0);
+    super(handle.table(), bf16Base ? () => handle.params() : handle.params(), () => this.h().grads(), "parameter");
     this.config = config;
     this.handle = handle;
+    this.baseDtype = bf16Base ? "bf16" : "fp32";
+    if (opts.compute) this.setCompute(opts.compute);
+  }
+
+  /** How the base weights are held: "fp32" (trainable) or "bf16" (frozen, half the memory). */
+  readonly baseDtype: ComputeDtype;
+  private bf16View: Uint16Array | null = null;
+  /** A bf16-held base's weights as bf16 bits, laid out as `table` says (offsets in elements); zero-copy. */
+  get paramsBf16(): Uint16Array {
+    this.bf16View ??= this.h().paramsBf16();
+    return this.bf16View;
+  }
+  /** One tensor of a bf16-held base, as bf16 bits. */
+  paramBf16(name: string): Uint16Array {
+    const p = this.info(name);
+    return this.paramsBf16.subarray(p.offset, p.offset + p.size);
+  }
+
+  /**
+   * The precision of the linear layers' and LM head's GEMMs from now on: "bf16" (bf16 operands, fp32
+   * accumulation; weights, gradients and optimizer state stay fp32) or "fp32". Throws where bf16 is unavailable.
+   * Decoding always runs fp32.
+   */
+  setCompute(c: ComputeDtype): void {
+    const code = COMPUTE_CODE[c];
+    if (code === undefined) throw new Error(`compute must be "fp32" or "bf16", got ${JSON.stringify(c)}`);
+    this.h().setCompute(code);
+  }
+  get compute(): ComputeDtype {
+    return this.h().getCompute() === COMPUTE_CODE.bf16 ? "bf16" : "fp32";
   }
 
   private h(): AddonModel {

@@ -71,3 +71,20 @@ export interface LoraConfig {
   targetModules: LoraTarget[];  // target_modules, resolved to projection names
   loraDropout: number;          // lora_dropout; the core requires 0
 }
+
+/** Precision of the native core's GEMMs: fp32 (exact), or bf16 operands with fp32 accumulation. */
+export type ComputeDtype = "fp32" | "bf16";
+
+/** What the CPU and build offer for bf16 compute (src/core/native.ts bf16Support). */
+export interface Bf16Support {
+  available: boolean;           // bf16 compute can run (AVX512-BF16 or AMX-BF16, and a build with oneDNN)
+  amx: boolean;                 // AMX-BF16 tiles
+  fast: boolean;                // expected faster than fp32 here (AMX, or AMD Zen 4 and later)
+  cpu: string;                  // vendor and ISA found, for notes
+}
+
+/** The precision chosen for a run and the notes to print once (src/core/native.ts chooseCompute). */
+export interface ComputeChoice {
+  compute: ComputeDtype;
+  notes: string[];
+}
