@@ -39,7 +39,6 @@ class Model : public Napi::ObjectWrap<Model> {
                        {InstanceMethod("params", &Model::Params), InstanceMethod("grads", &Model::Grads),
                         InstanceMethod("table", &Model::Table), InstanceMethod("forward", &Model::Forward),
                         InstanceMethod("backward", &Model::Backward),
-                        InstanceMethod("releaseActivations", &Model::Release),
                         InstanceMethod("zeroGrad", &Model::ZeroGrad), InstanceMethod("gradNorm", &Model::GradNorm),
                         InstanceMethod("scaleGrads", &Model::ScaleGrads),
                         InstanceMethod("adamwStep", &Model::AdamW), InstanceMethod("free", &Model::Free),
@@ -201,10 +200,6 @@ class Model : public Napi::ObjectWrap<Model> {
     return env.Undefined();
   }
 
-  Napi::Value Release(const Napi::CallbackInfo& info) {
-    if (Alive(info.Env())) pt_release_activations(m_);
-    return info.Env().Undefined();
-  }
   Napi::Value ZeroGrad(const Napi::CallbackInfo& info) {
     if (Alive(info.Env())) pt_zero_grad(m_);
     return info.Env().Undefined();

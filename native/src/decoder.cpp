@@ -41,6 +41,7 @@ struct Profile {
   static double now() { return omp_get_wtime(); }
   void start() { if (on) last = now(); }
   void lap(int k) { if (on) { double n = now(); t[k] += n - last; last = n; } }
+  void discard() { for (double& x : t) x = 0; }
   void print() {
     if (!on) return;
     static const char* names[] = {"embed", "norm", "qkv", "rope", "attn", "o_proj", "mlp_up", "swiglu", "mlp_down",
@@ -665,6 +666,7 @@ pt_status pt_forward(pt_model* m, const int32_t* ids, const int32_t* lengths, in
     return fail(PT_ERR_STATE, e.what());
   }
   m->saved = train;
+  if (!train) g_prof.discard();  // eval and reference forwards are not part of the next backward's step
   return PT_OK;
 }
 

@@ -13,7 +13,6 @@ interface AddonModel {
   forward(ids: Int32Array, lengths: Int32Array, B: number, T: number, flags: number,
     logps?: Float32Array, logitsMean?: Float32Array, entropy?: Float32Array, correct?: Uint8Array): void;
   backward(dlogps: Float32Array): void;
-  releaseActivations(): void;
   zeroGrad(): void;
   gradNorm(): number;
   scaleGrads(s: number): void;
@@ -67,8 +66,16 @@ export function native(): Addon {
         "(and libdnnl-dev for bf16 compute).",
     );
   }
+  if (addon.abiVersion !== ABI_VERSION) {
+    const found = addon.abiVersion;
+    addon = null;
+    throw new Error(`preftune's native core is stale (ABI ${found}, this code needs ${ABI_VERSION}): run \`npm run build:native\` in the preftune folder`);
+  }
   return addon;
 }
+
+/** PT_ABI_VERSION of native/include/preftune.h that this file is written against. */
+const ABI_VERSION = 4;
 
 /**
  * OpenBLAS picks its kernels from the CPU model at load time, and a release older than the CPU falls back to
@@ -417,9 +424,6 @@ export class NativeModel extends NamedParams implements Trainable {
   /** Accumulates d loss / d params from dlogps (B, T), label-aligned like TokenStats.logps. */
   backward(dlogps: Float32Array): void {
     this.h().backward(dlogps);
-  }
-  releaseActivations(): void {
-    this.h().releaseActivations();
   }
   zeroGrad(): void {
     this.h().zeroGrad();
