@@ -27,6 +27,23 @@ T* attn_scratch(int slot, size_t n) {
   return bufs[slot].need(n);
 }
 
+// One score row in place: softmax over its first nv entries (the visible keys), 0 for the rest of its width.
+// Returns the row's log-sum-exp, which the training forward keeps for the backward.
+template <typename T>
+T causal_softmax(T* s, int nv, int width) {
+  T m = s[0];
+#pragma omp simd reduction(max : m)
+  for (int j = 1; j < nv; j++) m = s[j] > m ? s[j] : m;
+  T sum = 0;
+#pragma omp simd reduction(+ : sum)
+  for (int j = 0; j < nv; j++) { s[j] = texp(s[j] - m); sum += s[j]; }
+  const T inv = (T)1 / sum;
+#pragma omp simd
+  for (int j = 0; j < nv; j++) s[j] *= inv;
+  for (int j = nv; j < width; j++) s[j] = 0;
+  return m + std::log(sum);
+}
+
 // Stack rows [r0, r0 + br) of the G heads h0.. of src (row stride ld) into dst (G * br, HS), head-major.
 template <typename T>
 void stack_heads(T* dst, const T* src, int64_t ld, int h0, int G, int r0, int br, int HS) {
@@ -66,19 +83,8 @@ void attention_forward(T* out, T* lse, const T* qkv, const SeqSpan* seqs, int B,
         gemm(false, true, G * br, r1, HS, scale, Qs, HS, K, (int)ld, (T)0, S, r1);  // (G*br, r1)
         for (int k = 0; k < G; k++) {
           for (int i = 0; i < br; i++) {
-            T* s = S + ((size_t)k * br + i) * r1;
             const int nv = r0 + i + 1;  // keys 0..r0+i are visible
-            T m = s[0];
-#pragma omp simd reduction(max : m)
-            for (int j = 1; j < nv; j++) m = s[j] > m ? s[j] : m;
-            T sum = 0;
-#pragma omp simd reduction(+ : sum)
-            for (int j = 0; j < nv; j++) { s[j] = texp(s[j] - m); sum += s[j]; }
-            const T inv = (T)1 / sum;
-#pragma omp simd
-            for (int j = 0; j < nv; j++) s[j] *= inv;
-            for (int j = nv; j < r1; j++) s[j] = 0;
-            lse[(s0 + r0 + i) * NH + g * G + k] = m + std::log(sum);
+            lse[(s0 + r0 + i) * NH + g * G + k] = causal_softmax(S + ((size_t)k * br + i) * r1, nv, r1);
           }
         }
         gemm(false, false, G * br, HS, r1, (T)1, S, r1, Vv, (int)ld, (T)0, Os, HS);  // (G*br, HS)
@@ -183,18 +189,7 @@ void attention_cached(T* out, const T* q, int64_t ldq, const SeqSpan* seqs, cons
         gemm(false, true, G * br, nk, HS, scale, Qs, HS, K, HS, (T)0, S, nk);  // (G*br, nk)
         for (int k = 0; k < G; k++) {
           for (int r = 0; r < br; r++) {
-            T* s = S + ((size_t)k * br + r) * nk;
-            const int nv = p0 + r0 + r + 1;
-            T m = s[0];
-#pragma omp simd reduction(max : m)
-            for (int j = 1; j < nv; j++) m = s[j] > m ? s[j] : m;
-            T sum = 0;
-#pragma omp simd reduction(+ : sum)
-            for (int j = 0; j < nv; j++) { s[j] = texp(s[j] - m); sum += s[j]; }
-            const T inv = (T)1 / sum;
-#pragma omp simd
-            for (int j = 0; j < nv; j++) s[j] *= inv;
-            for (int j = nv; j < nk; j++) s[j] = 0;
+            causal_softmax(S + ((size_t)k * br + r) * nk, p0 + r0 + r + 1, nk);
           }
         }
         gemm(false, false, G * br, HS, nk, (T)1, S, nk, Vv, HS, (T)0, Os, HS);  // (G*br, HS)
