@@ -9,7 +9,8 @@
         "native/binding/addon.cc",
         "native/src/bf16.cpp",
         "native/src/decoder.cpp",
-        "native/src/gradcheck.cpp"
+        "native/src/gradcheck.cpp",
+        "native/src/optim.cpp"
       ],
       "include_dirs": [
         "<!(node -p \"require('node-addon-api').include_dir\")",

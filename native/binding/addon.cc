@@ -56,7 +56,9 @@ class Model : public Napi::ObjectWrap<Model> {
                         InstanceMethod("decode", &Model::Decode),
                         InstanceMethod("setCompute", &Model::SetCompute),
                         InstanceMethod("paramsBf16", &Model::ParamsBf16),
-                        InstanceMethod("getCompute", &Model::GetCompute)});
+                        InstanceMethod("getCompute", &Model::GetCompute),
+                        InstanceMethod("setGradientCheckpointing", &Model::SetGradientCheckpointing),
+                        InstanceMethod("getGradientCheckpointing", &Model::GetGradientCheckpointing)});
   }
   static Napi::FunctionReference* ctor;
   pt_model* handle() const { return m_; }
@@ -128,6 +130,13 @@ class Model : public Napi::ObjectWrap<Model> {
     if (throw_if(env, info.Length() < 1 || !info[0].IsNumber(), "setCompute(mode) expected")) return env.Undefined();
     check_status(env, pt_set_compute(m_, info[0].As<Napi::Number>().Int32Value()));
     return env.Undefined();
+  }
+  Napi::Value SetGradientCheckpointing(const Napi::CallbackInfo& info) {
+    if (Alive(info.Env())) pt_set_gradient_checkpointing(m_, info[0].ToBoolean().Value() ? 1 : 0);
+    return info.Env().Undefined();
+  }
+  Napi::Value GetGradientCheckpointing(const Napi::CallbackInfo& info) {
+    return Alive(info.Env()) ? Napi::Boolean::New(info.Env(), pt_get_gradient_checkpointing(m_) != 0) : info.Env().Undefined();
   }
   Napi::Value GetCompute(const Napi::CallbackInfo& info) {
     return Alive(info.Env()) ? Napi::Number::New(info.Env(), pt_get_compute(m_)) : info.Env().Undefined();
@@ -388,6 +397,80 @@ Napi::Value Gradcheck(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), pt_gradcheck(op.c_str(), seed));
 }
 
+// ---- per-tensor optimizer kernels (lengths checked here: the core trusts them) ----
+bool is_f32(const Napi::Value& v) { return v.IsTypedArray() && v.As<Napi::TypedArray>().TypedArrayType() == napi_float32_array; }
+bool is_u8(const Napi::Value& v) { return v.IsTypedArray() && v.As<Napi::TypedArray>().TypedArrayType() == napi_uint8_array; }
+size_t blocks_of(size_t n) { return (n + PT_QBLOCK - 1) / PT_QBLOCK; }
+// dynamicMap(signed) -> Float32Array(256)
+Napi::Value DynamicMap(const Napi::CallbackInfo& info) {
+  auto out = Napi::Float32Array::New(info.Env(), 256);
+  pt_dynamic_map(info[0].ToBoolean().Value() ? 1 : 0, out.Data());
+  return out;
+}
+// quantizeBlockwise(x Float32Array (n), signed, codes Uint8Array (n), absmax Float32Array (ceil(n/256)))
+Napi::Value QuantizeBlockwise(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (throw_if(env, info.Length() < 4 || !is_f32(info[0]) || !is_u8(info[2]) || !is_f32(info[3]),
+               "quantizeBlockwise(x, signed, codes, absmax) expected")) return env.Undefined();
+  auto x = info[0].As<Napi::Float32Array>();
+  auto codes = info[2].As<Napi::Uint8Array>();
+  auto absmax = info[3].As<Napi::Float32Array>();
+  const size_t n = x.ElementLength();
+  if (throw_if(env, codes.ElementLength() != n || absmax.ElementLength() != blocks_of(n),
+               "quantizeBlockwise: codes must have n entries and absmax ceil(n / 256)")) return env.Undefined();
+  pt_quantize_blockwise(x.Data(), (int64_t)n, info[1].ToBoolean().Value() ? 1 : 0, codes.Data(), absmax.Data());
+  return env.Undefined();
+}
+// dequantizeBlockwise(codes Uint8Array (n), absmax Float32Array (ceil(n/256)), signed, out Float32Array (n))
+Napi::Value DequantizeBlockwise(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (throw_if(env, info.Length() < 4 || !is_u8(info[0]) || !is_f32(info[1]) || !is_f32(info[3]),
+               "dequantizeBlockwise(codes, absmax, signed, out) expected")) return env.Undefined();
+  auto codes = info[0].As<Napi::Uint8Array>();
+  auto absmax = info[1].As<Napi::Float32Array>();
+  auto out = info[3].As<Napi::Float32Array>();
+  const size_t n = codes.ElementLength();
+  if (throw_if(env, out.ElementLength() != n || absmax.ElementLength() != blocks_of(n),
+               "dequantizeBlockwise: out must have n entries and absmax ceil(n / 256)")) return env.Undefined();
+  pt_dequantize_blockwise(codes.Data(), absmax.Data(), (int64_t)n, info[2].ToBoolean().Value() ? 1 : 0, out.Data());
+  return env.Undefined();
+}
+// adamwTensor(p, g, expAvg, expAvgSq, step, lr, beta1, beta2, eps, weightDecay): Float32Arrays of one length
+Napi::Value AdamwTensor(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (throw_if(env, info.Length() < 10 || !is_f32(info[0]) || !is_f32(info[1]) || !is_f32(info[2]) || !is_f32(info[3]),
+               "adamwTensor(p, g, expAvg, expAvgSq, step, lr, beta1, beta2, eps, weightDecay) expected")) return env.Undefined();
+  auto p = info[0].As<Napi::Float32Array>();
+  const size_t n = p.ElementLength();
+  auto g = info[1].As<Napi::Float32Array>(), m = info[2].As<Napi::Float32Array>(), v = info[3].As<Napi::Float32Array>();
+  if (throw_if(env, g.ElementLength() != n || m.ElementLength() != n || v.ElementLength() != n,
+               "adamwTensor: p, g, expAvg and expAvgSq must have the same length")) return env.Undefined();
+  auto num = [&](size_t i) { return info[i].As<Napi::Number>(); };
+  pt_adamw_tensor(p.Data(), g.Data(), m.Data(), v.Data(), (int64_t)n, num(4).Int64Value(), num(5).FloatValue(),
+                  num(6).FloatValue(), num(7).FloatValue(), num(8).FloatValue(), num(9).FloatValue());
+  return env.Undefined();
+}
+// adamw8bitTensor(p, g, state1, state2, absmax1, absmax2, step, lr, beta1, beta2, eps, weightDecay)
+Napi::Value Adamw8bitTensor(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (throw_if(env, info.Length() < 12 || !is_f32(info[0]) || !is_f32(info[1]) || !is_u8(info[2]) || !is_u8(info[3]) ||
+                        !is_f32(info[4]) || !is_f32(info[5]),
+               "adamw8bitTensor(p, g, state1, state2, absmax1, absmax2, step, lr, beta1, beta2, eps, weightDecay) expected"))
+    return env.Undefined();
+  auto p = info[0].As<Napi::Float32Array>(), g = info[1].As<Napi::Float32Array>();
+  auto s1 = info[2].As<Napi::Uint8Array>(), s2 = info[3].As<Napi::Uint8Array>();
+  auto a1 = info[4].As<Napi::Float32Array>(), a2 = info[5].As<Napi::Float32Array>();
+  const size_t n = p.ElementLength(), nb = blocks_of(n);
+  if (throw_if(env, g.ElementLength() != n || s1.ElementLength() != n || s2.ElementLength() != n ||
+                        a1.ElementLength() != nb || a2.ElementLength() != nb,
+               "adamw8bitTensor: g, state1 and state2 must have p's length n, absmax1 and absmax2 ceil(n / 256)"))
+    return env.Undefined();
+  auto num = [&](size_t i) { return info[i].As<Napi::Number>(); };
+  pt_adamw8bit_tensor(p.Data(), g.Data(), s1.Data(), s2.Data(), a1.Data(), a2.Data(), (int64_t)n, num(6).Int64Value(),
+                      num(7).FloatValue(), num(8).FloatValue(), num(9).FloatValue(), num(10).FloatValue(), num(11).FloatValue());
+  return env.Undefined();
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   Napi::Function model = Model::Define(env);
   Model::ctor = new Napi::FunctionReference(Napi::Persistent(model));
@@ -400,6 +483,11 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("gradcheck", Napi::Function::New(env, Gradcheck));
   exports.Set("bf16Support", Napi::Function::New(env, Bf16Support));
   exports.Set("bf16Describe", Napi::Function::New(env, Bf16Describe));
+  exports.Set("dynamicMap", Napi::Function::New(env, DynamicMap));
+  exports.Set("quantizeBlockwise", Napi::Function::New(env, QuantizeBlockwise));
+  exports.Set("dequantizeBlockwise", Napi::Function::New(env, DequantizeBlockwise));
+  exports.Set("adamwTensor", Napi::Function::New(env, AdamwTensor));
+  exports.Set("adamw8bitTensor", Napi::Function::New(env, Adamw8bitTensor));
   exports.Set("abiVersion", Napi::Number::New(env, pt_abi_version()));
   exports.Set("blasCore", Napi::String::New(env, pt_blas_core()));
   return exports;

@@ -22,10 +22,11 @@
 extern "C" {
 #endif
 
-#define PT_ABI_VERSION 4   // 2: pt_forward takes PT_FORWARD_* flags; pt_lora_*. 3: pt_kv_*, pt_decode.
+#define PT_ABI_VERSION 5   // 2: pt_forward takes PT_FORWARD_* flags; pt_lora_*. 3: pt_kv_*, pt_decode.
                            // 4: pt_set_compute, pt_bf16_support (bf16 mixed precision); pt_model_create_ex with
                            // PT_MODEL_BF16_BASE (a frozen base held in bf16); the gradient buffer is allocated on
-                           // first use (a LoRA model never allocates one)
+                           // first use (a LoRA model never allocates one). 5: per-tensor AdamW with 8-bit state
+                           // (pt_adamw8bit_tensor, pt_dynamic_map, pt_*quantize_blockwise); gradient checkpointing
 
 typedef enum {
   PT_OK = 0,
@@ -101,6 +102,12 @@ pt_status pt_forward(pt_model* m, const int32_t* ids, const int32_t* lengths, in
 // the saved activations. With an adapter attached it accumulates into the adapter's gradient buffer only:
 // the base weight gradients (every dW GEMM, the head's included) are skipped and the base buffer is untouched.
 pt_status pt_backward(pt_model* m, const float* dlogps);
+// Gradient checkpointing (transformers' gradient_checkpointing, one decoder layer per checkpoint): a training
+// forward keeps only each layer's input (L + 1 of (N, C)) and one layer's activations; the backward recomputes
+// each layer from its input, by the same code, just before that layer's backward, so losses and gradients are
+// bit for bit those without it. Changing it drops saved activations. Off by default.
+void pt_set_gradient_checkpointing(pt_model* m, int32_t on);
+int32_t pt_get_gradient_checkpointing(const pt_model* m);
 void pt_release_activations(pt_model* m);
 
 void pt_zero_grad(pt_model* m);
@@ -110,6 +117,24 @@ void pt_scale_grads(pt_model* m, float s);
 // exp_avg, exp_avg_sq: same length as params. step: the 1-based step number after this update.
 void pt_adamw_step(pt_model* m, float* exp_avg, float* exp_avg_sq, int64_t step, float lr,
                    float beta1, float beta2, float eps, float weight_decay);
+
+// ---- Per-tensor AdamW, fp32 or with bitsandbytes' 8-bit state ------------------------------------------
+// bitsandbytes' dynamic quantization map (create_dynamic_map, 8 bits, 7 exponent bits), 256 fp32 values in
+// ascending order: signed (is_signed = 1: exp_avg; -0.99296874 ... 0 ... 1) or unsigned (exp_avg_sq; 0 ... 1).
+#define PT_QBLOCK 256    // elements per absmax block of 8-bit state
+void pt_dynamic_map(int32_t is_signed, float* out256);
+// codes (n), absmax (ceil(n / PT_QBLOCK)): each block divided by its largest |x|, rounded to the nearest code of
+// the map (a value exactly between two codes takes the lower one); an all-zero block has absmax 0.
+void pt_quantize_blockwise(const float* x, int64_t n, int32_t is_signed, uint8_t* codes, float* absmax);
+void pt_dequantize_blockwise(const uint8_t* codes, const float* absmax, int64_t n, int32_t is_signed, float* out);
+// pt_adamw_step's update over one tensor of n elements (pass weight_decay 0 for a tensor without decay).
+void pt_adamw_tensor(float* p, const float* g, float* exp_avg, float* exp_avg_sq, int64_t n, int64_t step, float lr,
+                     float beta1, float beta2, float eps, float weight_decay);
+// The same update with the moments held as 8-bit codes: state1 (n) exp_avg in the signed map, state2 (n)
+// exp_avg_sq in the unsigned map, absmax1 / absmax2 (ceil(n / PT_QBLOCK)) their block scales, all zero before
+// the first step. The math is fp32: dequantize, update the moments, step the weight with them, requantize.
+void pt_adamw8bit_tensor(float* p, const float* g, uint8_t* state1, uint8_t* state2, float* absmax1, float* absmax2,
+                         int64_t n, int64_t step, float lr, float beta1, float beta2, float eps, float weight_decay);
 
 // ---- LoRA ------------------------------------------------------------------------------------------
 // y = x W^T (+b) + s * (x A^T) B^T on each targeted projection, A = lora_A (r, in), B = lora_B (out, r),

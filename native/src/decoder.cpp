@@ -25,6 +25,7 @@
 #include "linear.h"
 #include "lora.h"
 #include "norm.h"
+#include "optim.h"
 #include "rope.h"
 #include "swiglu.h"
 
@@ -45,9 +46,9 @@ struct Profile {
   void print() {
     if (!on) return;
     static const char* names[] = {"embed", "norm", "qkv", "rope", "attn", "o_proj", "mlp_up", "swiglu", "mlp_down",
-                                  "head", "residual", "", "", "", "", ""};
+                                  "head", "residual", "recompute", "", "", "", ""};
     std::fprintf(stderr, "[preftune profile]");
-    for (int k = 0; k < 11; k++) std::fprintf(stderr, " %s=%.2fs", names[k], t[k]);
+    for (int k = 0; k < 12; k++) std::fprintf(stderr, " %s=%.2fs", names[k], t[k]);
     std::fprintf(stderr, "\n");
     for (double& x : t) x = 0;
   }
@@ -60,7 +61,7 @@ void flush_denormals() {
 #pragma omp parallel
   _mm_setcsr(_mm_getcsr() | 0x8040);  // FTZ | DAZ
 }
-enum { P_EMBED, P_NORM, P_QKV, P_ROPE, P_ATTN, P_OPROJ, P_UP, P_SWIGLU, P_DOWN, P_HEAD, P_RESID };
+enum { P_EMBED, P_NORM, P_QKV, P_ROPE, P_ATTN, P_OPROJ, P_UP, P_SWIGLU, P_DOWN, P_HEAD, P_RESID, P_RECOMPUTE };
 pt_status fail(pt_status s, const std::string& msg) { g_error = msg; return s; }
 
 struct Layer {  // pointers into the parameter buffer or, for G, the gradient buffer
@@ -109,6 +110,7 @@ struct pt_model {
   std::vector<float> cosv, sinv;
   std::unique_ptr<Adapter> lora;  // null: the base model trains
   int32_t compute = PT_COMPUTE_FP32;
+  bool checkpoint = false;  // gradient checkpointing: a training forward keeps only each layer's input
 
   // Packed batch of the last forward.
   bool saved = false;
@@ -121,6 +123,7 @@ struct pt_model {
   Buf<float> xin, rstd1, qkv, qkvpre, qkrstd, att, lse, xmid, rstd2, gu, hf, rstdf, headlse;
   Buf<float> h, act, tmp, dx, dh, dact, dgu, datt, dqkv, headwork;
   Buf<float> r_logp, r_mean, r_ent;
+  Buf<float> xscratch;  // (N, C) the discarded output of a layer recomputed in the backward
   Buf<float> lora_u, lora_du, lora_sink;  // (L, N, uwidth) or one slot; (N, max_group); (max(C, HS))
   Buf<uint8_t> r_correct;
   // bf16 mode: operand scratch, one linear weight and the head (each converted right before its GEMMs).
@@ -379,27 +382,79 @@ const HeadBf16* head_bf16(pt_model* m, bool mixed, HeadBf16& hw) {
   return &hw;
 }
 
-// torch.optim.AdamW (single-tensor path): p *= 1 - lr*wd; m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;
-// p -= (lr / (1 - b1^t)) * m / (sqrt(v) / sqrt(1 - b2^t) + eps). Over one parameter set (base or adapter).
+// One decoder layer of a training or eval forward: x (N, C) -> xnext (N, C), keeping this layer's activations in
+// activation slot s of the model's buffers (and its LoRA u = x A^T in slot s of lora_u). h and act are
+// single-slot scratch. The backward calls it again, into slot 0, to recompute a checkpointed layer: the same
+// code on the same input gives the same activations bit for bit.
+void layer_forward(pt_model* m, int l, int s, const float* x, float* xnext, const Adapter* lo, bool mixed) {
+  const int C = m->C, I = m->I, NH = m->NH, NKV = m->NKV, HS = m->HS, QKV = m->QKV, AO = m->AO;
+  const int64_t N = m->N;
+  const int nN = (int)N;
+  const float eps = m->cfg.rms_norm_eps;
+  const Layer& P = m->P[l];
+  float* h = m->h.p;
+  float* act = m->act.p;
+  float* q = m->qkv.p + (size_t)s * N * QKV;
+  float* a = m->att.p + (size_t)s * N * AO;
+  float* xm = m->xmid.p + (size_t)s * N * C;
+  float* g = m->gu.p + (size_t)s * N * 2 * I;
+  auto lin = [&](float* y, const float* in, const float* W, const uint16_t* Wh, const float* b, int nin, int nout) {
+    base_linear(m, mixed, y, in, W, Wh, b, nN, nin, nout);
+  };
+  // LoRA: after each adapted base GEMM, y += s (x A^T) B^T, keeping u = x A^T for the backward.
+  auto adapt = [&](int k, float* y, int ldy, const float* in) {
+    if (!lo || !lo->P[l][k].members) return;
+    float* u = m->lora_u.p + (size_t)s * N * lo->uwidth + (size_t)N * lo->ucol[k];
+    lora_forward(y, ldy, u, in, lo->P[l][k], nN, (float)lo->scaling);
+  };
+  rmsnorm_forward(h, m->rstd1.p + (size_t)s * N, x, P.ln1, N, 1, C, C, eps);
+  g_prof.lap(P_NORM);
+  if (m->cfg.qk_norm) {
+    float* qp = m->qkvpre.p + (size_t)s * N * QKV;
+    float* qr = m->qkrstd.p + (size_t)s * N * (NH + NKV);
+    lin(qp, h, P.wqkv, P.hqkv, P.bqkv, C, QKV);
+    adapt(G_QKV, qp, QKV, h);
+    std::memcpy(q, qp, sizeof(float) * N * QKV);
+    rmsnorm_forward(q, qr, qp, P.qn, N, NH, HS, QKV, eps);
+    rmsnorm_forward(q + AO, qr + N * NH, qp + AO, P.kn, N, NKV, HS, QKV, eps);
+  } else {
+    lin(q, h, P.wqkv, P.hqkv, P.bqkv, C, QKV);
+    adapt(G_QKV, q, QKV, h);
+  }
+  g_prof.lap(P_QKV);
+  rope_forward(q, m->pos.data(), m->cosv.data(), m->sinv.data(), N, 0, NH + NKV, HS, QKV);
+  g_prof.lap(P_ROPE);
+  attention_forward(a, m->lse.p + (size_t)s * N * NH, q, m->seqs.data(), m->B, NH, NKV, HS);
+  g_prof.lap(P_ATTN);
+  lin(xm, a, P.wo, P.ho, P.bo, AO, C);
+  adapt(G_O, xm, C, a);
+  g_prof.lap(P_OPROJ);
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < N * C; i++) xm[i] += x[i];
+  g_prof.lap(P_RESID);
+  rmsnorm_forward(h, m->rstd2.p + (size_t)s * N, xm, P.ln2, N, 1, C, C, eps);
+  g_prof.lap(P_NORM);
+  lin(g, h, P.wgu, P.hgu, P.bgu, C, 2 * I);
+  adapt(G_GU, g, 2 * I, h);
+  g_prof.lap(P_UP);
+  swiglu_forward(act, g, N, I);
+  g_prof.lap(P_SWIGLU);
+  lin(xnext, act, P.wd, P.hd, P.bd, I, C);
+  adapt(G_DOWN, xnext, C, act);
+  g_prof.lap(P_DOWN);
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < N * C; i++) xnext[i] += xm[i];
+  g_prof.lap(P_RESID);
+}
+
+// torch.optim.AdamW over one parameter set (base or adapter), tensor by tensor (optim.h): decoupled weight decay
+// only where the table says so.
 void adamw(const std::vector<pt_param>& table, float* params, const float* grads, float* exp_avg,
            float* exp_avg_sq, int64_t step, float lr, float beta1, float beta2, float eps, float weight_decay) {
-  const float bc1 = 1.0f - (float)std::pow((double)beta1, (double)step);
-  const float bc2_sqrt = std::sqrt(1.0f - (float)std::pow((double)beta2, (double)step));
-  const float step_size = lr / bc1;
-  for (const pt_param& p : table) {
-    float* w = params + p.offset;
-    const float* g = grads + p.offset;
-    float* ma = exp_avg + p.offset;
-    float* va = exp_avg_sq + p.offset;
-    const float keep = p.decay ? 1.0f - lr * weight_decay : 1.0f;
-#pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < p.size; i++) {
-      w[i] *= keep;
-      ma[i] = beta1 * ma[i] + (1.0f - beta1) * g[i];
-      va[i] = beta2 * va[i] + (1.0f - beta2) * g[i] * g[i];
-      w[i] -= step_size * ma[i] / (std::sqrt(va[i]) / bc2_sqrt + eps);
-    }
-  }
+  const AdamWStep decay(step, lr, beta1, beta2, eps, weight_decay), plain(step, lr, beta1, beta2, eps, 0.0f);
+  for (const pt_param& p : table)
+    adamw_tensor(params + p.offset, grads + p.offset, exp_avg + p.offset, exp_avg_sq + p.offset, p.size,
+                 p.decay ? decay : plain);
 }
 
 }  // namespace
@@ -547,93 +602,44 @@ pt_status pt_forward(pt_model* m, const int32_t* ids, const int32_t* lengths, in
       m->out_index[n] = has_next ? (int64_t)b * T + t + 1 : -1;
     }
   }
-  const int C = m->C, I = m->I, L = m->L, NH = m->NH, NKV = m->NKV, HS = m->HS, QKV = m->QKV, AO = m->AO;
-  const int S = train ? L : 1;  // activation slots
+  const int C = m->C, I = m->I, L = m->L, NH = m->NH, NKV = m->NKV, QKV = m->QKV, AO = m->AO;
+  // Activation slots: one per layer when training, one otherwise. Gradient checkpointing keeps one slot and only
+  // each layer's input x (xin holds L + 1 of them either way when training); the backward recomputes the rest.
+  const int S = train && !m->checkpoint ? L : 1;
   try {
     int longest = 0;
     for (int b = 0; b < B; b++) longest = std::max(longest, m->seqs[b].len);
     ensure_rope(m, longest);
     float* xin = m->xin.need((size_t)(train ? L + 1 : 2) * N * C);
-    float* rstd1 = m->rstd1.need((size_t)S * N);
-    float* qkv = m->qkv.need((size_t)S * N * QKV);
-    float* qkvpre = m->cfg.qk_norm ? m->qkvpre.need((size_t)S * N * QKV) : nullptr;
-    float* qkrstd = m->cfg.qk_norm ? m->qkrstd.need((size_t)S * N * (NH + NKV)) : nullptr;
-    float* att = m->att.need((size_t)S * N * AO);
-    float* lse = m->lse.need((size_t)S * N * NH);
-    float* xmid = m->xmid.need((size_t)S * N * C);
-    float* rstd2 = m->rstd2.need((size_t)S * N);
-    float* gu = m->gu.need((size_t)S * N * 2 * I);
-    float* h = m->h.need((size_t)N * C);
-    float* act = m->act.need((size_t)N * I);
+    m->rstd1.need((size_t)S * N);
+    m->qkv.need((size_t)S * N * QKV);
+    if (m->cfg.qk_norm) {
+      m->qkvpre.need((size_t)S * N * QKV);
+      m->qkrstd.need((size_t)S * N * (NH + NKV));
+    }
+    m->att.need((size_t)S * N * AO);
+    m->lse.need((size_t)S * N * NH);
+    m->xmid.need((size_t)S * N * C);
+    m->rstd2.need((size_t)S * N);
+    m->gu.need((size_t)S * N * 2 * I);
+    m->h.need((size_t)N * C);
+    m->act.need((size_t)N * I);
     float* hf = m->hf.need((size_t)N * C);
     float* rstdf = m->rstdf.need((size_t)N);
     float* headlse = m->headlse.need((size_t)N);
-    const int nN = (int)N;
     const float eps = m->cfg.rms_norm_eps;
-    // LoRA: after each adapted base GEMM, y += s (x A^T) B^T, keeping u = x A^T per slot for the backward.
     const Adapter* lo = m->lora && !(flags & PT_FORWARD_NO_ADAPTERS) ? m->lora.get() : nullptr;
-    float* lu = lo ? m->lora_u.need((size_t)S * N * lo->uwidth) : nullptr;
-    auto adapt = [&](int s, int l, int k, float* y, int ldy, const float* x) {
-      if (!lo || !lo->P[l][k].members) return;
-      float* u = lu + (size_t)s * N * lo->uwidth + (size_t)N * lo->ucol[k];
-      lora_forward(y, ldy, u, x, lo->P[l][k], nN, (float)lo->scaling);
-    };
+    if (lo) m->lora_u.need((size_t)S * N * lo->uwidth);
     const bool mixed = m->compute == PT_COMPUTE_BF16;
-    auto lin = [&](float* y, const float* x, const float* W, const uint16_t* Wh, const float* b, int in, int out) {
-      base_linear(m, mixed, y, x, W, Wh, b, nN, in, out);
-    };
 
     g_prof.start();
     if (m->embed16) embedding_forward_bf16(xin, m->tok.data(), m->embed16, N, C);
     else embedding_forward(xin, m->tok.data(), m->embed, N, C);
     g_prof.lap(P_EMBED);
     for (int l = 0; l < L; l++) {
-      const Layer& P = m->P[l];
-      const int s = train ? l : 0;
-      float* x = xin + (size_t)(train ? l : (l & 1)) * N * C;
+      const float* x = xin + (size_t)(train ? l : (l & 1)) * N * C;
       float* xnext = xin + (size_t)(train ? l + 1 : ((l + 1) & 1)) * N * C;
-      float* q = qkv + (size_t)s * N * QKV;
-      float* a = att + (size_t)s * N * AO;
-      float* xm = xmid + (size_t)s * N * C;
-      float* g = gu + (size_t)s * N * 2 * I;
-      rmsnorm_forward(h, rstd1 + (size_t)s * N, x, P.ln1, N, 1, C, C, eps);
-      g_prof.lap(P_NORM);
-      if (m->cfg.qk_norm) {
-        float* qp = qkvpre + (size_t)s * N * QKV;
-        float* qr = qkrstd + (size_t)s * N * (NH + NKV);
-        lin(qp, h, P.wqkv, P.hqkv, P.bqkv, C, QKV);
-        adapt(s, l, G_QKV, qp, QKV, h);
-        std::memcpy(q, qp, sizeof(float) * N * QKV);
-        rmsnorm_forward(q, qr, qp, P.qn, N, NH, HS, QKV, eps);
-        rmsnorm_forward(q + AO, qr + N * NH, qp + AO, P.kn, N, NKV, HS, QKV, eps);
-      } else {
-        lin(q, h, P.wqkv, P.hqkv, P.bqkv, C, QKV);
-        adapt(s, l, G_QKV, q, QKV, h);
-      }
-      g_prof.lap(P_QKV);
-      rope_forward(q, m->pos.data(), m->cosv.data(), m->sinv.data(), N, 0, NH + NKV, HS, QKV);
-      g_prof.lap(P_ROPE);
-      attention_forward(a, lse + (size_t)s * N * NH, q, m->seqs.data(), B, NH, NKV, HS);
-      g_prof.lap(P_ATTN);
-      lin(xm, a, P.wo, P.ho, P.bo, AO, C);
-      adapt(s, l, G_O, xm, C, a);
-      g_prof.lap(P_OPROJ);
-#pragma omp parallel for schedule(static)
-      for (int64_t i = 0; i < N * C; i++) xm[i] += x[i];
-      g_prof.lap(P_RESID);
-      rmsnorm_forward(h, rstd2 + (size_t)s * N, xm, P.ln2, N, 1, C, C, eps);
-      g_prof.lap(P_NORM);
-      lin(g, h, P.wgu, P.hgu, P.bgu, C, 2 * I);
-      adapt(s, l, G_GU, g, 2 * I, h);
-      g_prof.lap(P_UP);
-      swiglu_forward(act, g, N, I);
-      g_prof.lap(P_SWIGLU);
-      lin(xnext, act, P.wd, P.hd, P.bd, I, C);
-      adapt(s, l, G_DOWN, xnext, C, act);
-      g_prof.lap(P_DOWN);
-#pragma omp parallel for schedule(static)
-      for (int64_t i = 0; i < N * C; i++) xnext[i] += xm[i];
-      g_prof.lap(P_RESID);
+      layer_forward(m, l, S == L ? l : 0, x, xnext, lo, mixed);
     }
     const float* xL = xin + (size_t)(train ? L : (L & 1)) * N * C;
     rmsnorm_forward(hf, rstdf, xL, m->normf, N, 1, C, C, eps);
@@ -718,12 +724,17 @@ pt_status pt_backward(pt_model* m, const float* dlogps) {
       if (Wh) return linear_backward_widen(dxo, dy, Wh, nN, in, out, false, m->wtile);  // frozen: dx only
       linear_backward(dxo, dW, db, dy, x, W, nN, in, out, false);
     };
+    // Gradient checkpointing: each layer is recomputed from its saved input into activation slot 0 first.
+    const bool recompute = m->checkpoint;
+    auto slot = [&](int l) { return recompute ? 0 : l; };
+    float* xscratch = recompute ? m->xscratch.need((size_t)N * C) : nullptr;
+    const Adapter* lo_fwd = lo;  // a training forward always runs with the adapters on
     auto lin_back = [&](int l, int k, float* dxo, float* dW, float* db, const float* dy, const float* x,
                         const float* W, const uint16_t* Wh, int in, int out) {
       if (!lo) return base_back(dxo, dW, db, dy, x, W, Wh, in, out);
       base_back(dxo, nullptr, nullptr, dy, x, W, Wh, in, out);  // frozen base: dx only
       if (!lo->P[l][k].members) return;
-      const float* u = m->lora_u.p + (size_t)l * N * lo->uwidth + (size_t)N * lo->ucol[k];
+      const float* u = m->lora_u.p + (size_t)slot(l) * N * lo->uwidth + (size_t)N * lo->ucol[k];
       lora_backward(dxo, du, dy, out, x, u, lo->P[l][k], nN, (float)lo->scaling);
     };
 
@@ -737,12 +748,17 @@ pt_status pt_backward(pt_model* m, const float* dlogps) {
       const Layer& P = m->P[l];
       const Layer& G = m->G[l];
       const float* x = m->xin.p + (size_t)l * N * C;
-      const float* q = m->qkv.p + (size_t)l * N * QKV;
-      const float* a = m->att.p + (size_t)l * N * AO;
-      const float* xm = m->xmid.p + (size_t)l * N * C;
-      const float* g = m->gu.p + (size_t)l * N * 2 * I;
-      const float* rstd2 = m->rstd2.p + (size_t)l * N;
-      const float* rstd1 = m->rstd1.p + (size_t)l * N;
+      if (recompute) {
+        layer_forward(m, l, 0, x, xscratch, lo_fwd, mixed);
+        g_prof.lap(P_RECOMPUTE);
+      }
+      const int s = slot(l);
+      const float* q = m->qkv.p + (size_t)s * N * QKV;
+      const float* a = m->att.p + (size_t)s * N * AO;
+      const float* xm = m->xmid.p + (size_t)s * N * C;
+      const float* g = m->gu.p + (size_t)s * N * 2 * I;
+      const float* rstd2 = m->rstd2.p + (size_t)s * N;
+      const float* rstd1 = m->rstd1.p + (size_t)s * N;
       // MLP block: x'' = x' + swiglu(gu) Wd^T
       float* tmp_rstd = m->tmp.need(N);
       rmsnorm_forward(h, tmp_rstd, xm, P.ln2, N, 1, C, C, eps);
@@ -761,13 +777,13 @@ pt_status pt_backward(pt_model* m, const float* dlogps) {
       g_prof.lap(P_NORM);
       lin_back(l, G_O, datt, G.wo, G.bo, dx, a, P.wo, P.ho, AO, C);
       g_prof.lap(P_OPROJ);
-      attention_backward(dqkv, datt, a, m->lse.p + (size_t)l * N * NH, q, m->seqs.data(), m->B, NH, NKV, HS);
+      attention_backward(dqkv, datt, a, m->lse.p + (size_t)s * N * NH, q, m->seqs.data(), m->B, NH, NKV, HS);
       g_prof.lap(P_ATTN);
       rope_backward(dqkv, m->pos.data(), m->cosv.data(), m->sinv.data(), N, 0, NH + NKV, HS, QKV);
       g_prof.lap(P_ROPE);
       if (m->cfg.qk_norm) {
-        const float* qp = m->qkvpre.p + (size_t)l * N * QKV;
-        const float* qr = m->qkrstd.p + (size_t)l * N * (NH + NKV);
+        const float* qp = m->qkvpre.p + (size_t)s * N * QKV;
+        const float* qr = m->qkrstd.p + (size_t)s * N * (NH + NKV);
         rmsnorm_backward(dqkv, gw(G.qn), dqkv, qp, P.qn, qr, N, NH, HS, QKV, false);
         rmsnorm_backward(dqkv + AO, gw(G.kn), dqkv + AO, qp + AO, P.kn, qr + N * NH, N, NKV, HS, QKV, false);
       }
@@ -794,7 +810,7 @@ void pt_release_activations(pt_model* m) {
   for (Buf<float>* b : {&m->xin, &m->rstd1, &m->qkv, &m->qkvpre, &m->qkrstd, &m->att, &m->lse, &m->xmid,
                         &m->rstd2, &m->gu, &m->hf, &m->rstdf, &m->headlse, &m->h, &m->act, &m->tmp, &m->dx,
                         &m->dh, &m->dact, &m->dgu, &m->datt, &m->dqkv, &m->headwork, &m->lora_u, &m->lora_du,
-                        &m->lora_sink})
+                        &m->lora_sink, &m->xscratch})
     b->release();
   for (Buf<bf16>* b : {&m->bs.a, &m->bs.g, &m->wb, &m->headwb}) b->release();
   m->wtile.release();
@@ -1067,6 +1083,11 @@ pt_status pt_set_compute(pt_model* m, int32_t mode) {
   return PT_OK;
 }
 int32_t pt_get_compute(const pt_model* m) { return m->compute; }
+void pt_set_gradient_checkpointing(pt_model* m, int32_t on) {
+  if ((on != 0) != m->checkpoint) pt_release_activations(m);
+  m->checkpoint = on != 0;
+}
+int32_t pt_get_gradient_checkpointing(const pt_model* m) { return m->checkpoint ? 1 : 0; }
 const char* pt_blas_core(void) { return openblas_get_corename(); }
 
 }  // extern "C"

@@ -1,6 +1,7 @@
 // The only TypeScript that touches the native addon: a NativeModel handle owning native memory
-// (free it explicitly), the LoRA adapter set it may carry, KV caches for decoding, an AdamW state over flat
-// arrays, thread control, and the choice of compute precision (fp32, or bf16 mixed precision).
+// (free it explicitly), the LoRA adapter set it may carry, KV caches for decoding, the Optimizer interface and
+// AdamW with fp32 state over flat arrays (8-bit state: adamw8bit.ts), thread control, gradient checkpointing,
+// and the choice of compute precision (fp32, or bf16 mixed precision).
 // Not here: file formats (src/models, PEFT files in src/models/peft.ts), losses, the training loop (src/train).
 import { readFileSync } from "node:fs";
 import { createRequire } from "node:module";
@@ -33,6 +34,8 @@ interface AddonModel {
   setCompute(mode: number): void;
   getCompute(): number;
   paramsBf16(): Uint16Array;
+  setGradientCheckpointing(on: boolean): void;
+  getGradientCheckpointing(): boolean;
 }
 interface AddonKvCache {
   length(row: number): number;
@@ -49,6 +52,11 @@ interface Addon {
   bf16Describe(): string;
   abiVersion: number;
   blasCore: string;
+  dynamicMap(signed: boolean): Float32Array;
+  quantizeBlockwise(x: Float32Array, signed: boolean, codes: Uint8Array, absmax: Float32Array): void;
+  dequantizeBlockwise(codes: Uint8Array, absmax: Float32Array, signed: boolean, out: Float32Array): void;
+  adamwTensor(p: Float32Array, g: Float32Array, m: Float32Array, v: Float32Array, step: number, lr: number, b1: number, b2: number, eps: number, wd: number): void;
+  adamw8bitTensor(p: Float32Array, g: Float32Array, s1: Uint8Array, s2: Uint8Array, a1: Float32Array, a2: Float32Array, step: number, lr: number, b1: number, b2: number, eps: number, wd: number): void;
 }
 
 let addon: Addon | null = null;
@@ -75,7 +83,7 @@ export function native(): Addon {
 }
 
 /** PT_ABI_VERSION of native/include/preftune.h that this file is written against. */
-const ABI_VERSION = 4;
+const ABI_VERSION = 5;
 
 /**
  * OpenBLAS picks its kernels from the CPU model at load time, and a release older than the CPU falls back to
@@ -346,6 +354,18 @@ export class NativeModel extends NamedParams implements Trainable {
     return this.h().getCompute() === COMPUTE_CODE.bf16 ? "bf16" : "fp32";
   }
 
+  /**
+   * Gradient checkpointing (transformers' gradient_checkpointing): a training forward keeps only each decoder
+   * layer's input and the backward recomputes the layer, so activation memory stops growing with the layer
+   * count; losses and gradients are the same bit for bit. Off by default.
+   */
+  get gradientCheckpointing(): boolean {
+    return this.h().getGradientCheckpointing();
+  }
+  set gradientCheckpointing(on: boolean) {
+    this.h().setGradientCheckpointing(on);
+  }
+
   private h(): AddonModel {
     if (!this.handle) throw new Error("NativeModel used after free()");
     return this.handle;
@@ -476,8 +496,35 @@ export class KvCache {
   }
 }
 
+/** One piece of an optimizer's state for one parameter tensor, as a checkpoint stores it (a view: writing restores it). */
+export interface OptimizerStateTensor {
+  suffix: string;                  // the tensor is saved as `${param name}.${suffix}`
+  dtype: "F32" | "U8";
+  shape: number[];
+  data: Float32Array | Uint8Array;
+}
+
+/** An optimizer over a Trainable, as the loop and checkpoints see it: AdamW with fp32 state, or with 8-bit state. */
+export interface Optimizer {
+  readonly model: Trainable;
+  readonly config: AdamWConfig;
+  /** The optimizer.safetensors format name: "preftune.adamw" or "preftune.adamw_8bit". */
+  readonly format: string;
+  /** Optimizer steps taken. */
+  step: number;
+  /** One update with learning rate lr (defaults to config.lr). */
+  update(lr?: number): void;
+  /** The state held for one tensor of model.table. */
+  stateOf(p: ParamInfo): OptimizerStateTensor[];
+  /** State that belongs to no tensor (saved under its own name), e.g. the quantization maps. */
+  sharedState(): { name: string; dtype: "F32"; shape: number[]; data: Float32Array }[];
+  /** Bytes of optimizer state held. */
+  readonly stateBytes: number;
+}
+
 /** torch.optim.AdamW state over a parameter set's flat buffers (decay only where its table says so). */
-export class AdamW {
+export class AdamW implements Optimizer {
+  readonly format = "preftune.adamw";
   readonly expAvg: Float32Array;
   readonly expAvgSq: Float32Array;
   step = 0;
@@ -489,5 +536,15 @@ export class AdamW {
   update(lr = this.config.lr): void {
     this.step += 1;
     this.model.adamw(this.expAvg, this.expAvgSq, this.step, this.config, lr);
+  }
+  stateOf(p: ParamInfo): OptimizerStateTensor[] {
+    const at = (a: Float32Array) => a.subarray(p.offset, p.offset + p.size);
+    return [{ suffix: "exp_avg", dtype: "F32", shape: p.shape, data: at(this.expAvg) }, { suffix: "exp_avg_sq", dtype: "F32", shape: p.shape, data: at(this.expAvgSq) }];
+  }
+  sharedState(): { name: string; dtype: "F32"; shape: number[]; data: Float32Array }[] {
+    return [];
+  }
+  get stateBytes(): number {
+    return this.expAvg.byteLength + this.expAvgSq.byteLength;
   }
 }

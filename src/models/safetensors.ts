@@ -15,7 +15,7 @@ export const DTYPE_SIZES: Record<string, number> = {
   I64: 8, U64: 8, F64: 8,
 };
 export const READ_DTYPES = ["F32", "F16", "BF16", "I32", "I64", "U8"] as const;
-export type WriteDtype = "F32" | "F16" | "BF16" | "I32";
+export type WriteDtype = "F32" | "F16" | "BF16" | "I32" | "U8";
 
 export interface TensorInfo {
   dtype: string;
@@ -35,7 +35,7 @@ export interface TensorToWrite {
   name: string;
   dtype: WriteDtype;
   shape: number[];
-  data: Float32Array | Int32Array; // Int32Array for I32, Float32Array otherwise; length = prod(shape)
+  data: Float32Array | Int32Array | Uint8Array; // Int32Array for I32, Uint8Array for U8, Float32Array otherwise; length = prod(shape)
 }
 
 // The reference implementation refuses headers above 100 MB; a larger length means a corrupt or foreign file.
@@ -279,11 +279,11 @@ function checkTensorsToWrite(tensors: readonly TensorToWrite[], metadata: Record
     if (!t.name || t.name === "__metadata__") throw new Error(`safetensors: invalid tensor name ${JSON.stringify(t.name)}`);
     if (seen.has(t.name)) throw new Error(`safetensors: tensor "${t.name}" given twice`);
     seen.add(t.name);
-    if (!["F32", "F16", "BF16", "I32"].includes(t.dtype)) throw new Error(`safetensors: tensor "${t.name}": cannot write dtype ${t.dtype} (F32, F16, BF16, I32)`);
+    if (!["F32", "F16", "BF16", "I32", "U8"].includes(t.dtype)) throw new Error(`safetensors: tensor "${t.name}": cannot write dtype ${t.dtype} (F32, F16, BF16, I32, U8)`);
     if (!t.shape.every(isCount)) throw new Error(`safetensors: tensor "${t.name}": bad shape ${JSON.stringify(t.shape)}`);
     if (t.data.length !== numel(t.shape)) throw new Error(`safetensors: tensor "${t.name}": ${t.data.length} values for shape [${t.shape.join(", ")}]`);
-    const wantInt = t.dtype === "I32";
-    if (wantInt !== (t.data instanceof Int32Array)) throw new Error(`safetensors: tensor "${t.name}": dtype ${t.dtype} needs ${wantInt ? "an Int32Array" : "a Float32Array"}`);
+    const want = t.dtype === "I32" ? Int32Array : t.dtype === "U8" ? Uint8Array : Float32Array;
+    if (!(t.data instanceof want)) throw new Error(`safetensors: tensor "${t.name}": dtype ${t.dtype} needs a ${want.name}`);
   }
   for (const [k, v] of Object.entries(metadata ?? {})) {
     if (typeof v !== "string") throw new Error(`safetensors: __metadata__["${k}"] must be a string`);
@@ -316,7 +316,7 @@ export function encodeHeader(tensors: readonly TensorToWrite[], metadata: Record
 function emitData(tensors: readonly TensorToWrite[], sink: (bytes: Uint8Array) => void): void {
   for (const t of tensors) {
     const d = t.data;
-    if (t.dtype === "F32" || t.dtype === "I32") {
+    if (t.dtype === "F32" || t.dtype === "I32" || t.dtype === "U8") {
       sink(new Uint8Array(d.buffer, d.byteOffset, d.byteLength));
       continue;
     }

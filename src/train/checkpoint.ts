@@ -1,5 +1,5 @@
 // Training checkpoints in HF Trainer layout and the final model: output_dir/checkpoint-N/ holds the model
-// (config.json + model.safetensors via saveModel), optimizer.safetensors (AdamW moments + step),
+// (config.json + model.safetensors via saveModel), optimizer.safetensors (AdamW moments, fp32 or 8-bit, + step),
 // scheduler.json, rng_state.json, trainer_state.json, preftune_state.json, training_args.json and the
 // tokenizer files. Every write goes through src/util/durable.ts: a checkpoint is a folder written aside and
 // renamed into place, the final model a set of files staged, committed and renamed in one by one (weights last).
@@ -9,11 +9,11 @@
 // state covers the adapter only; the final output_dir holds the adapter. Not the decision of when to save (loop.ts).
 import { existsSync, readdirSync, statSync } from "node:fs";
 import { basename, dirname, join, resolve } from "node:path";
-import type { AdamW, LoraAdapter, NativeModel } from "../core/native.ts";
+import type { LoraAdapter, NativeModel, Optimizer } from "../core/native.ts";
 import type { ParamInfo } from "../core/types.ts";
 import { INDEX_FILE, isModelWeightFile, loadWeightsInto, SINGLE_FILE, writeModelFiles, type SaveDtype } from "../models/checkpoint.ts";
 import { ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, isAdapterFile, loadAdapterWeights, readAdapterFolder, writeAdapterFiles } from "../models/peft.ts";
-import { readHeader, readTensor, writeSafetensors, type TensorToWrite } from "../models/safetensors.ts";
+import { readHeader, readTensor, readTensorBytes, writeSafetensors, type TensorToWrite } from "../models/safetensors.ts";
 import {
   checkSchema, DataOrderStateSchema, LoopStateSchema, OptimizerMetaSchema, SchedulerStateSchema, stepsAt, TrainerStateSchema,
   type DataOrderState, type LoopState, type SchedulerState, type TrainerStateJson,
@@ -68,7 +68,7 @@ export function recoverOutputDir(outputDir: string): string[] {
 export interface CheckpointParts {
   model: NativeModel;
   configJson: Record<string, unknown>;
-  optimizer: AdamW;
+  optimizer: Optimizer;
   scheduler: SchedulerState;
   order: DataOrderState;
   trainerState: TrainerStateJson;
@@ -80,12 +80,14 @@ export interface CheckpointParts {
   baseModelNameOrPath?: string | null;     // written into adapter_config.json
 }
 
-function optimizerTensors(model: { table: ParamInfo[] }, opt: AdamW): TensorToWrite[] {
+// Per parameter `${name}.exp_avg` / `.exp_avg_sq` (F32), or for 8-bit state `.state1` / `.state2` (U8, the
+// parameter's shape) with `.absmax1` / `.absmax2` (F32, one per block of 256), then the optimizer's shared tensors.
+function optimizerTensors(model: { table: ParamInfo[] }, opt: Optimizer): TensorToWrite[] {
   const out: TensorToWrite[] = [];
   for (const p of model.table) {
-    out.push({ name: `${p.name}.exp_avg`, dtype: "F32", shape: p.shape, data: opt.expAvg.subarray(p.offset, p.offset + p.size) });
-    out.push({ name: `${p.name}.exp_avg_sq`, dtype: "F32", shape: p.shape, data: opt.expAvgSq.subarray(p.offset, p.offset + p.size) });
+    for (const t of opt.stateOf(p)) out.push({ name: `${p.name}.${t.suffix}`, dtype: t.dtype, shape: t.shape, data: t.data });
   }
+  for (const t of opt.sharedState()) out.push(t);
   return out;
 }
 
@@ -117,7 +119,7 @@ export function saveCheckpoint(outputDir: string, step: number, p: CheckpointPar
     if (p.adapter) writeAdapterFiles(tmp, p.adapter, p.baseModelNameOrPath ?? null);
     else writeModelFiles(tmp, p.configJson, p.model.table, p.model.params);
     writeSafetensors(join(tmp, FILES.optimizer), optimizerTensors(p.adapter ?? p.model, p.optimizer), {
-      format: "preftune.adamw", step: String(p.optimizer.step),
+      format: p.optimizer.format, step: String(p.optimizer.step),
       beta1: String(p.optimizer.config.beta1), beta2: String(p.optimizer.config.beta2), eps: String(p.optimizer.config.eps), weight_decay: String(p.optimizer.config.weightDecay),
     }, { fsync: false });
     writeNewFile(join(tmp, FILES.scheduler), json(p.scheduler));
@@ -216,20 +218,30 @@ export function readCheckpoint(dir: string): CheckpointState {
  * Restores weights and optimizer moments of checkpoint `dir` (checked by readCheckpoint) in place. With an
  * adapter (LoRA) only the adapter and its moments are restored: the frozen base comes from the base model.
  */
-export function loadCheckpointWeights(ck: CheckpointState, model: NativeModel, opt: AdamW, adapter: LoraAdapter | null = null): void {
+export function loadCheckpointWeights(ck: CheckpointState, model: NativeModel, opt: Optimizer, adapter: LoraAdapter | null = null): void {
   const dir = ck.dir;
   checkCheckpointKind(dir, adapter);
-  if (adapter) loadAdapterWeights(dir, adapter);
-  else loadWeightsInto(dir, model.table, model.params);
   const h = readHeader(join(dir, FILES.optimizer));
+  const format = h.metadata?.format;
+  if (format !== opt.format) {
+    const name = (f: string | undefined) => (f === "preftune.adamw_8bit" ? "8-bit AdamW state (optim adamw_8bit, adamw_bnb_8bit or paged_adamw_8bit)" : "fp32 AdamW state (optim adamw_torch, paged_adamw_32bit, ...)");
+    throw new Error(`${h.file}: holds ${name(format)} but this run's optimizer keeps ${name(opt.format)}; resume with the optim the checkpoint was written with`);
+  }
+  for (const t of opt.sharedState()) {
+    const saved = h.tensors.has(t.name) ? readTensor(h, t.name) : null;
+    if (!saved || saved.length !== t.data.length || saved.some((v, i) => v !== t.data[i])) throw new Error(`${h.file}: ${t.name} is missing or is not the quantization map this version uses; the 8-bit state cannot be read back`);
+  }
   for (const p of (adapter ?? model).table) {
-    for (const [suffix, buf] of [["exp_avg", opt.expAvg], ["exp_avg_sq", opt.expAvgSq]] as const) {
-      const name = `${p.name}.${suffix}`;
-      const t = h.tensors.get(name);
-      if (!t || t.shape.join(",") !== p.shape.join(",")) throw new Error(`${h.file}: optimizer tensor ${name} is missing or has the wrong shape; the checkpoint is for another model`);
-      readTensor(h, name, buf, p.offset);
+    for (const t of opt.stateOf(p)) {
+      const name = `${p.name}.${t.suffix}`;
+      const saved = h.tensors.get(name);
+      if (!saved || saved.dtype !== t.dtype || saved.shape.join(",") !== t.shape.join(",")) throw new Error(`${h.file}: optimizer tensor ${name} is missing or has the wrong dtype or shape; the checkpoint is for another model`);
+      if (t.data instanceof Uint8Array) t.data.set(readTensorBytes(h, name));
+      else readTensor(h, name, t.data);
     }
   }
+  if (adapter) loadAdapterWeights(dir, adapter);
+  else loadWeightsInto(dir, model.table, model.params);
   opt.step = ck.optimizerStep;
 }
 

@@ -8,6 +8,7 @@ import { extname } from "node:path";
 import { parse as parseYaml } from "yaml";
 import { DPO_LOSS_TYPES, F_DIVERGENCE_TYPES } from "../losses/dpo.ts";
 import { resolveTargetModules } from "../models/peft.ts";
+import { ADAMW_8BIT_OPTIMS } from "../core/adamw8bit.ts";
 import { ALIASES, COMPAT_KEYS, MISNAMES, type Alias, type CompatKey, type CompatKind } from "./config-compat.ts";
 import { parseMixture } from "../data/mixture.ts";
 import { trlDatasetsMixture } from "./data.ts";
@@ -134,9 +135,14 @@ function compatField(k: CompatKey): Field<unknown> {
   };
 }
 
-/** transformers' optim names that run AdamW: the first run as given, the second list as fp32 AdamW with a note. */
-const ADAMW = ["adamw_torch", "adamw_torch_fused", "adamw_hf", "adamw", "adamw_torch_xla", "adamw_torch_npu_fused", "adamw_apex_fused", "adamw_anyprecision"];
-const ADAMW_LOWBIT = ["adamw_bnb_8bit", "adamw_8bit", "paged_adamw_8bit", "paged_adamw_32bit", "adamw_torch_8bit", "adamw_torch_4bit"];
+/**
+ * transformers' optim names that run AdamW: fp32 AdamW for ADAMW (and bitsandbytes' paged_adamw_32bit, the same
+ * update), bitsandbytes' 8-bit AdamW for ADAMW_8BIT_OPTIMS (src/core/adamw8bit.ts), and torchao's low-bit AdamW
+ * (not built) as fp32 AdamW with a note.
+ */
+const ADAMW = ["adamw_torch", "adamw_torch_fused", "adamw_hf", "adamw", "adamw_torch_xla", "adamw_torch_npu_fused", "adamw_apex_fused", "adamw_anyprecision", "paged_adamw_32bit"];
+const ADAMW_TORCHAO = ["adamw_torch_8bit", "adamw_torch_4bit"];
+const ADAMW_LOWBIT = [...ADAMW_8BIT_OPTIMS, ...ADAMW_TORCHAO];
 const OTHER_OPTIMIZERS = [
   "adafactor", "ademamix", "sgd", "adagrad", "ademamix_8bit", "lion_8bit", "lion_32bit", "paged_ademamix_32bit", "paged_ademamix_8bit",
   "paged_lion_32bit", "paged_lion_8bit", "rmsprop", "rmsprop_bnb", "rmsprop_bnb_8bit", "rmsprop_bnb_32bit", "galore_adamw", "galore_adamw_8bit",
@@ -154,6 +160,7 @@ const HONOURED = {
   seed: num("run", "seed of the data order and of the LoRA initialisation (there is no dropout)", 42, { int: true, min: 0, max: 4294967295 }),
   data_seed: num("run", "seed of the data order only (null: seed), as transformers' data_seed", null, { int: true, min: 0, max: 4294967295, nullable: true }),
   threads: num("run", "native threads (0 = all cores)", 0, { int: true, min: 0 }),
+  gradient_checkpointing: { ...bool("run", "keep only each decoder layer's input in the forward and recompute the layer in the backward: activation memory stops growing with the layer count, for about one more forward per step; losses and gradients are unchanged (TRL defaults to true for GPU memory; here the default stays false)", false), type: "bool | null", check: (v: unknown) => (v === null ? false : typeof v === "boolean" ? v : fail("must be true, false or null")) } as Field<boolean>,
   dtype: { type: `${DTYPES.join(" | ")} | null`, group: "run", doc: "dtype of the saved model (final and merged): auto keeps the input checkpoint's (config.json dtype, else its tensors'); compute is always fp32. TRL's CLI loads float32 by default since 0.27; preftune keeps the input's dtype unless asked", def: "auto", cli: cliString, check: (v: unknown) => (v === null ? "auto" : DTYPES.includes(v as never) ? v : fail(`must be one of ${DTYPES.join(", ")}`)) } as Field<(typeof DTYPES)[number]>,
   // data
   dataset: str("data", "training data (this project's older name of dataset_name): a .jsonl/.json/.parquet file, a folder, or a cached Hugging Face dataset id", null),
@@ -201,7 +208,7 @@ const HONOURED = {
   adam_epsilon: num("optimizer", "AdamW ε", 1e-8, { gt: 0 }),
   weight_decay: num("optimizer", "decoupled weight decay (not applied to biases and norm weights)", 0, { min: 0 }),
   max_grad_norm: num("optimizer", "clip the global gradient norm to this (0 or null: no clipping); the pre-clip norm is logged as grad_norm", 1.0, { min: 0, nullable: true }),
-  optim: { type: "string", group: "optimizer", doc: `optimizer: every AdamW name runs AdamW (${ADAMW.join(", ")}); ${ADAMW_LOWBIT.join(", ")} run fp32 AdamW for now (8-bit states come with QLoRA support); other transformers optimizers are refused`, def: "adamw_torch", cli: cliString, check: (v: unknown) => (typeof v === "string" && [...ADAMW, ...ADAMW_LOWBIT, ...OTHER_OPTIMIZERS].includes(v) ? v : fail(`must be a transformers optim name (${ADAMW[0]}, ${ADAMW_LOWBIT[0]}, ...)`)) } as Field<string>,
+  optim: { type: "string", group: "optimizer", doc: `optimizer: ${ADAMW.join(", ")} run AdamW with fp32 state; ${ADAMW_8BIT_OPTIMS.join(", ")} run bitsandbytes' 8-bit AdamW (exp_avg and exp_avg_sq as 8-bit codes of its dynamic maps, one absmax per 256 values; tensors under 4096 values keep fp32 state; the update math is fp32); ${ADAMW_TORCHAO.join(", ")} (torchao) run fp32 AdamW with a note; other transformers optimizers are refused`, def: "adamw_torch", cli: cliString, check: (v: unknown) => (typeof v === "string" && [...ADAMW, ...ADAMW_LOWBIT, ...OTHER_OPTIMIZERS].includes(v) ? v : fail(`must be a transformers optim name (${ADAMW[0]}, ${ADAMW_LOWBIT[0]}, ...)`)) } as Field<string>,
   // steps and schedule
   per_device_train_batch_size: num("schedule", "pairs (rows for kto/sft) per micro-batch", 8, { int: true, min: 1 }),
   per_device_eval_batch_size: num("schedule", "pairs (rows) per evaluation batch", 8, { int: true, min: 1 }),
@@ -458,13 +465,13 @@ function derived(c: TrainConfig, raw: Record<string, unknown>, notes: Notes, pro
   if (c.dtype !== "auto") notes.add("dtype", c.use_peft
     ? `compute is fp32 on the CPU; the adapter is saved in fp32 (as PEFT keeps it) and the merged model (merge_adapter) as ${c.dtype}`
     : `compute is fp32 on the CPU; the final model is saved as ${c.dtype}`);
-  // optimizers: AdamW only; the 8-bit / paged names run fp32 AdamW until QLoRA support lands
-  if (ADAMW_LOWBIT.includes(c.optim)) {
-    notes.add("optim", c.optim === "paged_adamw_32bit"
-      ? `${c.optim} is AdamW with paged (GPU unified-memory) states; on a CPU paging changes nothing, so fp32 AdamW runs (the same update)`
-      : `${c.optim}: 8/4-bit optimizer states are not built yet (they come with QLoRA support): fp32 AdamW runs instead (the same update, without quantized states)`);
+  // optimizers: AdamW, with fp32 or bitsandbytes' 8-bit state; paging is a CUDA matter
+  if (c.optim.startsWith("paged_")) {
+    notes.add("optim", `${c.optim}: paging keeps optimizer state in CUDA unified memory, which has no meaning on the CPU; ${c.optim === "paged_adamw_32bit" ? "fp32 AdamW runs (the same update)" : "adamw_8bit runs (the same 8-bit state and update, as bitsandbytes does on a CPU)"}`);
+  } else if (ADAMW_TORCHAO.includes(c.optim)) {
+    notes.add("optim", `${c.optim}: torchao's ${c.optim.endsWith("4bit") ? "4" : "8"}-bit AdamW state is not built: fp32 AdamW runs instead (the same update, without quantized state; adamw_8bit is bitsandbytes' 8-bit state)`);
   } else if (OTHER_OPTIMIZERS.includes(c.optim)) {
-    problems.push(`optim ${c.optim}: preftune trains with AdamW only; ${c.optim} is not implemented (set optim: adamw_torch, or one of ${ADAMW_LOWBIT.join(", ")})`);
+    problems.push(`optim ${c.optim}: preftune trains with AdamW only; ${c.optim} is not implemented (set optim: adamw_torch, or adamw_8bit for 8-bit state)`);
   }
   // LoRA dropout: TRL's CLI default is 0.05; the native core has no dropout yet
   if (c.use_peft) {

@@ -9,7 +9,8 @@
 import { createHash } from "node:crypto";
 import { existsSync, realpathSync, statSync } from "node:fs";
 import { basename, dirname, isAbsolute, join, relative, resolve } from "node:path";
-import { AdamW, NativeModel, setNumThreads, type LoraAdapter, type LogpModel, type Trainable } from "../core/native.ts";
+import { NativeModel, setNumThreads, type LoraAdapter, type LogpModel, type Trainable } from "../core/native.ts";
+import { createOptimizer } from "../core/adamw8bit.ts";
 import { collatePairs, collateUnpaired, type PairBatch, type UnpairedBatch } from "../data/collate.ts";
 import { collatePacked, packedLengths, type PackedRow } from "../data/packing.ts";
 import { pairLengths, unpairedLengths } from "../data/sampler.ts";
@@ -237,7 +238,8 @@ export async function train(config: TrainConfig, o: TrainOptions = {}): Promise<
       print(`LoRA: training ${lora.numParameters} adapter parameters (r ${c.lora_r}, lora_alpha ${c.lora_alpha}${c.use_rslora ? ", rsLoRA" : ""}, ${lora.config.targetModules.join(", ")}); ${policy.numParameters} base parameters frozen`);
     }
     const trainable: Trainable = lora ?? policy;
-    const opt = new AdamW(trainable, { lr: c.learning_rate, beta1: c.adam_beta1, beta2: c.adam_beta2, eps: c.adam_epsilon, weightDecay: c.weight_decay });
+    const opt = createOptimizer(c.optim, trainable, { lr: c.learning_rate, beta1: c.adam_beta1, beta2: c.adam_beta2, eps: c.adam_epsilon, weightDecay: c.weight_decay });
+    policy.gradientCheckpointing = c.gradient_checkpointing === true;
     const model = policy;
     const mcfg = methodConfig(c);
     const padOpts = { padTokenId: data.padTokenId, padToMultipleOf: c.pad_to_multiple_of ?? undefined };

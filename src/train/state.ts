@@ -143,7 +143,7 @@ export const LoopStateSchema = z.looseObject({
 
 /** The metadata preftune writes into optimizer.safetensors (safetensors metadata values are strings). */
 export const OptimizerMetaSchema = z.looseObject({
-  format: z.literal("preftune.adamw", { error: "must be \"preftune.adamw\" (a preftune AdamW state)" }),
+  format: z.enum(["preftune.adamw", "preftune.adamw_8bit"], { error: "must be \"preftune.adamw\" or \"preftune.adamw_8bit\" (a preftune AdamW state)" }),
   step: z.string({ error: "must be a whole number ≥ 0 (as a string)" }).regex(/^\d{1,15}$/, { error: "must be a whole number ≥ 0 (as a string)" }),
 }, { error: "is missing (the file has no metadata)" });
 
