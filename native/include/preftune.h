@@ -145,7 +145,8 @@ void pt_adamw8bit_tensor(float* p, const float* g, uint8_t* state1, uint8_t* sta
 // Table names are the PEFT file names: base_model.model.model.layers.{i}.self_attn.q_proj.lora_A.weight.
 // Layout per layer: the A matrices of the targeted q|k|v members back to back (one GEMM), then each B;
 // o_proj A, B; gate|up A's back to back, then each B; down_proj A, B (each group 64-byte aligned).
-// The forward keeps u = x A^T (N, r) per targeted projection for the backward (not recomputed).
+// The forward keeps u = x A^T (N, r) per targeted projection for the backward (recomputed with its layer under
+// gradient checkpointing).
 // lora_dropout must be 0 (the core has no dropout). Attaching or detaching drops saved activations.
 enum {
   PT_LORA_Q_PROJ = 1, PT_LORA_K_PROJ = 2, PT_LORA_V_PROJ = 4, PT_LORA_O_PROJ = 8,

@@ -6,7 +6,9 @@
 // and the backward skips every base weight gradient. In bf16 compute mode (pt_set_compute) the linear layers' and
 // the head's GEMMs take bf16 operands (bf16.h), weights converted per call from the fp32 masters. Decoding
 // (pt_decode, always fp32) runs the same layer sequence over only the new tokens of each row, against a KV
-// cache. The op math lives in the headers beside this file; this file only sequences it and owns memory.
+// cache. With gradient checkpointing a training forward keeps only each layer's input and the backward
+// recomputes the layer (layer_forward) before its own backward. The op math lives in the headers beside this
+// file (AdamW in optim.h); this file only sequences it and owns memory.
 #include <algorithm>
 #include <array>
 #include <cstdio>
@@ -728,7 +730,6 @@ pt_status pt_backward(pt_model* m, const float* dlogps) {
     const bool recompute = m->checkpoint;
     auto slot = [&](int l) { return recompute ? 0 : l; };
     float* xscratch = recompute ? m->xscratch.need((size_t)N * C) : nullptr;
-    const Adapter* lo_fwd = lo;  // a training forward always runs with the adapters on
     auto lin_back = [&](int l, int k, float* dxo, float* dW, float* db, const float* dy, const float* x,
                         const float* W, const uint16_t* Wh, int in, int out) {
       if (!lo) return base_back(dxo, dW, db, dy, x, W, Wh, in, out);
@@ -749,7 +750,7 @@ pt_status pt_backward(pt_model* m, const float* dlogps) {
       const Layer& G = m->G[l];
       const float* x = m->xin.p + (size_t)l * N * C;
       if (recompute) {
-        layer_forward(m, l, 0, x, xscratch, lo_fwd, mixed);
+        layer_forward(m, l, 0, x, xscratch, lo, mixed);  // a training forward always runs with the adapters on
         g_prof.lap(P_RECOMPUTE);
       }
       const int s = slot(l);

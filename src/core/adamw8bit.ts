@@ -101,6 +101,11 @@ export class AdamW8bit implements Optimizer {
   }
 }
 
+/** Bytes of optimizer state per trained parameter that an `optim` name implies (8-bit: 2 plus the absmax share). */
+export function optimizerBytesPerParameter(optim: string): number {
+  return (ADAMW_8BIT_OPTIMS as readonly string[]).includes(optim) ? 2 + 8 / QBLOCK : 8;
+}
+
 /**
  * The optimizer a transformers `optim` name asks for: bitsandbytes' 8-bit AdamW for the 8-bit names (paging is a
  * CUDA unified-memory matter: on the CPU paged_adamw_8bit is adamw_8bit), fp32 AdamW for every other AdamW name

@@ -180,12 +180,13 @@ const gib = (b: number) => (b / GiB < 10 ? (b / GiB).toFixed(2) : (b / GiB).toFi
 export interface MemoryUse {
   parameters: number;          // floats of the model's parameter buffer
   training?: boolean;          // gradients + AdamW moments for every parameter (full fine-tuning)
+  optimizerBytes?: number;     // bytes of optimizer state per trained parameter: 8 for fp32 AdamW (the default), about 2 for 8-bit
   extraCopies?: number;        // further fp32 copies of the weights held at once (a reference model)
 }
 
 /** Bytes needed for weights (and gradients and optimizer state when training); activations come on top. */
 export function modelBytes(m: MemoryUse): number {
-  return 4 * m.parameters * (1 + (m.extraCopies ?? 0)) + (m.training ? 12 * m.parameters : 0);
+  return 4 * m.parameters * (1 + (m.extraCopies ?? 0)) + (m.training ? (4 + (m.optimizerBytes ?? 8)) * m.parameters : 0);
 }
 
 /**

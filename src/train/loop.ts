@@ -10,7 +10,7 @@ import { createHash } from "node:crypto";
 import { existsSync, realpathSync, statSync } from "node:fs";
 import { basename, dirname, isAbsolute, join, relative, resolve } from "node:path";
 import { NativeModel, setNumThreads, type LoraAdapter, type LogpModel, type Trainable } from "../core/native.ts";
-import { createOptimizer } from "../core/adamw8bit.ts";
+import { createOptimizer, optimizerBytesPerParameter } from "../core/adamw8bit.ts";
 import { collatePairs, collateUnpaired, type PairBatch, type UnpairedBatch } from "../data/collate.ts";
 import { collatePacked, packedLengths, type PackedRow } from "../data/packing.ts";
 import { pairLengths, unpairedLengths } from "../data/sampler.ts";
@@ -145,7 +145,7 @@ export async function train(config: TrainConfig, o: TrainOptions = {}): Promise<
   // (config.json against the weight headers) and against this machine's memory.
   checkOutputDir(outputDir, modelDir);
   const withRefModel = needsReference(c.method) && !c.use_peft;   // a second copy (or one while precomputing)
-  const base = openModelFolder(modelDir, { training: !c.use_peft, extraCopies: withRefModel ? 1 : 0 });
+  const base = openModelFolder(modelDir, { training: !c.use_peft, optimizerBytes: optimizerBytesPerParameter(c.optim), extraCopies: withRefModel ? 1 : 0 });
   if (base.memoryWarning) print(`note: ${base.memoryWarning}`);
   const { config: dcfg, configJson, files: modelFiles } = base;
   // the saved model's dtype: the run's dtype, else the input checkpoint's (transformers' dtype="auto")

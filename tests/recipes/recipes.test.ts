@@ -59,7 +59,7 @@ const CASES: Case[] = [
   { file: "unsloth-orpo-peft-names.yaml", method: "orpo", fails: [/unknown key "r"; did you mean "lora_r"/, /unknown key "target_modules"; did you mean "lora_target_modules"/, /unknown key "bias": PEFT's LoraConfig bias has no TRL config key/, /unknown key "random_state"; did you mean "seed"/, /unknown key "use_gradient_checkpointing"; did you mean "gradient_checkpointing"/, /unknown key "loftq_config": LoftQ is not supported/] },
   { file: "unsloth-dpo.yaml", method: "dpo", e2e: true },
   { file: "orpo-qlora-walkthrough.yaml", method: "orpo", e2e: true },
-  { file: "axolotl-orpo-mix.yaml", method: "orpo", fails: [/unknown key "rl"; did you mean "method"/, /unknown key "orpo_alpha"; did you mean "beta"\? \(ORPO's λ is beta in TRL/] },
+  { file: "axolotl-orpo-mix.yaml", method: "orpo", fails: [/unknown key "rl"; did you mean "method"/, /unknown key "orpo_alpha"; did you mean "beta"\? \(TRL's ORPOConfig calls ORPO's λ \(the weight of the odds-ratio term\) beta/] },
 ];
 
 let tmp: ReturnType<typeof scratch>;

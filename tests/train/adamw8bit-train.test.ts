@@ -3,9 +3,9 @@
 // that is bit-identical to the uninterrupted run, and a clear refusal to resume with the other optimizer.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { readFileSync } from "node:fs";
+import { cpSync, readFileSync } from "node:fs";
 import { join } from "node:path";
-import { readHeader } from "../../src/models/safetensors.ts";
+import { readHeader, readTensor, readTensorBytes, writeSafetensors, type TensorToWrite } from "../../src/models/safetensors.ts";
 import { resolveConfig, type TrainConfig } from "../../src/train/config.ts";
 import { train } from "../../src/train/loop.ts";
 import type { LogEntry } from "../../src/train/metrics.ts";
@@ -77,6 +77,23 @@ test("adamw_8bit checkpoints hold the 8-bit state, and resuming is bit-identical
     assert.deepEqual(readLog(b.output_dir!), full, `resumed from checkpoint-${from}`);
     assert.deepEqual(readFileSync(join(b.output_dir!, "model.safetensors")), readFileSync(join(a.outputDir, "model.safetensors")), `weights after resuming from checkpoint-${from}`);
   }
+
+  // a damaged 8-bit state is refused before anything is written: a missing state2, a foreign code book
+  const rewrite = (name: string, change: (t: TensorToWrite[]) => TensorToWrite[]) => {
+    const dir = join(tmp.dir, name);
+    cpSync(join(a.outputDir, "checkpoint-5"), dir, { recursive: true });
+    const file = join(dir, "optimizer.safetensors");
+    const hh = readHeader(file);
+    const tensors: TensorToWrite[] = [...hh.tensors.entries()].map(([n, t]) => ({
+      name: n, dtype: t.dtype as "F32" | "U8", shape: t.shape, data: t.dtype === "U8" ? readTensorBytes(hh, n) : readTensor(hh, n),
+    }));
+    writeSafetensors(file, change(tensors), hh.metadata);
+    return dir;
+  };
+  const noState2 = rewrite("no-state2", (t) => t.filter((x) => x.name !== "model.layers.1.mlp.down_proj.weight.state2"));
+  await assert.rejects(train(cfg({ ...over, resume_from_checkpoint: noState2 }), { quiet: true, rows: [...rows] }), /optimizer tensor model\.layers\.1\.mlp\.down_proj\.weight\.state2 is missing or has the wrong dtype or shape/);
+  const otherMap = rewrite("other-map", (t) => t.map((x) => (x.name === "qmap2" ? { ...x, data: (x.data as Float32Array).map((v) => v * 0.5) } : x)));
+  await assert.rejects(train(cfg({ ...over, resume_from_checkpoint: otherMap }), { quiet: true, rows: [...rows] }), /qmap2 is missing or is not the quantization map this version uses/);
 
   // the other optimizer cannot read this state: refused, naming both
   const c = cfg({ ...over, optim: "adamw_torch", resume_from_checkpoint: join(a.outputDir, "checkpoint-5") });

@@ -83,7 +83,7 @@ test("every problem of a file and its command line is reported at once", () => {
       const m = e.message;
       assert.match(m, /7 problems/);
       for (const p of [/--lerning_rate; did you mean --learning_rate/, /unexpected argument "stray"/, /--per_device_train_batch_size needs a value/,
-        /--r; did you mean --lora_r\? \(PEFT's LoraConfig r/, /unknown key "orpo_alpha"; did you mean "beta"\? \(ORPO's λ is beta in TRL/,
+        /--r; did you mean --lora_r\? \(PEFT's LoraConfig r/, /unknown key "orpo_alpha"; did you mean "beta"\? \(TRL's ORPOConfig calls ORPO's λ \(the weight of the odds-ratio term\) beta/,
         /learning_rate: must be a number, got "fast"/, /max_steps: must be a whole number, got "many"/]) assert.match(m, p);
       return true;
     });
