@@ -2,7 +2,8 @@
 // token ids, timed; prints one JSON line (tokens_per_second, seconds_per_step median, gflops, peak_rss_mb).
 // --bf16 picks the GEMM precision as `bf16: true` does in training (chooseCompute; --compute forces one);
 // --lora trains a LoRA adapter (PEFT init, rank --lora-r) on all seven projections with the base frozen;
-// --base-bf16 holds that frozen base in bf16 only (`torch_dtype: bfloat16` under LoRA).
+// --base-bf16 holds that frozen base in bf16 only (`torch_dtype: bfloat16` under LoRA); --gradient-checkpointing
+// recomputes each layer in the backward; --optim adamw_8bit keeps bitsandbytes' 8-bit AdamW state.
 // `preftune bench --generate`: greedy decoding through the generation engine instead (decode tokens/s per batch
 // size, time to first token), one JSON line per measurement in the schema of bench/peer_generate.py.
 // bench/compare.ts and bench/generate.ts run them beside their PyTorch peers and print the ratios.
@@ -11,7 +12,8 @@ import { readFileSync } from "node:fs";
 import { totalmem } from "node:os";
 import { resourceUsage } from "node:process";
 import { InvalidArgumentError, type Command } from "commander";
-import { AdamW, LORA_TARGETS, NativeModel, bf16Support, blasCore, chooseCompute, getNumThreads, setNumThreads } from "../core/native.ts";
+import { createOptimizer } from "../core/adamw8bit.ts";
+import { LORA_TARGETS, NativeModel, bf16Support, blasCore, chooseCompute, getNumThreads, setNumThreads } from "../core/native.ts";
 import { Generator, type LoadedModel } from "../generate/engine.ts";
 import { defaultGenerationConfig } from "../generate/config.ts";
 import type { Tokenizer } from "../data/tokenizer.ts";
@@ -32,6 +34,10 @@ export interface BenchOptions {
   lora?: boolean; loraR?: number; loraAlpha?: number;
   /** With lora: hold the frozen base in bf16 only. */
   baseBf16?: boolean;
+  /** gradient_checkpointing: true. */
+  gradientCheckpointing?: boolean;
+  /** A transformers optim name that runs AdamW (default adamw_torch; adamw_8bit for 8-bit state). */
+  optim?: string;
 }
 
 /**
@@ -129,6 +135,7 @@ export function runBench(o: BenchOptions): Record<string, unknown> {
   const choice = o.compute ? { compute: o.compute, notes: [] as string[] } : chooseCompute({ bf16: o.bf16 });
   for (const n of choice.notes) console.error(`note: ${n}`);
   if (o.baseBf16 && !o.lora) throw new Error("--base-bf16 holds a frozen base: use it with --lora");
+  if (o.optim !== undefined && !["adamw_torch", "adamw_8bit"].includes(o.optim)) throw new Error(`--optim must be adamw_torch or adamw_8bit, got ${JSON.stringify(o.optim)}`);
   const model = new NativeModel(cfg, { compute: choice.compute, baseDtype: o.baseBf16 ? "bf16" : "fp32" });
   if (o.baseBf16) randomInitBf16(model, o.seed);
   else randomInit(model.table, model.params, o.seed);
@@ -137,6 +144,7 @@ export function runBench(o: BenchOptions): Record<string, unknown> {
   const lora = o.lora ? model.attachLora({ r, loraAlpha: o.loraAlpha ?? 2 * r, useRslora: false, targetModules: LORA_TARGETS, loraDropout: 0 }) : null;
   if (lora) initLora(lora, o.seed + 1);
   const trainable = lora ?? model;
+  model.gradientCheckpointing = o.gradientCheckpointing === true;
   const { seq: T, batch: B } = o;
   const ids = new Int32Array(B * T);
   let s = o.seed * 2654435761 + 1;
@@ -144,7 +152,7 @@ export function runBench(o: BenchOptions): Record<string, unknown> {
   const batch = { ids, lengths: new Int32Array(B).fill(T), B, T };
   const dlogps = new Float32Array(B * T);
   for (let b = 0; b < B; b++) for (let t = 1; t < T; t++) dlogps[b * T + t] = -1 / (B * (T - 1));
-  const opt = new AdamW(trainable, { lr: 1e-5, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0 });
+  const opt = createOptimizer(o.optim ?? "adamw_torch", trainable, { lr: 1e-5, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0 });
   const times: number[] = [];
   let loss = NaN;
   for (let step = 0; step < o.warmup + o.steps; step++) {
@@ -169,6 +177,9 @@ export function runBench(o: BenchOptions): Record<string, unknown> {
     bf16_requested: o.bf16 === true || o.compute === "bf16",
     bf16_cpu: support.cpu,
     notes: choice.notes,
+    gradient_checkpointing: model.gradientCheckpointing,
+    optimizer: opt.format,
+    optimizer_state_mb: opt.stateBytes / 2 ** 20,
     lora: lora ? { r, lora_alpha: lora.config.loraAlpha, targets: lora.config.targetModules, trainable_params: lora.numParameters } : null,
     tokens_per_second: (B * T) / sps,
     seconds_per_step: sps,
@@ -259,6 +270,8 @@ export function registerBenchCommand(program: Command): void {
     .option("--lora-r <n>", "with --lora: the adapter rank", wholeArg, 16)
     .option("--lora-alpha <n>", "with --lora: lora_alpha (default 2 * r)", (v) => Number(v))
     .option("--base-bf16", "with --lora: hold the frozen base in bf16 only (torch_dtype: bfloat16), half its memory")
+    .option("--gradient-checkpointing", "keep only each layer's input in the forward and recompute the layer in the backward")
+    .option("--optim <name>", "adamw_torch (fp32 state) or adamw_8bit (bitsandbytes' 8-bit state)", "adamw_torch")
     .option("--generate", "time greedy decoding instead of training: decode tokens/s at each --batches size and time to first token")
     .option("--batches <list>", "with --generate: batch sizes of the decode measurement", "1,8")
     .option("--prompt-tokens <n>", "with --generate: prompt length of the decode measurement", wholeArg, 16)
