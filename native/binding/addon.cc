@@ -53,6 +53,8 @@ class Model : public Napi::ObjectWrap<Model> {
                         InstanceMethod("loraGradNorm", &Model::LoraGradNorm),
                         InstanceMethod("loraScaleGrads", &Model::LoraScaleGrads),
                         InstanceMethod("loraAdamwStep", &Model::LoraAdamW),
+                        InstanceMethod("loraSetDropoutSeed", &Model::LoraSetDropoutSeed),
+                        InstanceMethod("loraDoraInit", &Model::LoraDoraInit),
                         InstanceMethod("decode", &Model::Decode),
                         InstanceMethod("setCompute", &Model::SetCompute),
                         InstanceMethod("paramsBf16", &Model::ParamsBf16),
@@ -230,7 +232,7 @@ class Model : public Napi::ObjectWrap<Model> {
     return env.Undefined();
   }
 
-  // loraAttach({ r, lora_alpha, use_rslora, targets, lora_dropout })
+  // loraAttach({ r, lora_alpha, use_rslora, targets, lora_dropout, use_dora })
   Napi::Value LoraAttach(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     if (!Alive(env)) return env.Undefined();
@@ -241,6 +243,7 @@ class Model : public Napi::ObjectWrap<Model> {
     c.lora_alpha = o.Get("lora_alpha").As<Napi::Number>().FloatValue();
     if (!get_int(env, o, "use_rslora", c.use_rslora) || !get_int(env, o, "targets", c.targets)) return env.Undefined();
     c.lora_dropout = o.Get("lora_dropout").As<Napi::Number>().FloatValue();
+    if (!get_int(env, o, "use_dora", c.use_dora)) return env.Undefined();
     check_status(env, pt_lora_attach(m_, &c));
     return env.Undefined();
   }
@@ -279,6 +282,18 @@ class Model : public Napi::ObjectWrap<Model> {
   }
   Napi::Value LoraScaleGrads(const Napi::CallbackInfo& info) {
     if (Attached(info.Env())) pt_lora_scale_grads(m_, info[0].As<Napi::Number>().FloatValue());
+    return info.Env().Undefined();
+  }
+  // loraSetDropoutSeed(seed, step, micro): integers, seed < 2^53
+  Napi::Value LoraSetDropoutSeed(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!Attached(env)) return env.Undefined();
+    auto num = [&](size_t i) { return info[i].As<Napi::Number>(); };
+    pt_lora_set_dropout_seed(m_, (uint64_t)num(0).Int64Value(), num(1).Int64Value(), num(2).Int32Value());
+    return env.Undefined();
+  }
+  Napi::Value LoraDoraInit(const Napi::CallbackInfo& info) {
+    if (Attached(info.Env())) check_status(info.Env(), pt_lora_dora_init(m_));
     return info.Env().Undefined();
   }
   // loraAdamwStep(expAvg, expAvgSq, step, lr, beta1, beta2, eps, weightDecay)

@@ -2,8 +2,8 @@
 // flat gradient buffer, over right-padded batches packed into their real tokens (padding costs nothing).
 // Per layer:  h = rmsnorm(x); qkv = h Wqkv^T (+b); [q/k rmsnorm]; rope; a = attn(qkv);
 //             x' = x + a Wo^T (+b);  h = rmsnorm(x'); gu = h Wgu^T (+b); x'' = x' + swiglu(gu) Wd^T (+b)
-// With a LoRA adapter attached (pt_lora_*), each targeted projection also runs its low-rank path (lora.h)
-// and the backward skips every base weight gradient. In bf16 compute mode (pt_set_compute) the linear layers' and
+// With a LoRA adapter attached (pt_lora_*), each targeted projection also runs its low-rank path (lora.h; with
+// dropout in training, or DoRA, one member at a time: dora.h) and the backward skips every base weight gradient. In bf16 compute mode (pt_set_compute) the linear layers' and
 // the head's GEMMs take bf16 operands (bf16.h), weights converted per call from the fp32 masters. Decoding
 // (pt_decode, always fp32) runs the same layer sequence over only the new tokens of each row, against a KV
 // cache. The op math lives in the headers beside this file; this file only sequences it and owns memory.
@@ -21,6 +21,7 @@
 #include "attention.h"
 #include "bf16.h"
 #include "common.h"
+#include "dora.h"
 #include "head.h"
 #include "linear.h"
 #include "lora.h"
@@ -86,6 +87,11 @@ struct Adapter {
   int ucol[NGROUPS] = {0, 0, 0, 0};  // first column of group k's u = x A^T inside a token's row of u
   int uwidth = 0;                    // columns of u per token per layer: sum of members * r
   int max_group = 0;                 // widest group's members * r
+  int max_in = 0, max_out = 0;       // widest member input and output
+  bool dora = false;
+  std::vector<float> norms;          // DoRA: every member's row norms ||W + s B A|| of the last forward
+  // Dropout stream: base from pt_lora_set_dropout_seed, training forwards since, and the last one's key.
+  uint64_t drop_base = 0, drop_count = 0, drop_key = 0;
   ~Adapter() {
     std::free(params);
     std::free(grads);
@@ -122,6 +128,9 @@ struct pt_model {
   Buf<float> h, act, tmp, dx, dh, dact, dgu, datt, dqkv, headwork;
   Buf<float> r_logp, r_mean, r_ent;
   Buf<float> lora_u, lora_du, lora_sink;  // (L, N, uwidth) or one slot; (N, max_group); (max(C, HS))
+  // The member-wise path (dora.h): x~ (N, max_in), t and w (N, max_out), du (N, r), dx~ (N, max_in), one row per
+  // thread for the norms, and one member's base rows widened from a bf16-held base (max_out, max_in).
+  Buf<float> dora_xd, dora_t, dora_w, dora_du, dora_dX, dora_row, dora_W;
   Buf<uint8_t> r_correct;
   // bf16 mode: operand scratch, one linear weight and the head (each converted right before its GEMMs).
   Bf16Scratch bs;
@@ -138,6 +147,7 @@ struct pt_kv_cache {
   std::vector<SeqSpan> seqs;     // (n)
   std::vector<int32_t> tok, pos, past;
   Buf<float> x, xm, h, rstd, qkv, att, gu, act, lu, hf;
+  Buf<float> dn;                 // DoRA: one member's row norms
   ~pt_kv_cache() {
     std::free(k);
     std::free(v);
@@ -248,7 +258,7 @@ bool build_adapter(const pt_model* m, Adapter& a) {
       {{"mlp.gate_proj", PT_LORA_GATE_PROJ, 0, I}, {"mlp.up_proj", PT_LORA_UP_PROJ, I, I}},
       {{"mlp.down_proj", PT_LORA_DOWN_PROJ, 0, C}},
   };
-  struct Offsets { int64_t A = 0, B[3] = {0, 0, 0}; };
+  struct Offsets { int64_t A = 0, B[3] = {0, 0, 0}, M[3] = {0, 0, 0}; };
   std::vector<std::array<Offsets, NGROUPS>> offs(m->L);
   a.P.assign(m->L, {});
   int64_t off = 0;
@@ -272,10 +282,24 @@ bool build_adapter(const pt_model* m, Adapter& a) {
         g.col[j] = on[j].col;
         g.out[j] = on[j].out;
       }
+      for (int j = 0; j < g.members && a.dora; j++) {
+        align(off);
+        offs[l][k].M[j] = off;
+        add_to(a.table, p + on[j].name + ".lora_magnitude_vector", on[j].out, 0, true, off);
+      }
     }
   }
   align(off);
   a.nfloats = off;
+  size_t nnorm = 0;
+  for (int l = 0; l < m->L; l++)
+    for (int k = 0; k < NGROUPS; k++)
+      for (int j = 0; j < a.P[l][k].members; j++) {
+        nnorm += a.dora ? a.P[l][k].out[j] : 0;
+        a.max_in = std::max(a.max_in, a.P[l][k].in);
+        a.max_out = std::max(a.max_out, a.P[l][k].out[j]);
+      }
+  a.norms.assign(nnorm, 0.0f);
   a.uwidth = 0;
   for (int k = 0; k < NGROUPS; k++) {
     a.ucol[k] = a.uwidth;
@@ -300,6 +324,17 @@ bool build_adapter(const pt_model* m, Adapter& a) {
       }
     }
   }
+  float* nb = a.norms.data();
+  for (int l = 0; l < m->L && a.dora; l++)
+    for (int k = 0; k < NGROUPS; k++) {
+      LoraGroup<float>& g = a.P[l][k];
+      for (int j = 0; j < g.members; j++) {
+        g.mag[j] = a.params + offs[l][k].M[j];
+        g.dmag[j] = a.grads + offs[l][k].M[j];
+        g.norm[j] = nb;
+        nb += g.out[j];
+      }
+    }
   return true;
 }
 
@@ -400,6 +435,100 @@ void adamw(const std::vector<pt_param>& table, float* params, const float* grads
       w[i] -= step_size * ma[i] / (std::sqrt(va[i]) / bc2_sqrt + eps);
     }
   }
+}
+
+// ---- The member-wise adapter path (dora.h): LoRA dropout in training forwards, and DoRA ----
+
+// Whether group terms run member by member: DoRA always, dropout in training forwards (else lora.h's fused path).
+bool member_path(const Adapter& a, bool train) { return a.dora || (train && a.cfg.lora_dropout > 0.0f); }
+
+// Member j of group k in layer l: its dropout in this forward (off outside training).
+Dropout member_dropout(const Adapter& a, bool train, int l, int k, int j) {
+  Dropout d;
+  if (train && a.cfg.lora_dropout > 0.0f) {
+    d.p = a.cfg.lora_dropout;
+    d.key = mix64(a.drop_key ^ mix64(((uint64_t)l * NGROUPS + k) * 4 + j + 1));
+  }
+  return d;
+}
+
+// Rows [row0, row0 + rows) of group k's base matrix in layer l, as fp32: the matrix itself, or (a bf16-held base)
+// widened into m->dora_W.
+const float* group_rows(pt_model* m, int l, int k, int row0, int rows, int in) {
+  const Layer& P = m->P[l];
+  const float* W[NGROUPS] = {P.wqkv, P.wo, P.wgu, P.wd};
+  const uint16_t* Wh[NGROUPS] = {P.hqkv, P.ho, P.hgu, P.hd};
+  if (W[k]) return W[k] + (size_t)row0 * in;
+  float* t = m->dora_W.need((size_t)rows * in);
+  from_bf16(t, Wh[k] + (size_t)row0 * in, (int64_t)rows * in);
+  return t;
+}
+const float* group_bias(const pt_model* m, int l, int k) {
+  const Layer& P = m->P[l];
+  const float* b[NGROUPS] = {P.bqkv, P.bo, P.bgu, P.bd};
+  return b[k];
+}
+
+// The member's DoRA views (magnitude, norms, base rows, bias); norm_to: where this forward's norms go (null: the
+// adapter's own, kept for the backward), compute: recompute them (a forward) or read the last forward's (backward).
+void dora_views(pt_model* m, const Adapter& a, int l, int k, int j, LoraMember<float>& mem, float* norm_to, bool compute) {
+  const LoraGroup<float>& g = a.P[l][k];
+  mem.mag = g.mag[j];
+  mem.dmag = g.dmag[j];
+  mem.W = group_rows(m, l, k, mem.col, mem.out, g.in);
+  const float* b = group_bias(m, l, k);
+  mem.bias = b ? b + mem.col : nullptr;
+  float* n = norm_to ? norm_to : g.norm[j];
+  if (compute)
+    dora_norms(n, mem.W, mem.A, mem.B, mem.out, g.in, g.r, (float)a.scaling,
+               m->dora_row.need((size_t)omp_get_max_threads() * g.in));
+  mem.norm = n;
+}
+
+// y (N, ldy) += the adapter terms of group k, member by member; u (N, members * r) receives x~ A^T. norm_to: as
+// in dora_views (decoding passes its own scratch so it never touches what a backward reads).
+void members_forward(pt_model* m, const Adapter& a, bool train, int l, int k, float* y, int ldy, float* u,
+                     const float* x, int N, float* norm_to) {
+  const LoraGroup<float>& g = a.P[l][k];
+  for (int j = 0; j < g.members; j++) {
+    LoraMember<float> mem = member_of(g, j);
+    const Dropout d = member_dropout(a, train, l, k, j);
+    MemberScratch<float> S;
+    if (d.on()) S.xd = m->dora_xd.need((size_t)N * g.in);
+    if (g.mag[j]) {
+      dora_views(m, a, l, k, j, mem, norm_to, true);
+      S.t = m->dora_t.need((size_t)N * mem.out);
+      if (d.on()) S.w = m->dora_w.need((size_t)N * mem.out);
+    }
+    member_forward(y, ldy, u + j * g.r, g.members * g.r, x, mem, N, (float)a.scaling, d, S);
+  }
+}
+
+// The backward of members_forward after a training forward: dx (N, in) += input gradients, dA, dB, dm accumulate.
+void members_backward(pt_model* m, const Adapter& a, int l, int k, float* dx, const float* dy, int ldy, const float* x,
+                      const float* u, int N) {
+  const LoraGroup<float>& g = a.P[l][k];
+  for (int j = 0; j < g.members; j++) {
+    LoraMember<float> mem = member_of(g, j);
+    const Dropout d = member_dropout(a, true, l, k, j);
+    MemberScratch<float> S;
+    S.du = m->dora_du.need((size_t)N * g.r);
+    if (d.on()) {
+      S.xd = m->dora_xd.need((size_t)N * g.in);
+      S.dX = m->dora_dX.need((size_t)N * g.in);
+    }
+    if (g.mag[j]) {
+      dora_views(m, a, l, k, j, mem, nullptr, false);
+      S.t = m->dora_t.need((size_t)N * mem.out);
+      S.w = m->dora_w.need((size_t)N * mem.out);
+    }
+    member_backward(dx, dy, ldy, x, u + j * g.r, g.members * g.r, mem, N, (float)a.scaling, d, S);
+  }
+}
+
+void release_member_scratch(pt_model* m) {
+  for (Buf<float>* b : {&m->dora_xd, &m->dora_t, &m->dora_w, &m->dora_du, &m->dora_dX, &m->dora_row, &m->dora_W})
+    b->release();
 }
 
 }  // namespace
@@ -514,6 +643,10 @@ pt_status pt_forward(pt_model* m, const int32_t* ids, const int32_t* lengths, in
                                  "are frozen while a LoRA adapter is attached");
   flush_denormals();
   refresh_small(m);
+  if (train && m->lora && m->lora->cfg.lora_dropout > 0.0f) {  // this training forward's dropout key
+    Adapter& a = *m->lora;
+    a.drop_key = mix64(a.drop_base ^ mix64(++a.drop_count));
+  }
   // Pack the real tokens of every row.
   m->B = B; m->T = T;
   m->seqs.resize(B);
@@ -573,10 +706,12 @@ pt_status pt_forward(pt_model* m, const int32_t* ids, const int32_t* lengths, in
     // LoRA: after each adapted base GEMM, y += s (x A^T) B^T, keeping u = x A^T per slot for the backward.
     const Adapter* lo = m->lora && !(flags & PT_FORWARD_NO_ADAPTERS) ? m->lora.get() : nullptr;
     float* lu = lo ? m->lora_u.need((size_t)S * N * lo->uwidth) : nullptr;
+    const bool members = lo && member_path(*lo, train);
     auto adapt = [&](int s, int l, int k, float* y, int ldy, const float* x) {
       if (!lo || !lo->P[l][k].members) return;
       float* u = lu + (size_t)s * N * lo->uwidth + (size_t)N * lo->ucol[k];
-      lora_forward(y, ldy, u, x, lo->P[l][k], nN, (float)lo->scaling);
+      if (members) members_forward(m, *lo, train, l, k, y, ldy, u, x, nN, nullptr);
+      else lora_forward(y, ldy, u, x, lo->P[l][k], nN, (float)lo->scaling);
     };
     const bool mixed = m->compute == PT_COMPUTE_BF16;
     auto lin = [&](float* y, const float* x, const float* W, const uint16_t* Wh, const float* b, int in, int out) {
@@ -724,7 +859,8 @@ pt_status pt_backward(pt_model* m, const float* dlogps) {
       base_back(dxo, nullptr, nullptr, dy, x, W, Wh, in, out);  // frozen base: dx only
       if (!lo->P[l][k].members) return;
       const float* u = m->lora_u.p + (size_t)l * N * lo->uwidth + (size_t)N * lo->ucol[k];
-      lora_backward(dxo, du, dy, out, x, u, lo->P[l][k], nN, (float)lo->scaling);
+      if (member_path(*lo, true)) members_backward(m, *lo, l, k, dxo, dy, out, x, u, nN);
+      else lora_backward(dxo, du, dy, out, x, u, lo->P[l][k], nN, (float)lo->scaling);
     };
 
     g_prof.start();
@@ -796,6 +932,7 @@ void pt_release_activations(pt_model* m) {
                         &m->dh, &m->dact, &m->dgu, &m->datt, &m->dqkv, &m->headwork, &m->lora_u, &m->lora_du,
                         &m->lora_sink})
     b->release();
+  release_member_scratch(m);
   for (Buf<bf16>* b : {&m->bs.a, &m->bs.g, &m->wb, &m->headwb}) b->release();
   m->wtile.release();
 }
@@ -823,14 +960,19 @@ pt_status pt_lora_attach(pt_model* m, const pt_lora_config* cfg) {
   if (cfg->targets <= 0 || (cfg->targets & ~PT_LORA_ALL_LINEAR))
     return fail(PT_ERR_ARGUMENT, "LoRA targets must be a non-empty set of PT_LORA_* bits, got " +
                                      std::to_string(cfg->targets));
-  if (cfg->lora_dropout != 0.0f)
-    return fail(PT_ERR_ARGUMENT, "lora_dropout = " + std::to_string(cfg->lora_dropout) +
-                                     " is not supported: the native core has no dropout; use lora_dropout 0");
+  if (!(cfg->lora_dropout >= 0.0f && cfg->lora_dropout < 1.0f))
+    return fail(PT_ERR_ARGUMENT, "lora_dropout must be in [0, 1), got " + std::to_string(cfg->lora_dropout));
+  if (cfg->use_dora != 0 && cfg->use_dora != 1) return fail(PT_ERR_ARGUMENT, "use_dora must be 0 or 1");
   auto a = std::unique_ptr<Adapter>(new (std::nothrow) Adapter());
   if (!a) return fail(PT_ERR_MEMORY, "out of memory");
   a->cfg = *cfg;
+  a->dora = cfg->use_dora == 1;
   a->scaling = (double)cfg->lora_alpha / (cfg->use_rslora ? std::sqrt((double)cfg->r) : (double)cfg->r);
-  if (!build_adapter(m, *a)) return fail(PT_ERR_MEMORY, "cannot allocate the LoRA adapter");
+  try {
+    if (!build_adapter(m, *a)) return fail(PT_ERR_MEMORY, "cannot allocate the LoRA adapter");
+  } catch (const std::bad_alloc&) {
+    return fail(PT_ERR_MEMORY, "cannot allocate the LoRA adapter");
+  }
   m->lora = std::move(a);
   m->saved = false;
   return PT_OK;
@@ -840,6 +982,31 @@ void pt_lora_detach(pt_model* m) {
   m->lora.reset();
   m->saved = false;
   for (Buf<float>* b : {&m->lora_u, &m->lora_du, &m->lora_sink}) b->release();
+  release_member_scratch(m);
+}
+
+void pt_lora_set_dropout_seed(pt_model* m, uint64_t seed, int64_t step, int32_t micro) {
+  if (!m->lora) return;
+  m->lora->drop_base = mix64(mix64(mix64(seed + 1) ^ (uint64_t)step) ^ (uint64_t)(uint32_t)micro);
+  m->lora->drop_count = 0;
+}
+
+pt_status pt_lora_dora_init(pt_model* m) {
+  if (!m->lora || !m->lora->dora) return fail(PT_ERR_STATE, "no DoRA adapter is attached");
+  const Adapter& a = *m->lora;
+  try {
+    for (int l = 0; l < m->L; l++)
+      for (int k = 0; k < NGROUPS; k++)
+        for (int j = 0; j < a.P[l][k].members; j++) {
+          LoraMember<float> mem = member_of(a.P[l][k], j);
+          dora_views(m, a, l, k, j, mem, nullptr, true);
+          std::memcpy(const_cast<float*>(mem.mag), mem.norm, sizeof(float) * mem.out);
+        }
+  } catch (const std::bad_alloc&) {
+    return fail(PT_ERR_MEMORY, "out of memory initialising the DoRA magnitudes");
+  }
+  release_member_scratch(m);
+  return PT_OK;
 }
 
 int32_t pt_lora_attached(const pt_model* m) { return m->lora ? 1 : 0; }
@@ -877,15 +1044,20 @@ pt_status pt_lora_merge(pt_model* m) {
       for (int k = 0; k < NGROUPS; k++) {
         const LoraGroup<float>& g = a.P[l][k];
         if (!g.members) continue;
+        auto merge = [&](float* w) {  // W += s B A; DoRA then scales each row to m / ||row||
+          lora_merge(w, g, (float)a.scaling);
+          for (int j = 0; j < g.members; j++)
+            if (g.mag[j]) dora_rescale_rows(w + (size_t)g.col[j] * g.in, g.mag[j], g.out[j], g.in);
+        };
         if (!Wh[k]) {
-          lora_merge(W[k], g, (float)a.scaling);
+          merge(W[k]);
           continue;
         }
         // A bf16-held base: merge in fp32 over the widened matrix, then round it back to bf16.
         const int64_t n = rows[k] * g.in;
         float* t = m->wtile.need((size_t)n);
         from_bf16(t, Wh[k], n);
-        lora_merge(t, g, (float)a.scaling);
+        merge(t);
         to_bf16(m->params16 + (Wh[k] - m->params16), t, n);
       }
     }
@@ -985,8 +1157,11 @@ pt_status pt_decode(pt_model* m, pt_kv_cache* kv, const int32_t* rows, const int
     float* gu = kv->gu.need((size_t)N * 2 * I);
     float* act = kv->act.need((size_t)N * I);
     float* lu = lo ? kv->lu.need((size_t)N * lo->max_group) : nullptr;
-    auto adapt = [&](int l, int k, float* y, int ldy, const float* in) {  // y += s (in A^T) B^T
-      if (lo && lo->P[l][k].members) lora_forward(y, ldy, lu, in, lo->P[l][k], nN, (float)lo->scaling);
+    float* dn = lo && lo->dora ? kv->dn.need((size_t)lo->max_out) : nullptr;
+    auto adapt = [&](int l, int k, float* y, int ldy, const float* in) {  // y += s (in A^T) B^T, or DoRA's terms
+      if (!lo || !lo->P[l][k].members) return;
+      if (lo->dora) members_forward(m, *lo, false, l, k, y, ldy, lu, in, nN, dn);
+      else lora_forward(y, ldy, lu, in, lo->P[l][k], nN, (float)lo->scaling);
     };
     const size_t layer = (size_t)kv->B * NKV * kv->Tmax * HS;
     refresh_small(m);

@@ -18,7 +18,7 @@ interface AddonModel {
   scaleGrads(s: number): void;
   adamwStep(m: Float32Array, v: Float32Array, step: number, lr: number, b1: number, b2: number, eps: number, wd: number): void;
   free(): void;
-  loraAttach(cfg: { r: number; lora_alpha: number; use_rslora: number; targets: number; lora_dropout: number }): void;
+  loraAttach(cfg: { r: number; lora_alpha: number; use_rslora: number; targets: number; lora_dropout: number; use_dora: number }): void;
   loraDetach(): void;
   loraMerge(): void;
   loraScaling(): number;
@@ -29,6 +29,8 @@ interface AddonModel {
   loraGradNorm(): number;
   loraScaleGrads(s: number): void;
   loraAdamwStep(m: Float32Array, v: Float32Array, step: number, lr: number, b1: number, b2: number, eps: number, wd: number): void;
+  loraSetDropoutSeed(seed: number, step: number, micro: number): void;
+  loraDoraInit(): void;
   decode(cache: AddonKvCache, rows: Int32Array, ids: Int32Array, lengths: Int32Array, T: number, flags: number, logits: Float32Array): void;
   setCompute(mode: number): void;
   getCompute(): number;
@@ -75,7 +77,7 @@ export function native(): Addon {
 }
 
 /** PT_ABI_VERSION of native/include/preftune.h that this file is written against. */
-const ABI_VERSION = 4;
+const ABI_VERSION = 5;
 
 /**
  * OpenBLAS picks its kernels from the CPU model at load time, and a release older than the CPU falls back to
@@ -265,6 +267,22 @@ export class LoraAdapter extends NamedParams implements Trainable {
   adamw(m: Float32Array, v: Float32Array, step: number, c: AdamWConfig, lr: number): void {
     this.handle().loraAdamwStep(m, v, step, lr, c.beta1, c.beta2, c.eps, c.weightDecay);
   }
+  /**
+   * The LoRA dropout masks of the training forwards that follow: a pure function of (seed, step, micro) and the
+   * count of training forwards since this call, so a resumed run that calls it with the same values draws the
+   * same masks. Eval forwards and decoding never drop. Without lora_dropout it changes nothing.
+   */
+  setDropoutSeed(seed: number, step: number, micro: number): void {
+    for (const [k, v] of [["seed", seed], ["step", step], ["micro", micro]] as const) {
+      if (!Number.isSafeInteger(v) || v < 0 || (k === "micro" && v > 0x7fffffff)) throw new Error(`LoRA dropout ${k} must be a non-negative integer, got ${v}`);
+    }
+    this.handle().loraSetDropoutSeed(seed, step, micro);
+  }
+  /** DoRA: every lora_magnitude_vector = ‖W + s·B·A‖ per output row from the current weights (PEFT's initialisation). */
+  initDoraMagnitude(): void {
+    if (!this.config.useDora) throw new Error("initDoraMagnitude: this adapter is not a DoRA adapter (use_dora: false)");
+    this.handle().loraDoraInit();
+  }
 }
 
 /** Options of a NativeModel. */
@@ -382,8 +400,8 @@ export class NativeModel extends NamedParams implements Trainable {
       if (bit === undefined) throw new Error(`LoRA target_modules: "${t}" is not a projection of this decoder; use ${LORA_TARGETS.join(", ")} or "all-linear"`);
       targets |= bit;
     }
-    h.loraAttach({ r: config.r, lora_alpha: config.loraAlpha, use_rslora: config.useRslora ? 1 : 0, targets, lora_dropout: config.loraDropout });
-    this.adapter = new LoraAdapter(h, { ...config, targetModules: LORA_TARGETS.filter((t) => targets & LORA_TARGET_BITS[t]) });
+    h.loraAttach({ r: config.r, lora_alpha: config.loraAlpha, use_rslora: config.useRslora ? 1 : 0, targets, lora_dropout: config.loraDropout, use_dora: config.useDora ? 1 : 0 });
+    this.adapter = new LoraAdapter(h, { ...config, useDora: config.useDora === true, targetModules: LORA_TARGETS.filter((t) => targets & LORA_TARGET_BITS[t]) });
     return this.adapter;
   }
   /** The attached adapter, or null. */
@@ -395,7 +413,7 @@ export class NativeModel extends NamedParams implements Trainable {
     if (this.adapter) this.adapter.alive = false;
     this.adapter = null;
   }
-  /** Folds the adapter into the base weights (W += s·B·A, PEFT's merge) and detaches it. */
+  /** Folds the adapter into the base weights (W += s·B·A, PEFT's merge; DoRA: then each row scaled to m / ‖row‖) and detaches it. */
   mergeLora(): void {
     this.h().loraMerge();
     if (this.adapter) this.adapter.alive = false;
