@@ -65,7 +65,7 @@ function cliAny(s: string): unknown {
 }
 
 function num<N extends boolean = false>(group: Group, doc: string, def: number | null | ((m: TrainMethod) => number | null),
-  o: { min?: number; gt?: number; max?: number; int?: boolean; intAbove1?: boolean; nullable?: N; methods?: readonly TrainMethod[] } = {}): Field<N extends true ? number | null : number> {
+  o: { min?: number; gt?: number; max?: number; lt?: number; int?: boolean; intAbove1?: boolean; nullable?: N; methods?: readonly TrainMethod[] } = {}): Field<N extends true ? number | null : number> {
   const type = (o.int ? "int" : "float") + (o.nullable ? " | null" : "");
   return {
     type, group, doc, def: def as never, methods: o.methods, cli: cliNumber,
@@ -79,6 +79,7 @@ function num<N extends boolean = false>(group: Group, doc: string, def: number |
       if (o.min !== undefined && n < o.min) fail(`must be ≥ ${o.min}`);
       if (o.gt !== undefined && n <= o.gt) fail(`must be > ${o.gt}`);
       if (o.max !== undefined && n > o.max) fail(`must be ≤ ${o.max}`);
+      if (o.lt !== undefined && n >= o.lt) fail(`must be < ${o.lt}`);
       return n as never;
     },
   };
@@ -151,7 +152,7 @@ const HONOURED = {
   model_name_or_path: str("run", "local Hugging Face model folder (config.json, model.safetensors, tokenizer.json)", null),
   output_dir: str("run", "run folder: metrics.jsonl, checkpoint-N/, the final model (transformers 5's default: trainer_output)", "trainer_output"),
   resume_from_checkpoint: { type: "string | bool | null", group: "run", doc: "a checkpoint folder to continue from, or true for the latest complete checkpoint-N in output_dir", def: null, bare: "optional", cli: (s: string) => (isBoolWord(s) ? cliBool(s) : cliString(s)), check: (v: unknown) => (v === null || typeof v === "boolean" || (typeof v === "string" && v !== "") ? v : fail("must be a path, true/false or null")) } as Field<string | boolean | null>,
-  seed: num("run", "seed of the data order and of the LoRA initialisation (there is no dropout)", 42, { int: true, min: 0, max: 4294967295 }),
+  seed: num("run", "seed of the data order, the LoRA initialisation and the LoRA dropout masks", 42, { int: true, min: 0, max: 4294967295 }),
   data_seed: num("run", "seed of the data order only (null: seed), as transformers' data_seed", null, { int: true, min: 0, max: 4294967295, nullable: true }),
   threads: num("run", "native threads (0 = all cores)", 0, { int: true, min: 0 }),
   dtype: { type: `${DTYPES.join(" | ")} | null`, group: "run", doc: "dtype of the saved model (final and merged): auto keeps the input checkpoint's (config.json dtype, else its tensors'); compute is always fp32. TRL's CLI loads float32 by default since 0.27; preftune keeps the input's dtype unless asked", def: "auto", cli: cliString, check: (v: unknown) => (v === null ? "auto" : DTYPES.includes(v as never) ? v : fail(`must be one of ${DTYPES.join(", ")}`)) } as Field<(typeof DTYPES)[number]>,
@@ -240,16 +241,16 @@ const HONOURED = {
   cpo_alpha: num("method", "cpo/simpo: weight of the NLL (behaviour cloning) term", (m) => (m === "simpo" ? 0 : 1.0), { min: 0, methods: ["cpo", "simpo"] }),
   simpo_gamma: num("method", "cpo/simpo: SimPO target margin γ", 0.5, { methods: ["cpo", "simpo"] }),
   alpha: num("method", "cpo/simpo: AlphaPO reward shape α (0: plain log-probs)", 0, { methods: ["cpo", "simpo"] }),
-  disable_dropout: bool("method", "always on: the native core has no dropout", true),
+  disable_dropout: bool("method", "TRL: set every dropout module to p = 0, PEFT's LoRA dropout included (TRL's DPO/ORPO/CPO/KTO call it after wrapping the model); false lets lora_dropout act. The decoders here have no other dropout", true),
   // LoRA (TRL ModelConfig / alignment-handbook names)
   use_peft: bool("peft", "train a LoRA adapter instead of every weight; output_dir then holds a PEFT adapter folder, and the DPO/IPO/KTO reference is the policy with its adapter disabled", false),
   lora_r: num("peft", "LoRA rank r", 16, { int: true, min: 1 }),
   lora_alpha: num("peft", "LoRA α: the update B·A is scaled by lora_alpha / r (by lora_alpha / √r with use_rslora)", 32, { gt: 0 }),
-  lora_dropout: num("peft", "LoRA dropout (TRL's CLI default 0.05); not applied yet: the adapter trains as with 0, and a note says so", 0.05, { min: 0, max: 1 }),
+  lora_dropout: num("peft", "LoRA dropout (TRL's CLI default 0.05): in training forwards the adapter sees dropout(x), the base x itself (PEFT); seeded by seed, step and micro-batch, so a resumed run draws the same masks; off in evaluation, reference and generation. Except for sft it acts only with disable_dropout: false, as in TRL", 0.05, { min: 0, lt: 1 }),
   lora_target_modules: { type: "string[] | \"all-linear\" | null", group: "peft", doc: "projections to adapt: a list from q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj, or \"all-linear\" (all seven); null: PEFT's Llama default q_proj, v_proj", def: null, list: true, cli: cliList, check: (v: unknown) => { const t = Array.isArray(v) && v.length === 1 ? v[0] : v; if (t !== null) resolveTargetModules(t, "lora_target_modules"); return t; } } as Field<string | string[] | null>,   // TRL: a one-element list is its element ("all-linear")
   use_rslora: bool("peft", "rank-stabilised LoRA: scale by lora_alpha / √r", false),
   lora_task_type: oneOf("peft", "PEFT task type of the adapter (only causal LM)", ["CAUSAL_LM"] as const, "CAUSAL_LM"),
-  use_dora: bool("peft", "must be false: DoRA is not implemented", false),
+  use_dora: bool("peft", "PEFT's DoRA: a trainable lora_magnitude_vector per output row, W' = m · (W + s·B·A) / ‖W + s·B·A‖_row (the norm detached in the backward)", false),
   merge_adapter: bool("peft", "preftune: also write the adapter merged into the base weights (W += s·B·A) as a full model in output_dir/merged", false),
 } as const;
 
@@ -376,6 +377,14 @@ export function resolveConfig(rawIn: Record<string, unknown>, source = "config",
   return { config: c, notes: notes.lines() };
 }
 
+/**
+ * The LoRA dropout that trains: lora_dropout, except where TRL's trainer zeroes it (disable_dropout, on by default,
+ * in every method but sft, whose SFTConfig has no such key).
+ */
+export function effectiveLoraDropout(c: Pick<TrainConfig, "method" | "lora_dropout" | "disable_dropout">): number {
+  return c.method !== "sft" && c.disable_dropout ? 0 : c.lora_dropout;
+}
+
 /** Set to something other than its default (a key the config did not give is at its default). */
 const isSet = (c: TrainConfig, k: ConfigKey) => !same((c as Record<string, unknown>)[k], defaultOf(k, c.method));
 
@@ -466,11 +475,11 @@ function derived(c: TrainConfig, raw: Record<string, unknown>, notes: Notes, pro
   } else if (OTHER_OPTIMIZERS.includes(c.optim)) {
     problems.push(`optim ${c.optim}: preftune trains with AdamW only; ${c.optim} is not implemented (set optim: adamw_torch, or one of ${ADAMW_LOWBIT.join(", ")})`);
   }
-  // LoRA dropout: TRL's CLI default is 0.05; the native core has no dropout yet
-  if (c.use_peft) {
-    if (raw.lora_dropout === undefined) notes.add("lora_dropout", `TRL's default with use_peft is ${c.lora_dropout}; LoRA dropout is not applied yet, so the adapter trains as with lora_dropout 0 (set lora_dropout: 0 to silence this)`);
-    else if (c.lora_dropout > 0) notes.add("lora_dropout", `${c.lora_dropout} is not applied yet (the native core has no dropout): the adapter trains as with lora_dropout 0`);
+  // LoRA dropout: TRL's DPO/ORPO/CPO/KTO trainers zero every dropout module (LoRA's too) unless disable_dropout: false
+  if (c.use_peft && c.lora_dropout > 0 && effectiveLoraDropout(c) === 0) {
+    notes.add("lora_dropout", `${c.lora_dropout}${raw.lora_dropout === undefined ? " (TRL's default with use_peft)" : ""} has no effect: disable_dropout is true (TRL's default for ${c.method}), and TRL then sets every dropout module to p = 0, PEFT's LoRA dropout included; set disable_dropout: false to train with it`);
   }
+  if (c.disable_dropout === false && !(c.use_peft && c.lora_dropout > 0)) notes.add("disable_dropout", "false changes nothing here: the decoders have no dropout of their own, and no LoRA dropout is set");
   // sampling: transformers 5 names length grouping as a sampling strategy
   if (c.train_sampling_strategy === "group_by_length") c.group_by_length = true;
   // classic TRL's RPO weight = current TRL's sft loss term with that weight
@@ -511,9 +520,7 @@ function conflicts(c: TrainConfig, raw: Record<string, unknown>): string[] {
   else out.push(...schedulerKwargsProblems(c.lr_scheduler_type, c.lr_scheduler_kwargs, c.learning_rate));
   if (c.save_strategy === "best") out.push("save_strategy best (a checkpoint whenever metric_for_best_model improves) is not built; use steps or epoch");
   if (c.train_sampling_strategy === "batch_rebalance") out.push("train_sampling_strategy batch_rebalance is not built; use random, sequential or group_by_length");
-  if (c.disable_dropout === false) out.push("disable_dropout: false is not possible: the native core has no dropout");
   if (raw.precompute_ref_batch_size != null && !c.precompute_ref_log_probs) out.push("precompute_ref_batch_size is set but precompute_ref_log_probs is false; set precompute_ref_log_probs: true");
-  if (c.use_peft && c.use_dora) out.push("use_dora: true is not supported (DoRA is not implemented); set use_dora: false for plain LoRA");
   if (c.load_in_4bit === true && c.load_in_8bit === true) out.push("load_in_4bit and load_in_8bit are both true; choose one (as TRL requires)");
   if (c.bf16 === true && c.fp16 === true) out.push("bf16 and fp16 are both true; choose one (as transformers requires)");
   if (c.generate_during_eval && c.eval_strategy === "no" && !c.eval_on_start) out.push('generate_during_eval: true logs completions at each evaluation, but eval_strategy is "no" and eval_on_start is false; set eval_strategy: steps (or epoch), or eval_on_start: true');
