@@ -11,9 +11,10 @@ import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { NativeModel, setNumThreads } from "../../src/core/native.ts";
 import type { LoraConfig, TokenBatch } from "../../src/core/types.ts";
-import { loadWeightsInto, readModelDir } from "../../src/models/checkpoint.ts";
+import { loadWeightsInto, readModelDir, readWeightFiles } from "../../src/models/checkpoint.ts";
+import { bf16ToF32, f32ToBf16 } from "../../src/models/dtype.ts";
 import { ADAPTER_WEIGHTS_FILE, initLora, loadAdapter, readAdapterFolder, resolveTargetModules } from "../../src/models/peft.ts";
-import { readHeader, readTensor } from "../../src/models/safetensors.ts";
+import { forEachTensorChunk, readHeader, readTensor } from "../../src/models/safetensors.ts";
 import { resolveConfig, type TrainConfig } from "../../src/train/config.ts";
 import { train } from "../../src/train/loop.ts";
 import { maxAbs, relErr } from "../helpers/compare.ts";
@@ -205,5 +206,49 @@ test("DoRA init: every lora_magnitude_vector is ‖W‖ per output row, so the f
     assert.deepEqual(model.forward(batch, { train: false }).logps, model.forward(batch, { train: false, adapters: false }).logps);
   } finally {
     model.free();
+  }
+});
+
+test("DoRA with dropout on a bf16-held base equals the fp32 model of its rounded weights: forward, every gradient, merge", () => {
+  for (const name of ["llama-tiny", "qwen2-tiny"]) {
+    const dir = join(fixtures, "core", name);
+    const config = readModelDir(dir).config;
+    const held = new NativeModel(config, { baseDtype: "bf16" }), wide = new NativeModel(config);
+    try {
+      const files = readWeightFiles(dir);
+      for (const p of held.table) {
+        forEachTensorChunk(files.tensors.get(p.name)!, p.name, (values, start) => {
+          const bits = f32ToBf16(values);
+          held.paramsBf16.set(bits, p.offset + start);
+          wide.params.set(bf16ToF32(bits), p.offset + start);
+        });
+      }
+      const folder = join(fixtures, "dora", `${name}-adapter`);
+      const la = loadAdapter(folder, held).adapter;
+      loadAdapter(folder, wide);
+      const values = la.params.slice(), cfgD = { ...la.config, loraDropout: 0.25 };
+      held.detachLora(); wide.detachLora();
+      const da = held.attachLora(cfgD), db = wide.attachLora(cfgD);
+      da.params.set(values); db.params.set(values);
+      const h = readHeader(join(dir, "fixture.safetensors"));
+      const [B, T] = h.tensors.get("input_ids")!.shape;
+      const batch = { ids: Int32Array.from(readTensor(h, "input_ids")), lengths: Int32Array.from(readTensor(h, "lengths")), B, T };
+      const dlogps = Float32Array.from(readTensor(h, "loss_mask"), (m) => -m / 10);
+      da.setDropoutSeed(5, 1, 0); db.setDropoutSeed(5, 1, 0);
+      const a = held.forward(batch, { train: true }).logps, b = wide.forward(batch, { train: true }).logps;
+      assert.ok(maxAbs(a, b) <= 1e-5, `${name}: logps max abs diff ${maxAbs(a, b)}`);
+      da.zeroGrad(); db.zeroGrad();
+      held.backward(dlogps); wide.backward(dlogps);
+      for (const p of da.table) {
+        const err = relErr(da.grad(p.name), db.grad(p.name));
+        assert.ok(err <= 1e-4, `${name} ${p.name}: relative error ${err}`);
+      }
+      held.mergeLora(); wide.mergeLora();
+      const ma = held.forward(batch, { train: false }).logps, mb = wide.forward(batch, { train: false }).logps;
+      assert.ok(maxAbs(ma, mb) <= 1e-2, `${name}: merged (bf16 re-rounded) logps max abs diff ${maxAbs(ma, mb)}`);
+    } finally {
+      held.free();
+      wide.free();
+    }
   }
 });
