@@ -49,7 +49,7 @@ function addCommonOptions(cmd: Command): Command {
     .requiredOption("--dataset <path>", "a .jsonl/.json/.parquet file, a folder with train/test files, or a Hugging Face dataset id in the local cache")
     .option("--split <name>", "split to read from a folder or cached dataset (default: train)")
     .option("--dataset-config <name>", "configuration (subset) of a cached dataset or a folder of configs")
-    .addOption(new Option("--method <method>", "decides the BOS/EOS rules and the row kind").choices(METHODS as string[]).default("dpo"))
+    .addOption(new Option("--method <method>", "decides the BOS/EOS rules and the row kind").choices([...METHODS]).default("dpo"))
     .option("--max-length <n>", "max prompt+completion tokens, or none", positiveInt("--max-length"), 1024)
     .option("--max-prompt-length <n>", "prompt keeps its last n tokens", positiveInt("--max-prompt-length"))
     .option("--max-completion-length <n>", "each completion keeps its first n tokens", positiveInt("--max-completion-length"))
