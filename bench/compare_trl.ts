@@ -6,14 +6,15 @@
 // reports each run's GFLOP/s as a share of both.
 //   node --import tsx bench/compare_trl.ts [--steps 3] [--warmup 1] [--pairs 2 --seq 512 --threads 2]
 //        [--variants full,lora] [--only preftune|trl] [--no-probe]
-// Needs a python with torch, transformers, trl and peft for the peer (PREFTUNE_TRL_PYTHON chooses it, else
-// python3). Not a test; prints a table per variant and one JSON line.
+// Needs a python with torch, transformers, trl and peft for the peer (PREFTUNE_PYTHON chooses it, else
+// the first python3 that has them; bench/python.ts). Not a test; prints a table per variant and one JSON line.
 import { spawnSync } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
+import { findPython } from "./python.ts";
 
 interface Result {
   tokens_per_second: number;
@@ -102,7 +103,9 @@ function coreType(): string {
   return (r.stdout ?? "").trim();
 }
 
-const python = process.env.PREFTUNE_TRL_PYTHON || "python3";
+const { python: found, why } = opts.only === "preftune" ? { python: null, why: "" } : findPython(["torch", "transformers", "trl", "peft"]);
+if (opts.only !== "preftune" && found === null) console.error(`[compare_trl] ${why}; the TRL peer runs will fail`);
+const python = found ?? "python3";
 const runs: Run[] = [];
 const gemm = opts["no-probe"] ? null : probe();
 for (const variant of variants) {

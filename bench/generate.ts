@@ -4,12 +4,13 @@
 // decoding: every step reads every weight once.
 //   node --import tsx bench/generate.ts [--config bench/configs/smollm2-135m.json] [--threads 2] [--repeats 3]
 // Not a test and not part of the library: the peer needs a python3 with torch 2.x and transformers 5.x
-// (PREFTUNE_PY chooses it). Prints a table and one JSON line with the ratios.
+// (PREFTUNE_PYTHON chooses it). Prints a table and one JSON line with the ratios.
 import { spawnSync } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { dirname, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
+import { findPython } from "./python.ts";
 
 type Line = Record<string, unknown> & { impl: string; measure: string; dtype: string; batch: number };
 
@@ -34,17 +35,11 @@ function jsonLines(label: string, cmd: string, args: string[]): Line[] {
   return lines;
 }
 
-function findPython(): string | null {
-  for (const c of [process.env.PREFTUNE_PY, "python3", "/usr/bin/python3"].filter((c): c is string => !!c)) {
-    if (spawnSync(c, ["-c", "import torch, transformers"], { stdio: "ignore" }).status === 0) return c;
-  }
-  return null;
-}
 
 const mine = jsonLines("preftune", process.execPath, ["bin/preftune.js", "bench", "--generate", ...common]);
-const python = findPython();
+const { python, why } = findPython(["torch", "transformers"]);
 const peer = python ? jsonLines("transformers", python, ["bench/peer_generate.py", ...common, "--dtype", o.dtypes!.includes(",") ? "both" : o.dtypes!]) : [];
-if (!python) console.error("[generate] no python with torch and transformers (set PREFTUNE_PY); peer skipped");
+if (!python) console.error(`[generate] ${why}; peer skipped`);
 const bw = python ? jsonLines("membw", python, ["bench/membw.py", "--threads", o.threads!]) : [];
 const readGBs = Number(bw[0]?.gb_per_s ?? NaN);
 
