@@ -5,10 +5,9 @@
 // overrides the search) and prints a table plus one JSON line with speed_ratio and rss_ratio.
 import { spawnSync } from "node:child_process";
 import { readFileSync } from "node:fs";
-import { dirname, resolve } from "node:path";
-import { fileURLToPath } from "node:url";
+import { resolve } from "node:path";
 import { parseArgs } from "node:util";
-import { findPython } from "./python.ts";
+import { findPython, MODEL_OPTIONS, STEP_OPTIONS, repo } from "./common.ts";
 
 /** The JSON line both `preftune bench` and peer_torch.py print (extra keys are kept but not needed). */
 interface BenchResult {
@@ -38,16 +37,11 @@ function fmaPeakGflops(threads: number): number {
   const lanes = / avx512f( |$)/.test(flags) ? 16 : / avx2( |$)/.test(flags) && / fma( |$)/.test(flags) ? 8 : 4;
   return (threads * mhz * 2 * 2 * lanes) / 1000;
 }
-const repo = resolve(dirname(fileURLToPath(import.meta.url)), "..");
-
 const { values: opts } = parseArgs({
   options: {
-    steps: { type: "string", default: "3" },
-    warmup: { type: "string", default: "1" },
-    config: { type: "string", default: "bench/configs/smollm2-135m.json" },
+    ...MODEL_OPTIONS,
+    ...STEP_OPTIONS,
     batch: { type: "string", default: "4" },
-    seq: { type: "string", default: "512" },
-    threads: { type: "string", default: "2" },
     only: { type: "string" },
   },
 });

@@ -7,18 +7,15 @@
 // (PREFTUNE_PYTHON chooses it). Prints a table and one JSON line with the ratios.
 import { spawnSync } from "node:child_process";
 import { readFileSync } from "node:fs";
-import { dirname, resolve } from "node:path";
-import { fileURLToPath } from "node:url";
+import { resolve } from "node:path";
 import { parseArgs } from "node:util";
-import { findPython } from "./python.ts";
+import { findPython, MODEL_OPTIONS, repo } from "./common.ts";
 
 type Line = Record<string, unknown> & { impl: string; measure: string; dtype: string; batch: number };
 
-const repo = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 const { values: o } = parseArgs({
   options: {
-    config: { type: "string", default: "bench/configs/smollm2-135m.json" },
-    threads: { type: "string", default: "2" },
+    ...MODEL_OPTIONS,
     repeats: { type: "string", default: "3" },
     "new-tokens": { type: "string", default: "128" },
     dtypes: { type: "string", default: "float32,bfloat16" },

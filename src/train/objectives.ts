@@ -19,10 +19,9 @@ export type { PairBatch, UnpairedBatch };
 export { METHODS, needsReference, type Method } from "./methods.ts";
 
 /**
- * The loss-related keys of every method's TRL config, flat. Keys a method does not use are ignored.
- *   "ipo"   = DPO with loss_type "ipo".
- *   "simpo" = CPO with loss_type "simpo"; cpo_alpha defaults to 0 here (TRL's CPOConfig default is 1.0,
- *             but TRL's docs recommend 0 for SimPO, and CPO-SimPO is then an explicit cpo_alpha > 0).
+ * The loss-related keys of every method's TRL config, flat. Keys a method does not use are ignored; absent ones take
+ * the method's default from the registry (methods.ts: ipo is DPO with loss_type "ipo", simpo is CPO with loss_type
+ * "simpo" and cpo_alpha 0).
  */
 export interface MethodConfig {
   method: Method;

@@ -10,15 +10,10 @@ import { ConfigError, defaultsFor, resolveConfig } from "../../src/train/config.
 import { lossProblems, METHODS, methodSpec, methodsWhere, needsReference } from "../../src/train/methods.ts";
 import { pairedStep, type MethodConfig } from "../../src/train/objectives.ts";
 import { usesOrpoRules } from "../../src/data/tokenize.ts";
+import { configFails } from "../helpers/config.ts";
 
 const base = { model_name_or_path: "m", dataset: "d", output_dir: "o" };
-const refused = (raw: Record<string, unknown>, ...patterns: RegExp[]) => {
-  assert.throws(() => resolveConfig(raw, "cfg.yaml"), (e: Error) => {
-    assert.ok(e instanceof ConfigError, `not a ConfigError: ${e.message}`);
-    for (const p of patterns) assert.match(e.message, p);
-    return true;
-  });
-};
+const refused = configFails;
 
 test("loss-type/parameter combinations that would fail at step 1 are refused at config time, naming key, value and fix", () => {
   refused({ ...base, method: "dpo", loss_type: "exo_pair", label_smoothing: 0 }, /loss_type exo_pair with label_smoothing 0: exo_pair needs label_smoothing > 0/, /set label_smoothing: 1e-3/);
