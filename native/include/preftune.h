@@ -22,12 +22,13 @@
 extern "C" {
 #endif
 
-#define PT_ABI_VERSION 5   // 2: pt_forward takes PT_FORWARD_* flags; pt_lora_*. 3: pt_kv_*, pt_decode.
+#define PT_ABI_VERSION 6   // 2: pt_forward takes PT_FORWARD_* flags; pt_lora_*. 3: pt_kv_*, pt_decode.
                            // 4: pt_set_compute, pt_bf16_support (bf16 mixed precision); pt_model_create_ex with
                            // PT_MODEL_BF16_BASE (a frozen base held in bf16); the gradient buffer is allocated on
                            // first use (a LoRA model never allocates one)
                            // 5: LoRA dropout (pt_lora_config.lora_dropout, pt_lora_set_dropout_seed); DoRA
                            // (pt_lora_config.use_dora, lora_magnitude_vector entries, pt_lora_dora_init)
+                           // 6: pt_param_layout (the parameter table without a model)
 
 typedef enum {
   PT_OK = 0,
@@ -67,6 +68,12 @@ typedef struct {
 const char* pt_last_error(void);
 int pt_abi_version(void);
 
+// The parameter layout a model of `cfg` has (names, shapes, offsets, decay; the one definition of it), without
+// creating a model or any parameter buffer: for checks before allocating (weight files against the config, memory).
+// Writes min(capacity, count) entries to out (out may be NULL), the entry count to *num_params and the buffer length
+// in floats to *num_floats (either may be NULL). The config is checked as pt_model_create checks it.
+pt_status pt_param_layout(const pt_config* cfg, pt_param* out, int32_t capacity, int32_t* num_params,
+                          int64_t* num_floats);
 pt_status pt_model_create(const pt_config* cfg, pt_model** out);  // = pt_model_create_ex(cfg, 0, out)
 // PT_MODEL_BF16_BASE: the base parameter set is held in bf16 only (pt_model_params_bf16: the same layout and
 // offsets as the fp32 buffer, in 16-bit units), half the memory, written by the loader straight from BF16

@@ -169,53 +169,70 @@ void add_to(std::vector<pt_param>& table, const std::string& name, int64_t d0, i
   table.push_back(p);
   off += p.size;
 }
-void add_param(pt_model* m, const std::string& name, int64_t d0, int64_t d1, bool decay, int64_t& off) {
-  add_to(m->table, name, d0, d1, decay, off);
-}
 
 // Tensors that must be contiguous (q|k|v, gate|up) are laid out back to back; every other tensor
 // starts on a 64-byte boundary.
 void align(int64_t& off) { off = (off + 15) / 16 * 16; }
 
-void build_table(pt_model* m) {
+// The parameter layout of a config, appended to `table`; returns the buffer length in floats. The one definition
+// of the layout: models are built on it and pt_param_layout hands it out before any buffer exists.
+int64_t build_layout(const pt_config& cfg, std::vector<pt_param>& table) {
   int64_t off = 0;
-  const int64_t C = m->C, I = m->I, V = m->V, NH = m->NH, NKV = m->NKV, HS = m->HS;
-  add_param(m, "model.embed_tokens.weight", V, C, true, off);
-  for (int l = 0; l < m->L; l++) {
+  const int64_t C = cfg.hidden_size, I = cfg.intermediate_size, V = cfg.vocab_size, NH = cfg.num_heads,
+                NKV = cfg.num_kv_heads, HS = cfg.head_dim;
+  auto add = [&](const std::string& name, int64_t d0, int64_t d1, bool decay) { add_to(table, name, d0, d1, decay, off); };
+  add("model.embed_tokens.weight", V, C, true);
+  for (int l = 0; l < cfg.num_layers; l++) {
     const std::string p = "model.layers." + std::to_string(l) + ".";
-    align(off); add_param(m, p + "input_layernorm.weight", C, 0, false, off);
+    align(off); add(p + "input_layernorm.weight", C, 0, false);
     align(off);
-    add_param(m, p + "self_attn.q_proj.weight", NH * HS, C, true, off);
-    add_param(m, p + "self_attn.k_proj.weight", NKV * HS, C, true, off);
-    add_param(m, p + "self_attn.v_proj.weight", NKV * HS, C, true, off);
-    if (m->cfg.qkv_bias) {
+    add(p + "self_attn.q_proj.weight", NH * HS, C, true);
+    add(p + "self_attn.k_proj.weight", NKV * HS, C, true);
+    add(p + "self_attn.v_proj.weight", NKV * HS, C, true);
+    if (cfg.qkv_bias) {
       align(off);
-      add_param(m, p + "self_attn.q_proj.bias", NH * HS, 0, false, off);
-      add_param(m, p + "self_attn.k_proj.bias", NKV * HS, 0, false, off);
-      add_param(m, p + "self_attn.v_proj.bias", NKV * HS, 0, false, off);
+      add(p + "self_attn.q_proj.bias", NH * HS, 0, false);
+      add(p + "self_attn.k_proj.bias", NKV * HS, 0, false);
+      add(p + "self_attn.v_proj.bias", NKV * HS, 0, false);
     }
-    if (m->cfg.qk_norm) {
-      align(off); add_param(m, p + "self_attn.q_norm.weight", HS, 0, false, off);
-      align(off); add_param(m, p + "self_attn.k_norm.weight", HS, 0, false, off);
+    if (cfg.qk_norm) {
+      align(off); add(p + "self_attn.q_norm.weight", HS, 0, false);
+      align(off); add(p + "self_attn.k_norm.weight", HS, 0, false);
     }
-    align(off); add_param(m, p + "self_attn.o_proj.weight", C, NH * HS, true, off);
-    if (m->cfg.o_bias) { align(off); add_param(m, p + "self_attn.o_proj.bias", C, 0, false, off); }
-    align(off); add_param(m, p + "post_attention_layernorm.weight", C, 0, false, off);
+    align(off); add(p + "self_attn.o_proj.weight", C, NH * HS, true);
+    if (cfg.o_bias) { align(off); add(p + "self_attn.o_proj.bias", C, 0, false); }
+    align(off); add(p + "post_attention_layernorm.weight", C, 0, false);
     align(off);
-    add_param(m, p + "mlp.gate_proj.weight", I, C, true, off);
-    add_param(m, p + "mlp.up_proj.weight", I, C, true, off);
-    align(off); add_param(m, p + "mlp.down_proj.weight", C, I, true, off);
-    if (m->cfg.mlp_bias) {
+    add(p + "mlp.gate_proj.weight", I, C, true);
+    add(p + "mlp.up_proj.weight", I, C, true);
+    align(off); add(p + "mlp.down_proj.weight", C, I, true);
+    if (cfg.mlp_bias) {
       align(off);
-      add_param(m, p + "mlp.gate_proj.bias", I, 0, false, off);
-      add_param(m, p + "mlp.up_proj.bias", I, 0, false, off);
-      align(off); add_param(m, p + "mlp.down_proj.bias", C, 0, false, off);
+      add(p + "mlp.gate_proj.bias", I, 0, false);
+      add(p + "mlp.up_proj.bias", I, 0, false);
+      align(off); add(p + "mlp.down_proj.bias", C, 0, false);
     }
   }
-  align(off); add_param(m, "model.norm.weight", C, 0, false, off);
-  if (!m->cfg.tie_word_embeddings) { align(off); add_param(m, "lm_head.weight", V, C, true, off); }
+  align(off); add("model.norm.weight", C, 0, false);
+  if (!cfg.tie_word_embeddings) { align(off); add("lm_head.weight", V, C, true); }
   align(off);
-  m->nfloats = off;
+  return off;
+}
+
+// The checks every config passes before a layout or a model is made of it.
+pt_status check_config(const pt_config* cfg) {
+  if (cfg->vocab_size <= 0 || cfg->hidden_size <= 0 || cfg->intermediate_size <= 0 || cfg->num_layers <= 0 ||
+      cfg->num_heads <= 0 || cfg->num_kv_heads <= 0 || cfg->head_dim <= 0 || cfg->max_position_embeddings <= 0)
+    return fail(PT_ERR_ARGUMENT, "every model dimension must be positive");
+  if (cfg->num_heads % cfg->num_kv_heads != 0)
+    return fail(PT_ERR_ARGUMENT, "num_attention_heads (" + std::to_string(cfg->num_heads) +
+                                     ") must be a multiple of num_key_value_heads (" +
+                                     std::to_string(cfg->num_kv_heads) + ")");
+  if (cfg->head_dim % 2 != 0) return fail(PT_ERR_ARGUMENT, "head_dim must be even for rotary embeddings");
+  const int64_t qkv = ((int64_t)cfg->num_heads + 2 * (int64_t)cfg->num_kv_heads) * cfg->head_dim;
+  if (qkv > INT32_MAX || 2 * (int64_t)cfg->intermediate_size > INT32_MAX)
+    return fail(PT_ERR_ARGUMENT, "the attention or MLP width of this config does not fit 32-bit indexing");
+  return PT_OK;
 }
 
 float* find(pt_model* m, float* base, const std::string& name) {
@@ -538,22 +555,30 @@ extern "C" {
 const char* pt_last_error(void) { return g_error.c_str(); }
 int pt_abi_version(void) { return PT_ABI_VERSION; }
 
+pt_status pt_param_layout(const pt_config* cfg, pt_param* out, int32_t capacity, int32_t* num_params,
+                          int64_t* num_floats) {
+  if (pt_status st = check_config(cfg); st != PT_OK) return st;
+  std::vector<pt_param> table;
+  int64_t n = 0;
+  try {
+    n = build_layout(*cfg, table);
+  } catch (const std::bad_alloc&) {
+    return fail(PT_ERR_MEMORY, "out of memory for the parameter table of " + std::to_string(cfg->num_layers) + " layers");
+  }
+  if (table.size() > (size_t)INT32_MAX) return fail(PT_ERR_ARGUMENT, "the parameter table of this config has more than 2^31 entries");
+  if (num_params) *num_params = (int32_t)table.size();
+  if (num_floats) *num_floats = n;
+  if (out) std::memcpy(out, table.data(), sizeof(pt_param) * std::min(table.size(), (size_t)std::max(capacity, 0)));
+  return PT_OK;
+}
+
 pt_status pt_model_create(const pt_config* cfg, pt_model** out) { return pt_model_create_ex(cfg, 0, out); }
 
 pt_status pt_model_create_ex(const pt_config* cfg, int32_t flags, pt_model** out) {
   *out = nullptr;
   if (flags & ~PT_MODEL_BF16_BASE) return fail(PT_ERR_ARGUMENT, "unknown pt_model_create_ex flags " + std::to_string(flags));
-  if (cfg->vocab_size <= 0 || cfg->hidden_size <= 0 || cfg->intermediate_size <= 0 || cfg->num_layers <= 0 ||
-      cfg->num_heads <= 0 || cfg->num_kv_heads <= 0 || cfg->head_dim <= 0 || cfg->max_position_embeddings <= 0)
-    return fail(PT_ERR_ARGUMENT, "every model dimension must be positive");
-  if (cfg->num_heads % cfg->num_kv_heads != 0)
-    return fail(PT_ERR_ARGUMENT, "num_attention_heads (" + std::to_string(cfg->num_heads) +
-                                     ") must be a multiple of num_key_value_heads (" +
-                                     std::to_string(cfg->num_kv_heads) + ")");
-  if (cfg->head_dim % 2 != 0) return fail(PT_ERR_ARGUMENT, "head_dim must be even for rotary embeddings");
+  if (pt_status st = check_config(cfg); st != PT_OK) return st;
   const int64_t qkv = ((int64_t)cfg->num_heads + 2 * (int64_t)cfg->num_kv_heads) * cfg->head_dim;
-  if (qkv > INT32_MAX || 2 * (int64_t)cfg->intermediate_size > INT32_MAX)
-    return fail(PT_ERR_ARGUMENT, "the attention or MLP width of this config does not fit 32-bit indexing");
   auto* m = new (std::nothrow) pt_model();
   if (!m) return fail(PT_ERR_MEMORY, "out of memory");
   m->cfg = *cfg;
@@ -563,7 +588,7 @@ pt_status pt_model_create_ex(const pt_config* cfg, int32_t flags, pt_model** out
   m->QKV = (int)qkv;
   m->AO = m->NH * m->HS;
   try {
-    build_table(m);
+    m->nfloats = build_layout(m->cfg, m->table);
     bind_views(m, m->params, m->P, m->embed, m->normf, m->head);  // the layer views only (null buffers yet)
   } catch (const std::bad_alloc&) {
     pt_model_free(m);

@@ -48,6 +48,7 @@ interface Addon {
   getNumThreads(): number;
   gradcheck(op: string, seed: number): number;
   bf16Support(): number;
+  paramLayout(cfg: Record<string, number>): { table: ParamInfo[]; numFloats: number };
   bf16Describe(): string;
   abiVersion: number;
   blasCore: string;
@@ -77,7 +78,7 @@ export function native(): Addon {
 }
 
 /** PT_ABI_VERSION of native/include/preftune.h that this file is written against. */
-const ABI_VERSION = 5;
+const ABI_VERSION = 6;
 
 /**
  * OpenBLAS picks its kernels from the CPU model at load time, and a release older than the CPU falls back to
@@ -97,6 +98,35 @@ function chooseBlasKernels(): void {
 /** The BLAS kernel family in use (OpenBLAS' core name), for benchmarks and notes. */
 export function blasCore(): string {
   return native().blasCore;
+}
+
+/** The core's pt_config of a decoder config. */
+function coreConfig(config: DecoderConfig): Record<string, number> {
+  return {
+    vocab_size: config.vocabSize,
+    hidden_size: config.hiddenSize,
+    intermediate_size: config.intermediateSize,
+    num_layers: config.numLayers,
+    num_heads: config.numHeads,
+    num_kv_heads: config.numKvHeads,
+    head_dim: config.headDim,
+    max_position_embeddings: config.maxPositionEmbeddings,
+    rms_norm_eps: config.rmsNormEps,
+    rope_theta: config.ropeTheta,
+    tie_word_embeddings: config.tieWordEmbeddings ? 1 : 0,
+    qkv_bias: config.qkvBias ? 1 : 0,
+    o_bias: config.oBias ? 1 : 0,
+    mlp_bias: config.mlpBias ? 1 : 0,
+    qk_norm: config.qkNorm ? 1 : 0,
+  };
+}
+
+/**
+ * The parameter layout a model of `config` has, straight from the core (pt_param_layout), without creating a model
+ * or any buffer: names, shapes, offsets and decay of each tensor, and the buffer length in floats.
+ */
+export function paramLayout(config: DecoderConfig): { table: ParamInfo[]; numFloats: number } {
+  return native().paramLayout(coreConfig(config));
 }
 
 export function setNumThreads(n: number): void {
@@ -312,23 +342,7 @@ export class NativeModel extends NamedParams implements Trainable {
   constructor(config: DecoderConfig, opts: NativeModelOptions = {}) {
     if (opts.baseDtype !== undefined && opts.baseDtype !== "fp32" && opts.baseDtype !== "bf16") throw new Error(`baseDtype must be "fp32" or "bf16", got ${JSON.stringify(opts.baseDtype)}`);
     const bf16Base = opts.baseDtype === "bf16";
-    const handle = new (native().Model)({
-      vocab_size: config.vocabSize,
-      hidden_size: config.hiddenSize,
-      intermediate_size: config.intermediateSize,
-      num_layers: config.numLayers,
-      num_heads: config.numHeads,
-      num_kv_heads: config.numKvHeads,
-      head_dim: config.headDim,
-      max_position_embeddings: config.maxPositionEmbeddings,
-      rms_norm_eps: config.rmsNormEps,
-      rope_theta: config.ropeTheta,
-      tie_word_embeddings: config.tieWordEmbeddings ? 1 : 0,
-      qkv_bias: config.qkvBias ? 1 : 0,
-      o_bias: config.oBias ? 1 : 0,
-      mlp_bias: config.mlpBias ? 1 : 0,
-      qk_norm: config.qkNorm ? 1 : 0,
-    }, bf16Base ? MODEL_BF16_BASE : 0);
+    const handle = new (native().Model)(coreConfig(config), bf16Base ? MODEL_BF16_BASE : 0);
     super(handle.table(), bf16Base ? () => handle.params() : handle.params(), () => this.h().grads(), "parameter");
     this.config = config;
     this.handle = handle;

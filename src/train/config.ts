@@ -6,7 +6,7 @@
 // Not the training loop (loop.ts) and not the loss math (src/losses): this only produces a checked object.
 import { extname } from "node:path";
 import { parse as parseYaml } from "yaml";
-import { DPO_LOSS_TYPES, F_DIVERGENCE_TYPES } from "../losses/dpo.ts";
+import { F_DIVERGENCE_TYPES } from "../losses/dpo.ts";
 import { resolveTargetModules } from "../models/peft.ts";
 import { ALIASES, COMPAT_KEYS, MISNAMES, type Alias, type CompatKey, type CompatKind } from "./config-compat.ts";
 import { parseMixture } from "../data/mixture.ts";
@@ -15,10 +15,12 @@ import { METRIC_SCHEDULERS, SCHEDULER_TYPES, schedulerKwargsProblems } from "./s
 import { nearest } from "../util/spelling.ts";
 import { readTextFile } from "../util/durable.ts";
 
-export const METHODS = ["orpo", "dpo", "ipo", "kto", "simpo", "cpo", "sft"] as const;
-export type TrainMethod = (typeof METHODS)[number];
-const PREFERENCE: readonly TrainMethod[] = ["orpo", "dpo", "ipo", "kto", "simpo", "cpo"];
-const WITH_REFERENCE: readonly TrainMethod[] = ["dpo", "ipo", "kto"];
+import { LOSS_KEY_DEFAULTS, lossKeyDefault, lossProblems, lossTypeList, METHODS, methodSpec, methodsReading, methodsWhere, normalLossType, type Method } from "./methods.ts";
+
+export { METHODS };
+export type TrainMethod = Method;
+const PREFERENCE = methodsWhere((s) => s.loss !== "sft");
+const WITH_REFERENCE = methodsWhere((s) => s.reference);
 
 type Group = "run" | "data" | "optimizer" | "schedule" | "logging" | "method" | "peft" | "compat";
 const GROUP_TITLES: Record<Group, string> = {
@@ -148,7 +150,7 @@ const DTYPES = ["auto", "bfloat16", "float16", "float32"] as const;
 
 const HONOURED = {
   // run and model
-  method: oneOf("run", "training method (TRL trainer): orpo, dpo, ipo (DPO with loss_type ipo), kto, simpo (CPO with loss_type simpo, cpo_alpha 0), cpo, sft", METHODS, "orpo"),
+  method: oneOf("run", `training method (TRL trainer): ${METHODS.map((m) => `${m} (${methodSpec(m).about})`).join("; ")}`, METHODS, "orpo"),
   model_name_or_path: str("run", "local Hugging Face model folder (config.json, model.safetensors, tokenizer.json)", null),
   output_dir: str("run", "run folder: metrics.jsonl, checkpoint-N/, the final model (transformers 5's default: trainer_output)", "trainer_output"),
   resume_from_checkpoint: { type: "string | bool | null", group: "run", doc: "a checkpoint folder to continue from, or true for the latest complete checkpoint-N in output_dir", def: null, bare: "optional", cli: (s: string) => (isBoolWord(s) ? cliBool(s) : cliString(s)), check: (v: unknown) => (v === null || typeof v === "boolean" || (typeof v === "string" && v !== "") ? v : fail("must be a path, true/false or null")) } as Field<string | boolean | null>,
@@ -190,13 +192,13 @@ const HONOURED = {
   dataset_cache_dir: str("data", "folder of the tokenized-dataset cache (null: no cache)", ".cache/preftune"),
   skip_bad_rows: bool("data", "skip (and count) malformed rows instead of stopping", false),
   pad_to_multiple_of: num("data", "pad each batch's length to a multiple of this", null, { int: true, min: 1, max: 65536, nullable: true }),
-  train_sampling_strategy: oneOf("data", "batch order: random (reshuffled each epoch from seed), sequential (TRL KTO's default), or group_by_length (random, rows of similar length together)", ["random", "sequential", "group_by_length", "batch_rebalance"] as const, (m) => (m === "kto" ? "sequential" : "random")),
+  train_sampling_strategy: oneOf("data", "batch order: random (reshuffled each epoch from seed), sequential (TRL KTO's default), or group_by_length (random, rows of similar length together)", ["random", "sequential", "group_by_length", "batch_rebalance"] as const, (m) => methodSpec(m).defaults.train_sampling_strategy),
   group_by_length: bool("data", "batch rows of similar length together (less padding)", false),
   dataloader_drop_last: bool("data", "drop the last incomplete batch of each epoch", false),
   precompute_ref_log_probs: bool("data", "compute the reference log-probs once before training (saved as ref_logps.safetensors in output_dir) instead of keeping a reference model", false, WITH_REFERENCE),
   precompute_ref_batch_size: num("data", "batch size of that pass (null: per_device_eval_batch_size)", null, { int: true, min: 1, nullable: true, methods: WITH_REFERENCE }),
   // optimizer
-  learning_rate: num("optimizer", "peak learning rate", (m) => (m === "sft" ? 2e-5 : 1e-6), { gt: 0 }),
+  learning_rate: num("optimizer", "peak learning rate", (m) => methodSpec(m).defaults.learning_rate, { gt: 0 }),
   adam_beta1: num("optimizer", "AdamW β1", 0.9, { min: 0, max: 1 }),
   adam_beta2: num("optimizer", "AdamW β2", 0.999, { min: 0, max: 1 }),
   adam_epsilon: num("optimizer", "AdamW ε", 1e-8, { gt: 0 }),
@@ -229,18 +231,18 @@ const HONOURED = {
   generate_during_eval_samples: num("logging", "preftune: how many eval prompts generate_during_eval completes, the first distinct ones of the eval split (null: per_device_eval_batch_size, as TRL)", null, { int: true, min: 1, nullable: true, methods: PREFERENCE }),
   generate_during_eval_max_new_tokens: num("logging", "preftune: most new tokens per generate_during_eval completion (it also stops at the tokenizer's EOS and at max_position_embeddings)", 64, { int: true, min: 1, methods: PREFERENCE }),
   // method
-  beta: num("method", "β: DPO/KTO temperature, IPO τ, ORPO λ, CPO/SimPO β", (m) => (m === "simpo" ? 2.0 : 0.1), { gt: 0, methods: PREFERENCE }),
-  loss_type: { type: "string | string[]", group: "method", doc: "dpo: one or a list of " + DPO_LOSS_TYPES.join(", ") + "; kto: kto | apo_zero_unpaired; cpo: sigmoid | hinge | ipo | simpo | alphapo; sft: nll (TRL's nll / chunked_nll)", def: (m: TrainMethod) => (m === "dpo" ? ["sigmoid"] : m === "ipo" ? "ipo" : m === "kto" ? "kto" : m === "simpo" ? "simpo" : m === "cpo" ? "sigmoid" : null), methods: ["dpo", "ipo", "kto", "cpo", "simpo", "sft"], list: true, cli: cliList, check: (v: unknown) => (v === null || typeof v === "string" || (Array.isArray(v) && v.length > 0 && v.every((x) => typeof x === "string")) ? v : fail("must be a string or a list of strings")) } as Field<string | string[] | null>,
-  loss_weights: { type: "float[] | null", group: "method", doc: "dpo: one weight per loss_type (null: 1 each)", def: null, methods: ["dpo"], list: true, cli: (s: string) => { const l = cliList(s); return Array.isArray(l) ? l.map(Number) : cliNumber(s); }, check: (v: unknown) => (v === null || (Array.isArray(v) && v.every((x) => typeof x === "number" && Number.isFinite(x))) ? v : fail("must be a list of numbers or null")) } as Field<number[] | null>,
-  rpo_alpha: num("method", "dpo: classic TRL's RPO weight of the NLL on chosen rows; current TRL spells it loss_type [..., sft] with that loss weight, which is what runs", null, { min: 0, nullable: true, methods: ["dpo"] }),
-  label_smoothing: num("method", "dpo robust/exo_pair/aot ε; cpo/simpo sigmoid smoothing", 0, { min: 0, max: 0.5, methods: ["dpo", "ipo", "cpo", "simpo"] }),
-  f_divergence_type: oneOf("method", "dpo: divergence of the reward", F_DIVERGENCE_TYPES, "reverse_kl", ["dpo"]),
-  f_alpha_divergence_coef: num("method", "dpo: α of alpha_divergence", 0.5, { methods: ["dpo"] }),
-  desirable_weight: num("method", "kto: λ_D, weight of desirable rows", 1.0, { min: 0, methods: ["kto"] }),
-  undesirable_weight: num("method", "kto: λ_U, weight of undesirable rows", 1.0, { min: 0, methods: ["kto"] }),
-  cpo_alpha: num("method", "cpo/simpo: weight of the NLL (behaviour cloning) term", (m) => (m === "simpo" ? 0 : 1.0), { min: 0, methods: ["cpo", "simpo"] }),
-  simpo_gamma: num("method", "cpo/simpo: SimPO target margin γ", 0.5, { methods: ["cpo", "simpo"] }),
-  alpha: num("method", "cpo/simpo: AlphaPO reward shape α (0: plain log-probs)", 0, { methods: ["cpo", "simpo"] }),
+  beta: num("method", "β: DPO/KTO temperature, IPO τ, ORPO λ, CPO/SimPO β", (m) => methodSpec(m).defaults.beta ?? 0 /* sft has none */, { gt: 0, methods: methodsReading("beta") }),
+  loss_type: { type: "string | string[]", group: "method", doc: methodsReading("loss_type").map((m) => `${m}: ${methodSpec(m).lossTypeList ? "one or a list of " : ""}${methodSpec(m).lossTypes.join(" | ")}`).join("; "), def: (m: TrainMethod) => normalLossType(m, null), methods: methodsReading("loss_type"), list: true, cli: cliList, check: (v: unknown) => (v === null || typeof v === "string" || (Array.isArray(v) && v.length > 0 && v.every((x) => typeof x === "string")) ? v : fail("must be a string or a list of strings")) } as Field<string | string[] | null>,
+  loss_weights: { type: "float[] | null", group: "method", doc: "dpo: one weight per loss_type (null: 1 each)", def: LOSS_KEY_DEFAULTS.loss_weights, methods: methodsReading("loss_weights"), list: true, cli: (s: string) => { const l = cliList(s); return Array.isArray(l) ? l.map(Number) : cliNumber(s); }, check: (v: unknown) => (v === null || (Array.isArray(v) && v.every((x) => typeof x === "number" && Number.isFinite(x))) ? v : fail("must be a list of numbers or null")) } as Field<number[] | null>,
+  rpo_alpha: num("method", "dpo: classic TRL's RPO weight of the NLL on chosen rows; current TRL spells it loss_type [..., sft] with that loss weight, which is what runs", LOSS_KEY_DEFAULTS.rpo_alpha, { min: 0, nullable: true, methods: methodsReading("rpo_alpha") }),
+  label_smoothing: num("method", "dpo robust ε (below 0.5), exo_pair ε (above 0; 1e-3 in the paper), aot ε; cpo/simpo sigmoid smoothing", LOSS_KEY_DEFAULTS.label_smoothing, { min: 0, max: 0.5, methods: methodsReading("label_smoothing") }),
+  f_divergence_type: oneOf("method", "dpo: divergence of the reward", F_DIVERGENCE_TYPES, LOSS_KEY_DEFAULTS.f_divergence_type as (typeof F_DIVERGENCE_TYPES)[number], methodsReading("f_divergence_type")),
+  f_alpha_divergence_coef: num("method", "dpo: α of alpha_divergence", LOSS_KEY_DEFAULTS.f_alpha_divergence_coef, { methods: methodsReading("f_alpha_divergence_coef") }),
+  desirable_weight: num("method", "kto: λ_D, weight of desirable rows", LOSS_KEY_DEFAULTS.desirable_weight, { min: 0, methods: methodsReading("desirable_weight") }),
+  undesirable_weight: num("method", "kto: λ_U, weight of undesirable rows", LOSS_KEY_DEFAULTS.undesirable_weight, { min: 0, methods: methodsReading("undesirable_weight") }),
+  cpo_alpha: num("method", "cpo/simpo: weight of the NLL (behaviour cloning) term", (m) => lossKeyDefault(m, "cpo_alpha"), { min: 0, methods: methodsReading("cpo_alpha") }),
+  simpo_gamma: num("method", "cpo/simpo: SimPO target margin γ", LOSS_KEY_DEFAULTS.simpo_gamma, { methods: methodsReading("simpo_gamma") }),
+  alpha: num("method", "cpo/simpo: AlphaPO reward shape α (0: plain log-probs)", LOSS_KEY_DEFAULTS.alpha, { methods: methodsReading("alpha") }),
   disable_dropout: bool("method", "TRL: set every dropout module to p = 0, PEFT's LoRA dropout included (TRL's DPO/ORPO/CPO/KTO call it after wrapping the model); false lets lora_dropout act. The decoders here have no other dropout", true),
   // LoRA (TRL ModelConfig / alignment-handbook names)
   use_peft: bool("peft", "train a LoRA adapter instead of every weight; output_dir then holds a PEFT adapter folder, and the DPO/IPO/KTO reference is the policy with its adapter disabled", false),
@@ -432,7 +434,7 @@ function dataProblems(c: TrainConfig, raw: Record<string, unknown>, notes: Notes
     if (c.dataset_mixer !== null && !(c.dataset_splits ?? ["train", "test"]).some((s) => s.includes("test"))) out.push(`${why} but dataset_splits lists no test split: add one (e.g. test_prefs), or ${fixTail}`);
   }
   // SFT settings (TRL SFTConfig)
-  if (c.method !== "sft") {
+  if (methodSpec(c.method).data !== "sft") {
     if (c.packing) out.push(`packing: true applies to method sft (TRL SFTConfig); method ${c.method} trains on whole rows, set packing: false`);
     if (c.assistant_only_loss) out.push(`assistant_only_loss: true applies to method sft (TRL SFTConfig); method ${c.method} trains on the completions, set assistant_only_loss: false`);
     const sftOnly = (["dataset_text_field", "completion_only_loss", "packing_strategy", "eval_packing", "shuffle_dataset"] as const).filter((k) => raw[k] !== undefined && isSet(c, k));
@@ -448,7 +450,6 @@ function dataProblems(c: TrainConfig, raw: Record<string, unknown>, notes: Notes
 
 /** Values that follow from others, as TRL / transformers resolve them, each with its note. */
 function derived(c: TrainConfig, raw: Record<string, unknown>, notes: Notes, problems: string[]): void {
-  if (c.loss_type === null) c.loss_type = defaultOf("loss_type", c.method) as string | string[] | null;   // null: the method's TRL default
   // eval_steps alone means evaluating every eval_steps; with another strategy, transformers ignores it
   if (raw.eval_steps != null && raw.eval_strategy === undefined) {
     c.eval_strategy = "steps";
@@ -484,7 +485,7 @@ function derived(c: TrainConfig, raw: Record<string, unknown>, notes: Notes, pro
   if (c.train_sampling_strategy === "group_by_length") c.group_by_length = true;
   // classic TRL's RPO weight = current TRL's sft loss term with that weight
   if (c.rpo_alpha !== null && c.method === "dpo") {
-    const types = c.loss_type === null ? ["sigmoid"] : Array.isArray(c.loss_type) ? [...c.loss_type] : [c.loss_type];
+    const types = lossTypeList(c.method, c.loss_type);
     if (types.includes("sft")) problems.push(`rpo_alpha (${c.rpo_alpha}) and loss_type ${show(types)} both add the NLL term; keep one (current TRL: loss_type [..., sft] with loss_weights)`);
     else {
       const weights = c.loss_weights ?? types.map(() => 1);
@@ -495,25 +496,13 @@ function derived(c: TrainConfig, raw: Record<string, unknown>, notes: Notes, pro
   }
 }
 
-const KTO_LOSSES = ["kto", "apo_zero_unpaired"];
-const CPO_LOSSES = ["sigmoid", "hinge", "ipo", "simpo", "alphapo"];
-
 /** Values that are each valid but not together; every message names both keys. */
 function conflicts(c: TrainConfig, raw: Record<string, unknown>): string[] {
   const out: string[] = [];
-  const lt = c.loss_type;
-  const list = lt === null ? [] : Array.isArray(lt) ? lt : [lt];
-  const m = c.method;
-  if (m === "kto" && !(list.length === 1 && KTO_LOSSES.includes(list[0]))) out.push(`method kto with loss_type ${JSON.stringify(lt)}: kto takes loss_type ${KTO_LOSSES.join(" or ")}`);
-  if ((m === "cpo" || m === "simpo") && !(list.length === 1 && CPO_LOSSES.includes(list[0]))) out.push(`method ${m} with loss_type ${JSON.stringify(lt)}: ${m} takes one of ${CPO_LOSSES.join(", ")}`);
-  if (m === "simpo" && typeof lt === "string" && lt !== "simpo" && lt !== "alphapo") out.push(`method simpo with loss_type ${lt}: use method cpo for loss_type ${lt}`);
-  if (m === "ipo" && !(list.length === 1 && list[0] === "ipo")) out.push(`method ipo with loss_type ${JSON.stringify(lt)}: ipo is DPO with loss_type ipo; use method dpo for other loss types`);
-  if (m === "sft" && lt !== null && !(list.length === 1 && (list[0] === "nll" || list[0] === "chunked_nll"))) out.push(`method sft with loss_type ${JSON.stringify(lt)}: only TRL's nll (chunked_nll is the same loss) is built; dft is not`);
-  if (m === "dpo") {
-    for (const t of list) if (!(DPO_LOSS_TYPES as readonly string[]).includes(t)) out.push(`method dpo with loss_type "${t}": use one of ${DPO_LOSS_TYPES.join(", ")}${KTO_LOSSES.includes(t) ? " (for kto use method kto)" : ""}`);
-    if (c.loss_weights && c.loss_weights.length !== list.length) out.push(`loss_weights has ${c.loss_weights.length} entries but loss_type has ${list.length}; give one weight per loss type`);
-  }
-  if (m === "kto" && c.loss_type === "kto" && c.per_device_train_batch_size < 2) out.push(`method kto with per_device_train_batch_size ${c.per_device_train_batch_size}: the KL estimate needs at least 2 rows per batch (or loss_type apo_zero_unpaired)`);
+  // loss_type and the parameters its loss types constrain: the registry's rules, the same ones the objectives apply at step 1
+  const loss = lossProblems(c.method, { loss_type: c.loss_type, loss_weights: c.loss_weights, label_smoothing: c.label_smoothing, per_device_train_batch_size: c.per_device_train_batch_size });
+  out.push(...loss);
+  if (loss.length === 0) c.loss_type = normalLossType(c.method, c.loss_type);
   if (c.max_length !== null && c.max_prompt_length !== null && c.max_prompt_length >= c.max_length) out.push(`max_prompt_length (${c.max_prompt_length}) must be below max_length (${c.max_length})`);
   if (c.max_steps <= 0 && raw.max_steps !== undefined && c.max_steps !== -1) out.push(`max_steps ${c.max_steps}: use a positive step count, or -1 to train num_train_epochs (${c.num_train_epochs})`);
   if (METRIC_SCHEDULERS.includes(c.lr_scheduler_type)) out.push(`lr_scheduler_type ${c.lr_scheduler_type}: transformers steps this schedule on evaluation metrics; it is not built here (use cosine, linear, cosine_with_min_lr, warmup_stable_decay, ...)`);
