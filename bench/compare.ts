@@ -1,13 +1,13 @@
 // Speed and memory of preftune's training step against the PyTorch peer (bench/peer_torch.py), measured
 // one after the other in this process tree on the same model shape, batch and thread count.
 //   node --import tsx bench/compare.ts [--steps 3] [--config bench/configs/smollm2-135m.json] [--only preftune|peer]
-// Not a test and not part of the library: it needs a python3 with torch for the peer (PREFTUNE_TORCH_PYTHON
+// Not a test and not part of the library: it needs a python3 with torch for the peer (PREFTUNE_PYTHON
 // overrides the search) and prints a table plus one JSON line with speed_ratio and rss_ratio.
 import { spawnSync } from "node:child_process";
 import { readFileSync } from "node:fs";
-import { dirname, resolve } from "node:path";
-import { fileURLToPath } from "node:url";
+import { resolve } from "node:path";
 import { parseArgs } from "node:util";
+import { findPython, MODEL_OPTIONS, STEP_OPTIONS, repo } from "./common.ts";
 
 /** The JSON line both `preftune bench` and peer_torch.py print (extra keys are kept but not needed). */
 interface BenchResult {
@@ -37,16 +37,11 @@ function fmaPeakGflops(threads: number): number {
   const lanes = / avx512f( |$)/.test(flags) ? 16 : / avx2( |$)/.test(flags) && / fma( |$)/.test(flags) ? 8 : 4;
   return (threads * mhz * 2 * 2 * lanes) / 1000;
 }
-const repo = resolve(dirname(fileURLToPath(import.meta.url)), "..");
-
 const { values: opts } = parseArgs({
   options: {
-    steps: { type: "string", default: "3" },
-    warmup: { type: "string", default: "1" },
-    config: { type: "string", default: "bench/configs/smollm2-135m.json" },
+    ...MODEL_OPTIONS,
+    ...STEP_OPTIONS,
     batch: { type: "string", default: "4" },
-    seq: { type: "string", default: "512" },
-    threads: { type: "string", default: "2" },
     only: { type: "string" },
   },
 });
@@ -89,18 +84,6 @@ function run(label: string, cmd: string, args: string[], env: NodeJS.ProcessEnv)
   return { label, result, error: null };
 }
 
-/** The first of $PREFTUNE_TORCH_PYTHON, python3, /usr/bin/python3, python that can import torch. */
-function findTorchPython(): string | null {
-  const candidates = [process.env.PREFTUNE_TORCH_PYTHON, "python3", "/usr/bin/python3", "python"].filter(
-    (c): c is string => typeof c === "string" && c.length > 0,
-  );
-  for (const c of candidates) {
-    const r = spawnSync(c, ["-c", "import torch"], { stdio: "ignore" });
-    if (r.status === 0) return c;
-  }
-  return null;
-}
-
 const runs: Run[] = [];
 let preftune: Run | null = null;
 if (opts.only !== "peer") {
@@ -110,11 +93,9 @@ if (opts.only !== "peer") {
 
 const peers: Run[] = [];
 if (opts.only !== "preftune") {
-  const python = findTorchPython();
+  const { python, why } = findPython(["torch"]);
   if (python === null) {
-    peers.push({ label: "pytorch", result: null,
-      error: "no python with torch found (tried $PREFTUNE_TORCH_PYTHON, python3, /usr/bin/python3, python); " +
-        "install Debian's python3-torch or set PREFTUNE_TORCH_PYTHON" });
+    peers.push({ label: "pytorch", result: null, error: `${why} (Debian: python3-torch)` });
   } else {
     const peerArgs = ["bench/peer_torch.py", ...shape, "--warmup", opts.warmup!, "--threads", opts.threads!];
     // OpenBLAS's own pthreads compete with torch's OpenMP threads, so the peer runs both ways and keeps its best.

@@ -6,14 +6,14 @@
 // reports each run's GFLOP/s as a share of both.
 //   node --import tsx bench/compare_trl.ts [--steps 3] [--warmup 1] [--pairs 2 --seq 512 --threads 2]
 //        [--variants full,lora] [--only preftune|trl] [--no-probe]
-// Needs a python with torch, transformers, trl and peft for the peer (PREFTUNE_TRL_PYTHON chooses it, else
-// python3). Not a test; prints a table per variant and one JSON line.
+// Needs a python with torch, transformers, trl and peft for the peer (PREFTUNE_PYTHON chooses it, else
+// the first python3 that has them; bench/common.ts). Not a test; prints a table per variant and one JSON line.
 import { spawnSync } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { dirname, join, resolve } from "node:path";
-import { fileURLToPath } from "node:url";
+import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
+import { findPython, MODEL_OPTIONS, STEP_OPTIONS, repo } from "./common.ts";
 
 interface Result {
   tokens_per_second: number;
@@ -25,15 +25,11 @@ interface Result {
 interface Run { side: "preftune" | "trl"; variant: string; label: string; result: Result | null; error: string | null }
 interface Probe { sgemm_gflops: number; bf16_gflops: number; bf16_cvt_gflops: number; bf16_impl: string }
 
-const repo = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 const { values: opts } = parseArgs({
   options: {
-    steps: { type: "string", default: "3" },
-    warmup: { type: "string", default: "1" },
-    config: { type: "string", default: "bench/configs/smollm2-135m.json" },
+    ...MODEL_OPTIONS,
+    ...STEP_OPTIONS,
     pairs: { type: "string", default: "2" },
-    seq: { type: "string", default: "512" },
-    threads: { type: "string", default: "2" },
     "lora-r": { type: "string", default: "16" },
     variants: { type: "string", default: "full,lora" },
     only: { type: "string" },
@@ -102,7 +98,9 @@ function coreType(): string {
   return (r.stdout ?? "").trim();
 }
 
-const python = process.env.PREFTUNE_TRL_PYTHON || "python3";
+const { python: found, why } = opts.only === "preftune" ? { python: null, why: "" } : findPython(["torch", "transformers", "trl", "peft"]);
+if (opts.only !== "preftune" && found === null) console.error(`[compare_trl] ${why}; the TRL peer runs will fail`);
+const python = found ?? "python3";
 const runs: Run[] = [];
 const gemm = opts["no-probe"] ? null : probe();
 for (const variant of variants) {

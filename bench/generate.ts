@@ -4,20 +4,18 @@
 // decoding: every step reads every weight once.
 //   node --import tsx bench/generate.ts [--config bench/configs/smollm2-135m.json] [--threads 2] [--repeats 3]
 // Not a test and not part of the library: the peer needs a python3 with torch 2.x and transformers 5.x
-// (PREFTUNE_PY chooses it). Prints a table and one JSON line with the ratios.
+// (PREFTUNE_PYTHON chooses it). Prints a table and one JSON line with the ratios.
 import { spawnSync } from "node:child_process";
 import { readFileSync } from "node:fs";
-import { dirname, resolve } from "node:path";
-import { fileURLToPath } from "node:url";
+import { resolve } from "node:path";
 import { parseArgs } from "node:util";
+import { findPython, MODEL_OPTIONS, repo } from "./common.ts";
 
 type Line = Record<string, unknown> & { impl: string; measure: string; dtype: string; batch: number };
 
-const repo = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 const { values: o } = parseArgs({
   options: {
-    config: { type: "string", default: "bench/configs/smollm2-135m.json" },
-    threads: { type: "string", default: "2" },
+    ...MODEL_OPTIONS,
     repeats: { type: "string", default: "3" },
     "new-tokens": { type: "string", default: "128" },
     dtypes: { type: "string", default: "float32,bfloat16" },
@@ -34,17 +32,11 @@ function jsonLines(label: string, cmd: string, args: string[]): Line[] {
   return lines;
 }
 
-function findPython(): string | null {
-  for (const c of [process.env.PREFTUNE_PY, "python3", "/usr/bin/python3"].filter((c): c is string => !!c)) {
-    if (spawnSync(c, ["-c", "import torch, transformers"], { stdio: "ignore" }).status === 0) return c;
-  }
-  return null;
-}
 
 const mine = jsonLines("preftune", process.execPath, ["bin/preftune.js", "bench", "--generate", ...common]);
-const python = findPython();
+const { python, why } = findPython(["torch", "transformers"]);
 const peer = python ? jsonLines("transformers", python, ["bench/peer_generate.py", ...common, "--dtype", o.dtypes!.includes(",") ? "both" : o.dtypes!]) : [];
-if (!python) console.error("[generate] no python with torch and transformers (set PREFTUNE_PY); peer skipped");
+if (!python) console.error(`[generate] ${why}; peer skipped`);
 const bw = python ? jsonLines("membw", python, ["bench/membw.py", "--threads", o.threads!]) : [];
 const readGBs = Number(bw[0]?.gb_per_s ?? NaN);
 

@@ -6,7 +6,7 @@
 #   decode  at each --batches size: a --prompt-tokens prompt, --new-tokens new tokens (min_new_tokens too, so
 #           no row stops early); decode rate = tokens after each row's first / seconds after the first token
 #   ttft    at batch 1: time to the first token of a --ttft-prompt-tokens prompt (the prefill)
-# Not part of preftune's runtime. Needs a python3 with torch 2.x and transformers 5.x (set PREFTUNE_PY to
+# Not part of preftune's runtime. Needs a python3 with torch 2.x and transformers 5.x (set PREFTUNE_PYTHON to
 # choose it when another script starts this one).
 #   python3 bench/peer_generate.py [--dtype float32|bfloat16|both] [--threads 2] [--batches 1,8] [--repeats 1]
 # Every measurement runs in a fresh child process (unless --same-process), so that peak_rss_mb is that

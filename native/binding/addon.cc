@@ -2,8 +2,10 @@
 // JavaScript errors. No math here; everything numeric is behind native/include/preftune.h.
 #include <napi.h>
 #include <cmath>
+#include <functional>
 #include <string>
 #include <utility>
+#include <vector>
 #include "preftune.h"
 
 namespace {
@@ -32,6 +34,40 @@ bool get_int(Napi::Env env, const Napi::Object& o, const char* key, int32_t& out
   return true;
 }
 
+// A pt_config from the JavaScript object native.ts builds (snake_case keys); false after throwing.
+bool read_config(Napi::Env env, const Napi::Object& o, pt_config& c) {
+  const std::pair<const char*, int32_t*> dims[] = {
+      {"vocab_size", &c.vocab_size}, {"hidden_size", &c.hidden_size}, {"intermediate_size", &c.intermediate_size},
+      {"num_layers", &c.num_layers}, {"num_heads", &c.num_heads}, {"num_kv_heads", &c.num_kv_heads},
+      {"head_dim", &c.head_dim}, {"max_position_embeddings", &c.max_position_embeddings}};
+  for (const auto& [key, dst] : dims) if (!get_int(env, o, key, *dst, 1)) return false;
+  const std::pair<const char*, int32_t*> flags[] = {
+      {"tie_word_embeddings", &c.tie_word_embeddings}, {"qkv_bias", &c.qkv_bias}, {"o_bias", &c.o_bias},
+      {"mlp_bias", &c.mlp_bias}, {"qk_norm", &c.qk_norm}};
+  for (const auto& [key, dst] : flags) if (!get_int(env, o, key, *dst)) return false;
+  c.rms_norm_eps = o.Get("rms_norm_eps").As<Napi::Number>().FloatValue();
+  c.rope_theta = o.Get("rope_theta").As<Napi::Number>().FloatValue();
+  return true;
+}
+
+// A parameter table as an array of {name, shape, offset, size, decay}.
+Napi::Array table_array(Napi::Env env, int32_t n, const std::function<const pt_param*(int32_t)>& get) {
+  auto arr = Napi::Array::New(env, n);
+  for (int32_t i = 0; i < n; i++) {
+    const pt_param* p = get(i);
+    auto o = Napi::Object::New(env);
+    o.Set("name", p->name);
+    auto shape = Napi::Array::New(env, p->ndim);
+    for (int d = 0; d < p->ndim; d++) shape.Set((uint32_t)d, Napi::Number::New(env, (double)p->shape[d]));
+    o.Set("shape", shape);
+    o.Set("offset", Napi::Number::New(env, (double)p->offset));
+    o.Set("size", Napi::Number::New(env, (double)p->size));
+    o.Set("decay", Napi::Boolean::New(env, p->decay != 0));
+    arr.Set((uint32_t)i, o);
+  }
+  return arr;
+}
+
 class Model : public Napi::ObjectWrap<Model> {
  public:
   static Napi::Function Define(Napi::Env env) {
@@ -53,6 +89,8 @@ class Model : public Napi::ObjectWrap<Model> {
                         InstanceMethod("loraGradNorm", &Model::LoraGradNorm),
                         InstanceMethod("loraScaleGrads", &Model::LoraScaleGrads),
                         InstanceMethod("loraAdamwStep", &Model::LoraAdamW),
+                        InstanceMethod("loraSetDropoutSeed", &Model::LoraSetDropoutSeed),
+                        InstanceMethod("loraDoraInit", &Model::LoraDoraInit),
                         InstanceMethod("decode", &Model::Decode),
                         InstanceMethod("setCompute", &Model::SetCompute),
                         InstanceMethod("paramsBf16", &Model::ParamsBf16),
@@ -66,19 +104,8 @@ class Model : public Napi::ObjectWrap<Model> {
   explicit Model(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Model>(info) {
     Napi::Env env = info.Env();
     if (throw_if(env, info.Length() < 1 || !info[0].IsObject(), "Model(config): config object expected")) return;
-    Napi::Object o = info[0].As<Napi::Object>();
     pt_config c{};
-    const std::pair<const char*, int32_t*> dims[] = {
-        {"vocab_size", &c.vocab_size}, {"hidden_size", &c.hidden_size}, {"intermediate_size", &c.intermediate_size},
-        {"num_layers", &c.num_layers}, {"num_heads", &c.num_heads}, {"num_kv_heads", &c.num_kv_heads},
-        {"head_dim", &c.head_dim}, {"max_position_embeddings", &c.max_position_embeddings}};
-    for (const auto& [key, dst] : dims) if (!get_int(env, o, key, *dst, 1)) return;
-    const std::pair<const char*, int32_t*> flags[] = {
-        {"tie_word_embeddings", &c.tie_word_embeddings}, {"qkv_bias", &c.qkv_bias}, {"o_bias", &c.o_bias},
-        {"mlp_bias", &c.mlp_bias}, {"qk_norm", &c.qk_norm}};
-    for (const auto& [key, dst] : flags) if (!get_int(env, o, key, *dst)) return;
-    c.rms_norm_eps = o.Get("rms_norm_eps").As<Napi::Number>().FloatValue();
-    c.rope_theta = o.Get("rope_theta").As<Napi::Number>().FloatValue();
+    if (!read_config(env, info[0].As<Napi::Object>(), c)) return;
     int32_t model_flags = 0;  // Model(config, flags?): PT_MODEL_* bits
     if (info.Length() > 1 && !info[1].IsUndefined()) {
       if (throw_if(env, !info[1].IsNumber(), "Model(config, flags): flags must be a number")) return;
@@ -148,20 +175,7 @@ class Model : public Napi::ObjectWrap<Model> {
     return TableOf(env, pt_model_num_params(m_), pt_model_param);
   }
   Napi::Value TableOf(Napi::Env env, int32_t n, const pt_param* (*get)(const pt_model*, int32_t)) {
-    auto arr = Napi::Array::New(env, n);
-    for (int32_t i = 0; i < n; i++) {
-      const pt_param* p = get(m_, i);
-      auto o = Napi::Object::New(env);
-      o.Set("name", p->name);
-      auto shape = Napi::Array::New(env, p->ndim);
-      for (int d = 0; d < p->ndim; d++) shape.Set((uint32_t)d, Napi::Number::New(env, (double)p->shape[d]));
-      o.Set("shape", shape);
-      o.Set("offset", Napi::Number::New(env, (double)p->offset));
-      o.Set("size", Napi::Number::New(env, (double)p->size));
-      o.Set("decay", Napi::Boolean::New(env, p->decay != 0));
-      arr.Set((uint32_t)i, o);
-    }
-    return arr;
+    return table_array(env, n, [&](int32_t i) { return get(m_, i); });
   }
 
   // forward(ids Int32Array (B*T), lengths Int32Array (B), B, T, flags (PT_FORWARD_* bits, or a train boolean),
@@ -239,7 +253,7 @@ class Model : public Napi::ObjectWrap<Model> {
     return env.Undefined();
   }
 
-  // loraAttach({ r, lora_alpha, use_rslora, targets, lora_dropout })
+  // loraAttach({ r, lora_alpha, use_rslora, targets, lora_dropout, use_dora })
   Napi::Value LoraAttach(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     if (!Alive(env)) return env.Undefined();
@@ -250,6 +264,7 @@ class Model : public Napi::ObjectWrap<Model> {
     c.lora_alpha = o.Get("lora_alpha").As<Napi::Number>().FloatValue();
     if (!get_int(env, o, "use_rslora", c.use_rslora) || !get_int(env, o, "targets", c.targets)) return env.Undefined();
     c.lora_dropout = o.Get("lora_dropout").As<Napi::Number>().FloatValue();
+    if (!get_int(env, o, "use_dora", c.use_dora)) return env.Undefined();
     check_status(env, pt_lora_attach(m_, &c));
     return env.Undefined();
   }
@@ -288,6 +303,18 @@ class Model : public Napi::ObjectWrap<Model> {
   }
   Napi::Value LoraScaleGrads(const Napi::CallbackInfo& info) {
     if (Attached(info.Env())) pt_lora_scale_grads(m_, info[0].As<Napi::Number>().FloatValue());
+    return info.Env().Undefined();
+  }
+  // loraSetDropoutSeed(seed, step, micro): integers, seed < 2^53
+  Napi::Value LoraSetDropoutSeed(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!Attached(env)) return env.Undefined();
+    auto num = [&](size_t i) { return info[i].As<Napi::Number>(); };
+    pt_lora_set_dropout_seed(m_, (uint64_t)num(0).Int64Value(), num(1).Int64Value(), num(2).Int32Value());
+    return env.Undefined();
+  }
+  Napi::Value LoraDoraInit(const Napi::CallbackInfo& info) {
+    if (Attached(info.Env())) check_status(info.Env(), pt_lora_dora_init(m_));
     return info.Env().Undefined();
   }
   // loraAdamwStep(expAvg, expAvgSq, step, lr, beta1, beta2, eps, weightDecay)
@@ -389,6 +416,22 @@ Napi::Value GetNumThreads(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), pt_get_num_threads());
 }
 // bf16Support(): PT_BF16_* bits, read again on each call (PREFTUNE_NO_BF16 may change); bf16Describe(): a line.
+// paramLayout(config): {table, numFloats}, the parameter layout of a model of config (pt_param_layout), no model made.
+Napi::Value ParamLayout(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (throw_if(env, info.Length() < 1 || !info[0].IsObject(), "paramLayout(config): config object expected")) return env.Undefined();
+  pt_config c{};
+  if (!read_config(env, info[0].As<Napi::Object>(), c)) return env.Undefined();
+  int32_t n = 0;
+  int64_t floats = 0;
+  if (check_status(env, pt_param_layout(&c, nullptr, 0, &n, &floats))) return env.Undefined();
+  std::vector<pt_param> table((size_t)n);
+  if (check_status(env, pt_param_layout(&c, table.data(), n, &n, &floats))) return env.Undefined();
+  auto out = Napi::Object::New(env);
+  out.Set("table", table_array(env, n, [&](int32_t i) { return &table[(size_t)i]; }));
+  out.Set("numFloats", Napi::Number::New(env, (double)floats));
+  return out;
+}
 Napi::Value Bf16Support(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), pt_bf16_support()); }
 Napi::Value Bf16Describe(const Napi::CallbackInfo& info) { return Napi::String::New(info.Env(), pt_bf16_describe()); }
 Napi::Value Gradcheck(const Napi::CallbackInfo& info) {
@@ -481,6 +524,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("setNumThreads", Napi::Function::New(env, SetNumThreads));
   exports.Set("getNumThreads", Napi::Function::New(env, GetNumThreads));
   exports.Set("gradcheck", Napi::Function::New(env, Gradcheck));
+  exports.Set("paramLayout", Napi::Function::New(env, ParamLayout));
   exports.Set("bf16Support", Napi::Function::New(env, Bf16Support));
   exports.Set("bf16Describe", Napi::Function::New(env, Bf16Describe));
   exports.Set("dynamicMap", Napi::Function::New(env, DynamicMap));

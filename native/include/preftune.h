@@ -22,11 +22,15 @@
 extern "C" {
 #endif
 
-#define PT_ABI_VERSION 5   // 2: pt_forward takes PT_FORWARD_* flags; pt_lora_*. 3: pt_kv_*, pt_decode.
+#define PT_ABI_VERSION 7   // 2: pt_forward takes PT_FORWARD_* flags; pt_lora_*. 3: pt_kv_*, pt_decode.
                            // 4: pt_set_compute, pt_bf16_support (bf16 mixed precision); pt_model_create_ex with
                            // PT_MODEL_BF16_BASE (a frozen base held in bf16); the gradient buffer is allocated on
-                           // first use (a LoRA model never allocates one). 5: per-tensor AdamW with 8-bit state
-                           // (pt_adamw8bit_tensor, pt_dynamic_map, pt_*quantize_blockwise); gradient checkpointing
+                           // first use (a LoRA model never allocates one)
+                           // 5: LoRA dropout (pt_lora_config.lora_dropout, pt_lora_set_dropout_seed); DoRA
+                           // (pt_lora_config.use_dora, lora_magnitude_vector entries, pt_lora_dora_init)
+                           // 6: pt_param_layout (the parameter table without a model)
+                           // 7: per-tensor AdamW with 8-bit state (pt_adamw8bit_tensor, pt_adamw_tensor,
+                           // pt_dynamic_map, pt_*quantize_blockwise); pt_set_gradient_checkpointing
 
 typedef enum {
   PT_OK = 0,
@@ -66,6 +70,12 @@ typedef struct {
 const char* pt_last_error(void);
 int pt_abi_version(void);
 
+// The parameter layout a model of `cfg` has (names, shapes, offsets, decay; the one definition of it), without
+// creating a model or any parameter buffer: for checks before allocating (weight files against the config, memory).
+// Writes min(capacity, count) entries to out (out may be NULL), the entry count to *num_params and the buffer length
+// in floats to *num_floats (either may be NULL). The config is checked as pt_model_create checks it.
+pt_status pt_param_layout(const pt_config* cfg, pt_param* out, int32_t capacity, int32_t* num_params,
+                          int64_t* num_floats);
 pt_status pt_model_create(const pt_config* cfg, pt_model** out);  // = pt_model_create_ex(cfg, 0, out)
 // PT_MODEL_BF16_BASE: the base parameter set is held in bf16 only (pt_model_params_bf16: the same layout and
 // offsets as the fp32 buffer, in 16-bit units), half the memory, written by the loader straight from BF16
@@ -145,9 +155,18 @@ void pt_adamw8bit_tensor(float* p, const float* g, uint8_t* state1, uint8_t* sta
 // Table names are the PEFT file names: base_model.model.model.layers.{i}.self_attn.q_proj.lora_A.weight.
 // Layout per layer: the A matrices of the targeted q|k|v members back to back (one GEMM), then each B;
 // o_proj A, B; gate|up A's back to back, then each B; down_proj A, B (each group 64-byte aligned).
-// The forward keeps u = x A^T (N, r) per targeted projection for the backward (recomputed with its layer under
+// The forward keeps u = x~ A^T (N, r) per targeted projection for the backward (recomputed with its layer under
 // gradient checkpointing).
-// lora_dropout must be 0 (the core has no dropout). Attaching or detaching drops saved activations.
+// lora_dropout p in [0, 1): a training forward feeds the adapter x~ = dropout(x) (PEFT: the base still sees x),
+// each projection its own mask, kept elements scaled by 1 / (1 - p); eval forwards and decoding never drop.
+// Masks are a pure function of (the seed set by pt_lora_set_dropout_seed, the number of training forwards since,
+// layer, projection, token, column): nothing is stored, and the backward draws the same masks again.
+// use_dora = 1: PEFT's DoRA. Each adapted projection also has a magnitude m (out), table entry
+// base_model.model.model.layers.{i}.<module>.<proj>.lora_magnitude_vector (1-D, decay = 1), placed after the
+// group's B matrices; y = c * (x W^T + s (x A^T) B^T) + b with c = m / ||W + s B A||_row, the norm recomputed every
+// forward and a constant in the backward (PEFT detaches it); with dropout active
+// y = x W^T + b + (c - 1) * (x~ W^T) + c * s (x~ A^T) B^T, as PEFT's DoRA variant.
+// Attaching or detaching drops saved activations.
 enum {
   PT_LORA_Q_PROJ = 1, PT_LORA_K_PROJ = 2, PT_LORA_V_PROJ = 4, PT_LORA_O_PROJ = 8,
   PT_LORA_GATE_PROJ = 16, PT_LORA_UP_PROJ = 32, PT_LORA_DOWN_PROJ = 64,
@@ -159,7 +178,8 @@ typedef struct {
   float lora_alpha;
   int32_t use_rslora;          // 0 or 1
   int32_t targets;             // PT_LORA_* bits, at least one
-  float lora_dropout;          // must be 0
+  float lora_dropout;          // in [0, 1)
+  int32_t use_dora;            // 0 or 1
 } pt_lora_config;
 
 // Allocates the adapter with every value 0 (initialise A from TypeScript, as PEFT: B = 0, A kaiming-uniform).
@@ -179,7 +199,15 @@ void pt_lora_scale_grads(pt_model* m, float s);
 void pt_lora_adamw_step(pt_model* m, float* exp_avg, float* exp_avg_sq, int64_t step, float lr, float beta1,
                         float beta2, float eps, float weight_decay);
 // W += s * B A for every adapted projection (PEFT's merge), in the base parameter buffer; then detaches.
+// DoRA: W = (m / ||W + s B A||_row) * (W + s B A), row by row (PEFT's DoRA merge).
 pt_status pt_lora_merge(pt_model* m);
+// The dropout stream of the following training forwards: a pure function of (seed, step, micro); the k-th
+// training forward after this call draws the masks of (seed, step, micro, k). A resumed run that sets the same
+// values draws the same masks. Before any call the stream is (0, 0, 0).
+void pt_lora_set_dropout_seed(pt_model* m, uint64_t seed, int64_t step, int32_t micro);
+// DoRA: every magnitude m = ||W + s B A||_row from the current weights (PEFT's initialisation); PT_ERR_STATE
+// without a DoRA adapter.
+pt_status pt_lora_dora_init(pt_model* m);
 
 // ---- Decoding with a KV cache ----------------------------------------------------------------------
 // A decoding session of B rows: per layer a K and a V cache (L, B, NKV, T_max, HS) holding each row's keys and

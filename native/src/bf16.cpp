@@ -139,55 +139,18 @@ inline float widen1(bf16 h) {
   std::memcpy(&f, &u, 4);
   return f;
 }
-// r[i][j] = A_i . B_j for up to 4 rows of A (mr of them) and 4 rows of B (bf16), K long.
-inline void dot_bf16(float r[4][4], int mr, const float* a, int lda, const bf16* B, int ldb, int K) {
-  int k = 0;
+// gemm_few_rows' loader for bf16 weights: 16 at a time widened in registers, 2 bytes a weight read from memory.
+struct LoadBf16 {
+  using T = bf16;
 #ifdef __AVX512F__
-  __m512 s[4][4];
-  for (auto& row : s) for (auto& v : row) v = _mm512_setzero_ps();
-  for (; k + 16 <= K; k += 16) {
-    __m512 b[4];
-    for (int j = 0; j < 4; j++) b[j] = widen16(B + (size_t)j * ldb + k);
-    for (int i = 0; i < mr; i++) {
-      const __m512 x = _mm512_loadu_ps(a + (size_t)i * lda + k);
-      for (int j = 0; j < 4; j++) s[i][j] = _mm512_fmadd_ps(b[j], x, s[i][j]);
-    }
-  }
-  for (int i = 0; i < mr; i++) for (int j = 0; j < 4; j++) r[i][j] = hsum(s[i][j]);
-#else
-  for (int i = 0; i < mr; i++) for (int j = 0; j < 4; j++) r[i][j] = 0;
+  static __m512 vec(const bf16* p) { return widen16(p); }
 #endif
-  for (; k < K; k++)
-    for (int i = 0; i < mr; i++)
-      for (int j = 0; j < 4; j++) r[i][j] += a[(size_t)i * lda + k] * widen1(B[(size_t)j * ldb + k]);
-}
+  static float one(bf16 h) { return widen1(h); }
+};
 }  // namespace
 
 void gemm_few_rows_bf16(int M, int N, int K, const float* A, int lda, const bf16* B, int ldb, float* C, int ldc) {
-  auto cols = [&](int n0, int n1) {
-    int n = n0;
-    for (; n + 4 <= n1; n += 4)
-      for (int m = 0; m < M; m += 4) {
-        const int mr = std::min(4, M - m);
-        float r[4][4];
-        dot_bf16(r, mr, A + (size_t)m * lda, lda, B + (size_t)n * ldb, ldb, K);
-        for (int i = 0; i < mr; i++) for (int j = 0; j < 4; j++) C[(size_t)(m + i) * ldc + n + j] = r[i][j];
-      }
-    for (; n < n1; n++)
-      for (int m = 0; m < M; m++) {
-        float acc = 0;
-        for (int k = 0; k < K; k++) acc += A[(size_t)m * lda + k] * widen1(B[(size_t)n * ldb + k]);
-        C[(size_t)m * ldc + n] = acc;
-      }
-  };
-  if (omp_in_parallel() || (size_t)N * K < 32768) return cols(0, N);
-#pragma omp parallel
-  {
-    const int nt = omp_get_num_threads(), t = omp_get_thread_num();
-    const int per = ((N + nt - 1) / nt + 3) / 4 * 4;
-    const int n0 = std::min(N, t * per), n1 = std::min(N, n0 + per);
-    if (n1 > n0) cols(n0, n1);
-  }
+  gemm_few_rows_t<LoadBf16>(M, N, K, 1.0f, A, lda, B, ldb, 0.0f, C, ldc);
 }
 
 void gemm_bf16(bool ta, bool tb, int M, int N, int K, const bf16* A, int lda, const bf16* B, int ldb, bool accumulate,

@@ -7,6 +7,7 @@
 #pragma once
 #include <cstdint>
 #include "common.h"
+#include "linear.h"
 
 namespace pt {
 
@@ -54,11 +55,7 @@ inline void linear_forward_bf16(float* y, const float* x, const bf16* Wh, const 
   bf16* xb = s.a.need((size_t)N * in);
   to_bf16(xb, x, (int64_t)N * in);
   gemm_bf16(false, true, N, out, in, xb, in, Wh, in, false, y, out);
-  if (b) {
-#pragma omp parallel for schedule(static)
-    for (int n = 0; n < N; n++)
-      for (int o = 0; o < out; o++) y[(int64_t)n * out + o] += b[o];
-  }
+  if (b) add_bias(y, b, N, out);
 }
 
 // linear_backward (linear.h) with bf16 operands: dx = dy Wh (or +=), dW += dy^T x, db += sum dy (fp32, from dy
@@ -74,14 +71,7 @@ inline void linear_backward_bf16(float* dx, float* dW, float* db, const float* d
     to_bf16(xb, x, (int64_t)N * in);
     gemm_bf16(true, false, out, in, N, dyb, out, xb, in, true, dW, in);
   }
-  if (db) {
-#pragma omp parallel for schedule(static)
-    for (int o = 0; o < out; o++) {
-      double acc = 0;
-      for (int n = 0; n < N; n++) acc += dy[(int64_t)n * out + o];
-      db[o] += (float)acc;
-    }
-  }
+  if (db) bias_backward(db, dy, N, out);
 }
 
 // y (N, out) = x W^T + b in fp32 math for a weight held only in bf16 (Wh): a few rows read it directly, more
@@ -95,11 +85,7 @@ inline void linear_forward_widen(float* y, const float* x, const bf16* Wh, const
     from_bf16(W, Wh, (int64_t)out * in);
     gemm(false, true, N, out, in, 1.0f, x, in, W, in, 0.0f, y, out);
   }
-  if (b) {
-#pragma omp parallel for schedule(static)
-    for (int n = 0; n < N; n++)
-      for (int o = 0; o < out; o++) y[(int64_t)n * out + o] += b[o];
-  }
+  if (b) add_bias(y, b, N, out);
 }
 
 // dx (N, in) = dy W (or += when accumulate) in fp32 math for a frozen weight held only in bf16.

@@ -26,85 +26,78 @@ inline float hsum(__m512 v) {
 }
 #endif
 
-// Dot products of 4 rows of B (ldb apart) with one row a, K long: r[j] = a . B[j].
-inline void dot4(float r[4], const float* a, const float* B, int ldb, int K) {
-  const float *b0 = B, *b1 = B + ldb, *b2 = B + 2 * (size_t)ldb, *b3 = B + 3 * (size_t)ldb;
-  int k = 0;
+// How the few-row kernels read B: LoadF32 as it is; bf16.cpp's LoadBf16 widens bf16 weights in registers.
+struct LoadF32 {
+  using T = float;
 #ifdef __AVX512F__
-  __m512 s0 = _mm512_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
-  for (; k + 16 <= K; k += 16) {
-    const __m512 x = _mm512_loadu_ps(a + k);
-    for (int j = 4; j < 8; j++) _mm_prefetch((const char*)(B + (size_t)j * ldb + k), _MM_HINT_T0);  // next 4 rows
-    s0 = _mm512_fmadd_ps(_mm512_loadu_ps(b0 + k), x, s0);
-    s1 = _mm512_fmadd_ps(_mm512_loadu_ps(b1 + k), x, s1);
-    s2 = _mm512_fmadd_ps(_mm512_loadu_ps(b2 + k), x, s2);
-    s3 = _mm512_fmadd_ps(_mm512_loadu_ps(b3 + k), x, s3);
-  }
-  r[0] = hsum(s0); r[1] = hsum(s1);
-  r[2] = hsum(s2); r[3] = hsum(s3);
-#else
-  r[0] = r[1] = r[2] = r[3] = 0;
+  static __m512 vec(const float* p) { return _mm512_loadu_ps(p); }
 #endif
-  for (; k < K; k++) { r[0] += a[k] * b0[k]; r[1] += a[k] * b1[k]; r[2] += a[k] * b2[k]; r[3] += a[k] * b3[k]; }
-}
+  static float one(float x) { return x; }
+};
 
-// The 4 x 4 dot products of rows a, a + lda, ... (4 of A) with rows B, B + ldb, ... (4 of B): r[i][j] = A_i . B_j.
-// 16 accumulators: each loaded vector of A or B feeds 4 FMAs, so the loop is bound by FMA, not by loads.
-inline void dot4x4(float r[4][4], const float* a, int lda, const float* B, int ldb, int K) {
+// r[i][j] = A_i . B_j for MR rows of A (lda apart) and 4 rows of B (ldb apart, read through Load), K long.
+// MR x 4 accumulators: each loaded vector of A or B feeds several FMAs, so the loop is bound by FMA, not by loads.
+// The sum of every (i, j) takes the same order whatever MR is, so a row gets the same bits in any block.
+template <int MR, class Load>
+inline void dot_block(float r[][4], const float* a, int lda, const typename Load::T* B, int ldb, int K) {
   int k = 0;
 #ifdef __AVX512F__
-  __m512 s[4][4];
+  __m512 s[MR][4];
   for (auto& row : s) for (auto& v : row) v = _mm512_setzero_ps();
   for (; k + 16 <= K; k += 16) {
     __m512 b[4];
     for (int j = 0; j < 4; j++) {
       _mm_prefetch((const char*)(B + (size_t)(j + 4) * ldb + k), _MM_HINT_T0);  // the next 4 rows of B
-      b[j] = _mm512_loadu_ps(B + (size_t)j * ldb + k);
+      b[j] = Load::vec(B + (size_t)j * ldb + k);
     }
-    for (int i = 0; i < 4; i++) {
+    for (int i = 0; i < MR; i++) {
       const __m512 x = _mm512_loadu_ps(a + (size_t)i * lda + k);
       for (int j = 0; j < 4; j++) s[i][j] = _mm512_fmadd_ps(b[j], x, s[i][j]);
     }
   }
-  for (int i = 0; i < 4; i++) for (int j = 0; j < 4; j++) r[i][j] = hsum(s[i][j]);
+  for (int i = 0; i < MR; i++) for (int j = 0; j < 4; j++) r[i][j] = hsum(s[i][j]);
 #else
-  for (int i = 0; i < 4; i++) for (int j = 0; j < 4; j++) r[i][j] = 0;
+  for (int i = 0; i < MR; i++) for (int j = 0; j < 4; j++) r[i][j] = 0;
 #endif
   for (; k < K; k++)
-    for (int i = 0; i < 4; i++) for (int j = 0; j < 4; j++) r[i][j] += a[(size_t)i * lda + k] * B[(size_t)j * ldb + k];
+    for (int i = 0; i < MR; i++)
+      for (int j = 0; j < 4; j++) r[i][j] += a[(size_t)i * lda + k] * Load::one(B[(size_t)j * ldb + k]);
 }
 
 // C (M, N) = alpha A (M, K) B^T + beta C for a few rows of A (decoding: one row per live sequence) with B (N, K)
-// a weight matrix: every row of B is read from memory once and dotted with each row of A while it sits in L1.
-// Decoding is bound by that one pass over the weights; BLAS GEMM packs B first (a second pass and a write)
-// and its GEMV threads poorly on the largest matrix (the LM head), measured 3-6x slower here.
-// Inside a parallel region (attention per head) it runs on the calling thread.
-inline void gemm_few_rows(int M, int N, int K, float alpha, const float* A, int lda, const float* B, int ldb, float beta,
-                          float* C, int ldc) {
+// a weight matrix (fp32, or bf16 through LoadBf16): every row of B is read from memory once and dotted with each
+// row of A while it sits in L1. Decoding is bound by that one pass over the weights; BLAS GEMM packs B first (a
+// second pass and a write) and its GEMV threads poorly on the largest matrix (the LM head), measured 3-6x slower
+// here. Inside a parallel region (attention per head) it runs on the calling thread.
+template <class Load>
+inline void gemm_few_rows_t(int M, int N, int K, float alpha, const float* A, int lda, const typename Load::T* B,
+                            int ldb, float beta, float* C, int ldc) {
   auto rows = [&](int n0, int n1) {
-    int n = n0;
     auto put = [&](int m, int n, float v) {
       float* c = C + (size_t)m * ldc + n;
       *c = alpha * v + (beta == 0.0f ? 0.0f : beta * *c);
     };
-    for (; n + 4 <= n1; n += 4) {
-      int m = 0;
-      for (; m + 4 <= M; m += 4) {
+    int n = n0;
+    for (; n + 4 <= n1; n += 4)
+      for (int m = 0; m < M; m += 4) {
+        const float* a = A + (size_t)m * lda;
+        const typename Load::T* b = B + (size_t)n * ldb;
         float r[4][4];
-        dot4x4(r, A + (size_t)m * lda, lda, B + (size_t)n * ldb, ldb, K);
-        for (int i = 0; i < 4; i++) for (int j = 0; j < 4; j++) put(m + i, n + j, r[i][j]);
+        const int mr = std::min(4, M - m);
+        switch (mr) {
+          case 4: dot_block<4, Load>(r, a, lda, b, ldb, K); break;
+          case 3: dot_block<3, Load>(r, a, lda, b, ldb, K); break;
+          case 2: dot_block<2, Load>(r, a, lda, b, ldb, K); break;
+          default: dot_block<1, Load>(r, a, lda, b, ldb, K);
+        }
+        for (int i = 0; i < mr; i++) for (int j = 0; j < 4; j++) put(m + i, n + j, r[i][j]);
       }
-      for (; m < M; m++) {
-        float r[4];
-        dot4(r, A + (size_t)m * lda, B + (size_t)n * ldb, ldb, K);
-        for (int j = 0; j < 4; j++) put(m, n + j, r[j]);
-      }
-    }
     for (; n < n1; n++)
       for (int m = 0; m < M; m++) {
-        const float *a = A + (size_t)m * lda, *b = B + (size_t)n * ldb;
+        const float* a = A + (size_t)m * lda;
+        const typename Load::T* b = B + (size_t)n * ldb;
         float r = 0;
-        for (int k = 0; k < K; k++) r += a[k] * b[k];
+        for (int k = 0; k < K; k++) r += a[k] * Load::one(b[k]);
         put(m, n, r);
       }
   };
@@ -116,6 +109,10 @@ inline void gemm_few_rows(int M, int N, int K, float alpha, const float* A, int 
     const int n0 = std::min(N, t * per), n1 = std::min(N, n0 + per);
     if (n1 > n0) rows(n0, n1);
   }
+}
+inline void gemm_few_rows(int M, int N, int K, float alpha, const float* A, int lda, const float* B, int ldb, float beta,
+                          float* C, int ldc) {
+  gemm_few_rows_t<LoadF32>(M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 constexpr int kFewRows = 8;
 

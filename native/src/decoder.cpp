@@ -2,8 +2,8 @@
 // flat gradient buffer, over right-padded batches packed into their real tokens (padding costs nothing).
 // Per layer:  h = rmsnorm(x); qkv = h Wqkv^T (+b); [q/k rmsnorm]; rope; a = attn(qkv);
 //             x' = x + a Wo^T (+b);  h = rmsnorm(x'); gu = h Wgu^T (+b); x'' = x' + swiglu(gu) Wd^T (+b)
-// With a LoRA adapter attached (pt_lora_*), each targeted projection also runs its low-rank path (lora.h)
-// and the backward skips every base weight gradient. In bf16 compute mode (pt_set_compute) the linear layers' and
+// With a LoRA adapter attached (pt_lora_*), each targeted projection also runs its low-rank path (lora.h; with
+// dropout in training, or DoRA, one member at a time: dora.h) and the backward skips every base weight gradient. In bf16 compute mode (pt_set_compute) the linear layers' and
 // the head's GEMMs take bf16 operands (bf16.h), weights converted per call from the fp32 masters. Decoding
 // (pt_decode, always fp32) runs the same layer sequence over only the new tokens of each row, against a KV
 // cache. With gradient checkpointing a training forward keeps only each layer's input and the backward
@@ -23,6 +23,7 @@
 #include "attention.h"
 #include "bf16.h"
 #include "common.h"
+#include "dora.h"
 #include "head.h"
 #include "linear.h"
 #include "lora.h"
@@ -89,6 +90,11 @@ struct Adapter {
   int ucol[NGROUPS] = {0, 0, 0, 0};  // first column of group k's u = x A^T inside a token's row of u
   int uwidth = 0;                    // columns of u per token per layer: sum of members * r
   int max_group = 0;                 // widest group's members * r
+  int max_in = 0, max_out = 0;       // widest member input and output
+  bool dora = false;
+  std::vector<float> norms;          // DoRA: every member's row norms ||W + s B A|| of the last forward
+  // Dropout stream: base from pt_lora_set_dropout_seed, training forwards since, and the last one's key.
+  uint64_t drop_base = 0, drop_count = 0, drop_key = 0;
   ~Adapter() {
     std::free(params);
     std::free(grads);
@@ -127,6 +133,9 @@ struct pt_model {
   Buf<float> r_logp, r_mean, r_ent;
   Buf<float> xscratch;  // (N, C) the discarded output of a layer recomputed in the backward
   Buf<float> lora_u, lora_du, lora_sink;  // (L, N, uwidth) or one slot; (N, max_group); (max(C, HS))
+  // The member-wise path (dora.h): x~ (N, max_in), t and w (N, max_out), du (N, r), dx~ (N, max_in), one row per
+  // thread for the norms, and one member's base rows widened from a bf16-held base (max_out, max_in).
+  Buf<float> dora_xd, dora_t, dora_w, dora_du, dora_dX, dora_row, dora_W;
   Buf<uint8_t> r_correct;
   // bf16 mode: operand scratch, one linear weight and the head (each converted right before its GEMMs).
   Bf16Scratch bs;
@@ -143,6 +152,7 @@ struct pt_kv_cache {
   std::vector<SeqSpan> seqs;     // (n)
   std::vector<int32_t> tok, pos, past;
   Buf<float> x, xm, h, rstd, qkv, att, gu, act, lu, hf;
+  Buf<float> dn;                 // DoRA: one member's row norms
   ~pt_kv_cache() {
     std::free(k);
     std::free(v);
@@ -164,53 +174,70 @@ void add_to(std::vector<pt_param>& table, const std::string& name, int64_t d0, i
   table.push_back(p);
   off += p.size;
 }
-void add_param(pt_model* m, const std::string& name, int64_t d0, int64_t d1, bool decay, int64_t& off) {
-  add_to(m->table, name, d0, d1, decay, off);
-}
 
 // Tensors that must be contiguous (q|k|v, gate|up) are laid out back to back; every other tensor
 // starts on a 64-byte boundary.
 void align(int64_t& off) { off = (off + 15) / 16 * 16; }
 
-void build_table(pt_model* m) {
+// The parameter layout of a config, appended to `table`; returns the buffer length in floats. The one definition
+// of the layout: models are built on it and pt_param_layout hands it out before any buffer exists.
+int64_t build_layout(const pt_config& cfg, std::vector<pt_param>& table) {
   int64_t off = 0;
-  const int64_t C = m->C, I = m->I, V = m->V, NH = m->NH, NKV = m->NKV, HS = m->HS;
-  add_param(m, "model.embed_tokens.weight", V, C, true, off);
-  for (int l = 0; l < m->L; l++) {
+  const int64_t C = cfg.hidden_size, I = cfg.intermediate_size, V = cfg.vocab_size, NH = cfg.num_heads,
+                NKV = cfg.num_kv_heads, HS = cfg.head_dim;
+  auto add = [&](const std::string& name, int64_t d0, int64_t d1, bool decay) { add_to(table, name, d0, d1, decay, off); };
+  add("model.embed_tokens.weight", V, C, true);
+  for (int l = 0; l < cfg.num_layers; l++) {
     const std::string p = "model.layers." + std::to_string(l) + ".";
-    align(off); add_param(m, p + "input_layernorm.weight", C, 0, false, off);
+    align(off); add(p + "input_layernorm.weight", C, 0, false);
     align(off);
-    add_param(m, p + "self_attn.q_proj.weight", NH * HS, C, true, off);
-    add_param(m, p + "self_attn.k_proj.weight", NKV * HS, C, true, off);
-    add_param(m, p + "self_attn.v_proj.weight", NKV * HS, C, true, off);
-    if (m->cfg.qkv_bias) {
+    add(p + "self_attn.q_proj.weight", NH * HS, C, true);
+    add(p + "self_attn.k_proj.weight", NKV * HS, C, true);
+    add(p + "self_attn.v_proj.weight", NKV * HS, C, true);
+    if (cfg.qkv_bias) {
       align(off);
-      add_param(m, p + "self_attn.q_proj.bias", NH * HS, 0, false, off);
-      add_param(m, p + "self_attn.k_proj.bias", NKV * HS, 0, false, off);
-      add_param(m, p + "self_attn.v_proj.bias", NKV * HS, 0, false, off);
+      add(p + "self_attn.q_proj.bias", NH * HS, 0, false);
+      add(p + "self_attn.k_proj.bias", NKV * HS, 0, false);
+      add(p + "self_attn.v_proj.bias", NKV * HS, 0, false);
     }
-    if (m->cfg.qk_norm) {
-      align(off); add_param(m, p + "self_attn.q_norm.weight", HS, 0, false, off);
-      align(off); add_param(m, p + "self_attn.k_norm.weight", HS, 0, false, off);
+    if (cfg.qk_norm) {
+      align(off); add(p + "self_attn.q_norm.weight", HS, 0, false);
+      align(off); add(p + "self_attn.k_norm.weight", HS, 0, false);
     }
-    align(off); add_param(m, p + "self_attn.o_proj.weight", C, NH * HS, true, off);
-    if (m->cfg.o_bias) { align(off); add_param(m, p + "self_attn.o_proj.bias", C, 0, false, off); }
-    align(off); add_param(m, p + "post_attention_layernorm.weight", C, 0, false, off);
+    align(off); add(p + "self_attn.o_proj.weight", C, NH * HS, true);
+    if (cfg.o_bias) { align(off); add(p + "self_attn.o_proj.bias", C, 0, false); }
+    align(off); add(p + "post_attention_layernorm.weight", C, 0, false);
     align(off);
-    add_param(m, p + "mlp.gate_proj.weight", I, C, true, off);
-    add_param(m, p + "mlp.up_proj.weight", I, C, true, off);
-    align(off); add_param(m, p + "mlp.down_proj.weight", C, I, true, off);
-    if (m->cfg.mlp_bias) {
+    add(p + "mlp.gate_proj.weight", I, C, true);
+    add(p + "mlp.up_proj.weight", I, C, true);
+    align(off); add(p + "mlp.down_proj.weight", C, I, true);
+    if (cfg.mlp_bias) {
       align(off);
-      add_param(m, p + "mlp.gate_proj.bias", I, 0, false, off);
-      add_param(m, p + "mlp.up_proj.bias", I, 0, false, off);
-      align(off); add_param(m, p + "mlp.down_proj.bias", C, 0, false, off);
+      add(p + "mlp.gate_proj.bias", I, 0, false);
+      add(p + "mlp.up_proj.bias", I, 0, false);
+      align(off); add(p + "mlp.down_proj.bias", C, 0, false);
     }
   }
-  align(off); add_param(m, "model.norm.weight", C, 0, false, off);
-  if (!m->cfg.tie_word_embeddings) { align(off); add_param(m, "lm_head.weight", V, C, true, off); }
+  align(off); add("model.norm.weight", C, 0, false);
+  if (!cfg.tie_word_embeddings) { align(off); add("lm_head.weight", V, C, true); }
   align(off);
-  m->nfloats = off;
+  return off;
+}
+
+// The checks every config passes before a layout or a model is made of it.
+pt_status check_config(const pt_config* cfg) {
+  if (cfg->vocab_size <= 0 || cfg->hidden_size <= 0 || cfg->intermediate_size <= 0 || cfg->num_layers <= 0 ||
+      cfg->num_heads <= 0 || cfg->num_kv_heads <= 0 || cfg->head_dim <= 0 || cfg->max_position_embeddings <= 0)
+    return fail(PT_ERR_ARGUMENT, "every model dimension must be positive");
+  if (cfg->num_heads % cfg->num_kv_heads != 0)
+    return fail(PT_ERR_ARGUMENT, "num_attention_heads (" + std::to_string(cfg->num_heads) +
+                                     ") must be a multiple of num_key_value_heads (" +
+                                     std::to_string(cfg->num_kv_heads) + ")");
+  if (cfg->head_dim % 2 != 0) return fail(PT_ERR_ARGUMENT, "head_dim must be even for rotary embeddings");
+  const int64_t qkv = ((int64_t)cfg->num_heads + 2 * (int64_t)cfg->num_kv_heads) * cfg->head_dim;
+  if (qkv > INT32_MAX || 2 * (int64_t)cfg->intermediate_size > INT32_MAX)
+    return fail(PT_ERR_ARGUMENT, "the attention or MLP width of this config does not fit 32-bit indexing");
+  return PT_OK;
 }
 
 float* find(pt_model* m, float* base, const std::string& name) {
@@ -253,7 +280,7 @@ bool build_adapter(const pt_model* m, Adapter& a) {
       {{"mlp.gate_proj", PT_LORA_GATE_PROJ, 0, I}, {"mlp.up_proj", PT_LORA_UP_PROJ, I, I}},
       {{"mlp.down_proj", PT_LORA_DOWN_PROJ, 0, C}},
   };
-  struct Offsets { int64_t A = 0, B[3] = {0, 0, 0}; };
+  struct Offsets { int64_t A = 0, B[3] = {0, 0, 0}, M[3] = {0, 0, 0}; };
   std::vector<std::array<Offsets, NGROUPS>> offs(m->L);
   a.P.assign(m->L, {});
   int64_t off = 0;
@@ -277,10 +304,24 @@ bool build_adapter(const pt_model* m, Adapter& a) {
         g.col[j] = on[j].col;
         g.out[j] = on[j].out;
       }
+      for (int j = 0; j < g.members && a.dora; j++) {
+        align(off);
+        offs[l][k].M[j] = off;
+        add_to(a.table, p + on[j].name + ".lora_magnitude_vector", on[j].out, 0, true, off);
+      }
     }
   }
   align(off);
   a.nfloats = off;
+  size_t nnorm = 0;
+  for (int l = 0; l < m->L; l++)
+    for (int k = 0; k < NGROUPS; k++)
+      for (int j = 0; j < a.P[l][k].members; j++) {
+        nnorm += a.dora ? a.P[l][k].out[j] : 0;
+        a.max_in = std::max(a.max_in, a.P[l][k].in);
+        a.max_out = std::max(a.max_out, a.P[l][k].out[j]);
+      }
+  a.norms.assign(nnorm, 0.0f);
   a.uwidth = 0;
   for (int k = 0; k < NGROUPS; k++) {
     a.ucol[k] = a.uwidth;
@@ -305,6 +346,17 @@ bool build_adapter(const pt_model* m, Adapter& a) {
       }
     }
   }
+  float* nb = a.norms.data();
+  for (int l = 0; l < m->L && a.dora; l++)
+    for (int k = 0; k < NGROUPS; k++) {
+      LoraGroup<float>& g = a.P[l][k];
+      for (int j = 0; j < g.members; j++) {
+        g.mag[j] = a.params + offs[l][k].M[j];
+        g.dmag[j] = a.grads + offs[l][k].M[j];
+        g.norm[j] = nb;
+        nb += g.out[j];
+      }
+    }
   return true;
 }
 
@@ -384,11 +436,115 @@ const HeadBf16* head_bf16(pt_model* m, bool mixed, HeadBf16& hw) {
   return &hw;
 }
 
+// torch.optim.AdamW over one parameter set (base or adapter), tensor by tensor (optim.h): decoupled weight decay
+// only where the table says so.
+void adamw(const std::vector<pt_param>& table, float* params, const float* grads, float* exp_avg,
+           float* exp_avg_sq, int64_t step, float lr, float beta1, float beta2, float eps, float weight_decay) {
+  const AdamWStep decay(step, lr, beta1, beta2, eps, weight_decay), plain(step, lr, beta1, beta2, eps, 0.0f);
+  for (const pt_param& p : table)
+    adamw_tensor(params + p.offset, grads + p.offset, exp_avg + p.offset, exp_avg_sq + p.offset, p.size,
+                 p.decay ? decay : plain);
+}
+
+// ---- The member-wise adapter path (dora.h): LoRA dropout in training forwards, and DoRA ----
+
+// Whether group terms run member by member: DoRA always, dropout in training forwards (else lora.h's fused path).
+bool member_path(const Adapter& a, bool train) { return a.dora || (train && a.cfg.lora_dropout > 0.0f); }
+
+// Member j of group k in layer l: its dropout in this forward (off outside training).
+Dropout member_dropout(const Adapter& a, bool train, int l, int k, int j) {
+  Dropout d;
+  if (train && a.cfg.lora_dropout > 0.0f) {
+    d.p = a.cfg.lora_dropout;
+    d.key = mix64(a.drop_key ^ mix64(((uint64_t)l * NGROUPS + k) * 4 + j + 1));
+  }
+  return d;
+}
+
+// Rows [row0, row0 + rows) of group k's base matrix in layer l, as fp32: the matrix itself, or (a bf16-held base)
+// widened into m->dora_W.
+const float* group_rows(pt_model* m, int l, int k, int row0, int rows, int in) {
+  const Layer& P = m->P[l];
+  const float* W[NGROUPS] = {P.wqkv, P.wo, P.wgu, P.wd};
+  const uint16_t* Wh[NGROUPS] = {P.hqkv, P.ho, P.hgu, P.hd};
+  if (W[k]) return W[k] + (size_t)row0 * in;
+  float* t = m->dora_W.need((size_t)rows * in);
+  from_bf16(t, Wh[k] + (size_t)row0 * in, (int64_t)rows * in);
+  return t;
+}
+const float* group_bias(const pt_model* m, int l, int k) {
+  const Layer& P = m->P[l];
+  const float* b[NGROUPS] = {P.bqkv, P.bo, P.bgu, P.bd};
+  return b[k];
+}
+
+// The member's DoRA views (magnitude, norms, base rows, bias); norm_to: where this forward's norms go (null: the
+// adapter's own, kept for the backward), compute: recompute them (a forward) or read the last forward's (backward).
+void dora_views(pt_model* m, const Adapter& a, int l, int k, int j, LoraMember<float>& mem, float* norm_to, bool compute) {
+  const LoraGroup<float>& g = a.P[l][k];
+  mem.mag = g.mag[j];
+  mem.dmag = g.dmag[j];
+  mem.W = group_rows(m, l, k, mem.col, mem.out, g.in);
+  const float* b = group_bias(m, l, k);
+  mem.bias = b ? b + mem.col : nullptr;
+  float* n = norm_to ? norm_to : g.norm[j];
+  if (compute)
+    dora_norms(n, mem.W, mem.A, mem.B, mem.out, g.in, g.r, (float)a.scaling,
+               m->dora_row.need((size_t)omp_get_max_threads() * g.in));
+  mem.norm = n;
+}
+
+// y (N, ldy) += the adapter terms of group k, member by member; u (N, members * r) receives x~ A^T. norm_to: as
+// in dora_views (decoding passes its own scratch so it never touches what a backward reads).
+void members_forward(pt_model* m, const Adapter& a, bool train, int l, int k, float* y, int ldy, float* u,
+                     const float* x, int N, float* norm_to) {
+  const LoraGroup<float>& g = a.P[l][k];
+  for (int j = 0; j < g.members; j++) {
+    LoraMember<float> mem = member_of(g, j);
+    const Dropout d = member_dropout(a, train, l, k, j);
+    MemberScratch<float> S;
+    if (d.on()) S.xd = m->dora_xd.need((size_t)N * g.in);
+    if (g.mag[j]) {
+      dora_views(m, a, l, k, j, mem, norm_to, true);
+      S.t = m->dora_t.need((size_t)N * mem.out);
+      if (d.on()) S.w = m->dora_w.need((size_t)N * mem.out);
+    }
+    member_forward(y, ldy, u + j * g.r, g.members * g.r, x, mem, N, (float)a.scaling, d, S);
+  }
+}
+
+// The backward of members_forward after a training forward: dx (N, in) += input gradients, dA, dB, dm accumulate.
+void members_backward(pt_model* m, const Adapter& a, int l, int k, float* dx, const float* dy, int ldy, const float* x,
+                      const float* u, int N) {
+  const LoraGroup<float>& g = a.P[l][k];
+  for (int j = 0; j < g.members; j++) {
+    LoraMember<float> mem = member_of(g, j);
+    const Dropout d = member_dropout(a, true, l, k, j);
+    MemberScratch<float> S;
+    S.du = m->dora_du.need((size_t)N * g.r);
+    if (d.on()) {
+      S.xd = m->dora_xd.need((size_t)N * g.in);
+      S.dX = m->dora_dX.need((size_t)N * g.in);
+    }
+    if (g.mag[j]) {
+      dora_views(m, a, l, k, j, mem, nullptr, false);
+      S.t = m->dora_t.need((size_t)N * mem.out);
+      S.w = m->dora_w.need((size_t)N * mem.out);
+    }
+    member_backward(dx, dy, ldy, x, u + j * g.r, g.members * g.r, mem, N, (float)a.scaling, d, S);
+  }
+}
+
+void release_member_scratch(pt_model* m) {
+  for (Buf<float>* b : {&m->dora_xd, &m->dora_t, &m->dora_w, &m->dora_du, &m->dora_dX, &m->dora_row, &m->dora_W})
+    b->release();
+}
+
 // One decoder layer of a training or eval forward: x (N, C) -> xnext (N, C), keeping this layer's activations in
 // activation slot s of the model's buffers (and its LoRA u = x A^T in slot s of lora_u). h and act are
 // single-slot scratch. The backward calls it again, into slot 0, to recompute a checkpointed layer: the same
 // code on the same input gives the same activations bit for bit.
-void layer_forward(pt_model* m, int l, int s, const float* x, float* xnext, const Adapter* lo, bool mixed) {
+void layer_forward(pt_model* m, int l, int s, const float* x, float* xnext, const Adapter* lo, bool mixed, bool train) {
   const int C = m->C, I = m->I, NH = m->NH, NKV = m->NKV, HS = m->HS, QKV = m->QKV, AO = m->AO;
   const int64_t N = m->N;
   const int nN = (int)N;
@@ -403,11 +559,15 @@ void layer_forward(pt_model* m, int l, int s, const float* x, float* xnext, cons
   auto lin = [&](float* y, const float* in, const float* W, const uint16_t* Wh, const float* b, int nin, int nout) {
     base_linear(m, mixed, y, in, W, Wh, b, nN, nin, nout);
   };
-  // LoRA: after each adapted base GEMM, y += s (x A^T) B^T, keeping u = x A^T for the backward.
+  // LoRA: after each adapted base GEMM, y += s (x~ A^T) B^T, keeping u = x~ A^T for the backward; member by
+  // member for DoRA or dropout (whose masks depend only on this training forward's key, so a recompute draws the
+  // same ones), else lora.h's fused path.
+  const bool members = lo && member_path(*lo, train);
   auto adapt = [&](int k, float* y, int ldy, const float* in) {
     if (!lo || !lo->P[l][k].members) return;
     float* u = m->lora_u.p + (size_t)s * N * lo->uwidth + (size_t)N * lo->ucol[k];
-    lora_forward(y, ldy, u, in, lo->P[l][k], nN, (float)lo->scaling);
+    if (members) members_forward(m, *lo, train, l, k, y, ldy, u, in, nN, nullptr);
+    else lora_forward(y, ldy, u, in, lo->P[l][k], nN, (float)lo->scaling);
   };
   rmsnorm_forward(h, m->rstd1.p + (size_t)s * N, x, P.ln1, N, 1, C, C, eps);
   g_prof.lap(P_NORM);
@@ -449,16 +609,6 @@ void layer_forward(pt_model* m, int l, int s, const float* x, float* xnext, cons
   g_prof.lap(P_RESID);
 }
 
-// torch.optim.AdamW over one parameter set (base or adapter), tensor by tensor (optim.h): decoupled weight decay
-// only where the table says so.
-void adamw(const std::vector<pt_param>& table, float* params, const float* grads, float* exp_avg,
-           float* exp_avg_sq, int64_t step, float lr, float beta1, float beta2, float eps, float weight_decay) {
-  const AdamWStep decay(step, lr, beta1, beta2, eps, weight_decay), plain(step, lr, beta1, beta2, eps, 0.0f);
-  for (const pt_param& p : table)
-    adamw_tensor(params + p.offset, grads + p.offset, exp_avg + p.offset, exp_avg_sq + p.offset, p.size,
-                 p.decay ? decay : plain);
-}
-
 }  // namespace
 
 extern "C" {
@@ -466,22 +616,30 @@ extern "C" {
 const char* pt_last_error(void) { return g_error.c_str(); }
 int pt_abi_version(void) { return PT_ABI_VERSION; }
 
+pt_status pt_param_layout(const pt_config* cfg, pt_param* out, int32_t capacity, int32_t* num_params,
+                          int64_t* num_floats) {
+  if (pt_status st = check_config(cfg); st != PT_OK) return st;
+  std::vector<pt_param> table;
+  int64_t n = 0;
+  try {
+    n = build_layout(*cfg, table);
+  } catch (const std::bad_alloc&) {
+    return fail(PT_ERR_MEMORY, "out of memory for the parameter table of " + std::to_string(cfg->num_layers) + " layers");
+  }
+  if (table.size() > (size_t)INT32_MAX) return fail(PT_ERR_ARGUMENT, "the parameter table of this config has more than 2^31 entries");
+  if (num_params) *num_params = (int32_t)table.size();
+  if (num_floats) *num_floats = n;
+  if (out) std::memcpy(out, table.data(), sizeof(pt_param) * std::min(table.size(), (size_t)std::max(capacity, 0)));
+  return PT_OK;
+}
+
 pt_status pt_model_create(const pt_config* cfg, pt_model** out) { return pt_model_create_ex(cfg, 0, out); }
 
 pt_status pt_model_create_ex(const pt_config* cfg, int32_t flags, pt_model** out) {
   *out = nullptr;
   if (flags & ~PT_MODEL_BF16_BASE) return fail(PT_ERR_ARGUMENT, "unknown pt_model_create_ex flags " + std::to_string(flags));
-  if (cfg->vocab_size <= 0 || cfg->hidden_size <= 0 || cfg->intermediate_size <= 0 || cfg->num_layers <= 0 ||
-      cfg->num_heads <= 0 || cfg->num_kv_heads <= 0 || cfg->head_dim <= 0 || cfg->max_position_embeddings <= 0)
-    return fail(PT_ERR_ARGUMENT, "every model dimension must be positive");
-  if (cfg->num_heads % cfg->num_kv_heads != 0)
-    return fail(PT_ERR_ARGUMENT, "num_attention_heads (" + std::to_string(cfg->num_heads) +
-                                     ") must be a multiple of num_key_value_heads (" +
-                                     std::to_string(cfg->num_kv_heads) + ")");
-  if (cfg->head_dim % 2 != 0) return fail(PT_ERR_ARGUMENT, "head_dim must be even for rotary embeddings");
+  if (pt_status st = check_config(cfg); st != PT_OK) return st;
   const int64_t qkv = ((int64_t)cfg->num_heads + 2 * (int64_t)cfg->num_kv_heads) * cfg->head_dim;
-  if (qkv > INT32_MAX || 2 * (int64_t)cfg->intermediate_size > INT32_MAX)
-    return fail(PT_ERR_ARGUMENT, "the attention or MLP width of this config does not fit 32-bit indexing");
   auto* m = new (std::nothrow) pt_model();
   if (!m) return fail(PT_ERR_MEMORY, "out of memory");
   m->cfg = *cfg;
@@ -491,7 +649,7 @@ pt_status pt_model_create_ex(const pt_config* cfg, int32_t flags, pt_model** out
   m->QKV = (int)qkv;
   m->AO = m->NH * m->HS;
   try {
-    build_table(m);
+    m->nfloats = build_layout(m->cfg, m->table);
     bind_views(m, m->params, m->P, m->embed, m->normf, m->head);  // the layer views only (null buffers yet)
   } catch (const std::bad_alloc&) {
     pt_model_free(m);
@@ -571,6 +729,10 @@ pt_status pt_forward(pt_model* m, const int32_t* ids, const int32_t* lengths, in
                                  "are frozen while a LoRA adapter is attached");
   flush_denormals();
   refresh_small(m);
+  if (train && m->lora && m->lora->cfg.lora_dropout > 0.0f) {  // this training forward's dropout key
+    Adapter& a = *m->lora;
+    a.drop_key = mix64(a.drop_base ^ mix64(++a.drop_count));
+  }
   // Pack the real tokens of every row.
   m->B = B; m->T = T;
   m->seqs.resize(B);
@@ -641,7 +803,7 @@ pt_status pt_forward(pt_model* m, const int32_t* ids, const int32_t* lengths, in
     for (int l = 0; l < L; l++) {
       const float* x = xin + (size_t)(train ? l : (l & 1)) * N * C;
       float* xnext = xin + (size_t)(train ? l + 1 : ((l + 1) & 1)) * N * C;
-      layer_forward(m, l, S == L ? l : 0, x, xnext, lo, mixed);
+      layer_forward(m, l, S == L ? l : 0, x, xnext, lo, mixed, train);
     }
     const float* xL = xin + (size_t)(train ? L : (L & 1)) * N * C;
     rmsnorm_forward(hf, rstdf, xL, m->normf, N, 1, C, C, eps);
@@ -736,7 +898,8 @@ pt_status pt_backward(pt_model* m, const float* dlogps) {
       base_back(dxo, nullptr, nullptr, dy, x, W, Wh, in, out);  // frozen base: dx only
       if (!lo->P[l][k].members) return;
       const float* u = m->lora_u.p + (size_t)slot(l) * N * lo->uwidth + (size_t)N * lo->ucol[k];
-      lora_backward(dxo, du, dy, out, x, u, lo->P[l][k], nN, (float)lo->scaling);
+      if (member_path(*lo, true)) members_backward(m, *lo, l, k, dxo, dy, out, x, u, nN);
+      else lora_backward(dxo, du, dy, out, x, u, lo->P[l][k], nN, (float)lo->scaling);
     };
 
     g_prof.start();
@@ -750,7 +913,7 @@ pt_status pt_backward(pt_model* m, const float* dlogps) {
       const Layer& G = m->G[l];
       const float* x = m->xin.p + (size_t)l * N * C;
       if (recompute) {
-        layer_forward(m, l, 0, x, xscratch, lo, mixed);  // a training forward always runs with the adapters on
+        layer_forward(m, l, 0, x, xscratch, lo, mixed, true);  // a training forward always runs with the adapters on
         g_prof.lap(P_RECOMPUTE);
       }
       const int s = slot(l);
@@ -813,6 +976,7 @@ void pt_release_activations(pt_model* m) {
                         &m->dh, &m->dact, &m->dgu, &m->datt, &m->dqkv, &m->headwork, &m->lora_u, &m->lora_du,
                         &m->lora_sink, &m->xscratch})
     b->release();
+  release_member_scratch(m);
   for (Buf<bf16>* b : {&m->bs.a, &m->bs.g, &m->wb, &m->headwb}) b->release();
   m->wtile.release();
 }
@@ -840,14 +1004,19 @@ pt_status pt_lora_attach(pt_model* m, const pt_lora_config* cfg) {
   if (cfg->targets <= 0 || (cfg->targets & ~PT_LORA_ALL_LINEAR))
     return fail(PT_ERR_ARGUMENT, "LoRA targets must be a non-empty set of PT_LORA_* bits, got " +
                                      std::to_string(cfg->targets));
-  if (cfg->lora_dropout != 0.0f)
-    return fail(PT_ERR_ARGUMENT, "lora_dropout = " + std::to_string(cfg->lora_dropout) +
-                                     " is not supported: the native core has no dropout; use lora_dropout 0");
+  if (!(cfg->lora_dropout >= 0.0f && cfg->lora_dropout < 1.0f))
+    return fail(PT_ERR_ARGUMENT, "lora_dropout must be in [0, 1), got " + std::to_string(cfg->lora_dropout));
+  if (cfg->use_dora != 0 && cfg->use_dora != 1) return fail(PT_ERR_ARGUMENT, "use_dora must be 0 or 1");
   auto a = std::unique_ptr<Adapter>(new (std::nothrow) Adapter());
   if (!a) return fail(PT_ERR_MEMORY, "out of memory");
   a->cfg = *cfg;
+  a->dora = cfg->use_dora == 1;
   a->scaling = (double)cfg->lora_alpha / (cfg->use_rslora ? std::sqrt((double)cfg->r) : (double)cfg->r);
-  if (!build_adapter(m, *a)) return fail(PT_ERR_MEMORY, "cannot allocate the LoRA adapter");
+  try {
+    if (!build_adapter(m, *a)) return fail(PT_ERR_MEMORY, "cannot allocate the LoRA adapter");
+  } catch (const std::bad_alloc&) {
+    return fail(PT_ERR_MEMORY, "cannot allocate the LoRA adapter");
+  }
   m->lora = std::move(a);
   m->saved = false;
   return PT_OK;
@@ -857,6 +1026,31 @@ void pt_lora_detach(pt_model* m) {
   m->lora.reset();
   m->saved = false;
   for (Buf<float>* b : {&m->lora_u, &m->lora_du, &m->lora_sink}) b->release();
+  release_member_scratch(m);
+}
+
+void pt_lora_set_dropout_seed(pt_model* m, uint64_t seed, int64_t step, int32_t micro) {
+  if (!m->lora) return;
+  m->lora->drop_base = mix64(mix64(mix64(seed + 1) ^ (uint64_t)step) ^ (uint64_t)(uint32_t)micro);
+  m->lora->drop_count = 0;
+}
+
+pt_status pt_lora_dora_init(pt_model* m) {
+  if (!m->lora || !m->lora->dora) return fail(PT_ERR_STATE, "no DoRA adapter is attached");
+  const Adapter& a = *m->lora;
+  try {
+    for (int l = 0; l < m->L; l++)
+      for (int k = 0; k < NGROUPS; k++)
+        for (int j = 0; j < a.P[l][k].members; j++) {
+          LoraMember<float> mem = member_of(a.P[l][k], j);
+          dora_views(m, a, l, k, j, mem, nullptr, true);
+          std::memcpy(const_cast<float*>(mem.mag), mem.norm, sizeof(float) * mem.out);
+        }
+  } catch (const std::bad_alloc&) {
+    return fail(PT_ERR_MEMORY, "out of memory initialising the DoRA magnitudes");
+  }
+  release_member_scratch(m);
+  return PT_OK;
 }
 
 int32_t pt_lora_attached(const pt_model* m) { return m->lora ? 1 : 0; }
@@ -894,15 +1088,20 @@ pt_status pt_lora_merge(pt_model* m) {
       for (int k = 0; k < NGROUPS; k++) {
         const LoraGroup<float>& g = a.P[l][k];
         if (!g.members) continue;
+        auto merge = [&](float* w) {  // W += s B A; DoRA then scales each row to m / ||row||
+          lora_merge(w, g, (float)a.scaling);
+          for (int j = 0; j < g.members; j++)
+            if (g.mag[j]) dora_rescale_rows(w + (size_t)g.col[j] * g.in, g.mag[j], g.out[j], g.in);
+        };
         if (!Wh[k]) {
-          lora_merge(W[k], g, (float)a.scaling);
+          merge(W[k]);
           continue;
         }
         // A bf16-held base: merge in fp32 over the widened matrix, then round it back to bf16.
         const int64_t n = rows[k] * g.in;
         float* t = m->wtile.need((size_t)n);
         from_bf16(t, Wh[k], n);
-        lora_merge(t, g, (float)a.scaling);
+        merge(t);
         to_bf16(m->params16 + (Wh[k] - m->params16), t, n);
       }
     }
@@ -1002,8 +1201,11 @@ pt_status pt_decode(pt_model* m, pt_kv_cache* kv, const int32_t* rows, const int
     float* gu = kv->gu.need((size_t)N * 2 * I);
     float* act = kv->act.need((size_t)N * I);
     float* lu = lo ? kv->lu.need((size_t)N * lo->max_group) : nullptr;
-    auto adapt = [&](int l, int k, float* y, int ldy, const float* in) {  // y += s (in A^T) B^T
-      if (lo && lo->P[l][k].members) lora_forward(y, ldy, lu, in, lo->P[l][k], nN, (float)lo->scaling);
+    float* dn = lo && lo->dora ? kv->dn.need((size_t)lo->max_out) : nullptr;
+    auto adapt = [&](int l, int k, float* y, int ldy, const float* in) {  // y += s (in A^T) B^T, or DoRA's terms
+      if (!lo || !lo->P[l][k].members) return;
+      if (lo->dora) members_forward(m, *lo, false, l, k, y, ldy, lu, in, nN, dn);
+      else lora_forward(y, ldy, lu, in, lo->P[l][k], nN, (float)lo->scaling);
     };
     const size_t layer = (size_t)kv->B * NKV * kv->Tmax * HS;
     refresh_small(m);

@@ -9,6 +9,7 @@
 #include <vector>
 #include "preftune.h"
 #include "attention.h"
+#include "dora.h"
 #include "head.h"
 #include "linear.h"
 #include "lora.h"
@@ -277,6 +278,108 @@ Check head_input_check(std::mt19937_64& rng) {
   return c;
 }
 
+
+// One LoRA member on the member-wise path (dora.h) writing columns [2, 5) of a 7-wide frozen base linear with a
+// bias: plain LoRA with dropout, DoRA, or DoRA with dropout. The dropout mask is fixed by its key, so it is a
+// constant of the checked function. DoRA's row norms are computed once from the initial A and B and then held:
+// PEFT detaches them, so the analytic gradient is that of the function with the norm a constant.
+Check member_check(std::mt19937_64& rng, bool dora, float p) {
+  const int N = 5, in = 4, r = 2, ldy = 7, col = 2, out = 3;
+  const double s = 1.3;
+  const Vec W = randn(rng, (size_t)ldy * in), bias = randn(rng, ldy);
+  Check c;
+  c.inputs = {randn(rng, N * in), randn(rng, r * in), randn(rng, out * r)};
+  if (dora) c.inputs.push_back(randn(rng, out, 0.3, 1.5));  // magnitude m
+  Vec norm(out), rowbuf((size_t)omp_get_max_threads() * in);
+  if (dora) dora_norms(norm.data(), W.data() + (size_t)col * in, c.inputs[1].data(), c.inputs[2].data(), out, in, r, s,
+                       rowbuf.data());
+  Dropout d;
+  d.p = p;
+  d.key = 0x5eed1234abcdULL;
+  auto member = [=](std::vector<Vec>& in_, Vec* dA, Vec* dB, Vec* dm) {
+    LoraMember<double> m;
+    m.in = in; m.r = r; m.out = out; m.col = col;
+    m.A = in_[1].data(); m.B = in_[2].data();
+    if (dA) { m.dA = dA->data(); m.dB = dB->data(); }
+    if (dora) {
+      m.mag = in_[3].data();
+      m.dmag = dm ? dm->data() : nullptr;
+      m.norm = norm.data();
+      m.W = W.data() + (size_t)col * in;
+      m.bias = bias.data() + col;
+    }
+    return m;
+  };
+  struct Scratch { Vec xd, t, w, du, dX; };
+  auto scratch = [=](Scratch& k) {
+    k.xd.assign((size_t)N * in, 0); k.t.assign((size_t)N * out, 0); k.w.assign((size_t)N * out, 0);
+    k.du.assign((size_t)N * r, 0); k.dX.assign((size_t)N * in, 0);
+    MemberScratch<double> S;
+    S.xd = k.xd.data(); S.t = k.t.data(); S.w = k.w.data(); S.du = k.du.data(); S.dX = k.dX.data();
+    return S;
+  };
+  auto forward = [=](std::vector<Vec>& in_, Vec& y, Vec& u, const LoraMember<double>& m) {
+    Scratch k;
+    linear_forward(y.data(), in_[0].data(), W.data(), bias.data(), N, in, ldy);
+    member_forward(y.data(), ldy, u.data(), r, in_[0].data(), m, N, s, d, scratch(k));
+  };
+  c.forward = [=](std::vector<Vec>& in_) {
+    Vec y((size_t)N * ldy), u((size_t)N * r);
+    forward(in_, y, u, member(in_, nullptr, nullptr, nullptr));
+    return y;
+  };
+  c.backward = [=](std::vector<Vec>& in_, const Vec& dy) {
+    Vec y((size_t)N * ldy), u((size_t)N * r), dx((size_t)N * in, 0.0);
+    Vec dA(in_[1].size(), 0.0), dB(in_[2].size(), 0.0), dm(dora ? in_[3].size() : 0, 0.0);
+    LoraMember<double> m = member(in_, &dA, &dB, &dm);
+    forward(in_, y, u, m);
+    linear_backward<double>(dx.data(), nullptr, nullptr, dy.data(), in_[0].data(), W.data(), N, in, ldy, false);
+    Scratch k;
+    member_backward(dx.data(), dy.data(), ldy, in_[0].data(), u.data(), r, m, N, s, d, scratch(k));
+    std::vector<Vec> g{dx, dA, dB};
+    if (dora) g.push_back(dm);
+    return g;
+  };
+  return c;
+}
+
+// dora_norms against ||W + s B A||_row computed the plain way; the largest relative difference.
+double dora_norm_error(std::mt19937_64& rng) {
+  const int out = 6, in = 9, r = 3;
+  const double s = 0.7;
+  const Vec W = randn(rng, (size_t)out * in), A = randn(rng, (size_t)r * in), B = randn(rng, (size_t)out * r);
+  Vec n(out), rowbuf((size_t)omp_get_max_threads() * in);
+  dora_norms(n.data(), W.data(), A.data(), B.data(), out, in, r, s, rowbuf.data());
+  double worst = 0;
+  for (int o = 0; o < out; o++) {
+    double q = 0;
+    for (int i = 0; i < in; i++) {
+      double v = W[(size_t)o * in + i];
+      for (int k = 0; k < r; k++) v += s * B[(size_t)o * r + k] * A[(size_t)k * in + i];
+      q += v * v;
+    }
+    worst = std::max(worst, std::fabs(n[o] - std::sqrt(q)) / std::sqrt(q));
+  }
+  return worst;
+}
+
+// The dropout mask: the kept fraction of 20000 draws at p = 0.25 (returned as |fraction - 0.75|), and that a
+// kept element is scaled by 1 / (1 - p) and a dropped one is 0.
+double dropout_stats_error() {
+  const int N = 100, in = 200;
+  Vec x((size_t)N * in, 1.0), y((size_t)N * in);
+  Dropout d;
+  d.p = 0.25f;
+  d.key = 42;
+  dropout_rows(y.data(), x.data(), 0, N, in, d);
+  double kept = 0, bad = 0;
+  for (double v : y) {
+    if (v != 0) kept++;
+    if (v != 0 && std::fabs(v - 1.0 / 0.75) > 1e-12) bad = 1;
+  }
+  return bad + std::fabs(kept / (N * in) - 0.75);
+}
+
 }  // namespace
 
 extern "C" double pt_gradcheck(const char* op, uint64_t seed) {
@@ -292,5 +395,10 @@ extern "C" double pt_gradcheck(const char* op, uint64_t seed) {
   if (name == "embedding") return run(embedding_check(rng), rng);
   if (name == "lora") return run(lora_check(rng), rng);
   if (name == "head_input") return run(head_input_check(rng), rng);
+  if (name == "lora_dropout") return run(member_check(rng, false, 0.3f), rng);
+  if (name == "dora") return run(member_check(rng, true, 0.0f), rng);
+  if (name == "dora_dropout") return run(member_check(rng, true, 0.3f), rng);
+  if (name == "dora_norm") return dora_norm_error(rng);
+  if (name == "dropout_stats") return dropout_stats_error();
   return -1.0;
 }

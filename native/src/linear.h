@@ -6,15 +6,30 @@
 
 namespace pt {
 
+// y (N, out) += b (out) on every row: the bias of every linear layer (fp32 and bf16 weights alike).
+template <typename T>
+void add_bias(T* y, const T* b, int N, int out) {
+#pragma omp parallel for schedule(static)
+  for (int n = 0; n < N; n++)
+    for (int o = 0; o < out; o++) y[(int64_t)n * out + o] += b[o];
+}
+
+// db (out) += sum over the N rows of dy (N, out), summed in double.
+template <typename T>
+void bias_backward(T* db, const T* dy, int N, int out) {
+#pragma omp parallel for schedule(static)
+  for (int o = 0; o < out; o++) {
+    double s = 0;
+    for (int n = 0; n < N; n++) s += dy[(int64_t)n * out + o];
+    db[o] += (T)s;
+  }
+}
+
 // y (N, out) = x (N, in) W^T + b;  W (out, in), b (out) or null
 template <typename T>
 void linear_forward(T* y, const T* x, const T* W, const T* b, int N, int in, int out) {
   gemm(false, true, N, out, in, (T)1, x, in, W, in, (T)0, y, out);
-  if (b) {
-#pragma omp parallel for schedule(static)
-    for (int n = 0; n < N; n++)
-      for (int o = 0; o < out; o++) y[(int64_t)n * out + o] += b[o];
-  }
+  if (b) add_bias(y, b, N, out);
 }
 
 // dx (N, in) = dy W (or += when accumulate; skipped when dx is null);  dW += dy^T x and db += sum_n dy,
@@ -24,14 +39,7 @@ void linear_backward(T* dx, T* dW, T* db, const T* dy, const T* x, const T* W, i
                      bool accumulate) {
   if (dx) gemm(false, false, N, in, out, (T)1, dy, out, W, in, accumulate ? (T)1 : (T)0, dx, in);
   if (dW) gemm(true, false, out, in, N, (T)1, dy, out, x, in, (T)1, dW, in);
-  if (db) {
-#pragma omp parallel for schedule(static)
-    for (int o = 0; o < out; o++) {
-      double s = 0;
-      for (int n = 0; n < N; n++) s += dy[(int64_t)n * out + o];
-      db[o] += (T)s;
-    }
-  }
+  if (db) bias_backward(db, dy, N, out);
 }
 
 // x (N, C) = E[ids] ;  E (V, C)

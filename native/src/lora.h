@@ -3,7 +3,8 @@
 // A group is one base GEMM whose output columns hold several projections side by side (q|k|v, gate|up):
 // the members' A matrices lie back to back and run as one GEMM; B is block-diagonal, one GEMM per member.
 // Also the frozen-base backward pieces (input gradient only, no weight gradient) that LoRA training uses.
-// Not here: the adapter's parameter table and ownership (decoder.cpp), its initialisation (TypeScript).
+// Not here: the adapter's parameter table and ownership (decoder.cpp), its initialisation (TypeScript), LoRA
+// dropout and DoRA (dora.h, one member at a time).
 #pragma once
 #include <algorithm>
 #include <cstdint>
@@ -26,6 +27,11 @@ struct LoraGroup {
   const T* B[3] = {nullptr, nullptr, nullptr};  // (out[j], r)
   T* dA = nullptr;           // like A
   T* dB[3] = {nullptr, nullptr, nullptr};       // like B
+  // DoRA (dora.h): per member the magnitude m (out[j]), its gradient, and the row norms n (out[j]) of the last
+  // forward. All null for plain LoRA.
+  const T* mag[3] = {nullptr, nullptr, nullptr};
+  T* dmag[3] = {nullptr, nullptr, nullptr};
+  T* norm[3] = {nullptr, nullptr, nullptr};
 };
 
 // The adapter GEMMs are skinny (one side is r or a few r). Threaded inside the BLAS they spend most of their

@@ -4,7 +4,7 @@ import { createWriteStream } from "node:fs";
 import { Command, InvalidArgumentError, Option } from "commander";
 import pc from "picocolors";
 import {
-  loadTokenizer, METHODS, prepareDataset, truncatePair, truncateUnpaired, truncationOptions,
+  loadTokenizer, METHODS, prepareDataset, truncatePair, usesOrpoRules, truncateUnpaired, truncationOptions,
   type DataOptions, type Method, type PrepStats, type TokenizedPair, type TokenizedUnpaired, type Tokenizer,
 } from "../data/index.ts";
 
@@ -49,7 +49,7 @@ function addCommonOptions(cmd: Command): Command {
     .requiredOption("--dataset <path>", "a .jsonl/.json/.parquet file, a folder with train/test files, or a Hugging Face dataset id in the local cache")
     .option("--split <name>", "split to read from a folder or cached dataset (default: train)")
     .option("--dataset-config <name>", "configuration (subset) of a cached dataset or a folder of configs")
-    .addOption(new Option("--method <method>", "decides the BOS/EOS rules and the row kind").choices(METHODS as string[]).default("dpo"))
+    .addOption(new Option("--method <method>", "decides the BOS/EOS rules and the row kind").choices([...METHODS]).default("dpo"))
     .option("--max-length <n>", "max prompt+completion tokens, or none", positiveInt("--max-length"), 1024)
     .option("--max-prompt-length <n>", "prompt keeps its last n tokens", positiveInt("--max-prompt-length"))
     .option("--max-completion-length <n>", "each completion keeps its first n tokens", positiveInt("--max-completion-length"))
@@ -130,7 +130,7 @@ async function inspect(f: CommonFlags & { rows: number; color: string }, out: (s
   out(c.bold(`dataset ${s.files.join(", ")}`));
   out(`  ${s.rowsRead} rows read: ${s.sourceKind}, ${s.conversational ? "conversational" : "standard (plain text)"}, ${s.implicitPrompt ? "implicit prompt (extracted)" : "explicit prompt"}${s.unpairedFromPairs ? ", unpaired for kto" : ""}`);
   out(`  tokenizer ${tok.dir}: bos ${tok.bosToken ?? "none"} (${tok.bosTokenId}), eos ${tok.eosToken ?? "none"} (${tok.eosTokenId}), pad id ${tok.padTokenId}; template ${tok.chatTemplateSource}`);
-  out(`  method ${f.method}: ${["orpo", "cpo", "simpo"].includes(f.method) ? "ORPO/CPO BOS/EOS rules" : "DPO/KTO rules (joint tokenization)"}${s.fromCache ? "; tokenized rows from cache" : ""}`);
+  out(`  method ${f.method}: ${usesOrpoRules(f.method) ? "ORPO/CPO BOS/EOS rules" : "DPO/KTO rules (joint tokenization)"}${s.fromCache ? "; tokenized rows from cache" : ""}`);
   if (s.boundaryMerges) out(`  ${s.boundaryMerges} rows had a token merge across the prompt/completion boundary`);
   if (s.templatePromptResets) out(`  ${s.templatePromptResets} rows: generation prompt cut back to the common prefix`);
   for (const m of s.badRowMessages.slice(0, 3)) out(c.yellow(`  skipped: ${m}`));

@@ -5,7 +5,8 @@ import { existsSync } from "node:fs";
 import type { Command } from "commander";
 import type { Method } from "../data/tokenize.ts";
 import { score } from "../eval/pairwise.ts";
-import { configHelp, loadConfig, METHODS } from "../train/config.ts";
+import { configHelp, loadConfig } from "../train/config.ts";
+import { methodsWhere } from "../train/methods.ts";
 import { train } from "../train/loop.ts";
 
 const TRAIN_HELP = `
@@ -58,7 +59,7 @@ export function registerTrainCommands(program: import("commander").Command): voi
     .requiredOption("--dataset <path>", "preference data: a file or a folder")
     .requiredOption("--output <file.jsonl>", "where to write one JSON line per pair")
     .option("--split <name>", "split of a dataset folder (default: test if present, else train)")
-    .option("--method <method>", `tokenization rules of this method (${METHODS.filter((m) => m !== "kto" && m !== "sft").join(", ")})`, "dpo")
+    .option("--method <method>", `tokenization rules of this method (${methodsWhere((s) => s.data === "paired").join(", ")})`, "dpo")
     .option("--max-length <n>", "truncate prompt+completion to n tokens (default: 1024 or the model's max_position_embeddings, whichever is smaller; null: none)")
     .option("--batch-size <n>", "pairs per forward pass", "8")
     .option("--threads <n>", "native threads (0 = all cores)", "0")

@@ -19,7 +19,7 @@ interface AddonModel {
   scaleGrads(s: number): void;
   adamwStep(m: Float32Array, v: Float32Array, step: number, lr: number, b1: number, b2: number, eps: number, wd: number): void;
   free(): void;
-  loraAttach(cfg: { r: number; lora_alpha: number; use_rslora: number; targets: number; lora_dropout: number }): void;
+  loraAttach(cfg: { r: number; lora_alpha: number; use_rslora: number; targets: number; lora_dropout: number; use_dora: number }): void;
   loraDetach(): void;
   loraMerge(): void;
   loraScaling(): number;
@@ -30,6 +30,8 @@ interface AddonModel {
   loraGradNorm(): number;
   loraScaleGrads(s: number): void;
   loraAdamwStep(m: Float32Array, v: Float32Array, step: number, lr: number, b1: number, b2: number, eps: number, wd: number): void;
+  loraSetDropoutSeed(seed: number, step: number, micro: number): void;
+  loraDoraInit(): void;
   decode(cache: AddonKvCache, rows: Int32Array, ids: Int32Array, lengths: Int32Array, T: number, flags: number, logits: Float32Array): void;
   setCompute(mode: number): void;
   getCompute(): number;
@@ -49,6 +51,7 @@ interface Addon {
   getNumThreads(): number;
   gradcheck(op: string, seed: number): number;
   bf16Support(): number;
+  paramLayout(cfg: Record<string, number>): { table: ParamInfo[]; numFloats: number };
   bf16Describe(): string;
   abiVersion: number;
   blasCore: string;
@@ -83,7 +86,7 @@ export function native(): Addon {
 }
 
 /** PT_ABI_VERSION of native/include/preftune.h that this file is written against. */
-const ABI_VERSION = 5;
+const ABI_VERSION = 7;
 
 /**
  * OpenBLAS picks its kernels from the CPU model at load time, and a release older than the CPU falls back to
@@ -103,6 +106,35 @@ function chooseBlasKernels(): void {
 /** The BLAS kernel family in use (OpenBLAS' core name), for benchmarks and notes. */
 export function blasCore(): string {
   return native().blasCore;
+}
+
+/** The core's pt_config of a decoder config. */
+function coreConfig(config: DecoderConfig): Record<string, number> {
+  return {
+    vocab_size: config.vocabSize,
+    hidden_size: config.hiddenSize,
+    intermediate_size: config.intermediateSize,
+    num_layers: config.numLayers,
+    num_heads: config.numHeads,
+    num_kv_heads: config.numKvHeads,
+    head_dim: config.headDim,
+    max_position_embeddings: config.maxPositionEmbeddings,
+    rms_norm_eps: config.rmsNormEps,
+    rope_theta: config.ropeTheta,
+    tie_word_embeddings: config.tieWordEmbeddings ? 1 : 0,
+    qkv_bias: config.qkvBias ? 1 : 0,
+    o_bias: config.oBias ? 1 : 0,
+    mlp_bias: config.mlpBias ? 1 : 0,
+    qk_norm: config.qkNorm ? 1 : 0,
+  };
+}
+
+/**
+ * The parameter layout a model of `config` has, straight from the core (pt_param_layout), without creating a model
+ * or any buffer: names, shapes, offsets and decay of each tensor, and the buffer length in floats.
+ */
+export function paramLayout(config: DecoderConfig): { table: ParamInfo[]; numFloats: number } {
+  return native().paramLayout(coreConfig(config));
 }
 
 export function setNumThreads(n: number): void {
@@ -273,6 +305,22 @@ export class LoraAdapter extends NamedParams implements Trainable {
   adamw(m: Float32Array, v: Float32Array, step: number, c: AdamWConfig, lr: number): void {
     this.handle().loraAdamwStep(m, v, step, lr, c.beta1, c.beta2, c.eps, c.weightDecay);
   }
+  /**
+   * The LoRA dropout masks of the training forwards that follow: a pure function of (seed, step, micro) and the
+   * count of training forwards since this call, so a resumed run that calls it with the same values draws the
+   * same masks. Eval forwards and decoding never drop. Without lora_dropout it changes nothing.
+   */
+  setDropoutSeed(seed: number, step: number, micro: number): void {
+    for (const [k, v] of [["seed", seed], ["step", step], ["micro", micro]] as const) {
+      if (!Number.isSafeInteger(v) || v < 0 || (k === "micro" && v > 0x7fffffff)) throw new Error(`LoRA dropout ${k} must be a non-negative integer, got ${v}`);
+    }
+    this.handle().loraSetDropoutSeed(seed, step, micro);
+  }
+  /** DoRA: every lora_magnitude_vector = ‖W + s·B·A‖ per output row from the current weights (PEFT's initialisation). */
+  initDoraMagnitude(): void {
+    if (!this.config.useDora) throw new Error("initDoraMagnitude: this adapter is not a DoRA adapter (use_dora: false)");
+    this.handle().loraDoraInit();
+  }
 }
 
 /** Options of a NativeModel. */
@@ -302,23 +350,7 @@ export class NativeModel extends NamedParams implements Trainable {
   constructor(config: DecoderConfig, opts: NativeModelOptions = {}) {
     if (opts.baseDtype !== undefined && opts.baseDtype !== "fp32" && opts.baseDtype !== "bf16") throw new Error(`baseDtype must be "fp32" or "bf16", got ${JSON.stringify(opts.baseDtype)}`);
     const bf16Base = opts.baseDtype === "bf16";
-    const handle = new (native().Model)({
-      vocab_size: config.vocabSize,
-      hidden_size: config.hiddenSize,
-      intermediate_size: config.intermediateSize,
-      num_layers: config.numLayers,
-      num_heads: config.numHeads,
-      num_kv_heads: config.numKvHeads,
-      head_dim: config.headDim,
-      max_position_embeddings: config.maxPositionEmbeddings,
-      rms_norm_eps: config.rmsNormEps,
-      rope_theta: config.ropeTheta,
-      tie_word_embeddings: config.tieWordEmbeddings ? 1 : 0,
-      qkv_bias: config.qkvBias ? 1 : 0,
-      o_bias: config.oBias ? 1 : 0,
-      mlp_bias: config.mlpBias ? 1 : 0,
-      qk_norm: config.qkNorm ? 1 : 0,
-    }, bf16Base ? MODEL_BF16_BASE : 0);
+    const handle = new (native().Model)(coreConfig(config), bf16Base ? MODEL_BF16_BASE : 0);
     super(handle.table(), bf16Base ? () => handle.params() : handle.params(), () => this.h().grads(), "parameter");
     this.config = config;
     this.handle = handle;
@@ -402,8 +434,8 @@ export class NativeModel extends NamedParams implements Trainable {
       if (bit === undefined) throw new Error(`LoRA target_modules: "${t}" is not a projection of this decoder; use ${LORA_TARGETS.join(", ")} or "all-linear"`);
       targets |= bit;
     }
-    h.loraAttach({ r: config.r, lora_alpha: config.loraAlpha, use_rslora: config.useRslora ? 1 : 0, targets, lora_dropout: config.loraDropout });
-    this.adapter = new LoraAdapter(h, { ...config, targetModules: LORA_TARGETS.filter((t) => targets & LORA_TARGET_BITS[t]) });
+    h.loraAttach({ r: config.r, lora_alpha: config.loraAlpha, use_rslora: config.useRslora ? 1 : 0, targets, lora_dropout: config.loraDropout, use_dora: config.useDora ? 1 : 0 });
+    this.adapter = new LoraAdapter(h, { ...config, useDora: config.useDora === true, targetModules: LORA_TARGETS.filter((t) => targets & LORA_TARGET_BITS[t]) });
     return this.adapter;
   }
   /** The attached adapter, or null. */
@@ -415,7 +447,7 @@ export class NativeModel extends NamedParams implements Trainable {
     if (this.adapter) this.adapter.alive = false;
     this.adapter = null;
   }
-  /** Folds the adapter into the base weights (W += s·B·A, PEFT's merge) and detaches it. */
+  /** Folds the adapter into the base weights (W += s·B·A, PEFT's merge; DoRA: then each row scaled to m / ‖row‖) and detaches it. */
   mergeLora(): void {
     this.h().loraMerge();
     if (this.adapter) this.adapter.alive = false;

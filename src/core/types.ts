@@ -69,7 +69,8 @@ export interface LoraConfig {
   loraAlpha: number;            // lora_alpha
   useRslora: boolean;           // use_rslora
   targetModules: LoraTarget[];  // target_modules, resolved to projection names
-  loraDropout: number;          // lora_dropout; the core requires 0
+  loraDropout: number;          // lora_dropout, in [0, 1): dropout on the adapter input in training forwards
+  useDora?: boolean;            // use_dora: PEFT's DoRA (a lora_magnitude_vector per projection); default false
 }
 
 /** Precision of the native core's GEMMs: fp32 (exact), or bf16 operands with fp32 accumulation. */

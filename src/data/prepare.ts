@@ -9,6 +9,7 @@ import type { DataSource } from "./readers.ts";
 import { assistantCharSpans, charSpansToTokenMask, hasTargets, rowFromMask, sftMessages, sftTextIds, truncateMasked, type AssistantMaskMethod, type MaskedIds } from "./sft.ts";
 import { splitConversation, TemplateSplitError } from "./template.ts";
 import { TokenizerBudgetError, type Tokenizer } from "./tokenizer.ts";
+import { isMethod, methodSpec, trainsOnUnpairedRows } from "../train/methods.ts";
 import { METHODS, tokenizeJoint, tokenizePairOrpo, TokenizeError, usesOrpoRules, withEosText, type Method, type TokenizedPair, type TokenizedUnpaired } from "./tokenize.ts";
 import { truncatePair, truncateUnpaired, truncationOptions, type DropReason, type TruncationMode } from "./truncate.ts";
 import type { Side } from "./budget.ts";
@@ -70,8 +71,8 @@ export type PreparedDataset =
   | { kind: "unpaired"; rows: TokenizedUnpaired[]; stats: PrepStats };
 
 function checkMethod(m: unknown): Method {
-  if (!METHODS.includes(m as Method)) throw new Error(`method must be one of ${METHODS.join(", ")}, got ${JSON.stringify(m)}`);
-  return m as Method;
+  if (!isMethod(m)) throw new Error(`method must be one of ${METHODS.join(", ")}, got ${JSON.stringify(m)}`);
+  return m;
 }
 
 function wrapRowError(e: unknown, ref: RowRef, field: string | null, skip: boolean): DataError {
@@ -117,7 +118,7 @@ export async function prepareDataset(source: string | DataSource, tok: Tokenizer
   const t0 = performance.now();
   const method = checkMethod(opts.method);
   const trunc = truncationOptions(opts);
-  const sft = method === "sft";
+  const sft = methodSpec(method).data === "sft";
   const sftOpts = {
     dataset_text_field: opts.dataset_text_field ?? "text",
     assistant_only_loss: sft && !!opts.assistant_only_loss,
@@ -168,10 +169,10 @@ export async function prepareDataset(source: string | DataSource, tok: Tokenizer
   let unpaired: UnpairedExample[] = [];
   if (data.kind === "text" || data.kind === "messages") {
     // only sft detects these (formats.ts LoadOptions.sft)
-  } else if (method === "kto") {
+  } else if (methodSpec(method).data === "unpaired") {
     if (data.kind === "prompt_completion") throw new DataError(`kto needs a boolean "${opts.label_column ?? "label"}" column or a paired set`, { file: data.files[0], fix: "Add labels (true = desirable), or give chosen/rejected pairs" });
     if (data.kind === "paired") { unpaired = unpairExamples(data.paired); stats.unpairedFromPairs = true; } else unpaired = data.unpaired;
-  } else if (method === "sft") {
+  } else if (methodSpec(method).data === "sft") {
     if (data.kind === "paired") unpaired = data.paired.map((p) => ({ ref: p.ref, prompt: p.prompt, completion: p.chosen, label: true, tools: p.tools, templateKwargs: p.templateKwargs }));
     else {
       unpaired = data.unpaired.filter((u) => u.label);
@@ -185,7 +186,7 @@ export async function prepareDataset(source: string | DataSource, tok: Tokenizer
     }
     paired = data.paired;
   }
-  stats.kind = method === "kto" || method === "sft" ? "unpaired" : "paired";
+  stats.kind = trainsOnUnpairedRows(method) ? "unpaired" : "paired";
 
   const total = paired.length + unpaired.length + data.lm.length;
   // SFT rows whose loss is not "the completion": whole sequences with a token mask (sft.ts)

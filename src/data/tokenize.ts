@@ -1,15 +1,16 @@
-// Text -> token ids with TRL's BOS/EOS rules, which differ by trainer:
+// Text -> token ids with TRL's BOS/EOS rules, which differ by trainer (src/train/methods.ts names each method's):
 //   orpo/cpo/simpo: ORPO/CPO's build_tokenized_answer + add_bos_token_if_needed + add_eos_token_if_needed;
 //   dpo/ipo/kto/sft: current DPO/KTO: joint tokenization of prompt+completion, then slicing.
 // Not truncation (truncate.ts) and not templates (template.ts): inputs are already strings.
 import type { Tokenizer } from "./tokenizer.ts";
 
-export type Method = "orpo" | "cpo" | "simpo" | "dpo" | "ipo" | "kto" | "sft";
-export const METHODS: readonly Method[] = ["orpo", "cpo", "simpo", "dpo", "ipo", "kto", "sft"];
+import { METHODS, methodSpec, type Method } from "../train/methods.ts";
 
-/** Methods tokenized with the ORPO/CPO rules; the others use the current DPO/KTO rules. */
+export { METHODS, type Method };
+
+/** Methods tokenized with the ORPO/CPO rules (the method registry says which); the others use the current DPO/KTO rules. */
 export function usesOrpoRules(method: Method): boolean {
-  return method === "orpo" || method === "cpo" || method === "simpo";
+  return methodSpec(method).tokenization === "orpo";
 }
 
 export interface TokenizedPair {

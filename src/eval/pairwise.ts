@@ -10,6 +10,7 @@ import { prepareDataset } from "../data/prepare.ts";
 import { resolveDataFiles } from "../data/readers.ts";
 import { loadTokenizer } from "../data/tokenizer.ts";
 import type { Method, TokenizedPair } from "../data/tokenize.ts";
+import { methodsWhere, trainsOnUnpairedRows } from "../train/methods.ts";
 import { sequenceStats } from "../losses/aggregate.ts";
 import { loadModelFolder, readModelDir } from "../models/checkpoint.ts";
 import { loadAdapter } from "../models/peft.ts";
@@ -57,7 +58,7 @@ interface PairData { rows: TokenizedPair[]; padTokenId: number }
 /** Tokenized pairs of a dataset (test split of a folder when there is one), checked against the model's positions. */
 async function loadPairs(model: string, dataset: string, o: { split?: string; method?: Method; maxLength?: number | null; quiet?: boolean }): Promise<PairData> {
   const method = o.method ?? "dpo";
-  if (method === "kto" || method === "sft") throw new Error(`scoring needs pairs; --method ${method} tokenizes unpaired rows. Use dpo (default), orpo, ipo, cpo or simpo`);
+  if (trainsOnUnpairedRows(method)) throw new Error(`scoring needs pairs; --method ${method} tokenizes unpaired rows. Use one of ${methodsWhere((s) => s.data === "paired").join(", ")} (default dpo)`);
   let split = o.split;
   if (!split && statSync(dataset).isDirectory()) split = (await resolveDataFiles(dataset, "test").then(() => true, () => false)) ? "test" : "train";
   const maxPos = readModelDir(model).config.maxPositionEmbeddings;

@@ -6,7 +6,8 @@
 
 import { checkScalar, checkVec, logSigmoid, mean, sigmoid, type Vec } from "./numerics.ts";
 
-export type CpoLossType = "sigmoid" | "hinge" | "ipo" | "simpo" | "alphapo";
+export const CPO_LOSS_TYPES = ["sigmoid", "hinge", "ipo", "simpo", "alphapo"] as const;
+export type CpoLossType = (typeof CPO_LOSS_TYPES)[number];
 
 export interface CpoConfig {
   beta: number;            // default 0.1

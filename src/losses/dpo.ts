@@ -11,6 +11,14 @@ export const DPO_LOSS_TYPES = [
   "aot_unpaired", "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm",
 ] as const;
 export type DpoLossType = (typeof DPO_LOSS_TYPES)[number];
+/**
+ * The loss types whose label_smoothing has a narrower range than [0, 1), with the fix a message should give.
+ * dpoLoss checks them, and the method registry (src/train/methods.ts) checks them at config time.
+ */
+export const DPO_PARAM_RULES: Partial<Record<DpoLossType, { label_smoothing: { ok: (eps: number) => boolean; need: string; fix: string } }>> = {
+  robust: { label_smoothing: { ok: (e) => e >= 0 && e < 0.5, need: "in [0, 0.5) (it is a label-flip probability; 0.5 divides by zero)", fix: "set label_smoothing below 0.5, e.g. 0.1" } },
+  exo_pair: { label_smoothing: { ok: (e) => e > 0 && e < 1, need: "> 0 and < 1 (EXO takes log ε and log(1 − ε))", fix: "set label_smoothing: 1e-3 (the EXO paper's value)" } },
+};
 export const F_DIVERGENCE_TYPES = ["reverse_kl", "forward_kl", "js_divergence", "alpha_divergence"] as const;
 
 export interface DpoConfig {
@@ -93,8 +101,10 @@ export function dpoLoss(inputs: DpoInputs, config: DpoConfig): DpoResult {
   if (weights.length !== types.length) {
     throw new Error(`${fn}: loss_weights has ${weights.length} entries for ${types.length} loss_type(s) [${types.join(", ")}]; give one weight per loss type`);
   }
-  if (types.includes("robust") && eps >= 0.5) throw new Error(`${fn}: robust needs label_smoothing in [0, 0.5), got ${eps}`);
-  if (types.includes("exo_pair") && !(eps > 0)) throw new Error(`${fn}: exo_pair needs label_smoothing > 0 (the paper uses 1e-3), got ${eps}`);
+  for (const t of types) {
+    const rule = DPO_PARAM_RULES[t as DpoLossType]?.label_smoothing;
+    if (rule && !rule.ok(eps)) throw new Error(`${fn}: ${t} needs label_smoothing ${rule.need}, got ${eps}; ${rule.fix}`);
+  }
   if (types.includes("sft") && !Number.isFinite(inputs.chosenNll)) {
     throw new Error(`${fn}: loss_type "sft" needs inputs.chosenNll (nllMean over the chosen completion tokens), got ${inputs.chosenNll}`);
   }

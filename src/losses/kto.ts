@@ -6,7 +6,8 @@
 
 import { checkScalar, checkVec, sigmoid, type Vec } from "./numerics.ts";
 
-export type KtoLossType = "kto" | "apo_zero_unpaired";
+export const KTO_LOSS_TYPES = ["kto", "apo_zero_unpaired"] as const;
+export type KtoLossType = (typeof KTO_LOSS_TYPES)[number];
 
 export interface KtoConfig {
   beta: number;               // TRL default 0.1
@@ -56,8 +57,8 @@ export function ktoLoss(inputs: KtoInputs, config: KtoConfig): KtoResult {
   const wD = checkScalar(fn, "desirable_weight", config.desirable_weight, (x) => Number.isFinite(x) && x >= 0, "a finite number ≥ 0");
   const wU = checkScalar(fn, "undesirable_weight", config.undesirable_weight, (x) => Number.isFinite(x) && x >= 0, "a finite number ≥ 0");
   const type = config.loss_type;
-  if (type !== "kto" && type !== "apo_zero_unpaired") {
-    throw new Error(`${fn}: loss_type "${type}" is unknown; use "kto" or "apo_zero_unpaired"`);
+  if (!KTO_LOSS_TYPES.includes(type)) {
+    throw new Error(`${fn}: loss_type "${type}" is unknown; use ${KTO_LOSS_TYPES.join(" or ")}`);
   }
 
   // z0: TRL computes it under no_grad, gathers across ranks, then clamps at 0. apo_zero_unpaired has no KL pass.

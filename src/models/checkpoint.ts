@@ -6,11 +6,11 @@
 import { existsSync, lstatSync } from "node:fs";
 import { freemem, totalmem } from "node:os";
 import { basename, join } from "node:path";
-import { NativeModel } from "../core/native.ts";
+import { NativeModel, paramLayout } from "../core/native.ts";
 import type { DecoderConfig, ParamInfo } from "../core/types.ts";
 import { parseConfig } from "./config.ts";
 import { DTYPE_SIZES, forEachTensorChunk, readHeader, readTensor, writeSafetensors, type SafetensorsHeader, type TensorToWrite } from "./safetensors.ts";
-import { buildParamTable, checkTable, paramBufferSize } from "./params.ts";
+import { checkTable } from "./params.ts";
 import { readTextFile, writeFolderAtomic, writeNewFile } from "../util/durable.ts";
 
 export { buildParamTable, paramBufferSize, randomInit } from "./params.ts";
@@ -226,9 +226,8 @@ export interface OpenedModel {
  */
 export function openModelFolder(dir: string, use: Omit<MemoryUse, "parameters"> = {}): OpenedModel & { memoryWarning: string | null } {
   const { config, configJson, files } = readModelDir(dir);
-  const table = buildParamTable(config);
+  const { table, numFloats: parameters } = paramLayout(config);
   checkWeightFiles(files, table);
-  const parameters = paramBufferSize(table);
   const memoryWarning = checkMemory(dir, { ...use, parameters });
   return { dir, config, configJson, files, parameters, memoryWarning };
 }

@@ -1,7 +1,8 @@
-// PEFT LoRA adapters: PEFT's initialisation (A kaiming-uniform with a = √5, B = 0), an adapter folder written
-// as PEFT's save_pretrained writes it (adapter_config.json with sorted keys + adapter_model.safetensors under
-// base_model.model.* names), loading such a folder onto a NativeModel with every name and shape checked, and
-// merging (W += s·B·A) into a full Hugging Face model folder.
+// PEFT LoRA and DoRA adapters: PEFT's initialisation (A kaiming-uniform with a = √5, B = 0; DoRA's magnitude
+// = the row norms of W), an adapter folder written as PEFT's save_pretrained writes it (adapter_config.json with
+// sorted keys + adapter_model.safetensors under base_model.model.* names, DoRA's lora_magnitude_vector included),
+// loading such a folder onto a NativeModel with every name and shape checked, and merging (W += s·B·A; DoRA:
+// each row then scaled to m / ‖row‖) into a full Hugging Face model folder.
 // Not the LoRA math (native/src/lora.h) and not how training uses adapters (src/train).
 import { existsSync } from "node:fs";
 import { join } from "node:path";
@@ -17,7 +18,7 @@ export const ADAPTER_WEIGHTS_FILE = "adapter_model.safetensors";
 /** PEFT's target_modules for Llama-family models when none are given. */
 export const LLAMA_DEFAULT_TARGETS: readonly LoraTarget[] = ["q_proj", "v_proj"];
 
-const NAME_RE = /^base_model\.model\.model\.layers\.(\d+)\.(self_attn|mlp)\.([a-z_]+)\.lora_(A|B)\.weight$/;
+const NAME_RE = /^base_model\.model\.model\.layers\.(\d+)\.(self_attn|mlp)\.([a-z_]+)\.(lora_A\.weight|lora_B\.weight|lora_magnitude_vector)$/;
 const PARENT: Record<LoraTarget, string> = {
   q_proj: "self_attn", k_proj: "self_attn", v_proj: "self_attn", o_proj: "self_attn", gate_proj: "mlp", up_proj: "mlp", down_proj: "mlp",
 };
@@ -51,7 +52,8 @@ export function loraScaling(c: Pick<LoraConfig, "r" | "loraAlpha" | "useRslora">
 
 /**
  * PEFT's init_lora_weights = True: every lora_A ~ U(−1/√in, 1/√in) (kaiming_uniform_ with a = √5), every
- * lora_B = 0, so the adapted model starts equal to the base. Seeded (mulberry32, table order).
+ * lora_B = 0, so the adapted model starts equal to the base. Seeded (mulberry32, table order). DoRA: every
+ * lora_magnitude_vector = ‖W‖ per output row (PEFT's ‖W + s·B·A‖ with B = 0), so it starts equal to the base too.
  */
 export function initLora(adapter: LoraAdapter, seed: number): void {
   adapter.params.fill(0);
@@ -62,9 +64,10 @@ export function initLora(adapter: LoraAdapter, seed: number): void {
     const v = adapter.params.subarray(p.offset, p.offset + p.size);
     for (let i = 0; i < v.length; i++) v[i] = (2 * uniform() - 1) * bound;
   }
+  if (adapter.config.useDora) adapter.initDoraMagnitude();
 }
 
-/** adapter_config.json for a LoRA CAUSAL_LM adapter, with PEFT's defaults for everything preftune does not use. */
+/** adapter_config.json for a LoRA (or DoRA) CAUSAL_LM adapter, with PEFT's defaults for everything preftune does not use. */
 export function adapterConfigJson(c: LoraConfig, baseModelNameOrPath: string | null): Record<string, unknown> {
   return {
     alpha_pattern: {}, auto_mapping: null, base_model_name_or_path: baseModelNameOrPath, bias: "none",
@@ -74,7 +77,7 @@ export function adapterConfigJson(c: LoraConfig, baseModelNameOrPath: string | n
     megatron_core: "megatron.core", modules_to_save: null, peft_type: "LORA", r: c.r,
     rank_pattern: {}, revision: null, target_modules: [...c.targetModules].sort(),
     target_parameters: null, task_type: "CAUSAL_LM", trainable_token_indices: null,
-    use_dora: false, use_rslora: c.useRslora,
+    use_dora: c.useDora === true, use_rslora: c.useRslora,
   };
 }
 
@@ -134,7 +137,7 @@ function refuse(file: string, key: string, v: unknown, why: string): never {
 
 /**
  * Reads and checks adapter_config.json and the tensor names of adapter_model.safetensors (no data).
- * Refuses PEFT features the core does not run (DoRA, biases, rank/alpha patterns, modules_to_save, ...).
+ * Refuses PEFT features the core does not run (biases, rank/alpha patterns, modules_to_save, ...).
  */
 export function readAdapterFolder(dir: string): AdapterFolder {
   const cfgFile = join(dir, ADAPTER_CONFIG_FILE);
@@ -153,7 +156,6 @@ export function readAdapterFolder(dir: string): AdapterFolder {
   if (!Number.isInteger(r) || (r as number) < 1) throw new Error(`${cfgFile}: r = ${JSON.stringify(r)} must be a positive integer`);
   if (typeof alpha !== "number" || !Number.isFinite(alpha)) throw new Error(`${cfgFile}: lora_alpha = ${JSON.stringify(alpha)} must be a number`);
   const unsupported: [string, (v: unknown) => boolean, string][] = [
-    ["use_dora", (v) => v === true, "DoRA is not implemented"],
     ["bias", (v) => v != null && v !== "none", "only bias: \"none\"; trained biases are not implemented"],
     ["lora_bias", (v) => v === true, "lora_B biases are not implemented"],
     ["fan_in_fan_out", (v) => v === true, "that is for GPT-2 Conv1D layers"],
@@ -167,7 +169,8 @@ export function readAdapterFolder(dir: string): AdapterFolder {
     ["use_qalora", (v) => v === true, "QA-LoRA is not implemented"],
   ];
   for (const [k, bad, why] of unsupported) if (bad(j[k])) refuse(cfgFile, k, j[k], why);
-  if (j.use_rslora != null && typeof j.use_rslora !== "boolean") throw new Error(`${cfgFile}: use_rslora must be true or false`);
+  for (const k of ["use_rslora", "use_dora"]) if (j[k] != null && typeof j[k] !== "boolean") throw new Error(`${cfgFile}: ${k} must be true or false`);
+  const useDora = j.use_dora === true;
 
   const wFile = join(dir, ADAPTER_WEIGHTS_FILE);
   if (!existsSync(wFile)) {
@@ -176,13 +179,18 @@ export function readAdapterFolder(dir: string): AdapterFolder {
   }
   const found = new Set<LoraTarget>();
   const problems: string[] = [];
+  let magnitudes = 0;
   for (const name of readHeader(wFile).tensors.keys()) {
     const m = NAME_RE.exec(name);
     if (!m || !isTarget(m[3]) || PARENT[m[3]] !== m[2]) {
-      const why = /lora_magnitude_vector/.test(name) ? " (DoRA)" : /lora_embedding|lm_head|embed_tokens/.test(name) ? " (adapters on embeddings or the head are not supported)" : "";
-      problems.push(`unexpected tensor ${name}${why}; expected base_model.model.model.layers.{i}.{self_attn|mlp}.<proj>.lora_{A|B}.weight`);
-    } else found.add(m[3]);
+      const why = /lora_embedding|lm_head|embed_tokens/.test(name) ? " (adapters on embeddings or the head are not supported)" : "";
+      problems.push(`unexpected tensor ${name}${why}; expected base_model.model.model.layers.{i}.{self_attn|mlp}.<proj>.lora_{A|B}.weight${useDora ? " or .lora_magnitude_vector" : ""}`);
+    } else {
+      found.add(m[3]);
+      if (m[4] === "lora_magnitude_vector") magnitudes++;
+    }
   }
+  if (magnitudes > 0 && !useDora) problems.push(`holds ${magnitudes} DoRA lora_magnitude_vector tensors but ${ADAPTER_CONFIG_FILE} does not say use_dora: true`);
   if (problems.length) throw new Error(`${wFile}: ${problems.slice(0, MAX_LISTED_PROBLEMS).join("; ")}`);
   if (found.size === 0) throw new Error(`${wFile}: holds no LoRA tensors`);
   const targetModules = LORA_TARGETS.filter((t) => found.has(t));
@@ -196,12 +204,12 @@ export function readAdapterFolder(dir: string): AdapterFolder {
   return {
     dir, configJson: j,
     baseModelNameOrPath: typeof j.base_model_name_or_path === "string" ? j.base_model_name_or_path : null,
-    config: { r: r as number, loraAlpha: alpha, useRslora: j.use_rslora === true, targetModules, loraDropout: typeof j.lora_dropout === "number" ? j.lora_dropout : 0 },
+    config: { r: r as number, loraAlpha: alpha, useRslora: j.use_rslora === true, targetModules, loraDropout: typeof j.lora_dropout === "number" ? j.lora_dropout : 0, useDora },
   };
 }
 
 /** The tensors (names and shapes) an adapter with LoRA settings `lora` has on a model of config `cfg`, without allocating it. */
-export function adapterShapes(cfg: DecoderConfig, lora: Pick<LoraConfig, "r" | "targetModules">): { name: string; shape: number[] }[] {
+export function adapterShapes(cfg: DecoderConfig, lora: Pick<LoraConfig, "r" | "targetModules" | "useDora">): { name: string; shape: number[] }[] {
   const C = cfg.hiddenSize, I = cfg.intermediateSize, Q = cfg.numHeads * cfg.headDim, KV = cfg.numKvHeads * cfg.headDim;
   const dims: Record<LoraTarget, [number, number]> = {   // [in, out]
     q_proj: [C, Q], k_proj: [C, KV], v_proj: [C, KV], o_proj: [Q, C], gate_proj: [C, I], up_proj: [C, I], down_proj: [I, C],
@@ -212,6 +220,7 @@ export function adapterShapes(cfg: DecoderConfig, lora: Pick<LoraConfig, "r" | "
       const [inDim, outDim] = dims[t];
       const base = `base_model.model.model.layers.${i}.${PARENT[t]}.${t}`;
       out.push({ name: `${base}.lora_A.weight`, shape: [lora.r, inDim] }, { name: `${base}.lora_B.weight`, shape: [outDim, lora.r] });
+      if (lora.useDora) out.push({ name: `${base}.lora_magnitude_vector`, shape: [outDim] });
     }
   }
   return out;
@@ -272,7 +281,8 @@ export function loadAdapter(dir: string, model: NativeModel): { adapter: LoraAda
 }
 
 /**
- * Merges the model's adapter into its base weights (W += s·B·A; the adapter is detached) and writes a full
+ * Merges the model's adapter into its base weights (W += s·B·A; DoRA: each row then scaled to m / ‖row‖, PEFT's
+ * merge; the adapter is detached) and writes a full
  * Hugging Face model folder loadable without PEFT (atomically, with what opts.extra adds, e.g. the tokenizer).
  */
 export function saveMergedModel(dir: string, model: NativeModel, configJson: Record<string, unknown>, opts: SaveOptions = {}): void {

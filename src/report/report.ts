@@ -14,7 +14,6 @@ import {
 import { escapeXml as esc, maxOf } from "./svg.ts";
 import { writeFileAtomic } from "../util/durable.ts";
 import { formatSeconds } from "../train/metrics.ts";
-export { writeFileAtomic };
 
 export interface ReportOptions {
   out?: string;                 // HTML path (default RUN_DIR/report.html); plots/ goes in the same folder

@@ -195,6 +195,42 @@ function layoutLegend<S extends { name: string; style?: string }>(series: readon
   return { items, height: series.length ? y - top + 16 : 0 };
 }
 
+/** The largest |tick| of an axis (at least its step): one notation for every label of it (formatTick's `top`). */
+const axisTop = (a: Axis) => Math.max(a.step, ...a.ticks.map(Math.abs));
+
+/** What both chart kinds lay out the same way: the y axis over `ys` and its labels, the legend, and the plot's top, left and right. */
+function chartFrame<S extends { name: string; style?: string }>(ys: readonly number[], W: number, H: number, series: readonly S[], leftExtra = 0) {
+  const yAxis = niceAxis(minOf(ys), maxOf(ys), Math.max(2, Math.round((H - 110) / 40)));
+  const yLabels = yAxis.ticks.map((t) => formatTick(t, yAxis.step, axisTop(yAxis)));
+  const legend = layoutLegend(series, 12, W - 12, 34);
+  const top = 34 + legend.height + 8;
+  const left = 14 + Math.max(...yLabels.map((l) => textWidth(l, TICK_FONT))) + leftExtra;
+  return { yAxis, yLabels, legend, top, left, right: W - 18 };
+}
+
+/** The opening of a standalone chart document (xmlns set, so it also works as a .svg file): root, title, background. */
+function svgOpen(title: string, id: string, W: number, H: number): string[] {
+  return [
+    `<svg xmlns="http://www.w3.org/2000/svg" class="chart" data-chart="${escapeXml(id)}" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="${escapeXml(FONT)}" role="img" aria-label="${escapeXml(title)}">`,
+    `<title>${escapeXml(title)}</title>`,
+    `<rect x="0" y="0" width="${W}" height="${H}" fill="#ffffff"/>`,
+    `<text class="title" x="12" y="22" font-size="${TITLE_FONT}" font-weight="600" fill="#111827">${escapeXml(title)}</text>`,
+  ];
+}
+
+/**
+ * The y gridlines and tick labels, the group left open (the caller closes it). Each tick is a group translated to
+ * its position, so the label's value and its pixel coordinate can be read back from the file.
+ */
+function yGrid(f: { yAxis: Axis; yLabels: string[]; left: number; right: number }, sy: (v: number) => number): string[] {
+  return [`<g class="y-axis">`, ...f.yAxis.ticks.map((t, i) => `<g class="tick" transform="translate(0,${px(sy(t))})"><line x1="${px(f.left)}" x2="${px(f.right)}" stroke="#e5e7eb"/>` +
+    `<text x="${px(f.left - 6)}" y="4" text-anchor="end" font-size="${TICK_FONT}" fill="#4b5563">${escapeXml(f.yLabels[i])}</text></g>`)];
+}
+
+/** The plot's left and bottom edges. */
+const frameSvg = (left: number, top: number, bottom: number, right: number) =>
+  `<path class="frame" d="M${px(left)} ${px(top)}V${px(bottom)}H${px(right)}" fill="none" stroke="#6b7280"/>`;
+
 function dashOf(s: LineSeries): string {
   return s.style === "eval" ? ` stroke-dasharray="5 3"` : "";
 }
@@ -205,15 +241,9 @@ export function renderLineChart(c: LineChart, id = "chart"): string {
   const finite = (vals: number[]) => vals.filter(Number.isFinite);
   const xs = finite(c.series.flatMap((s) => s.points.map((p) => p[0])));
   const ys = finite([...c.series.flatMap((s) => s.points.filter((p) => Number.isFinite(p[0])).map((p) => p[1])), ...(c.yInclude ?? [])]);
-  const yCount = Math.max(2, Math.round((H - 110) / 40));
-  const yAxis = niceAxis(minOf(ys), maxOf(ys), yCount);
-  const topOf = (a: Axis) => Math.max(a.step, ...a.ticks.map(Math.abs));
-  const yLabels = yAxis.ticks.map((t) => formatTick(t, yAxis.step, topOf(yAxis)));
-
-  const legend = layoutLegend(c.series, 12, W - 12, 34);
-  const top = 34 + legend.height + 8;
-  const left = 14 + Math.max(...yLabels.map((l) => textWidth(l, TICK_FONT)));
-  const right = W - 18, bottom = H - 40;
+  const f = chartFrame(ys, W, H, c.series);
+  const { yAxis, legend, top, left, right } = f;
+  const bottom = H - 40;
 
   // Steps count from 0: a first log at step 10 of 200 still gets an axis from 0, so charts line up.
   let x0 = minOf(xs);
@@ -222,11 +252,7 @@ export function renderLineChart(c: LineChart, id = "chart"): string {
   const xAxis = extentAxis(x0, x1, Math.max(2, Math.round((right - left) / 70)), c.integerX ?? false);
   const sx = scale(xAxis, left, right), sy = scale(yAxis, bottom, top);
 
-  const o: string[] = [];
-  o.push(`<svg xmlns="http://www.w3.org/2000/svg" class="chart" data-chart="${escapeXml(id)}" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="${escapeXml(FONT)}" role="img" aria-label="${escapeXml(c.title)}">`);
-  o.push(`<title>${escapeXml(c.title)}</title>`);
-  o.push(`<rect x="0" y="0" width="${W}" height="${H}" fill="#ffffff"/>`);
-  o.push(`<text class="title" x="12" y="22" font-size="${TITLE_FONT}" font-weight="600" fill="#111827">${escapeXml(c.title)}</text>`);
+  const o: string[] = svgOpen(c.title, id, W, H);
 
   // Legend: a short line sample in the series' style, then its name.
   o.push(`<g class="legend">`);
@@ -238,21 +264,15 @@ export function renderLineChart(c: LineChart, id = "chart"): string {
   }
   o.push(`</g>`);
 
-  // Gridlines and tick labels. Each tick is a group translated to its position, so the label's value and
-  // its pixel coordinate can be read back from the file.
-  o.push(`<g class="y-axis">`);
-  yAxis.ticks.forEach((t, i) => {
-    o.push(`<g class="tick" transform="translate(0,${px(sy(t))})"><line x1="${px(left)}" x2="${px(right)}" stroke="#e5e7eb"/>` +
-      `<text x="${px(left - 6)}" y="4" text-anchor="end" font-size="${TICK_FONT}" fill="#4b5563">${escapeXml(yLabels[i])}</text></g>`);
-  });
+  o.push(...yGrid(f, sy));
   o.push(`</g><g class="x-axis">`);
   for (const t of xAxis.ticks) {
     o.push(`<g class="tick" transform="translate(${px(sx(t))},0)"><line y1="${px(top)}" y2="${px(bottom)}" stroke="#f3f4f6"/>` +
       `<line y1="${px(bottom)}" y2="${px(bottom + 4)}" stroke="#6b7280"/>` +
-      `<text x="0" y="${px(bottom + 17)}" text-anchor="middle" font-size="${TICK_FONT}" fill="#4b5563">${escapeXml(formatTick(t, xAxis.step, topOf(xAxis)))}</text></g>`);
+      `<text x="0" y="${px(bottom + 17)}" text-anchor="middle" font-size="${TICK_FONT}" fill="#4b5563">${escapeXml(formatTick(t, xAxis.step, axisTop(xAxis)))}</text></g>`);
   }
   o.push(`</g>`);
-  o.push(`<path class="frame" d="M${px(left)} ${px(top)}V${px(bottom)}H${px(right)}" fill="none" stroke="#6b7280"/>`);
+  o.push(frameSvg(left, top, bottom, right));
   o.push(`<text class="x-label" x="${px((left + right) / 2)}" y="${H - 6}" text-anchor="middle" font-size="${TICK_FONT}" fill="#374151">${escapeXml(c.xLabel)}</text>`);
 
   if (!xs.length) {
@@ -302,15 +322,8 @@ export interface BarChart {
 export function renderBarChart(c: BarChart, id = "chart"): string {
   const { width: W, height: H } = c;
   const vals = c.series.flatMap((s) => s.values).filter((v): v is number => typeof v === "number" && Number.isFinite(v));
-  const ys = [0, ...vals, ...(c.yInclude ?? [])];
-  const yAxis = niceAxis(minOf(ys), maxOf(ys), Math.max(2, Math.round((H - 110) / 40)));
-  const topOf = Math.max(yAxis.step, ...yAxis.ticks.map(Math.abs));
-  const yLabels = yAxis.ticks.map((t) => formatTick(t, yAxis.step, topOf));
-
-  const legend = layoutLegend(c.series, 12, W - 12, 34);
-  const top = 34 + legend.height + 8;
-  const left = 14 + Math.max(...yLabels.map((l) => textWidth(l, TICK_FONT))) + (c.yLabel ? 16 : 0);
-  const right = W - 18;
+  const f = chartFrame([0, ...vals, ...(c.yInclude ?? [])], W, H, c.series, c.yLabel ? 16 : 0);
+  const { yAxis, legend, top, left, right } = f;
   const G = Math.max(1, c.groups.length), S = Math.max(1, c.series.length);
   const groupW = (right - left) / G;
   const widest = Math.max(0, ...c.groups.map((g) => textWidth(g, TICK_FONT)));
@@ -321,11 +334,7 @@ export function renderBarChart(c: BarChart, id = "chart"): string {
   const barW = Math.min((groupW * 0.8) / S, 40);
   const pad = (groupW - barW * S) / 2;   // the group's bars are centred under its label
 
-  const o: string[] = [];
-  o.push(`<svg xmlns="http://www.w3.org/2000/svg" class="chart" data-chart="${escapeXml(id)}" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="${escapeXml(FONT)}" role="img" aria-label="${escapeXml(c.title)}">`);
-  o.push(`<title>${escapeXml(c.title)}</title>`);
-  o.push(`<rect x="0" y="0" width="${W}" height="${H}" fill="#ffffff"/>`);
-  o.push(`<text class="title" x="12" y="22" font-size="${TITLE_FONT}" font-weight="600" fill="#111827">${escapeXml(c.title)}</text>`);
+  const o: string[] = svgOpen(c.title, id, W, H);
   o.push(`<g class="legend">`);
   for (const { s, x, y } of legend.items) {
     o.push(`<g class="legend-item" data-series="${escapeXml(s.name)}"><rect x="${px(x + 4)}" y="${px(y - 1)}" width="10" height="10" fill="${s.color}"/>` +
@@ -333,11 +342,7 @@ export function renderBarChart(c: BarChart, id = "chart"): string {
   }
   o.push(`</g>`);
 
-  o.push(`<g class="y-axis">`);
-  yAxis.ticks.forEach((t, i) => {
-    o.push(`<g class="tick" transform="translate(0,${px(sy(t))})"><line x1="${px(left)}" x2="${px(right)}" stroke="#e5e7eb"/>` +
-      `<text x="${px(left - 6)}" y="4" text-anchor="end" font-size="${TICK_FONT}" fill="#4b5563">${escapeXml(yLabels[i])}</text></g>`);
-  });
+  o.push(...yGrid(f, sy));
   o.push(`</g><g class="x-axis">`);
   c.groups.forEach((g, i) => {
     const cx = left + (i + 0.5) * groupW;
@@ -347,7 +352,7 @@ export function renderBarChart(c: BarChart, id = "chart"): string {
     o.push(`<g class="tick" transform="translate(${px(cx)},0)"><line y1="${px(bottom)}" y2="${px(bottom + 4)}" stroke="#6b7280"/>${label}</g>`);
   });
   o.push(`</g>`);
-  o.push(`<path class="frame" d="M${px(left)} ${px(top)}V${px(bottom)}H${px(right)}" fill="none" stroke="#6b7280"/>`);
+  o.push(frameSvg(left, top, bottom, right));
   if (c.yLabel) o.push(`<text class="y-label" transform="translate(12,${px((top + bottom) / 2)}) rotate(-90)" text-anchor="middle" font-size="${TICK_FONT}" fill="#374151">${escapeXml(c.yLabel)}</text>`);
   if (!vals.length) o.push(`<text x="${px((left + right) / 2)}" y="${px((top + bottom) / 2)}" text-anchor="middle" font-size="12" fill="#9ca3af">no values</text>`);
 

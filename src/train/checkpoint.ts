@@ -152,8 +152,8 @@ function checkCheckpointKind(dir: string, adapter: LoraAdapter | null): void {
   }
   if (!hasAdapter) throw new Error(`${dir} holds no LoRA adapter (no ${ADAPTER_CONFIG_FILE}: it was written by full fine-tuning); resume it with use_peft: false`);
   const saved = readAdapterFolder(dir).config, now = adapter.config;
-  const show = (c: typeof now) => `r ${c.r}, lora_alpha ${c.loraAlpha}, use_rslora ${c.useRslora}, target_modules [${c.targetModules.join(", ")}]`;
-  if (saved.r !== now.r || saved.loraAlpha !== now.loraAlpha || saved.useRslora !== now.useRslora || saved.targetModules.join() !== now.targetModules.join()) {
+  const show = (c: typeof now) => `r ${c.r}, lora_alpha ${c.loraAlpha}, use_rslora ${c.useRslora}, use_dora ${c.useDora === true}, target_modules [${c.targetModules.join(", ")}]`;
+  if (saved.r !== now.r || saved.loraAlpha !== now.loraAlpha || saved.useRslora !== now.useRslora || (saved.useDora === true) !== (now.useDora === true) || saved.targetModules.join() !== now.targetModules.join()) {
     throw new Error(`${dir}: its adapter has ${show(saved)}, this run has ${show(now)}; resume with the checkpoint's LoRA settings`);
   }
 }

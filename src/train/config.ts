@@ -6,7 +6,7 @@
 // Not the training loop (loop.ts) and not the loss math (src/losses): this only produces a checked object.
 import { extname } from "node:path";
 import { parse as parseYaml } from "yaml";
-import { DPO_LOSS_TYPES, F_DIVERGENCE_TYPES } from "../losses/dpo.ts";
+import { F_DIVERGENCE_TYPES } from "../losses/dpo.ts";
 import { resolveTargetModules } from "../models/peft.ts";
 import { ADAMW_8BIT_OPTIMS } from "../core/adamw8bit.ts";
 import { ALIASES, COMPAT_KEYS, MISNAMES, type Alias, type CompatKey, type CompatKind } from "./config-compat.ts";
@@ -16,10 +16,12 @@ import { METRIC_SCHEDULERS, SCHEDULER_TYPES, schedulerKwargsProblems } from "./s
 import { nearest } from "../util/spelling.ts";
 import { readTextFile } from "../util/durable.ts";
 
-export const METHODS = ["orpo", "dpo", "ipo", "kto", "simpo", "cpo", "sft"] as const;
-export type TrainMethod = (typeof METHODS)[number];
-const PREFERENCE: readonly TrainMethod[] = ["orpo", "dpo", "ipo", "kto", "simpo", "cpo"];
-const WITH_REFERENCE: readonly TrainMethod[] = ["dpo", "ipo", "kto"];
+import { LOSS_KEY_DEFAULTS, lossKeyDefault, lossProblems, lossTypeList, METHODS, methodSpec, methodsReading, methodsWhere, normalLossType, type Method } from "./methods.ts";
+
+export { METHODS };
+export type TrainMethod = Method;
+const PREFERENCE = methodsWhere((s) => s.loss !== "sft");
+const WITH_REFERENCE = methodsWhere((s) => s.reference);
 
 type Group = "run" | "data" | "optimizer" | "schedule" | "logging" | "method" | "peft" | "compat";
 const GROUP_TITLES: Record<Group, string> = {
@@ -66,7 +68,7 @@ function cliAny(s: string): unknown {
 }
 
 function num<N extends boolean = false>(group: Group, doc: string, def: number | null | ((m: TrainMethod) => number | null),
-  o: { min?: number; gt?: number; max?: number; int?: boolean; intAbove1?: boolean; nullable?: N; methods?: readonly TrainMethod[] } = {}): Field<N extends true ? number | null : number> {
+  o: { min?: number; gt?: number; max?: number; lt?: number; int?: boolean; intAbove1?: boolean; nullable?: N; methods?: readonly TrainMethod[] } = {}): Field<N extends true ? number | null : number> {
   const type = (o.int ? "int" : "float") + (o.nullable ? " | null" : "");
   return {
     type, group, doc, def: def as never, methods: o.methods, cli: cliNumber,
@@ -80,6 +82,7 @@ function num<N extends boolean = false>(group: Group, doc: string, def: number |
       if (o.min !== undefined && n < o.min) fail(`must be ≥ ${o.min}`);
       if (o.gt !== undefined && n <= o.gt) fail(`must be > ${o.gt}`);
       if (o.max !== undefined && n > o.max) fail(`must be ≤ ${o.max}`);
+      if (o.lt !== undefined && n >= o.lt) fail(`must be < ${o.lt}`);
       return n as never;
     },
   };
@@ -153,11 +156,11 @@ const DTYPES = ["auto", "bfloat16", "float16", "float32"] as const;
 
 const HONOURED = {
   // run and model
-  method: oneOf("run", "training method (TRL trainer): orpo, dpo, ipo (DPO with loss_type ipo), kto, simpo (CPO with loss_type simpo, cpo_alpha 0), cpo, sft", METHODS, "orpo"),
+  method: oneOf("run", `training method (TRL trainer): ${METHODS.map((m) => `${m} (${methodSpec(m).about})`).join("; ")}`, METHODS, "orpo"),
   model_name_or_path: str("run", "local Hugging Face model folder (config.json, model.safetensors, tokenizer.json)", null),
   output_dir: str("run", "run folder: metrics.jsonl, checkpoint-N/, the final model (transformers 5's default: trainer_output)", "trainer_output"),
   resume_from_checkpoint: { type: "string | bool | null", group: "run", doc: "a checkpoint folder to continue from, or true for the latest complete checkpoint-N in output_dir", def: null, bare: "optional", cli: (s: string) => (isBoolWord(s) ? cliBool(s) : cliString(s)), check: (v: unknown) => (v === null || typeof v === "boolean" || (typeof v === "string" && v !== "") ? v : fail("must be a path, true/false or null")) } as Field<string | boolean | null>,
-  seed: num("run", "seed of the data order and of the LoRA initialisation (there is no dropout)", 42, { int: true, min: 0, max: 4294967295 }),
+  seed: num("run", "seed of the data order, the LoRA initialisation and the LoRA dropout masks", 42, { int: true, min: 0, max: 4294967295 }),
   data_seed: num("run", "seed of the data order only (null: seed), as transformers' data_seed", null, { int: true, min: 0, max: 4294967295, nullable: true }),
   threads: num("run", "native threads (0 = all cores)", 0, { int: true, min: 0 }),
   gradient_checkpointing: { ...bool("run", "keep only each decoder layer's input in the forward and recompute the layer in the backward: activation memory stops growing with the layer count, for about one more forward per step; losses and gradients are unchanged (TRL defaults to true for GPU memory; here the default stays false)", false), type: "bool | null", check: (v: unknown) => (v === null ? false : typeof v === "boolean" ? v : fail("must be true, false or null")) } as Field<boolean>,
@@ -196,13 +199,13 @@ const HONOURED = {
   dataset_cache_dir: str("data", "folder of the tokenized-dataset cache (null: no cache)", ".cache/preftune"),
   skip_bad_rows: bool("data", "skip (and count) malformed rows instead of stopping", false),
   pad_to_multiple_of: num("data", "pad each batch's length to a multiple of this", null, { int: true, min: 1, max: 65536, nullable: true }),
-  train_sampling_strategy: oneOf("data", "batch order: random (reshuffled each epoch from seed), sequential (TRL KTO's default), or group_by_length (random, rows of similar length together)", ["random", "sequential", "group_by_length", "batch_rebalance"] as const, (m) => (m === "kto" ? "sequential" : "random")),
+  train_sampling_strategy: oneOf("data", "batch order: random (reshuffled each epoch from seed), sequential (TRL KTO's default), or group_by_length (random, rows of similar length together)", ["random", "sequential", "group_by_length", "batch_rebalance"] as const, (m) => methodSpec(m).defaults.train_sampling_strategy),
   group_by_length: bool("data", "batch rows of similar length together (less padding)", false),
   dataloader_drop_last: bool("data", "drop the last incomplete batch of each epoch", false),
   precompute_ref_log_probs: bool("data", "compute the reference log-probs once before training (saved as ref_logps.safetensors in output_dir) instead of keeping a reference model", false, WITH_REFERENCE),
   precompute_ref_batch_size: num("data", "batch size of that pass (null: per_device_eval_batch_size)", null, { int: true, min: 1, nullable: true, methods: WITH_REFERENCE }),
   // optimizer
-  learning_rate: num("optimizer", "peak learning rate", (m) => (m === "sft" ? 2e-5 : 1e-6), { gt: 0 }),
+  learning_rate: num("optimizer", "peak learning rate", (m) => methodSpec(m).defaults.learning_rate, { gt: 0 }),
   adam_beta1: num("optimizer", "AdamW β1", 0.9, { min: 0, max: 1 }),
   adam_beta2: num("optimizer", "AdamW β2", 0.999, { min: 0, max: 1 }),
   adam_epsilon: num("optimizer", "AdamW ε", 1e-8, { gt: 0 }),
@@ -235,28 +238,28 @@ const HONOURED = {
   generate_during_eval_samples: num("logging", "preftune: how many eval prompts generate_during_eval completes, the first distinct ones of the eval split (null: per_device_eval_batch_size, as TRL)", null, { int: true, min: 1, nullable: true, methods: PREFERENCE }),
   generate_during_eval_max_new_tokens: num("logging", "preftune: most new tokens per generate_during_eval completion (it also stops at the tokenizer's EOS and at max_position_embeddings)", 64, { int: true, min: 1, methods: PREFERENCE }),
   // method
-  beta: num("method", "β: DPO/KTO temperature, IPO τ, ORPO λ, CPO/SimPO β", (m) => (m === "simpo" ? 2.0 : 0.1), { gt: 0, methods: PREFERENCE }),
-  loss_type: { type: "string | string[]", group: "method", doc: "dpo: one or a list of " + DPO_LOSS_TYPES.join(", ") + "; kto: kto | apo_zero_unpaired; cpo: sigmoid | hinge | ipo | simpo | alphapo; sft: nll (TRL's nll / chunked_nll)", def: (m: TrainMethod) => (m === "dpo" ? ["sigmoid"] : m === "ipo" ? "ipo" : m === "kto" ? "kto" : m === "simpo" ? "simpo" : m === "cpo" ? "sigmoid" : null), methods: ["dpo", "ipo", "kto", "cpo", "simpo", "sft"], list: true, cli: cliList, check: (v: unknown) => (v === null || typeof v === "string" || (Array.isArray(v) && v.length > 0 && v.every((x) => typeof x === "string")) ? v : fail("must be a string or a list of strings")) } as Field<string | string[] | null>,
-  loss_weights: { type: "float[] | null", group: "method", doc: "dpo: one weight per loss_type (null: 1 each)", def: null, methods: ["dpo"], list: true, cli: (s: string) => { const l = cliList(s); return Array.isArray(l) ? l.map(Number) : cliNumber(s); }, check: (v: unknown) => (v === null || (Array.isArray(v) && v.every((x) => typeof x === "number" && Number.isFinite(x))) ? v : fail("must be a list of numbers or null")) } as Field<number[] | null>,
-  rpo_alpha: num("method", "dpo: classic TRL's RPO weight of the NLL on chosen rows; current TRL spells it loss_type [..., sft] with that loss weight, which is what runs", null, { min: 0, nullable: true, methods: ["dpo"] }),
-  label_smoothing: num("method", "dpo robust/exo_pair/aot ε; cpo/simpo sigmoid smoothing", 0, { min: 0, max: 0.5, methods: ["dpo", "ipo", "cpo", "simpo"] }),
-  f_divergence_type: oneOf("method", "dpo: divergence of the reward", F_DIVERGENCE_TYPES, "reverse_kl", ["dpo"]),
-  f_alpha_divergence_coef: num("method", "dpo: α of alpha_divergence", 0.5, { methods: ["dpo"] }),
-  desirable_weight: num("method", "kto: λ_D, weight of desirable rows", 1.0, { min: 0, methods: ["kto"] }),
-  undesirable_weight: num("method", "kto: λ_U, weight of undesirable rows", 1.0, { min: 0, methods: ["kto"] }),
-  cpo_alpha: num("method", "cpo/simpo: weight of the NLL (behaviour cloning) term", (m) => (m === "simpo" ? 0 : 1.0), { min: 0, methods: ["cpo", "simpo"] }),
-  simpo_gamma: num("method", "cpo/simpo: SimPO target margin γ", 0.5, { methods: ["cpo", "simpo"] }),
-  alpha: num("method", "cpo/simpo: AlphaPO reward shape α (0: plain log-probs)", 0, { methods: ["cpo", "simpo"] }),
-  disable_dropout: bool("method", "always on: the native core has no dropout", true),
+  beta: num("method", "β: DPO/KTO temperature, IPO τ, ORPO λ, CPO/SimPO β", (m) => methodSpec(m).defaults.beta ?? 0 /* sft has none */, { gt: 0, methods: methodsReading("beta") }),
+  loss_type: { type: "string | string[]", group: "method", doc: methodsReading("loss_type").map((m) => `${m}: ${methodSpec(m).lossTypeList ? "one or a list of " : ""}${methodSpec(m).lossTypes.join(" | ")}`).join("; "), def: (m: TrainMethod) => normalLossType(m, null), methods: methodsReading("loss_type"), list: true, cli: cliList, check: (v: unknown) => (v === null || typeof v === "string" || (Array.isArray(v) && v.length > 0 && v.every((x) => typeof x === "string")) ? v : fail("must be a string or a list of strings")) } as Field<string | string[] | null>,
+  loss_weights: { type: "float[] | null", group: "method", doc: "dpo: one weight per loss_type (null: 1 each)", def: LOSS_KEY_DEFAULTS.loss_weights, methods: methodsReading("loss_weights"), list: true, cli: (s: string) => { const l = cliList(s); return Array.isArray(l) ? l.map(Number) : cliNumber(s); }, check: (v: unknown) => (v === null || (Array.isArray(v) && v.every((x) => typeof x === "number" && Number.isFinite(x))) ? v : fail("must be a list of numbers or null")) } as Field<number[] | null>,
+  rpo_alpha: num("method", "dpo: classic TRL's RPO weight of the NLL on chosen rows; current TRL spells it loss_type [..., sft] with that loss weight, which is what runs", LOSS_KEY_DEFAULTS.rpo_alpha, { min: 0, nullable: true, methods: methodsReading("rpo_alpha") }),
+  label_smoothing: num("method", "dpo robust ε (below 0.5), exo_pair ε (above 0; 1e-3 in the paper), aot ε; cpo/simpo sigmoid smoothing", LOSS_KEY_DEFAULTS.label_smoothing, { min: 0, max: 0.5, methods: methodsReading("label_smoothing") }),
+  f_divergence_type: oneOf("method", "dpo: divergence of the reward", F_DIVERGENCE_TYPES, LOSS_KEY_DEFAULTS.f_divergence_type as (typeof F_DIVERGENCE_TYPES)[number], methodsReading("f_divergence_type")),
+  f_alpha_divergence_coef: num("method", "dpo: α of alpha_divergence", LOSS_KEY_DEFAULTS.f_alpha_divergence_coef, { methods: methodsReading("f_alpha_divergence_coef") }),
+  desirable_weight: num("method", "kto: λ_D, weight of desirable rows", LOSS_KEY_DEFAULTS.desirable_weight, { min: 0, methods: methodsReading("desirable_weight") }),
+  undesirable_weight: num("method", "kto: λ_U, weight of undesirable rows", LOSS_KEY_DEFAULTS.undesirable_weight, { min: 0, methods: methodsReading("undesirable_weight") }),
+  cpo_alpha: num("method", "cpo/simpo: weight of the NLL (behaviour cloning) term", (m) => lossKeyDefault(m, "cpo_alpha"), { min: 0, methods: methodsReading("cpo_alpha") }),
+  simpo_gamma: num("method", "cpo/simpo: SimPO target margin γ", LOSS_KEY_DEFAULTS.simpo_gamma, { methods: methodsReading("simpo_gamma") }),
+  alpha: num("method", "cpo/simpo: AlphaPO reward shape α (0: plain log-probs)", LOSS_KEY_DEFAULTS.alpha, { methods: methodsReading("alpha") }),
+  disable_dropout: bool("method", "TRL: set every dropout module to p = 0, PEFT's LoRA dropout included (TRL's DPO/ORPO/CPO/KTO call it after wrapping the model); false lets lora_dropout act. The decoders here have no other dropout", true),
   // LoRA (TRL ModelConfig / alignment-handbook names)
   use_peft: bool("peft", "train a LoRA adapter instead of every weight; output_dir then holds a PEFT adapter folder, and the DPO/IPO/KTO reference is the policy with its adapter disabled", false),
   lora_r: num("peft", "LoRA rank r", 16, { int: true, min: 1 }),
   lora_alpha: num("peft", "LoRA α: the update B·A is scaled by lora_alpha / r (by lora_alpha / √r with use_rslora)", 32, { gt: 0 }),
-  lora_dropout: num("peft", "LoRA dropout (TRL's CLI default 0.05); not applied yet: the adapter trains as with 0, and a note says so", 0.05, { min: 0, max: 1 }),
+  lora_dropout: num("peft", "LoRA dropout (TRL's CLI default 0.05): in training forwards the adapter sees dropout(x), the base x itself (PEFT); seeded by seed, step and micro-batch, so a resumed run draws the same masks; off in evaluation, reference and generation. Except for sft it acts only with disable_dropout: false, as in TRL", 0.05, { min: 0, lt: 1 }),
   lora_target_modules: { type: "string[] | \"all-linear\" | null", group: "peft", doc: "projections to adapt: a list from q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj, or \"all-linear\" (all seven); null: PEFT's Llama default q_proj, v_proj", def: null, list: true, cli: cliList, check: (v: unknown) => { const t = Array.isArray(v) && v.length === 1 ? v[0] : v; if (t !== null) resolveTargetModules(t, "lora_target_modules"); return t; } } as Field<string | string[] | null>,   // TRL: a one-element list is its element ("all-linear")
   use_rslora: bool("peft", "rank-stabilised LoRA: scale by lora_alpha / √r", false),
   lora_task_type: oneOf("peft", "PEFT task type of the adapter (only causal LM)", ["CAUSAL_LM"] as const, "CAUSAL_LM"),
-  use_dora: bool("peft", "must be false: DoRA is not implemented", false),
+  use_dora: bool("peft", "PEFT's DoRA: a trainable lora_magnitude_vector per output row, W' = m · (W + s·B·A) / ‖W + s·B·A‖_row (the norm detached in the backward)", false),
   merge_adapter: bool("peft", "preftune: also write the adapter merged into the base weights (W += s·B·A) as a full model in output_dir/merged", false),
 } as const;
 
@@ -383,6 +386,14 @@ export function resolveConfig(rawIn: Record<string, unknown>, source = "config",
   return { config: c, notes: notes.lines() };
 }
 
+/**
+ * The LoRA dropout that trains: lora_dropout, except where TRL's trainer zeroes it (disable_dropout, on by default,
+ * in every method but sft, whose SFTConfig has no such key).
+ */
+export function effectiveLoraDropout(c: Pick<TrainConfig, "method" | "lora_dropout" | "disable_dropout">): number {
+  return c.method !== "sft" && c.disable_dropout ? 0 : c.lora_dropout;
+}
+
 /** Set to something other than its default (a key the config did not give is at its default). */
 const isSet = (c: TrainConfig, k: ConfigKey) => !same((c as Record<string, unknown>)[k], defaultOf(k, c.method));
 
@@ -430,7 +441,7 @@ function dataProblems(c: TrainConfig, raw: Record<string, unknown>, notes: Notes
     if (c.dataset_mixer !== null && !(c.dataset_splits ?? ["train", "test"]).some((s) => s.includes("test"))) out.push(`${why} but dataset_splits lists no test split: add one (e.g. test_prefs), or ${fixTail}`);
   }
   // SFT settings (TRL SFTConfig)
-  if (c.method !== "sft") {
+  if (methodSpec(c.method).data !== "sft") {
     if (c.packing) out.push(`packing: true applies to method sft (TRL SFTConfig); method ${c.method} trains on whole rows, set packing: false`);
     if (c.assistant_only_loss) out.push(`assistant_only_loss: true applies to method sft (TRL SFTConfig); method ${c.method} trains on the completions, set assistant_only_loss: false`);
     const sftOnly = (["dataset_text_field", "completion_only_loss", "packing_strategy", "eval_packing", "shuffle_dataset"] as const).filter((k) => raw[k] !== undefined && isSet(c, k));
@@ -446,7 +457,6 @@ function dataProblems(c: TrainConfig, raw: Record<string, unknown>, notes: Notes
 
 /** Values that follow from others, as TRL / transformers resolve them, each with its note. */
 function derived(c: TrainConfig, raw: Record<string, unknown>, notes: Notes, problems: string[]): void {
-  if (c.loss_type === null) c.loss_type = defaultOf("loss_type", c.method) as string | string[] | null;   // null: the method's TRL default
   // eval_steps alone means evaluating every eval_steps; with another strategy, transformers ignores it
   if (raw.eval_steps != null && raw.eval_strategy === undefined) {
     c.eval_strategy = "steps";
@@ -473,16 +483,16 @@ function derived(c: TrainConfig, raw: Record<string, unknown>, notes: Notes, pro
   } else if (OTHER_OPTIMIZERS.includes(c.optim)) {
     problems.push(`optim ${c.optim}: preftune trains with AdamW only; ${c.optim} is not implemented (set optim: adamw_torch, or adamw_8bit for 8-bit state)`);
   }
-  // LoRA dropout: TRL's CLI default is 0.05; the native core has no dropout yet
-  if (c.use_peft) {
-    if (raw.lora_dropout === undefined) notes.add("lora_dropout", `TRL's default with use_peft is ${c.lora_dropout}; LoRA dropout is not applied yet, so the adapter trains as with lora_dropout 0 (set lora_dropout: 0 to silence this)`);
-    else if (c.lora_dropout > 0) notes.add("lora_dropout", `${c.lora_dropout} is not applied yet (the native core has no dropout): the adapter trains as with lora_dropout 0`);
+  // LoRA dropout: TRL's DPO/ORPO/CPO/KTO trainers zero every dropout module (LoRA's too) unless disable_dropout: false
+  if (c.use_peft && c.lora_dropout > 0 && effectiveLoraDropout(c) === 0) {
+    notes.add("lora_dropout", `${c.lora_dropout}${raw.lora_dropout === undefined ? " (TRL's default with use_peft)" : ""} has no effect: disable_dropout is true (TRL's default for ${c.method}), and TRL then sets every dropout module to p = 0, PEFT's LoRA dropout included; set disable_dropout: false to train with it`);
   }
+  if (c.disable_dropout === false && !(c.use_peft && c.lora_dropout > 0)) notes.add("disable_dropout", "false changes nothing here: the decoders have no dropout of their own, and no LoRA dropout is set");
   // sampling: transformers 5 names length grouping as a sampling strategy
   if (c.train_sampling_strategy === "group_by_length") c.group_by_length = true;
   // classic TRL's RPO weight = current TRL's sft loss term with that weight
   if (c.rpo_alpha !== null && c.method === "dpo") {
-    const types = c.loss_type === null ? ["sigmoid"] : Array.isArray(c.loss_type) ? [...c.loss_type] : [c.loss_type];
+    const types = lossTypeList(c.method, c.loss_type);
     if (types.includes("sft")) problems.push(`rpo_alpha (${c.rpo_alpha}) and loss_type ${show(types)} both add the NLL term; keep one (current TRL: loss_type [..., sft] with loss_weights)`);
     else {
       const weights = c.loss_weights ?? types.map(() => 1);
@@ -493,34 +503,20 @@ function derived(c: TrainConfig, raw: Record<string, unknown>, notes: Notes, pro
   }
 }
 
-const KTO_LOSSES = ["kto", "apo_zero_unpaired"];
-const CPO_LOSSES = ["sigmoid", "hinge", "ipo", "simpo", "alphapo"];
-
 /** Values that are each valid but not together; every message names both keys. */
 function conflicts(c: TrainConfig, raw: Record<string, unknown>): string[] {
   const out: string[] = [];
-  const lt = c.loss_type;
-  const list = lt === null ? [] : Array.isArray(lt) ? lt : [lt];
-  const m = c.method;
-  if (m === "kto" && !(list.length === 1 && KTO_LOSSES.includes(list[0]))) out.push(`method kto with loss_type ${JSON.stringify(lt)}: kto takes loss_type ${KTO_LOSSES.join(" or ")}`);
-  if ((m === "cpo" || m === "simpo") && !(list.length === 1 && CPO_LOSSES.includes(list[0]))) out.push(`method ${m} with loss_type ${JSON.stringify(lt)}: ${m} takes one of ${CPO_LOSSES.join(", ")}`);
-  if (m === "simpo" && typeof lt === "string" && lt !== "simpo" && lt !== "alphapo") out.push(`method simpo with loss_type ${lt}: use method cpo for loss_type ${lt}`);
-  if (m === "ipo" && !(list.length === 1 && list[0] === "ipo")) out.push(`method ipo with loss_type ${JSON.stringify(lt)}: ipo is DPO with loss_type ipo; use method dpo for other loss types`);
-  if (m === "sft" && lt !== null && !(list.length === 1 && (list[0] === "nll" || list[0] === "chunked_nll"))) out.push(`method sft with loss_type ${JSON.stringify(lt)}: only TRL's nll (chunked_nll is the same loss) is built; dft is not`);
-  if (m === "dpo") {
-    for (const t of list) if (!(DPO_LOSS_TYPES as readonly string[]).includes(t)) out.push(`method dpo with loss_type "${t}": use one of ${DPO_LOSS_TYPES.join(", ")}${KTO_LOSSES.includes(t) ? " (for kto use method kto)" : ""}`);
-    if (c.loss_weights && c.loss_weights.length !== list.length) out.push(`loss_weights has ${c.loss_weights.length} entries but loss_type has ${list.length}; give one weight per loss type`);
-  }
-  if (m === "kto" && c.loss_type === "kto" && c.per_device_train_batch_size < 2) out.push(`method kto with per_device_train_batch_size ${c.per_device_train_batch_size}: the KL estimate needs at least 2 rows per batch (or loss_type apo_zero_unpaired)`);
+  // loss_type and the parameters its loss types constrain: the registry's rules, the same ones the objectives apply at step 1
+  const loss = lossProblems(c.method, { loss_type: c.loss_type, loss_weights: c.loss_weights, label_smoothing: c.label_smoothing, per_device_train_batch_size: c.per_device_train_batch_size });
+  out.push(...loss);
+  if (loss.length === 0) c.loss_type = normalLossType(c.method, c.loss_type);
   if (c.max_length !== null && c.max_prompt_length !== null && c.max_prompt_length >= c.max_length) out.push(`max_prompt_length (${c.max_prompt_length}) must be below max_length (${c.max_length})`);
   if (c.max_steps <= 0 && raw.max_steps !== undefined && c.max_steps !== -1) out.push(`max_steps ${c.max_steps}: use a positive step count, or -1 to train num_train_epochs (${c.num_train_epochs})`);
   if (METRIC_SCHEDULERS.includes(c.lr_scheduler_type)) out.push(`lr_scheduler_type ${c.lr_scheduler_type}: transformers steps this schedule on evaluation metrics; it is not built here (use cosine, linear, cosine_with_min_lr, warmup_stable_decay, ...)`);
   else out.push(...schedulerKwargsProblems(c.lr_scheduler_type, c.lr_scheduler_kwargs, c.learning_rate));
   if (c.save_strategy === "best") out.push("save_strategy best (a checkpoint whenever metric_for_best_model improves) is not built; use steps or epoch");
   if (c.train_sampling_strategy === "batch_rebalance") out.push("train_sampling_strategy batch_rebalance is not built; use random, sequential or group_by_length");
-  if (c.disable_dropout === false) out.push("disable_dropout: false is not possible: the native core has no dropout");
   if (raw.precompute_ref_batch_size != null && !c.precompute_ref_log_probs) out.push("precompute_ref_batch_size is set but precompute_ref_log_probs is false; set precompute_ref_log_probs: true");
-  if (c.use_peft && c.use_dora) out.push("use_dora: true is not supported (DoRA is not implemented); set use_dora: false for plain LoRA");
   if (c.load_in_4bit === true && c.load_in_8bit === true) out.push("load_in_4bit and load_in_8bit are both true; choose one (as TRL requires)");
   if (c.bf16 === true && c.fp16 === true) out.push("bf16 and fp16 are both true; choose one (as transformers requires)");
   if (c.generate_during_eval && c.eval_strategy === "no" && !c.eval_on_start) out.push('generate_during_eval: true logs completions at each evaluation, but eval_strategy is "no" and eval_on_start is false; set eval_strategy: steps (or epoch), or eval_on_start: true');

@@ -13,6 +13,7 @@ import type { DataSource } from "../data/readers.ts";
 import type { TokenizedPair, TokenizedUnpaired } from "../data/tokenize.ts";
 import { loadTokenizer, type Tokenizer } from "../data/tokenizer.ts";
 import type { TrainConfig } from "./config.ts";
+import { methodSpec, trainsOnUnpairedRows } from "./methods.ts";
 import { readTextFile } from "../util/durable.ts";
 
 export type Rows = TokenizedPair[] | TokenizedUnpaired[] | PackedRow[];
@@ -163,8 +164,8 @@ function maybePack(c: TrainConfig, rows: TokenizedUnpaired[], on: boolean, what:
  */
 export async function loadTrainData(c: TrainConfig, o: DataLoadOptions, needEval: boolean, print: (l: string) => void): Promise<TrainData> {
   const modelDir = c.model_name_or_path!;
-  const kind = c.method === "kto" || c.method === "sft" ? "unpaired" : "paired";
-  const sft = c.method === "sft";
+  const kind = trainsOnUnpairedRows(c.method) ? "unpaired" : "paired";
+  const sft = methodSpec(c.method).data === "sft";
   const evalPack = sft && (c.eval_packing ?? c.packing);
   const chatTemplate = c.chat_template ?? (c.chat_template_path !== null ? chatTemplateFromPath(c.chat_template_path) : null);
   if (o.rows) {

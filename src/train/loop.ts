@@ -20,7 +20,7 @@ import { initLora, resolveTargetModules, saveMergedModel } from "../models/peft.
 import { needsReference, pairedStep, sftStep, unpairedStep, type MethodConfig, type Reference, type StepOutput } from "./objectives.ts";
 import { gatherPaired, gatherUnpaired, loadReference, loadReferenceLogps, precomputeReference, saveReferenceLogps, type IndexedBatch, type RefTable } from "./reference.ts";
 import { copyTokenizerFiles, latestCheckpoint, loadCheckpointWeights, readCheckpoint, recoverOutputDir, rotateCheckpoints, saveCheckpoint, saveFinalAdapter, saveFinalModel, writeJsonFile, type CheckpointState } from "./checkpoint.ts";
-import { defaultsFor, IGNORED_KEYS, type TrainConfig } from "./config.ts";
+import { defaultsFor, effectiveLoraDropout, IGNORED_KEYS, type TrainConfig } from "./config.ts";
 import { asDivergence, checkFinite, SIGNAL_EXIT_CODES, TrainingDivergedError, watchStopSignals } from "./guards.ts";
 import { addMetrics, appendMetrics, emptySums, meanMetrics, Progress, rewriteMetricsFile, type LogEntry, type MetricSums } from "./metrics.ts";
 import { loadTrainData, type Rows } from "./data.ts";
@@ -233,9 +233,9 @@ export async function train(config: TrainConfig, o: TrainOptions = {}): Promise<
     let lora: LoraAdapter | null = null;
     if (c.use_peft) {
       // PEFT's fresh adapter (B = 0): the policy starts equal to the base, which stays frozen.
-      lora = policy.attachLora({ r: c.lora_r, loraAlpha: c.lora_alpha, useRslora: c.use_rslora, targetModules: resolveTargetModules(c.lora_target_modules), loraDropout: 0 });   // lora_dropout is not applied yet (config.ts notes it)
+      lora = policy.attachLora({ r: c.lora_r, loraAlpha: c.lora_alpha, useRslora: c.use_rslora, targetModules: resolveTargetModules(c.lora_target_modules), loraDropout: effectiveLoraDropout(c), useDora: c.use_dora });
       initLora(lora, c.seed);
-      print(`LoRA: training ${lora.numParameters} adapter parameters (r ${c.lora_r}, lora_alpha ${c.lora_alpha}${c.use_rslora ? ", rsLoRA" : ""}, ${lora.config.targetModules.join(", ")}); ${policy.numParameters} base parameters frozen`);
+      print(`${c.use_dora ? "DoRA" : "LoRA"}: training ${lora.numParameters} adapter parameters (r ${c.lora_r}, lora_alpha ${c.lora_alpha}${c.use_rslora ? ", rsLoRA" : ""}${lora.config.loraDropout > 0 ? `, lora_dropout ${lora.config.loraDropout}` : ""}, ${lora.config.targetModules.join(", ")}); ${policy.numParameters} base parameters frozen`);
     }
     const trainable: Trainable = lora ?? policy;
     const opt = createOptimizer(c.optim, trainable, { lr: c.learning_rate, beta1: c.adam_beta1, beta2: c.adam_beta2, eps: c.adam_epsilon, weightDecay: c.weight_decay });
@@ -413,6 +413,7 @@ export async function train(config: TrainConfig, o: TrainOptions = {}): Promise<
         let stepLoss = 0;
         for (let j = 0; j < k; j++) {
           let out: StepOutput;
+          lora?.setDropoutSeed(c.seed, stepNo, j);   // LoRA dropout masks: a function of (seed, step, micro-batch), so resume draws the same
           try { out = runBatch(data.rows, trainTable, order[position + j], true, 1 / k); } catch (e) { throw asDivergence(e, stepNo, lastCheckpoint, trainable.params); }
           checkFinite("the loss", out.loss, stepNo, lastCheckpoint);
           stepLoss += out.loss / k;

@@ -6,8 +6,9 @@
 import type { LogpModel, NativeModel } from "../core/native.ts";
 import type { TokenBatch, TokenStats } from "../core/types.ts";
 import type { PairBatch, UnpairedBatch } from "../data/collate.ts";
+import { LOSS_KEY_DEFAULTS, lossKeyDefault, lossProblems, methodSpec, normalLossType, type Method, type MethodSpec } from "./methods.ts";
 import {
-  CPO_DEFAULTS, DPO_DEFAULTS, KTO_DEFAULTS, ORPO_DEFAULTS,
+  DPO_DEFAULTS, ORPO_DEFAULTS,
   cpoLogpKind, cpoLoss, dpoLoss, ktoLoss, nllMean, nllTokenGrads, orpoLoss, pairedTokenMetrics, resolveCpoConfig,
   sequenceLogitsMetrics, sequenceMask, sequenceStats, sftLoss, tokenGrads, unpairedTokenMetrics,
   type CpoConfig, type CpoLossType, type DpoConfig, type KtoConfig, type KtoLossType, type OrpoConfig,
@@ -15,14 +16,12 @@ import {
 
 export type { PairBatch, UnpairedBatch };
 
-export type Method = "orpo" | "dpo" | "ipo" | "kto" | "simpo" | "cpo" | "sft";
-export const METHODS: readonly Method[] = ["orpo", "dpo", "ipo", "kto", "simpo", "cpo", "sft"];
+export { METHODS, needsReference, type Method } from "./methods.ts";
 
 /**
- * The loss-related keys of every method's TRL config, flat. Keys a method does not use are ignored.
- *   "ipo"   = DPO with loss_type "ipo".
- *   "simpo" = CPO with loss_type "simpo"; cpo_alpha defaults to 0 here (TRL's CPOConfig default is 1.0,
- *             but TRL's docs recommend 0 for SimPO, and CPO-SimPO is then an explicit cpo_alpha > 0).
+ * The loss-related keys of every method's TRL config, flat. Keys a method does not use are ignored; absent ones take
+ * the method's default from the registry (methods.ts: ipo is DPO with loss_type "ipo", simpo is CPO with loss_type
+ * "simpo" and cpo_alpha 0).
  */
 export interface MethodConfig {
   method: Method;
@@ -65,73 +64,57 @@ type Resolved =
   | { kind: "kto"; kto: KtoConfig }
   | { kind: "sft" };
 
-/** Methods whose loss compares against a reference model (DPO, IPO, KTO); the others must get { kind: "none" }. */
-export function needsReference(method: Method): boolean {
-  return method === "dpo" || method === "ipo" || method === "kto";
-}
-
-function single(fn: string, v: string | string[] | null | undefined, dflt: string, method: Method): string {
-  if (v == null) return dflt;
-  if (typeof v === "string") return v;
-  if (Array.isArray(v) && v.length === 1 && typeof v[0] === "string") return v[0];
-  throw new Error(`${fn}: method "${method}" takes one loss_type, got ${JSON.stringify(v)}`);
-}
-
-/** MethodConfig → the config object of the loss in src/losses, with TRL's defaults filled in. */
+/**
+ * MethodConfig → the config object of the loss in src/losses, with the method's TRL defaults (methods.ts) filled in.
+ * Refuses, with the registry's messages, every loss setting config validation refuses.
+ */
 function resolveMethod(fn: string, cfg: MethodConfig): Resolved {
-  if (!cfg || !(METHODS as readonly string[]).includes(cfg.method)) {
-    throw new Error(`${fn}: method ${JSON.stringify(cfg?.method)} is unknown; use one of ${METHODS.join(", ")}`);
+  let spec: MethodSpec;
+  try { spec = methodSpec(cfg?.method); } catch (e) { throw new Error(`${fn}: ${(e as Error).message}`); }
+  const method = spec.name;
+  if (spec.defaults.beta !== null && !(typeof cfg.beta === "number" && Number.isFinite(cfg.beta))) {
+    throw new Error(`${fn}: beta = ${cfg.beta} is invalid for method "${method}"; set a finite beta (TRL default ${spec.defaults.beta})`);
   }
-  if (cfg.method !== "sft" && !(typeof cfg.beta === "number" && Number.isFinite(cfg.beta))) {
-    throw new Error(`${fn}: beta = ${cfg.beta} is invalid for method "${cfg.method}"; set a finite beta (TRL default 0.1, SimPO ≈ 2)`);
-  }
-  switch (cfg.method) {
+  const problems = lossProblems(method, { loss_type: cfg.loss_type, loss_weights: cfg.loss_weights, label_smoothing: cfg.label_smoothing });
+  if (problems.length) throw new Error(`${fn}: ${problems.join("; ")}`);
+  const loss_type = normalLossType(method, cfg.loss_type);
+  const d = LOSS_KEY_DEFAULTS;
+  switch (spec.loss) {
     case "orpo":
       return { kind: "orpo", orpo: { ...ORPO_DEFAULTS, beta: cfg.beta } };
-    case "dpo": case "ipo": {
-      let loss_type: string | string[] = cfg.loss_type ?? DPO_DEFAULTS.loss_type;
-      if (cfg.method === "ipo") {
-        const t = single(fn, cfg.loss_type, "ipo", "ipo");
-        if (t !== "ipo") throw new Error(`${fn}: method "ipo" is DPO with loss_type "ipo", got loss_type "${t}"; use method "dpo" for other loss types`);
-        loss_type = ["ipo"];
-      }
+    case "dpo":
       return {
         kind: "dpo",
         dpo: {
           ...DPO_DEFAULTS,
           beta: cfg.beta,
-          loss_type,
+          loss_type: loss_type!,
           loss_weights: cfg.loss_weights ?? null,
-          label_smoothing: cfg.label_smoothing ?? DPO_DEFAULTS.label_smoothing,
-          f_divergence_type: cfg.f_divergence_type ?? DPO_DEFAULTS.f_divergence_type,
-          f_alpha_divergence_coef: cfg.f_alpha_divergence_coef ?? DPO_DEFAULTS.f_alpha_divergence_coef,
+          label_smoothing: cfg.label_smoothing ?? d.label_smoothing,
+          f_divergence_type: cfg.f_divergence_type ?? d.f_divergence_type,
+          f_alpha_divergence_coef: cfg.f_alpha_divergence_coef ?? d.f_alpha_divergence_coef,
         },
       };
-    }
-    case "cpo": case "simpo": {
-      const simpo = cfg.method === "simpo";
-      const t = single(fn, cfg.loss_type, simpo ? "simpo" : CPO_DEFAULTS.loss_type, cfg.method);
-      if (simpo && t !== "simpo") throw new Error(`${fn}: method "simpo" is CPO with loss_type "simpo", got "${t}"; use method "cpo" for other loss types`);
+    case "cpo":
       return {
         kind: "cpo",
         cpo: resolveCpoConfig({
           beta: cfg.beta,
-          loss_type: t as CpoLossType,
-          cpo_alpha: cfg.cpo_alpha ?? (simpo ? 0 : CPO_DEFAULTS.cpo_alpha),
-          simpo_gamma: cfg.simpo_gamma ?? CPO_DEFAULTS.simpo_gamma,
-          alpha: cfg.alpha ?? CPO_DEFAULTS.alpha,
-          label_smoothing: cfg.label_smoothing ?? CPO_DEFAULTS.label_smoothing,
+          loss_type: loss_type as CpoLossType,
+          cpo_alpha: cfg.cpo_alpha ?? lossKeyDefault(method, "cpo_alpha"),
+          simpo_gamma: cfg.simpo_gamma ?? d.simpo_gamma,
+          alpha: cfg.alpha ?? d.alpha,
+          label_smoothing: cfg.label_smoothing ?? d.label_smoothing,
         }),
       };
-    }
     case "kto":
       return {
         kind: "kto",
         kto: {
           beta: cfg.beta,
-          desirable_weight: cfg.desirable_weight ?? KTO_DEFAULTS.desirable_weight,
-          undesirable_weight: cfg.undesirable_weight ?? KTO_DEFAULTS.undesirable_weight,
-          loss_type: single(fn, cfg.loss_type, KTO_DEFAULTS.loss_type, "kto") as KtoLossType,
+          desirable_weight: cfg.desirable_weight ?? d.desirable_weight,
+          undesirable_weight: cfg.undesirable_weight ?? d.undesirable_weight,
+          loss_type: loss_type as KtoLossType,
         },
       };
     case "sft":

@@ -61,7 +61,7 @@ test("data inspect shows rows with the completion highlighted, token counts, a h
 
 test("bad arguments and bad data are errors, not crashes", async () => {
   await assert.rejects(run(["tokenize", "--model", qwenDir, "--dataset", subset, "--output", join(tmp, "x.jsonl"), "--max-length", "-3"]), /--max-length must be a positive integer/);
-  await assert.rejects(run(["inspect", "--model", qwenDir, "--dataset", subset, "--method", "ppo"]), /Allowed choices are orpo, cpo, simpo, dpo, ipo, kto, sft/);
+  await assert.rejects(run(["inspect", "--model", qwenDir, "--dataset", subset, "--method", "ppo"]), /Allowed choices are orpo, dpo, ipo, kto, simpo, cpo, sft/);
   const bad = join(tmp, "bad.jsonl");
   writeFileSync(bad, readFileSync(subset, "utf8").split("\n").slice(0, 3).join("\n") + "\n{\"prompt\": 3}\n");
   await assert.rejects(run(["inspect", "--model", qwenDir, "--dataset", bad]), /bad\.jsonl, line 4, field "prompt"/);

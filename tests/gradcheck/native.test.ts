@@ -4,8 +4,9 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { native } from "../../src/core/native.ts";
 
-// lora: a frozen base linear plus a two-member LoRA group; head_input: the frozen head LoRA training uses.
-const OPS = ["rmsnorm", "rmsnorm_inplace", "rope", "attention", "swiglu", "linear", "head", "embedding", "lora", "head_input"];
+// lora: a frozen base linear plus a two-member LoRA group; head_input: the frozen head LoRA training uses;
+// lora_dropout, dora, dora_dropout: one member on the member-wise path (dora.h), DoRA's row norm held constant.
+const OPS = ["rmsnorm", "rmsnorm_inplace", "rope", "attention", "swiglu", "linear", "head", "embedding", "lora", "head_input", "lora_dropout", "dora", "dora_dropout"];
 
 for (const op of OPS) {
   test(`${op}: analytic gradient equals central differences`, () => {
@@ -16,6 +17,15 @@ for (const op of OPS) {
     }
   });
 }
+
+test("DoRA's row norms ‖W + s·B·A‖ equal the plain computation", () => {
+  for (const seed of [1, 2]) assert.ok(native().gradcheck("dora_norm", seed) < 1e-12, "dora_norm");
+});
+
+test("LoRA dropout keeps about 1 - p of the elements, each scaled by 1 / (1 - p)", () => {
+  const err = native().gradcheck("dropout_stats", 0);
+  assert.ok(err < 0.01, `kept fraction off by ${err} (or a kept element not scaled by 1 / (1 - p))`);
+});
 
 test("an unknown op is reported, not silently passed", () => {
   assert.ok(native().gradcheck("no-such-op", 1) < 0);

@@ -67,7 +67,7 @@ export const leftovers = (dir: string) => readdirSync(dir).filter((n) => n.start
 export function loadModelWeights(dir: string): Float32Array {
   const { config } = openModelFolder(dir);
   const table = buildParamTable(config);
-  const params = new Float32Array(paramBufferSize(table));
+  const params = new Float32Array(paramBufferSize(config));
   loadWeightsInto(dir, table, params);
   return params;
 }

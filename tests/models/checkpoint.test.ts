@@ -48,7 +48,7 @@ test("buildParamTable: order, 16-float alignment, stacked q/k/v and gate/up, dec
     ["lm_head.weight", [5, 4], 256, true],
   ]);
   for (const p of t) assert.equal(p.size, p.shape.reduce((a, b) => a * b, 1));
-  assert.equal(paramBufferSize(t), 288);
+  assert.equal(paramBufferSize(base), 288);
   const tied = buildParamTable({ ...base, tieWordEmbeddings: true, qkNorm: false, qkvBias: false, oBias: true, mlpBias: true, numLayers: 2 });
   assert.ok(!tied.some((p) => p.name === "lm_head.weight"));
   const names = tied.map((p) => p.name.replace("model.layers.1.", "L1.")).filter((s) => s.startsWith("L1."));
@@ -63,7 +63,7 @@ test("buildParamTable: order, 16-float alignment, stacked q/k/v and gate/up, dec
 test("randomInit is seeded: normal weights, zero biases, unit norms", () => {
   const cfg = { ...base, hiddenSize: 64, intermediateSize: 256, numHeads: 4, numKvHeads: 2, headDim: 16, vocabSize: 300 };
   const t = buildParamTable(cfg);
-  const a = new Float32Array(paramBufferSize(t)).fill(9);
+  const a = new Float32Array(paramBufferSize(cfg)).fill(9);
   const b = new Float32Array(a.length);
   randomInit(t, a, 42);
   randomInit(t, b, 42);
@@ -84,14 +84,14 @@ test("randomInit is seeded: normal weights, zero biases, unit norms", () => {
   const within1 = v.filter((x) => Math.abs(x) < 0.02).length / v.length;
   assert.ok(Math.abs(within1 - 0.6827) < 0.02, `fraction within 1 std: ${within1}`); // normal, not uniform
   const small = buildParamTable(base); // embedding of 20 floats, next tensor at 32
-  const s = new Float32Array(paramBufferSize(small)).fill(9);
+  const s = new Float32Array(paramBufferSize(base)).fill(9);
   randomInit(small, s, 1);
   assert.ok(s.subarray(20, 32).every((x) => x === 0), "alignment gaps are zeroed");
 });
 
 function randomModel(cfg: DecoderConfig, seed = 1): { table: ParamInfo[]; params: Float32Array } {
   const table = buildParamTable(cfg);
-  const params = new Float32Array(paramBufferSize(table));
+  const params = new Float32Array(paramBufferSize(cfg));
   randomInit(table, params, seed, 0.5);
   for (const p of table) if (p.shape.length === 1) for (let i = 0; i < p.size; i++) params[p.offset + i] = 1 + i / 8; // make norms/biases distinguishable
   return { table, params };
@@ -158,7 +158,7 @@ test("missing, extra and misshaped tensors are all reported with names and shape
     ["model.layers.0.self_attn.extra.weight", [3]],
     ["model.layers.0.self_attn.rotary_emb.inv_freq", [2]],
   ]);
-  const params = new Float32Array(paramBufferSize(table));
+  const params = new Float32Array(paramBufferSize(tinyLlama));
   assert.throws(() => loadWeightsInto(dir, table, params), (e: Error) => {
     assert.match(e.message, /checkpoint does not match the model config \(3 problems\)/);
     assert.match(e.message, /missing tensor model\.layers\.1\.mlp\.up_proj\.weight, expected shape \[12, 8\]/);
@@ -173,7 +173,7 @@ test("missing, extra and misshaped tensors are all reported with names and shape
   writeFolder(dir2, tinyLlama, [["only.one", [1]]]);
   assert.throws(() => loadWeightsInto(dir2, table, params), /\(\d+ problems\)[\s\S]*\.\.\. and \d+ more$/);
   const untied = buildParamTable({ ...tinyLlama, tieWordEmbeddings: false });
-  assert.throws(() => loadWeightsInto(dir, untied, new Float32Array(paramBufferSize(untied))), /missing tensor lm_head\.weight.*tie_word_embeddings: true/);
+  assert.throws(() => loadWeightsInto(dir, untied, new Float32Array(paramBufferSize({ ...tinyLlama, tieWordEmbeddings: false }))), /missing tensor lm_head\.weight.*tie_word_embeddings: true/);
 });
 
 test("tied model: an lm_head.weight equal to the embedding is accepted, a different one refused", () => {
@@ -279,7 +279,7 @@ test("transformers-written fixtures load with buildParamTable + loadWeightsInto"
     const dir = join(fixtures, d);
     const { config } = readModelDir(dir);
     const table = buildParamTable(config);
-    const params = new Float32Array(paramBufferSize(table));
+    const params = new Float32Array(paramBufferSize(config));
     loadWeightsInto(dir, table, params);
     for (const p of table) {
       const v = params.subarray(p.offset, p.offset + p.size);

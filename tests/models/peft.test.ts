@@ -15,7 +15,7 @@ import {
   ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, initLora, loadAdapter, pythonJson, readAdapterFolder, resolveTargetModules, saveAdapter, saveMergedModel,
 } from "../../src/models/peft.ts";
 import { readHeader, readTensor, writeSafetensors } from "../../src/models/safetensors.ts";
-import { resolveConfig, type TrainConfig } from "../../src/train/config.ts";
+import { effectiveLoraDropout, resolveConfig, type TrainConfig } from "../../src/train/config.ts";
 import { train } from "../../src/train/loop.ts";
 import { makeTinyModel, randomPairs, scratch } from "../helpers/tiny-model.ts";
 import { maxAbs } from "../helpers/compare.ts";
@@ -141,7 +141,7 @@ test("load round trip: saved → loaded gives the same tensors and the same forw
   try {
     const batch = fixtureBatch("qwen2-tiny");
     const { adapter: src, folder } = loadAdapter(adapterDir("qwen2-tiny"), a);
-    assert.deepEqual(folder.config, { r: 4, loraAlpha: 8, useRslora: true, targetModules: ["q_proj", "v_proj", "up_proj", "down_proj"], loraDropout: 0 });
+    assert.deepEqual(folder.config, { r: 4, loraAlpha: 8, useRslora: true, targetModules: ["q_proj", "v_proj", "up_proj", "down_proj"], loraDropout: 0, useDora: false });
     saveAdapter(join(tmp.dir, "rt"), src, { baseModelNameOrPath: null });
     const { adapter: dst } = loadAdapter(join(tmp.dir, "rt"), b);
     for (const p of src.table) assert.deepEqual(dst.param(p.name), src.param(p.name), p.name);
@@ -170,7 +170,9 @@ test("loading refuses mismatched or unsupported adapters with a message naming t
     assert.throws(() => loadAdapter(tmp.dir, model), /no adapter_config\.json; is this a PEFT adapter folder/);
     const dora = copy("dora");
     edit(dora, { use_dora: true });
-    assert.throws(() => loadAdapter(dora, model), /adapter_config\.json: use_dora = true is not supported \(DoRA is not implemented\)/);
+    assert.throws(() => loadAdapter(dora, model), /missing tensor base_model\.model\.model\.layers\.0\.self_attn\.q_proj\.lora_magnitude_vector, expected shape \[64\]/);
+    edit(dora, { use_dora: "yes" });
+    assert.throws(() => loadAdapter(dora, model), /use_dora must be true or false/);
     const lie = copy("lie");
     edit(lie, { target_modules: ["q_proj", "v_proj"] });
     assert.throws(() => loadAdapter(lie, model), /lists target_modules \[q_proj, v_proj\] but adapter_model\.safetensors holds adapters for \[down_proj, gate_proj/);
@@ -223,10 +225,11 @@ for (const name of ["llama-tiny", "qwen3-tiny"]) {
   });
 }
 
-test("native refusals: lora_dropout, a second adapter, training with adapters off, a detached adapter", () => {
+test("native refusals: lora_dropout outside [0, 1), a second adapter, training with adapters off, a detached adapter", () => {
   const model = load("llama-tiny");
   try {
-    assert.throws(() => model.attachLora({ ...ALL, loraDropout: 0.05 }), /lora_dropout = 0\.05\d* is not supported: the native core has no dropout; use lora_dropout 0/);
+    assert.throws(() => model.attachLora({ ...ALL, loraDropout: 1 }), /lora_dropout must be in \[0, 1\), got 1/);
+    assert.throws(() => model.attachLora({ ...ALL, loraDropout: -0.1 }), /lora_dropout must be in \[0, 1\)/);
     const adapter = model.attachLora(ALL);
     assert.throws(() => model.attachLora(ALL), /already attached/);
     const batch = fixtureBatch("llama-tiny");
@@ -255,16 +258,25 @@ function cfg(over: Record<string, unknown>): TrainConfig {
   }).config;
 }
 
-test("config: TRL's LoRA keys and defaults; lora_dropout > 0 is accepted with a note that it trains as 0", () => {
+test("config: TRL's LoRA keys and defaults; lora_dropout acts where TRL lets it (sft, or disable_dropout: false) and is noted where TRL zeroes it", () => {
   const base = { method: "dpo", model_name_or_path: "m", dataset: "d", output_dir: "o" };
   const d = resolveConfig({ ...base, use_peft: true }).config;
   assert.deepEqual([d.lora_r, d.lora_alpha, d.lora_dropout, d.lora_target_modules, d.use_rslora, d.merge_adapter], [16, 32, 0.05, null, false, false]);
-  const withDropout = resolveConfig({ ...base, use_peft: true, lora_dropout: 0.05 }).notes;
-  assert.ok(withDropout.some((n) => /^lora_dropout: 0\.05 is not applied yet .*trains as with lora_dropout 0/.test(n)), withDropout.join("\n"));
+  const withDropout = resolveConfig({ ...base, use_peft: true, lora_dropout: 0.05 });
+  assert.ok(withDropout.notes.some((n) => /^lora_dropout: 0\.05 has no effect: disable_dropout is true \(TRL's default for dpo\).*set disable_dropout: false/.test(n)), withDropout.notes.join("\n"));
+  assert.equal(effectiveLoraDropout(withDropout.config), 0);
+  const acting = resolveConfig({ ...base, use_peft: true, lora_dropout: 0.05, disable_dropout: false });
+  assert.equal(effectiveLoraDropout(acting.config), 0.05);
+  assert.ok(!acting.notes.some((n) => /^(lora_dropout|disable_dropout)/.test(n)), acting.notes.join("\n"));
+  const sft = resolveConfig({ ...base, method: "sft", use_peft: true, lora_dropout: 0.1 });
+  assert.equal(effectiveLoraDropout(sft.config), 0.1, "SFTConfig has no disable_dropout: PEFT's dropout acts");
+  assert.ok(!sft.notes.some((n) => n.startsWith("lora_dropout")));
   assert.ok(!resolveConfig({ ...base, use_peft: true, lora_dropout: 0 }).notes.some((n) => n.startsWith("lora_dropout")));
+  assert.ok(resolveConfig({ ...base, disable_dropout: false }).notes.some((n) => /^disable_dropout: false changes nothing here/.test(n)));
+  assert.throws(() => resolveConfig({ ...base, use_peft: true, lora_dropout: 1 }), /lora_dropout: must be < 1/);
   assert.throws(() => resolveConfig({ ...base, use_peft: true, lora_target_modules: ["q_proj", "lm_head"] }), /lora_target_modules: .*"lm_head" is not a LoRA target here/);
   assert.throws(() => resolveConfig({ ...base, merge_adapter: true }), /merge_adapter: true needs use_peft: true/);
-  assert.throws(() => resolveConfig({ ...base, use_peft: true, use_dora: true }), /DoRA is not implemented/);
+  assert.equal(resolveConfig({ ...base, use_peft: true, use_dora: true }).config.use_dora, true);
   const { notes } = resolveConfig({ ...base, lora_r: 8, lora_dropout: 0.05 });
   assert.ok(notes.some((n) => /^lora_r, lora_dropout: no effect because use_peft is false/.test(n)), notes.join("\n"));
 });

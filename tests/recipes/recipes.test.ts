@@ -199,7 +199,7 @@ test("TRL's KTO QLoRA command line through the real CLI trains an adapter on all
   assert.ok(!existsSync(join(outDir, "model.safetensors")), "an adapter, not the full model");
   // the notes say what has no effect here, once each
   assert.match(r.stderr, /note: load_in_4bit: no effect yet: the frozen base stays fp32/);
-  assert.match(r.stderr, /note: lora_dropout: TRL's default with use_peft is 0.05; LoRA dropout is not applied yet/);
+  assert.match(r.stderr, /note: lora_dropout: 0.05 \(TRL's default with use_peft\) has no effect: disable_dropout is true \(TRL's default for kto\)/);
   assert.equal(r.stderr.match(/note: load_in_4bit/g)?.length, 1);
   const log = readFileSync(join(outDir, "metrics.jsonl"), "utf8").trim().split("\n").map((l) => JSON.parse(l));
   assert.equal(log[0].step, 1);   // --logging_first_step

@@ -70,7 +70,7 @@ test("TRL's documented KTO QLoRA command line parses to all seven projections, p
   assert.equal(config.eval_strategy, "steps");   // eval_steps alone means evaluating every eval_steps
   assert.equal(config.logging_first_step, true);
   assert.ok(notes.some((n) => /^load_in_4bit: no effect yet/.test(n)), notes.join("\n"));
-  assert.ok(notes.some((n) => /^lora_dropout: TRL's default with use_peft is 0.05; LoRA dropout is not applied yet/.test(n)));
+  assert.ok(notes.some((n) => /^lora_dropout: 0.05 \(TRL's default with use_peft\) has no effect: disable_dropout is true/.test(n)), notes.join("\n"));
 });
 
 test("every problem of a file and its command line is reported at once", () => {

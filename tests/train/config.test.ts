@@ -4,17 +4,12 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { CONFIG_KEYS, ConfigError, IGNORED_KEYS, closestKey, configHelp, loadConfig, parseOverrides, resolveConfig } from "../../src/train/config.ts";
+import { CONFIG_KEYS, IGNORED_KEYS, closestKey, configHelp, loadConfig, parseOverrides, resolveConfig } from "../../src/train/config.ts";
+import { configFails } from "../helpers/config.ts";
 import { scratch } from "../helpers/tiny-model.ts";
 
 const base = { model_name_or_path: "m", dataset: "d", output_dir: "o" };
-const fails = (raw: Record<string, unknown>, ...patterns: RegExp[]) => {
-  assert.throws(() => resolveConfig(raw, "cfg.yaml"), (e: Error) => {
-    assert.ok(e instanceof ConfigError, `not a ConfigError: ${e.message}`);
-    for (const p of patterns) assert.match(e.message, p);
-    return true;
-  });
-};
+const fails = configFails;
 
 test("unknown keys are rejected with the closest valid key", () => {
   fails({ ...base, method: "dpo", lerning_rate: 1e-5 }, /unknown key "lerning_rate"; did you mean "learning_rate"/);

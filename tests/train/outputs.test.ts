@@ -118,10 +118,10 @@ test("training_args.json records every key as set (bf16: true stays true), TRL's
   assert.equal(args.hub_model_id, "me/x");
   assert.deepEqual(args.report_to, ["wandb"]);
   assert.equal(args.dtype, "float32");
-  assert.equal(args.lora_dropout, 0.05);    // TRL's default; the note says it trains as 0
+  assert.equal(args.lora_dropout, 0.05);    // TRL's default; the note says disable_dropout (TRL's default for dpo) zeroes it
   assert.equal(args.fp16, false);           // unset keys hold what runs here
   assert.deepEqual(args.preftune_notes, notes);
-  assert.ok(notes.some((n) => /^lora_dropout: TRL's default with use_peft is 0.05/.test(n)));
+  assert.ok(notes.some((n) => /^lora_dropout: 0.05 \(TRL's default with use_peft\) has no effect: disable_dropout is true/.test(n)));
   assert.equal(json(join(r.outputDir, "adapter_config.json")).lora_dropout, 0);   // what was trained
 });
 

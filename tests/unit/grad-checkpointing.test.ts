@@ -1,7 +1,7 @@
 // Gradient checkpointing in the native core: a training forward that keeps only each layer's input, and a
 // backward that recomputes each layer first, give the same log-probs and the same gradients bit for bit as the
-// run without it: full fine-tuning (with q/k norm and biases), a LoRA adapter on all seven projections, and bf16
-// compute where the CPU has it; several steps in a row, switching it on and off between them.
+// run without it: full fine-tuning (with q/k norm and biases), a LoRA adapter on all seven projections (with
+// dropout, and DoRA), and bf16 compute where the CPU has it; several steps in a row, switching it on and off between them.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { dirname, join } from "node:path";
@@ -79,6 +79,22 @@ test("LoRA on all seven projections: the same adapter gradients, bit for bit (u 
     for (let i = 0; i < la.params.length; i++) la.params[i] = lb.params[i] = 0.1 * r();
     compare(a, b, la, lb, "LoRA");
   } finally { a.free(); b.free(); }
+});
+
+test("LoRA dropout and DoRA: the recompute draws the same dropout masks and DoRA norms, bit for bit", () => {
+  const { config } = readModelDir(join(FIXTURES, "llama-tiny"));
+  for (const useDora of [false, true]) {
+    const a = model(config, 6), b = model(config, 6);
+    try {
+      const cfg = { r: 4, loraAlpha: 8, useRslora: false, targetModules: [...LORA_TARGETS], loraDropout: 0.3, useDora };
+      const la = a.attachLora(cfg), lb = b.attachLora(cfg);
+      const r = rng(7);
+      for (let i = 0; i < la.params.length; i++) la.params[i] = lb.params[i] = 0.1 * r();
+      if (useDora) { la.initDoraMagnitude(); lb.initDoraMagnitude(); }
+      la.setDropoutSeed(42, 0, 0); lb.setDropoutSeed(42, 0, 0);
+      compare(a, b, la, lb, useDora ? "DoRA with dropout" : "LoRA dropout");
+    } finally { a.free(); b.free(); }
+  }
 });
 
 test("bf16 compute: the same log-probs and gradients, bit for bit", { skip: !bf16Support().available && "no bf16 compute on this CPU" }, () => {
