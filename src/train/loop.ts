@@ -9,12 +9,12 @@
 import { createHash } from "node:crypto";
 import { existsSync, realpathSync, statSync } from "node:fs";
 import { basename, dirname, isAbsolute, join, relative, resolve } from "node:path";
-import { AdamW, NativeModel, setNumThreads, type LoraAdapter, type LogpModel, type Trainable } from "../core/native.ts";
+import { AdamW, chooseCompute, NativeModel, setNumThreads, type LoraAdapter, type LogpModel, type Trainable } from "../core/native.ts";
 import { collatePairs, collateUnpaired, type PairBatch, type UnpairedBatch } from "../data/collate.ts";
 import { collatePacked, packedLengths, type PackedRow } from "../data/packing.ts";
 import { pairLengths, unpairedLengths } from "../data/sampler.ts";
 import type { TokenizedPair, TokenizedUnpaired } from "../data/tokenize.ts";
-import { loadWeightsInto, openModelFolder, saveDtypeOf, storedDtype, type ModelFiles, type SaveDtype } from "../models/checkpoint.ts";
+import { loadWeightsInto, loadWeightsIntoBf16, openModelFolder, saveDtypeOf, storedDtype, type ModelFiles, type SaveDtype } from "../models/checkpoint.ts";
 import { initLora, resolveTargetModules, saveMergedModel } from "../models/peft.ts";
 import { needsReference, pairedStep, sftStep, unpairedStep, type MethodConfig, type Reference, type StepOutput } from "./objectives.ts";
 import { gatherPaired, gatherUnpaired, loadReference, loadReferenceLogps, precomputeReference, saveReferenceLogps, type IndexedBatch, type RefTable } from "./reference.ts";
@@ -22,7 +22,7 @@ import { copyTokenizerFiles, latestCheckpoint, loadCheckpointWeights, readCheckp
 import { defaultsFor, IGNORED_KEYS, type TrainConfig } from "./config.ts";
 import { asDivergence, checkFinite, SIGNAL_EXIT_CODES, TrainingDivergedError, watchStopSignals } from "./guards.ts";
 import { addMetrics, appendMetrics, emptySums, meanMetrics, Progress, rewriteMetricsFile, type LogEntry, type MetricSums } from "./metrics.ts";
-import { loadTrainData, type Rows } from "./data.ts";
+import { loadTrainData, type DataSources, type Rows } from "./data.ts";
 import { configEosIds, evalSampler, resetCompletions, samplePrompts } from "./samples.ts";
 import { learningRate, planSteps, resolveInterval, warmupSteps, type ScheduleConfig } from "./schedule.ts";
 import { batchOrder, initialTrainerState, orderMismatch, type LoopState } from "./state.ts";
@@ -40,6 +40,11 @@ export interface TrainOptions {
   onLog?: (entry: LogEntry) => void;
   onStep?: (step: number) => void | Promise<void>;   // after each optimizer step's log/eval/save
   notes?: string[];                // printed at the start (e.g. ignored config keys)
+  onEvaluate?: (metrics: LogEntry) => void;          // after each evaluation, with its eval_* entry
+  signal?: AbortSignal;            // aborting stops the run as SIGINT does: a checkpoint after the current step
+  model?: NativeModel;             // the policy, already loaded from model_name_or_path (the caller owns and frees it)
+  sources?: DataSources;           // the training (and eval) rows as in-memory sources instead of the dataset keys
+  evaluateOnly?: boolean;          // evaluate once on the eval rows and return: nothing trained, nothing written
 }
 
 export interface TrainResult {
@@ -48,7 +53,7 @@ export interface TrainResult {
   epoch: number;
   logHistory: LogEntry[];
   lastCheckpoint: string | null;
-  stoppedBy: NodeJS.Signals | null;
+  stoppedBy: NodeJS.Signals | "abort" | null;
   exitCode: number;                // 0, or 130 (SIGINT) / 143 (SIGTERM) after saving
 }
 
@@ -157,31 +162,39 @@ export async function train(config: TrainConfig, o: TrainOptions = {}): Promise<
     throw new Error(`max_length ${c.max_length} is more than ${modelDir}'s max_position_embeddings (${maxPos}): set max_length to at most ${maxPos}`);
   if (c.threads > 0) setNumThreads(c.threads);
 
-  ensureDir(outputDir, "output_dir");
-  const lock = acquireRunLock(outputDir, "output_dir");
+  // Who writes files (output_dir, metrics, checkpoints, the final model): this one decision. An evaluation-only
+  // call writes nothing; a multi-process run would give it to its first process alone.
+  const writes = !o.evaluateOnly;
+  if (writes) ensureDir(outputDir, "output_dir");
+  const lock = writes ? acquireRunLock(outputDir, "output_dir") : null;
   let training = false;
   const stop = o.handleSignals === false ? null : watchStopSignals((sig) => print(training
     ? `${sig}: saving a checkpoint after this step, then stopping (${sig} again quits without saving)`
     : `${sig}: stopping before training starts (${sig} again quits at once)`));
   let policy: NativeModel | null = null;
+  /** What stops the run: a signal, or the caller's AbortSignal. */
+  const stopReason = (): NodeJS.Signals | "abort" | null => stop?.signal ?? (o.signal?.aborted ? "abort" : null);
   let refModel: NativeModel | null = null;
   /** A signal that arrived while loading stops the run here: nothing was trained, so there is nothing to save. */
   const stoppedWhile = async (phase: string): Promise<TrainResult | null> => {
     await tick();   // lets a signal handler run
-    if (!stop?.signal) return null;
-    print(`stopped by ${stop.signal} while ${phase}: nothing was trained and nothing was saved`);
-    return { outputDir, globalStep: 0, epoch: 0, logHistory: [], lastCheckpoint: null, stoppedBy: stop.signal, exitCode: SIGNAL_EXIT_CODES[stop.signal] ?? 1 };
+    const why = stopReason();
+    if (!why) return null;
+    print(`stopped by ${why} while ${phase}: nothing was trained and nothing was saved`);
+    return { outputDir, globalStep: 0, epoch: 0, logHistory: [], lastCheckpoint: null, stoppedBy: why, exitCode: SIGNAL_EXIT_CODES[why] ?? 1 };
   };
   try {
-    if (lock.tookOver) print(`note: took over the lock of ${outputDir} from ${lock.tookOver}`);
-    for (const t of recoverOutputDir(outputDir)) print(`${outputDir}: ${t}`);
-    writeJsonFile(join(outputDir, "training_args.json"), { ...c, preftune_notes: o.notes ?? [] });  // the run's resolved config (every key) and its notes
-    await pausePoint("train:start", () => !!stop?.signal);
+    if (lock?.tookOver) print(`note: took over the lock of ${outputDir} from ${lock.tookOver}`);
+    if (writes) {
+      for (const t of recoverOutputDir(outputDir)) print(`${outputDir}: ${t}`);
+      writeJsonFile(join(outputDir, "training_args.json"), { ...c, preftune_notes: o.notes ?? [] });  // the run's resolved config (every key) and its notes
+    }
+    await pausePoint("train:start", () => !!stopReason());
     const early0 = await stoppedWhile("starting");
     if (early0) return early0;
 
-    const needEval = c.eval_strategy !== "no" || c.eval_on_start;
-    const data = await loadTrainData(c, { rows: o.rows, evalRows: o.evalRows, padTokenId: o.padTokenId, quiet: o.quiet }, needEval, print);
+    const needEval = c.eval_strategy !== "no" || c.eval_on_start || !!o.evaluateOnly;
+    const data = await loadTrainData(c, { rows: o.rows, evalRows: o.evalRows, padTokenId: o.padTokenId, quiet: o.quiet, sources: o.sources }, needEval, print);
     if (data.rows.length === 0) throw new Error(`${data.describe}: no training rows`);
     if (needEval && !data.evalRows?.length) throw new Error(`eval_strategy is "${c.eval_strategy}"${c.eval_on_start ? " / eval_on_start" : ""} but no eval rows were given`);
     if (c.generate_during_eval && !data.tokenizer) throw new Error(`generate_during_eval needs the model's tokenizer to turn completions into text, and ${modelDir} has no tokenizer.json (pre-tokenized rows were given); add the tokenizer files to the model folder or set generate_during_eval: false`);
@@ -215,7 +228,7 @@ export async function train(config: TrainConfig, o: TrainOptions = {}): Promise<
     // Resuming: the checkpoint's state files are read and checked (against their schemas, each other and this
     // run) before any weight is allocated or read.
     let ck: CheckpointState | null = null;
-    if (c.resume_from_checkpoint !== null && c.resume_from_checkpoint !== false) {
+    if (c.resume_from_checkpoint !== null && c.resume_from_checkpoint !== false && !o.evaluateOnly) {
       const dir = c.resume_from_checkpoint === true ? latestCheckpoint(outputDir) : resolve(c.resume_from_checkpoint);
       if (!dir) throw new Error(`resume_from_checkpoint: true but ${outputDir} has no complete checkpoint-N folder; start without resume_from_checkpoint`);
       if (!existsSync(dir)) throw new Error(`resume_from_checkpoint: ${dir} does not exist`);
@@ -227,10 +240,25 @@ export async function train(config: TrainConfig, o: TrainOptions = {}): Promise<
       if (ck.trainerState.global_step > total) throw new Error(`${join(dir, "trainer_state.json")}: global_step ${ck.trainerState.global_step} is beyond this run's ${total} steps (max_steps / num_train_epochs); raise max_steps to continue it, or resume from an earlier checkpoint`);
     }
 
-    policy = new NativeModel(dcfg);
-    loadWeightsInto(modelDir, policy.table, policy.params);
+    // Compute precision: transformers' bf16 / fp16 flags, or dtype bfloat16 (TRL's model dtype), as chooseCompute
+    // decides for this CPU (its note says when it falls back to fp32). Under LoRA with bf16 compute the frozen
+    // base is held in bf16 too (half the memory), unless merge_adapter needs its fp32 weights.
+    const compute = chooseCompute({ bf16: c.bf16 === true || c.dtype === "bfloat16", fp16: c.fp16 === true });
+    for (const n of compute.notes) print(`note: ${n}`);
+    if (o.model) {
+      policy = o.model;
+      policy.setCompute(compute.compute);
+    } else if (c.use_peft && compute.compute === "bf16" && !c.merge_adapter) {
+      policy = new NativeModel(dcfg, { compute: compute.compute, baseDtype: "bf16" });
+      loadWeightsIntoBf16(modelDir, policy.table, policy.paramsBf16);
+    } else {
+      policy = new NativeModel(dcfg, { compute: compute.compute });
+      loadWeightsInto(modelDir, policy.table, policy.params);
+    }
     let lora: LoraAdapter | null = null;
-    if (c.use_peft) {
+    if (c.use_peft && policy.lora) {
+      lora = policy.lora;   // the caller's model already carries its adapter (evaluating after training)
+    } else if (c.use_peft) {
       // PEFT's fresh adapter (B = 0): the policy starts equal to the base, which stays frozen.
       lora = policy.attachLora({ r: c.lora_r, loraAlpha: c.lora_alpha, useRslora: c.use_rslora, targetModules: resolveTargetModules(c.lora_target_modules), loraDropout: 0 });   // lora_dropout is not applied yet (config.ts notes it)
       initLora(lora, c.seed);
@@ -274,7 +302,7 @@ export async function train(config: TrainConfig, o: TrainOptions = {}): Promise<
             if (!trainTable) {
               print(`reference log-probs: computing over ${data.rows.length} training rows`);
               trainTable = precomputeReference(ref, data.rows.length, indexed(data.rows, bs));
-              saveReferenceLogps(outputDir, trainTable, fp);
+              if (writes) saveReferenceLogps(outputDir, trainTable, fp);
             }
             if (data.evalRows) evalTable = precomputeReference(ref, data.evalRows.length, indexed(data.evalRows, bs));
           } finally {
@@ -291,7 +319,7 @@ export async function train(config: TrainConfig, o: TrainOptions = {}): Promise<
     }
 
     // generate_during_eval: the reference decodes only when it is in memory (a second model, or the base under LoRA).
-    const sample = c.generate_during_eval ? evalSampler({
+    const sample = c.generate_during_eval && writes ? evalSampler({
       outputDir, tokenizer: data.tokenizer!, prompts: samplePrompts(data.evalRows && !isPacked(data.evalRows) ? data.evalRows : [], c.generate_during_eval_samples ?? c.per_device_eval_batch_size),
       policy: { model }, reference: refModel ? { model: refModel } : lora && needsReference(c.method) ? { model: model, adapters: false } : null,
       maxNewTokens: c.generate_during_eval_max_new_tokens, maxPositions: maxPos, eos: configEosIds(configJson), batchSize: c.per_device_eval_batch_size,
@@ -319,7 +347,7 @@ export async function train(config: TrainConfig, o: TrainOptions = {}): Promise<
     let tInterval = tStart;
 
     if (ck) {
-      await pausePoint("train:resume", () => !!stop?.signal);
+      await pausePoint("train:resume", () => !!stopReason());
       const stopped = await stoppedWhile(`resuming from ${ck.dir}`);
       if (stopped) return stopped;
       loadCheckpointWeights(ck, model, opt, lora);
@@ -334,9 +362,11 @@ export async function train(config: TrainConfig, o: TrainOptions = {}): Promise<
       resetCompletions(outputDir, state.global_step);
       print(`resumed from ${ck.dir} at step ${state.global_step} (epoch ${state.epoch.toFixed(3)})`);
     } else {
-      rewriteMetricsFile(outputDir, []);
-      resetCompletions(outputDir, null);
-      const old = latestCheckpoint(outputDir);
+      if (writes) {
+        rewriteMetricsFile(outputDir, []);
+        resetCompletions(outputDir, null);
+      }
+      const old = writes ? latestCheckpoint(outputDir) : null;
       if (old) print(`note: ${outputDir} already holds checkpoints of an earlier run (latest ${old}); they are kept and may be rotated`);
     }
     const early2 = await stoppedWhile("loading the model");
@@ -345,7 +375,7 @@ export async function train(config: TrainConfig, o: TrainOptions = {}): Promise<
 
     const emit = (e: LogEntry) => {
       state.log_history.push(e);
-      appendMetrics(outputDir, e);
+      if (writes) appendMetrics(outputDir, e);
       progress.log(e);
       o.onLog?.(e);
     };
@@ -377,6 +407,7 @@ export async function train(config: TrainConfig, o: TrainOptions = {}): Promise<
         eval_runtime: secs, eval_samples_per_second: rows.length / secs, eval_steps_per_second: batches / secs,
       });
       sample?.(state.global_step);
+      o.onEvaluate?.(state.log_history[state.log_history.length - 1]);
     };
     const checkpoint = () => {
       if (!allFinite(trainable.params)) throw new TrainingDivergedError(state.global_step, "a weight", NaN, lastCheckpoint);
@@ -393,10 +424,15 @@ export async function train(config: TrainConfig, o: TrainOptions = {}): Promise<
       return lastCheckpoint;
     };
 
+    if (o.evaluateOnly) {
+      if (!data.evalRows?.length) throw new Error("evaluate: no eval rows were given (eval_dataset)");
+      evaluate();
+      return { outputDir, globalStep: state.global_step, epoch: state.epoch, logHistory: state.log_history, lastCheckpoint: null, stoppedBy: null, exitCode: 0 };
+    }
     tStart = tInterval = performance.now();
     progress.start(total, state.global_step);
     if (c.eval_on_start && state.global_step === 0 && data.evalRows) evaluate();
-    let stoppedBy: NodeJS.Signals | null = null;
+    let stoppedBy: NodeJS.Signals | "abort" | null = null;
     let gradNorm = 0, lrUsed = 0;
 
     outer: for (;;) {
@@ -439,8 +475,8 @@ export async function train(config: TrainConfig, o: TrainOptions = {}): Promise<
         if (c.save_strategy === "steps" && stepNo % saveSteps === 0) { checkpoint(); saved = true; }
         await o.onStep?.(stepNo);
         await tick();   // lets a SIGINT handler run
-        if (stop?.signal) {
-          stoppedBy = stop.signal;
+        if (stopReason()) {
+          stoppedBy = stopReason();
           if (!saved) checkpoint();
           print(`stopped by ${stoppedBy} after step ${stepNo}; saved ${lastCheckpoint} (resume_from_checkpoint: true continues)`);
           break outer;
@@ -496,8 +532,8 @@ export async function train(config: TrainConfig, o: TrainOptions = {}): Promise<
     progress.stop();
     stop?.dispose();
     refModel?.free();
-    policy?.free();
-    lock.release();
+    if (policy !== o.model) policy?.free();
+    lock?.release();
   }
 }
 
