@@ -99,6 +99,25 @@ export class PreTrainedModel {
     return new Generator(loaded).generate(rows.map((promptIds) => ({ promptIds, config })));
   }
 
+  /**
+   * The logits (T, V) of every position of one sequence, row t predicting token t+1 (transformers'
+   * model(input_ids).logits[0]); with an adapter attached, the adapted model's.
+   */
+  logits(input_ids: readonly number[]): Float32Array {
+    const m = this.native;
+    const T = input_ids.length, V = m.config.vocabSize;
+    if (T === 0) throw new Error("logits: input_ids is empty");
+    const out = new Float32Array(T * V);   // (T, V)
+    const cache = m.kvCache(1, T);
+    try {
+      const rows = Int32Array.of(0), one = Int32Array.of(1);
+      for (let t = 0; t < T; t++) out.set(m.decode(cache, rows, Int32Array.of(input_ids[t]), one, 1), t * V);
+    } finally {
+      cache.free();
+    }
+    return out;
+  }
+
   /** Frees the native memory now (idempotent). The object is unusable afterwards. */
   dispose(): void {
     if (!this.nativeModel) return;
