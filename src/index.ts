@@ -5,6 +5,7 @@ export { TrainingArguments, ORPOConfig, DPOConfig, KTOConfig, CPOConfig, SFTConf
 export { Trainer, ORPOTrainer, DPOTrainer, KTOTrainer, CPOTrainer, SFTTrainer, type TrainerInit, type TrainerCallback, type TrainerState, type TrainOutput } from "./api/trainer.ts";
 export { AutoModelForCausalLM, AutoTokenizer, PeftModel, PreTrainedModel, type PreTrainedTokenizer, type FromPretrainedOptions, type ModelDtype } from "./api/models.ts";
 export { load_dataset, Dataset, type DatasetDict, type LoadDatasetOptions, type Row } from "./api/datasets.ts";
+export { Trainer as TrainingRun, train, type TrainOptions, type TrainResult } from "./train/trainer.ts";
 export { score, type ScoreOptions, type ScoreSummary } from "./eval/pairwise.ts";
 export { ConfigError } from "./train/config.ts";
 export { DataError } from "./data/errors.ts";

@@ -5,7 +5,7 @@
 // through Trainer.fromConfig, so both run the same code. Not the step math (src/train) or the CLI's parsing.
 import { copyTokenizerFiles } from "../train/checkpoint.ts";
 import { resolveConfig, type TrainConfig } from "../train/config.ts";
-import { train, type TrainResult } from "../train/loop.ts";
+import { Trainer as TrainingRun, type TrainOptions, type TrainResult } from "../train/trainer.ts";
 import type { LogEntry } from "../train/metrics.ts";
 import { CPOConfig, DPOConfig, KTOConfig, LoraConfig, ORPOConfig, SFTConfig, TrainingArguments } from "./config.ts";
 import type { Dataset } from "./datasets.ts";
@@ -110,7 +110,7 @@ export class Trainer<C extends TrainingArguments = TrainingArguments> {
     const config: TrainConfig = { ...this.config };
     if (over.resume !== undefined) config.resume_from_checkpoint = over.resume;
     if (over.evaluateOnly && this.eval_dataset === null && this.train_dataset !== null) throw new Error("evaluate: the trainer has no eval_dataset");
-    return train(config, {
+    return this.createRun(config, {
       notes: [...notes], model: this.model?.native, sources: this.sources(), signal: this.opts.signal, quiet: this.opts.quiet, print: this.opts.print,
       handleSignals: this.model === null,   // a library caller owns the process's signals; the CLI saves on Ctrl-C
       evaluateOnly: over.evaluateOnly,
@@ -120,7 +120,16 @@ export class Trainer<C extends TrainingArguments = TrainingArguments> {
         this.state.global_step = step;
         for (const cb of this.callbacks) await cb.on_step_end?.(this.state);
       },
-    });
+    }).run();
+  }
+
+  /**
+   * The run behind train() and evaluate(): src/train/trainer.ts's Trainer, whose steps (prepareData, loadPolicy,
+   * buildReference, trainStep, evaluate, checkpoint, saveFinal, ...) a subclass may override; override this to
+   * return such a subclass.
+   */
+  protected createRun(config: TrainConfig, options: TrainOptions): TrainingRun {
+    return new TrainingRun(config, options);
   }
 
   /** Trains; resume_from_checkpoint: a checkpoint folder, or true for the latest in output_dir. */

@@ -49,8 +49,6 @@ const LOG_LEVELS = ["passive", "debug", "info", "warning", "error", "critical", 
 
 export const COMPAT_KEYS = {
   // transformers TrainingArguments (5.x)
-  // bf16 is honoured (src/train/loop.ts asks chooseCompute, whose note says when this CPU falls back to fp32): no note here
-  bf16: note("bool", false, "bf16 compute (bf16 matrix products, fp32 accumulation and master weights) where the CPU gains from it (AMX, or AVX512-BF16 on AMD Zen 4+), else fp32 with a note; under LoRA the frozen base is then held in bf16. The saved model keeps the input checkpoint's dtype (dtype chooses another)", [false, null, true]),
   fp16: note("bool", false, FP16, [false, null]),
   bf16_full_eval: note("bool", false, "no effect: evaluation runs in fp32", [false]),
   fp16_full_eval: note("bool", false, FP16, [false]),

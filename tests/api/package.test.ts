@@ -67,6 +67,21 @@ test("from the installed package: the ORPO example trains on the tiny model, and
   assert.ok(ms < 5000, `start-up ${ms} ms`);   // < 1 s on a quiet machine; loose here for a loaded one
 });
 
+test("from the installed package: the DPO-with-LoRA, KTO and scoring examples run", () => {
+  const runs: [string, string[], RegExp][] = [
+    ["dpo-lora.mjs", [modelDir, join(tmp.dir, "dpo"), "2"], /"step":2/],
+    ["kto-unpaired.mjs", [modelDir, join(tmp.dir, "kto"), "2"], /KTO: 2 steps, train_loss \d/],
+    ["score.mjs", [modelDir, join(tmp.dir, "scores.jsonl")], /\d+ pairs: preference accuracy \d/],
+  ];
+  for (const [file, args, expect] of runs) {
+    const r = spawnSync(process.execPath, [join(pkg, "examples", file), ...args], { cwd: app, encoding: "utf8" });
+    assert.equal(r.status, 0, `${file}: ${r.stderr}`);
+    assert.match(r.stdout, expect, file);
+  }
+  assert.ok(existsSync(join(tmp.dir, "dpo", "adapter", "adapter_model.safetensors")));
+  assert.ok(existsSync(join(tmp.dir, "dpo", "adapter", "tokenizer.json")));
+});
+
 test("code using the API type-checks under strict, and a misspelled key or a wrong-typed value does not compile", () => {
   writeFileSync(join(app, "usage.ts"), `import { ORPOConfig, DPOConfig, LoraConfig, ORPOTrainer, AutoModelForCausalLM, load_dataset, ConfigError, DataError, ModelLoadError, type LogEntry } from "preftune";
 export async function run(dir: string): Promise<number> {
