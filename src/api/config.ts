@@ -4,8 +4,7 @@
 // resolveConfig, so a misspelled key or a wrong type fails to compile, and a bad value throws a ConfigError
 // naming the key. Not the CLI's file reading (src/train/config.ts) and not training (trainer.ts).
 import { resolveConfig, type TrainConfig, type TrainMethod } from "../train/config.ts";
-import type { COMPAT_KEYS } from "../train/config-compat.ts";
-import type { CompatKind } from "../train/config-compat.ts";
+import type { COMPAT_KEYS, CompatKind } from "../train/config-compat.ts";
 
 type KindType = { bool: boolean | null; int: number | null; float: number | null; string: string | null; list: string | string[] | null; dict: Record<string, unknown> | string | null; any: unknown };
 type CompatArgs = { [K in keyof typeof COMPAT_KEYS]?: (typeof COMPAT_KEYS)[K] extends { kind: infer T extends CompatKind } ? KindType[T] : unknown };

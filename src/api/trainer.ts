@@ -1,8 +1,8 @@
 // The library's trainers, in TRL's shape: new ORPOTrainer({ model, args: new ORPOConfig({...}), train_dataset,
 // eval_dataset, processing_class, peft_config, callbacks }).train(). One base (Trainer) over the training loop
-// of src/train/loop.ts; the method classes fix the config class. Callbacks on_log / on_step_end / on_evaluate,
-// an AbortSignal that stops with a checkpoint, evaluate(), save_model() and the log history. The CLI trains
-// through Trainer.fromConfig, so both run the same code. Not the step math (src/train) or the CLI's parsing.
+// of src/train/trainer.ts (the run the CLI's `preftune train` runs too); the method classes fix the config class.
+// Callbacks on_log / on_step_end / on_evaluate, an AbortSignal that stops with a checkpoint, evaluate(),
+// save_model() and the log history. Not the step math (src/train) or the CLI's parsing.
 import { copyTokenizerFiles } from "../train/checkpoint.ts";
 import { resolveConfig, type TrainConfig } from "../train/config.ts";
 import { Trainer as TrainingRun, type TrainOptions, type TrainResult } from "../train/trainer.ts";
@@ -84,16 +84,6 @@ export class Trainer<C extends TrainingArguments = TrainingArguments> {
     this.notes = [...init.args.notes, ...notes.filter((n) => !init.args.notes.includes(n))];
   }
 
-  /** @internal The CLI's path: a resolved config (file + command line) trained without objects. */
-  static fromConfig(config: TrainConfig, notes: readonly string[] = []): Trainer {
-    const t = Object.create(Trainer.prototype) as Trainer;
-    Object.assign(t, {
-      args: config, model: null, train_dataset: null, eval_dataset: null, processing_class: null, callbacks: [],
-      state: { global_step: 0, epoch: 0, log_history: [] }, config, notes, opts: {},
-    });
-    return t;
-  }
-
   /** The resolved config the loop runs (every key). */
   get train_args(): Readonly<TrainConfig> { return this.config; }
   get log_history(): LogEntry[] { return this.state.log_history; }
@@ -112,7 +102,7 @@ export class Trainer<C extends TrainingArguments = TrainingArguments> {
     if (over.evaluateOnly && this.eval_dataset === null && this.train_dataset !== null) throw new Error("evaluate: the trainer has no eval_dataset");
     return this.createRun(config, {
       notes: [...notes], model: this.model?.native, sources: this.sources(), signal: this.opts.signal, quiet: this.opts.quiet, print: this.opts.print,
-      handleSignals: this.model === null,   // a library caller owns the process's signals; the CLI saves on Ctrl-C
+      handleSignals: false,   // a library caller owns the process's signals (signal is the way to stop); the CLI saves on Ctrl-C
       evaluateOnly: over.evaluateOnly,
       onLog: (e) => { for (const cb of this.callbacks) cb.on_log?.(e, this.state); },
       onEvaluate: (e) => { for (const cb of this.callbacks) cb.on_evaluate?.(e, this.state); },
@@ -135,15 +125,12 @@ export class Trainer<C extends TrainingArguments = TrainingArguments> {
   /** Trains; resume_from_checkpoint: a checkpoint folder, or true for the latest in output_dir. */
   async train(opts: { resume_from_checkpoint?: string | boolean | null } = {}): Promise<TrainOutput> {
     const r = await this.run({ resume: opts.resume_from_checkpoint });
-    this.lastResult = r;
     this.state.global_step = r.globalStep;
     this.state.epoch = r.epoch;
     this.state.log_history.splice(0, this.state.log_history.length, ...r.logHistory);
     const summary = [...r.logHistory].reverse().find((e) => "train_loss" in e) ?? {};
     return { global_step: r.globalStep, training_loss: summary.train_loss ?? null, metrics: summary, stopped_by: r.stoppedBy, last_checkpoint: r.lastCheckpoint, output_dir: r.outputDir };
   }
-  /** @internal what the last train() returned (the CLI's exit code) */
-  lastResult: TrainResult | null = null;
 
   /**
    * Evaluates the model as it is now (after train(), the trained weights) on the eval rows: eval_loss and the

@@ -3,6 +3,8 @@
 import { test, after } from "node:test";
 import assert from "node:assert/strict";
 import { join } from "node:path";
+import { setFlagsFromString } from "node:v8";
+import { runInNewContext } from "node:vm";
 import { AutoModelForCausalLM } from "../../src/index.ts";
 import { makeTinyModel, scratch } from "../helpers/tiny-model.ts";
 
@@ -29,4 +31,21 @@ test("20 models created and disposed in a loop leave RSS flat", async () => {
   const modelMiB = (params * 4) / MiB;
   console.log(`# RSS MiB after models 1, 5, 10, 20: ${[0, 4, 9, 19].map((i) => rss[i].toFixed(1)).join(", ")}; growth 5→20: ${growth.toFixed(1)} MiB; one model's fp32 weights: ${modelMiB.toFixed(1)} MiB`);
   assert.ok(growth < modelMiB, `RSS grew by ${growth.toFixed(1)} MiB over 15 models (a leak of one model each would be about ${(15 * modelMiB).toFixed(0)} MiB)`);
+});
+
+test("a model dropped without dispose() is freed by the FinalizationRegistry once collected", async () => {
+  setFlagsFromString("--expose-gc");
+  const gc = runInNewContext("gc") as () => void;
+  let freed = 0;
+  const load = async () => {
+    const m = await AutoModelForCausalLM.from_pretrained(join(tmp.dir, "m"), { print: null });
+    const native = m.native;
+    const free = native.free.bind(native);
+    native.free = () => { freed++; free(); };
+    return native;   // the model object itself becomes unreachable here; its native model stays referenced
+  };
+  const natives = [await load(), await load()];
+  for (let k = 0; k < 10 && freed < 2; k++) { gc(); await new Promise((r) => setTimeout(r, 10)); }
+  assert.equal(freed, 2, "both native models were freed through the registry");
+  assert.throws(() => natives[0].kvCache(1, 1), /after free/);
 });

@@ -1,8 +1,10 @@
 // The packed package, installed offline into an empty folder outside the repo: its contents (dist/ with .d.ts,
 // no tests, fixtures, bench or non-commercial data), the ORPO example trained from there on the tiny model
 // without any TypeScript loader, `preftune --help` start-up, and a strict type-check of code using the API in
-// which a misspelled config key and a wrong-typed value must not compile. Dependencies come from this
-// checkout's node_modules (copied in, so npm resolves them offline); the native addon is this checkout's build.
+// which a misspelled config key and a wrong-typed value must not compile (with skipLibCheck, as applications
+// set it: a dependency's own .d.ts does not check under NodeNext). Dependencies come from this checkout's
+// node_modules (copied in, so npm resolves them offline); the native addon is this checkout's build (the
+// install script's node-gyp build is the same compile; it is skipped here for time).
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync, spawnSync } from "node:child_process";
