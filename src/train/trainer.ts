@@ -210,11 +210,11 @@ export class Trainer {
     this.o = o;
     this.outputDir = resolve(config.output_dir!);
     this.modelDir = config.model_name_or_path!;
-    this.progress = new Progress(!!o.quiet, config.disable_tqdm, o.print);
     this.writes = this.isMainProcess();
+    this.progress = new Progress(!!o.quiet || !this.writes, config.disable_tqdm, o.print);   // only the writer prints
   }
 
-  /** The one decision of who writes files and logs (see the class comment). */
+  /** The one decision of who writes files and prints progress and logs (see the class comment). */
   protected isMainProcess(): boolean { return !this.o.evaluateOnly; }
   protected print(l: string): void { this.progress.note(l); }
   /** What stops the run: a signal, or the caller's AbortSignal. */
