@@ -101,11 +101,18 @@ export class Trainer<C extends TrainingArguments = TrainingArguments> {
     if (over.resume !== undefined) config.resume_from_checkpoint = over.resume;
     if (over.evaluateOnly && this.eval_dataset === null && this.train_dataset !== null) throw new Error("evaluate: the trainer has no eval_dataset");
     return this.createRun(config, {
-      notes: [...notes], model: this.model?.native, sources: this.sources(), signal: this.opts.signal, quiet: this.opts.quiet, print: this.opts.print,
+      notes: [...notes], model: this.model?.native, sources: this.sources(), signal: over.evaluateOnly ? undefined : this.opts.signal, quiet: this.opts.quiet, print: this.opts.print,
       handleSignals: false,   // a library caller owns the process's signals (signal is the way to stop); the CLI saves on Ctrl-C
       evaluateOnly: over.evaluateOnly,
-      onLog: (e) => { for (const cb of this.callbacks) cb.on_log?.(e, this.state); },
-      onEvaluate: (e) => { for (const cb of this.callbacks) cb.on_evaluate?.(e, this.state); },
+      // evaluate() reports its own entry (at the trainer's step); during training the state callbacks see is live,
+      // as transformers' TrainerState
+      onLog: over.evaluateOnly ? undefined : (e) => {
+        this.state.global_step = e.step;
+        this.state.epoch = e.epoch;
+        this.state.log_history.push(e);
+        for (const cb of this.callbacks) cb.on_log?.(e, this.state);
+      },
+      onEvaluate: over.evaluateOnly ? undefined : (e) => { for (const cb of this.callbacks) cb.on_evaluate?.(e, this.state); },
       onStep: async (step) => {
         this.state.global_step = step;
         for (const cb of this.callbacks) await cb.on_step_end?.(this.state);
@@ -138,9 +145,11 @@ export class Trainer<C extends TrainingArguments = TrainingArguments> {
    */
   async evaluate(): Promise<LogEntry> {
     const r = await this.run({ evaluateOnly: true }, []);
-    const entry = r.logHistory[r.logHistory.length - 1];
+    const entry = r.logHistory.find((e) => "eval_loss" in e);
+    if (!entry) throw new Error("evaluate: the evaluation did not run");
     const e = { ...entry, step: this.state.global_step, epoch: this.state.epoch };
     this.state.log_history.push(e);
+    for (const cb of this.callbacks) cb.on_log?.(e, this.state);
     for (const cb of this.callbacks) cb.on_evaluate?.(e, this.state);
     return e;
   }

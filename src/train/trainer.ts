@@ -361,7 +361,7 @@ export class Trainer {
       this.print(`LoRA: training ${lora.numParameters} adapter parameters (r ${c.lora_r}, lora_alpha ${c.lora_alpha}${c.use_rslora ? ", rsLoRA" : ""}, ${lora.config.targetModules.join(", ")}); ${policy.numParameters} base parameters frozen`);
     }
     this.trainable = this.lora ?? policy;
-    this.opt = new AdamW(this.trainable, { lr: c.learning_rate, beta1: c.adam_beta1, beta2: c.adam_beta2, eps: c.adam_epsilon, weightDecay: c.weight_decay });
+    if (!this.o.evaluateOnly) this.opt = new AdamW(this.trainable, { lr: c.learning_rate, beta1: c.adam_beta1, beta2: c.adam_beta2, eps: c.adam_epsilon, weightDecay: c.weight_decay });
     this.mcfg = methodConfig(c);
     this.padOpts = { padTokenId: this.data.padTokenId, padToMultipleOf: c.pad_to_multiple_of ?? undefined };
     // transformers' Trainer.floating_point_ops (trainer.py): 6 · input_ids.numel() · model.num_parameters(exclude_embeddings=True)
