@@ -58,6 +58,14 @@ export class PreTrainedModel {
   num_parameters(): number { return this.native.numParameters; }
   /** Whether a LoRA adapter is attached (by PeftModel.from_pretrained or by training with peft_config). */
   get has_adapter(): boolean { return this.native.lora !== null; }
+  /**
+   * transformers' gradient checkpointing: training forwards keep only each decoder layer's input and the backward
+   * recomputes the layer (same losses and gradients; activation memory no longer grows with the layer count).
+   * A trainer with gradient_checkpointing: true turns it on.
+   */
+  gradient_checkpointing_enable(): void { this.native.gradientCheckpointing = true; }
+  gradient_checkpointing_disable(): void { this.native.gradientCheckpointing = false; }
+  get is_gradient_checkpointing(): boolean { return this.native.gradientCheckpointing; }
 
   /**
    * Writes the model as a Hugging Face folder: with an adapter attached, PEFT's adapter folder

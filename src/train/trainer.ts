@@ -284,7 +284,7 @@ export class Trainer {
       this.print(`${c.use_dora ? "DoRA" : "LoRA"}: training ${lora.numParameters} adapter parameters (r ${c.lora_r}, lora_alpha ${c.lora_alpha}${c.use_rslora ? ", rsLoRA" : ""}${lora.config.loraDropout > 0 ? `, lora_dropout ${lora.config.loraDropout}` : ""}, ${lora.config.targetModules.join(", ")}); ${policy.numParameters} base parameters frozen`);
     }
     this.trainable = this.lora ?? policy;
-    policy.gradientCheckpointing = c.gradient_checkpointing === true;
+    if (c.gradient_checkpointing) policy.gradientCheckpointing = true;   // as transformers: true enables it, false leaves a given model as it is
     if (!this.o.evaluateOnly) this.opt = createOptimizer(c.optim, this.trainable, { lr: c.learning_rate, beta1: c.adam_beta1, beta2: c.adam_beta2, eps: c.adam_epsilon, weightDecay: c.weight_decay });
     this.mcfg = methodConfig(c);
     this.padOpts = { padTokenId: this.data.padTokenId, padToMultipleOf: c.pad_to_multiple_of ?? undefined };

@@ -8,6 +8,7 @@ import { resolveConfig, type TrainConfig } from "../../src/train/config.ts";
 import { train } from "../../src/train/loop.ts";
 import type { LogEntry } from "../../src/train/metrics.ts";
 import { makeTinyModel, randomPairs, scratch } from "../helpers/tiny-model.ts";
+import { AutoModelForCausalLM } from "../../src/index.ts";
 
 let tmp: ReturnType<typeof scratch>;
 let model: string;
@@ -39,3 +40,17 @@ for (const [what, over, file] of [["full fine-tuning", {}, "model.safetensors"],
     assert.deepEqual(readFileSync(join(b.config.output_dir!, file)), readFileSync(join(a.config.output_dir!, file)));
   });
 }
+
+test("the library's PreTrainedModel: gradient_checkpointing_enable / _disable / is_gradient_checkpointing (transformers' names)", async () => {
+  const m = await AutoModelForCausalLM.from_pretrained(model, { print: null });
+  try {
+    assert.equal(m.is_gradient_checkpointing, false);
+    m.gradient_checkpointing_enable();
+    assert.equal(m.is_gradient_checkpointing, true);
+    assert.equal(m.native.gradientCheckpointing, true);
+    m.gradient_checkpointing_disable();
+    assert.equal(m.is_gradient_checkpointing, false);
+  } finally {
+    m.dispose();
+  }
+});
