@@ -1,7 +1,8 @@
 // Hugging Face config.json <-> DecoderConfig for the Llama-shaped families we run natively (Llama incl. SmolLM2,
-// Mistral, Qwen2/2.5, Qwen3). Missing keys take the default of the transformers config class, so a
-// config.json means here what it means to transformers. Not a general config system: RoPE scaling,
-// sliding-window attention and non-SiLU MLPs are refused with a message rather than half supported.
+// Mistral, Qwen2/2.5, Qwen3), with RoPE scaling of rope_type linear, dynamic, yarn and llama3 (Llama 3.1/3.2,
+// Qwen2.5 long context). Missing keys take the default of the transformers config class, so a config.json means
+// here what it means to transformers. Not a general config system: longrope, partial rotary, sliding-window
+// attention and non-SiLU MLPs are refused with a message rather than half supported.
 //
 // Class defaults used (transformers configuration_{llama,mistral,qwen2,qwen3}.py, v4.5x and v5 agree):
 //   tie_word_embeddings false in all four classes (SmolLM2 / small Qwen checkpoints set it true explicitly);
@@ -11,7 +12,7 @@
 //   Mistral 131072, Qwen2/Qwen3 32768; vocab_size Llama/Mistral 32000, Qwen 151936.
 // Biases: Qwen2 always has q/k/v bias (never o); Llama attention_bias -> q/k/v/o bias, mlp_bias -> MLP bias;
 // Qwen3 attention_bias -> q/k/v/o bias, plus q_norm/k_norm; Mistral has no biases.
-import type { DecoderConfig } from "../core/types.ts";
+import type { DecoderConfig, RopeScaling } from "../core/types.ts";
 
 interface Family {
   modelType: string;
@@ -25,7 +26,6 @@ const FAMILIES: Record<string, Family> = {
   Qwen3ForCausalLM: { modelType: "qwen3", defaults: { vocab: 151936, hidden: 4096, inter: 22016, layers: 32, heads: 32, kvHeads: 32, headDim: 128, maxPos: 32768 } },
 };
 export const SUPPORTED_ARCHITECTURES = Object.keys(FAMILIES);
-const ROPE_TYPES = "linear, dynamic, yarn, longrope, llama3";
 
 type Json = Record<string, unknown>;
 
@@ -93,8 +93,9 @@ export function parseConfig(json: unknown, file: string): DecoderConfig {
   const act = get("hidden_act") ?? "silu";
   if (act !== "silu" && act !== "swish") throw new Error(`${file}: hidden_act ${brief(act)} is not supported; only "silu" (SwiGLU MLP)`);
 
-  const ropeTheta = parseRope(j, file, num);
   let maxPos = int("max_position_embeddings", d.maxPos);
+  const rope = parseRope(j, file, maxPos);
+  maxPos = usableLength(maxPos, rope.scaling);
   checkSlidingWindow(j, file, architecture);
   if (architecture === "MistralForCausalLM" && get("sliding_window") !== null) {
     // Mistral's window (default 4096) only changes attention for sequences longer than it, so we keep the
@@ -125,31 +126,86 @@ export function parseConfig(json: unknown, file: string): DecoderConfig {
     numKvHeads: kvHeads,
     headDim,
     rmsNormEps: num("rms_norm_eps", get("rms_norm_eps") ?? 1e-6),
-    ropeTheta,
+    ropeTheta: rope.theta,
     maxPositionEmbeddings: maxPos,
     tieWordEmbeddings: bool("tie_word_embeddings", false),
     qkvBias: qwen2 || ((llama || qwen3) && attnBias),
     oBias: (llama || qwen3) && attnBias,
     mlpBias: llama && bool("mlp_bias", false),
     qkNorm: qwen3,
+    ropeScaling: rope.scaling,
   };
 }
 
 // transformers v4 writes rope_theta + rope_scaling; v5 writes rope_parameters {rope_type, rope_theta, ...}.
-// As in v5, a non-null rope_scaling wins over rope_parameters, and a top-level rope_theta fills the gap.
-function parseRope(j: Json, file: string, num: (key: string, v: unknown) => number): number {
+// As in v5 (RotaryEmbeddingConfigMixin), a non-empty rope_scaling wins over rope_parameters, rope_type over the
+// old "type", and a top-level rope_theta fills the gap; the scaled types then take transformers' defaults:
+// original_max_position_embeddings = max_position_embeddings (llama3, yarn), yarn's factor = max_position_embeddings /
+// original_max_position_embeddings when null, beta_fast 32 and beta_slow 1 when absent or 0, truncate true, and
+// attention_factor from get_mscale (0.1 ln(factor) + 1, or the mscale / mscale_all_dim ratio when both are set).
+const ROPE_SUPPORTED = ["default", "linear", "dynamic", "yarn", "llama3"];
+export function parseRope(j: Json, file: string, maxPositionEmbeddings: number): { theta: number; scaling: RopeScaling | null } {
   const own = (o: Json, k: string): unknown => (Object.hasOwn(o, k) ? o[k] : undefined);
-  const scaling = own(j, "rope_scaling") ?? own(j, "rope_parameters") ?? {};
-  const key = own(j, "rope_scaling") != null ? "rope_scaling" : "rope_parameters";
-  if (scaling === null || typeof scaling !== "object" || Array.isArray(scaling)) throw new Error(`${file}: "${key}" must be an object or null`);
-  const s = scaling as Json;
-  const type = own(s, "rope_type") ?? own(s, "type") ?? "default";
-  if (type !== "default") {
-    throw new Error(`${file}: ${key} of type ${brief(type)} is not supported yet (transformers has ${ROPE_TYPES}); only plain RoPE, i.e. "rope_scaling": null`);
+  const present = (v: unknown) => v != null && !(typeof v === "object" && !Array.isArray(v) && Object.keys(v).length === 0);
+  const key = present(own(j, "rope_scaling")) ? "rope_scaling" : "rope_parameters";
+  const raw = own(j, key) ?? {};
+  if (raw === null || typeof raw !== "object" || Array.isArray(raw)) throw new Error(`${file}: "${key}" must be an object or null, got ${brief(raw)}`);
+  const s = raw as Json;
+  const field = (k: string) => `${key}.${k}`;
+  const number = (k: string, v: unknown, positive = true): number => {
+    if (typeof v !== "number" || !Number.isFinite(v) || (positive && v <= 0)) throw new Error(`${file}: "${field(k)}" must be a positive number, got ${brief(v)}`);
+    return v;
+  };
+  const required = (k: string, type: string): unknown => {
+    if (!Object.hasOwn(s, k)) throw new Error(`${file}: "${key}" of rope_type "${type}" needs "${k}" (transformers requires it)`);
+    return s[k];
+  };
+  const typeKey = Object.hasOwn(s, "rope_type") ? "rope_type" : "type";
+  const type = own(s, typeKey) ?? "default";
+  if (typeof type !== "string" || !ROPE_SUPPORTED.includes(type)) {
+    const why = type === "longrope" ? "not supported yet (Phi-3 style short/long factors)" : "not supported";
+    throw new Error(`${file}: ${field(typeKey)} ${brief(type)} is ${why}; supported: ${ROPE_SUPPORTED.join(", ")}`);
   }
   const partial = own(s, "partial_rotary_factor") ?? own(j, "partial_rotary_factor") ?? 1;
-  if (partial !== 1) throw new Error(`${file}: partial_rotary_factor ${brief(partial)} is not supported; only 1 (RoPE over the whole head)`);
-  return num("rope_theta", own(s, "rope_theta") ?? own(j, "rope_theta") ?? 10000);
+  if (partial !== 1) throw new Error(`${file}: partial_rotary_factor ${brief(partial)} is not supported yet; only 1 (RoPE over the whole head)`);
+  const theta = number("rope_theta", own(s, "rope_theta") ?? own(j, "rope_theta") ?? 10000);
+  if (type === "default") return { theta, scaling: null };
+
+  const factorOf = () => number("factor", required("factor", type));
+  const originalMax = (): number => {
+    const v = own(s, "original_max_position_embeddings") ?? maxPositionEmbeddings;
+    if (typeof v !== "number" || !Number.isInteger(v) || v <= 0 || v > MAX_DIMENSION) throw new Error(`${file}: "${field("original_max_position_embeddings")}" must be a positive integer, got ${brief(v)}`);
+    return v;
+  };
+  const base = { lowFreqFactor: 0, highFreqFactor: 0, betaFast: 32, betaSlow: 1, truncate: true, attentionFactor: 1 };
+  if (type === "linear") return { theta, scaling: { type, factor: factorOf(), originalMaxPositionEmbeddings: maxPositionEmbeddings, ...base } };
+  if (type === "dynamic") return { theta, scaling: { type, factor: factorOf(), originalMaxPositionEmbeddings: maxPositionEmbeddings, ...base } };
+  if (type === "llama3") {
+    const factor = factorOf();
+    const lowFreqFactor = number("low_freq_factor", required("low_freq_factor", type));
+    const highFreqFactor = number("high_freq_factor", required("high_freq_factor", type));
+    if (highFreqFactor === lowFreqFactor) throw new Error(`${file}: "${field("high_freq_factor")}" must differ from low_freq_factor (both ${lowFreqFactor})`);
+    return { theta, scaling: { type, factor, originalMaxPositionEmbeddings: originalMax(), ...base, lowFreqFactor, highFreqFactor } };
+  }
+  // yarn
+  const original = originalMax();
+  const f = required("factor", type);
+  const factor = f == null ? maxPositionEmbeddings / original : number("factor", f);
+  const optional = (k: string): number | null => {
+    const v = own(s, k);
+    return v == null ? null : number(k, v, false);
+  };
+  const mscale = optional("mscale"), mscaleAllDim = optional("mscale_all_dim");
+  const getMscale = (scale: number, m = 1) => (scale <= 1 ? 1 : 0.1 * m * Math.log(scale) + 1);
+  const att = optional("attention_factor");
+  const attentionFactor = att ?? (mscale && mscaleAllDim ? getMscale(factor, mscale) / getMscale(factor, mscaleAllDim) : getMscale(factor));
+  if (!(attentionFactor > 0)) throw new Error(`${file}: "${field("attention_factor")}" must be a positive number, got ${attentionFactor}`);
+  const betaFast = optional("beta_fast") || 32, betaSlow = optional("beta_slow") || 1;
+  if (betaFast <= 0 || betaSlow <= 0) throw new Error(`${file}: "${field("beta_fast")}" and "${field("beta_slow")}" must be positive, got ${betaFast} and ${betaSlow}`);
+  const t = own(s, "truncate");
+  if (t != null && typeof t !== "boolean") throw new Error(`${file}: "${field("truncate")}" must be true or false, got ${brief(t)}`);
+  const truncate = Object.hasOwn(s, "truncate") ? t === true : true;  // transformers: get("truncate", True), so null is false
+  return { theta, scaling: { type: "yarn", factor, originalMaxPositionEmbeddings: original, ...base, betaFast, betaSlow, truncate, attentionFactor } };
 }
 
 function checkSlidingWindow(j: Json, file: string, architecture: string): void {
@@ -160,6 +216,17 @@ function checkSlidingWindow(j: Json, file: string, architecture: string): void {
   if (Array.isArray(types) && types.some((t) => t !== "full_attention") && architecture !== "MistralForCausalLM") {
     throw new Error(`${file}: layer_types other than "full_attention" (${[...new Set(types)].join(", ")}) are not supported`);
   }
+}
+
+/**
+ * The longest sequence we run (DecoderConfig.maxPositionEmbeddings). transformers never refuses a length; we refuse
+ * past max_position_embeddings, except where the scaling exists to run past it: dynamic (NTK recomputed for the run's
+ * length) and yarn (factor is the post-/pre-yarn length ratio, e.g. Qwen2.5's factor 4 over 32768) reach
+ * factor x their pretraining length.
+ */
+function usableLength(maxPos: number, r: RopeScaling | null): number {
+  if (!r || (r.type !== "dynamic" && r.type !== "yarn")) return maxPos;
+  return Math.min(MAX_DIMENSION, Math.max(maxPos, Math.floor(r.factor * r.originalMaxPositionEmbeddings)));
 }
 
 /**
@@ -189,11 +256,12 @@ export function configToJson(cfg: DecoderConfig, extra: Record<string, unknown> 
     num_key_value_heads: cfg.numKvHeads,
     head_dim: cfg.headDim,
     hidden_act: "silu",
-    max_position_embeddings: cfg.maxPositionEmbeddings,
+    // dynamic: the threshold (usableLength extends the length we run past it)
+    max_position_embeddings: cfg.ropeScaling?.type === "dynamic" ? cfg.ropeScaling.originalMaxPositionEmbeddings : cfg.maxPositionEmbeddings,
     rms_norm_eps: cfg.rmsNormEps,
     rope_theta: cfg.ropeTheta,
-    rope_scaling: null,
-    rope_parameters: { rope_type: "default", rope_theta: cfg.ropeTheta },
+    rope_scaling: ropeScalingJson(cfg),
+    rope_parameters: { rope_type: cfg.ropeScaling?.type ?? "default", rope_theta: cfg.ropeTheta, ...ropeScalingJson(cfg) },
     tie_word_embeddings: cfg.tieWordEmbeddings,
     initializer_range: 0.02,
     attention_dropout: 0.0,
@@ -205,4 +273,18 @@ export function configToJson(cfg: DecoderConfig, extra: Record<string, unknown> 
   if (a === "MistralForCausalLM") out.sliding_window = null;
   if (a === "Qwen2ForCausalLM" || a === "Qwen3ForCausalLM") Object.assign(out, { use_sliding_window: false, sliding_window: null });
   return { ...out, ...extra };
+}
+
+/** rope_scaling keys (v4 layout, no rope_theta) that parseRope reads back as cfg.ropeScaling; null for plain RoPE. */
+function ropeScalingJson(cfg: DecoderConfig): Record<string, unknown> | null {
+  const r = cfg.ropeScaling;
+  if (!r) return null;
+  if (r.type === "linear" || r.type === "dynamic") return { rope_type: r.type, factor: r.factor };
+  if (r.type === "llama3") {
+    return { rope_type: r.type, factor: r.factor, low_freq_factor: r.lowFreqFactor, high_freq_factor: r.highFreqFactor, original_max_position_embeddings: r.originalMaxPositionEmbeddings };
+  }
+  return {
+    rope_type: r.type, factor: r.factor, original_max_position_embeddings: r.originalMaxPositionEmbeddings, beta_fast: r.betaFast,
+    beta_slow: r.betaSlow, truncate: r.truncate, attention_factor: r.attentionFactor,
+  };
 }

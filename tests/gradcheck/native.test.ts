@@ -4,8 +4,8 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { native } from "../../src/core/native.ts";
 
-// lora: a frozen base linear plus a two-member LoRA group; head_input: the frozen head LoRA training uses.
-const OPS = ["rmsnorm", "rmsnorm_inplace", "rope", "attention", "swiglu", "linear", "head", "embedding", "lora", "head_input"];
+// rope_scaled: yarn's tables (cos and sin times its attention factor). lora: a frozen base linear plus a two-member LoRA group; head_input: the frozen head LoRA training uses.
+const OPS = ["rmsnorm", "rmsnorm_inplace", "rope", "rope_scaled", "attention", "swiglu", "linear", "head", "embedding", "lora", "head_input"];
 
 for (const op of OPS) {
   test(`${op}: analytic gradient equals central differences`, () => {

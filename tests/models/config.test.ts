@@ -29,7 +29,7 @@ test("SmolLM2 (Llama) config.json", () => {
   assert.deepEqual(parseConfig(smollm2, "config.json"), {
     architecture: "LlamaForCausalLM", vocabSize: 49152, hiddenSize: 576, intermediateSize: 1536, numLayers: 30, numHeads: 9, numKvHeads: 3,
     headDim: 64, rmsNormEps: 1e-5, ropeTheta: 100000, maxPositionEmbeddings: 8192, tieWordEmbeddings: true,
-    qkvBias: false, oBias: false, mlpBias: false, qkNorm: false,
+    qkvBias: false, oBias: false, mlpBias: false, qkNorm: false, ropeScaling: null,
   } satisfies DecoderConfig);
 });
 
@@ -37,7 +37,7 @@ test("Qwen2.5 config.json: q/k/v bias always, no o bias", () => {
   assert.deepEqual(parseConfig(qwen25, "config.json"), {
     architecture: "Qwen2ForCausalLM", vocabSize: 151936, hiddenSize: 896, intermediateSize: 4864, numLayers: 24, numHeads: 14, numKvHeads: 2,
     headDim: 64, rmsNormEps: 1e-6, ropeTheta: 1000000, maxPositionEmbeddings: 32768, tieWordEmbeddings: true,
-    qkvBias: true, oBias: false, mlpBias: false, qkNorm: false,
+    qkvBias: true, oBias: false, mlpBias: false, qkNorm: false, ropeScaling: null,
   } satisfies DecoderConfig);
 });
 
@@ -45,7 +45,7 @@ test("Qwen3 config.json: explicit head_dim, q/k norm", () => {
   assert.deepEqual(parseConfig(qwen3, "config.json"), {
     architecture: "Qwen3ForCausalLM", vocabSize: 151936, hiddenSize: 1024, intermediateSize: 3072, numLayers: 28, numHeads: 16, numKvHeads: 8,
     headDim: 128, rmsNormEps: 1e-6, ropeTheta: 1000000, maxPositionEmbeddings: 40960, tieWordEmbeddings: true,
-    qkvBias: false, oBias: false, mlpBias: false, qkNorm: true,
+    qkvBias: false, oBias: false, mlpBias: false, qkNorm: true, ropeScaling: null,
   } satisfies DecoderConfig);
   const withBias = parseConfig({ ...qwen3, attention_bias: true }, "c");
   assert.deepEqual([withBias.qkvBias, withBias.oBias], [true, true]);
@@ -87,9 +87,13 @@ test("unsupported architecture lists the supported ones", () => {
 });
 
 test("features we do not run are refused with the reason", () => {
-  const llama3Scaling = { factor: 32.0, high_freq_factor: 4.0, low_freq_factor: 1.0, original_max_position_embeddings: 8192, rope_type: "llama3" };
-  assert.throws(() => parseConfig({ ...smollm2, rope_scaling: llama3Scaling }, "c"), /rope_scaling of type "llama3" is not supported yet \(transformers has linear, dynamic, yarn, longrope, llama3\)/);
-  assert.throws(() => parseConfig({ ...smollm2, rope_scaling: { type: "linear", factor: 2 } }, "c"), /type "linear"/);
+  const longrope = { rope_type: "longrope", short_factor: [1], long_factor: [2], original_max_position_embeddings: 4096 };
+  assert.throws(() => parseConfig({ ...smollm2, rope_scaling: longrope }, "c"), /^Error: c: rope_scaling\.rope_type "longrope" is not supported yet/);
+  assert.throws(() => parseConfig({ ...smollm2, rope_scaling: { type: "mrope", factor: 2 } }, "c"), /rope_scaling\.type "mrope" is not supported; supported: default, linear, dynamic, yarn, llama3/);
+  assert.throws(() => parseConfig({ ...smollm2, rope_scaling: { rope_type: "linear" } }, "c"), /"rope_scaling" of rope_type "linear" needs "factor"/);
+  assert.throws(() => parseConfig({ ...smollm2, rope_scaling: { rope_type: "llama3", factor: 8, low_freq_factor: 1 } }, "c"), /needs "high_freq_factor"/);
+  assert.throws(() => parseConfig({ ...smollm2, rope_scaling: { rope_type: "dynamic", factor: -1 } }, "c"), /"rope_scaling\.factor" must be a positive number, got -1/);
+  assert.throws(() => parseConfig({ ...smollm2, partial_rotary_factor: 0.5 }, "c"), /partial_rotary_factor 0\.5 is not supported yet/);
   assert.throws(() => parseConfig({ ...qwen25, use_sliding_window: true }, "c"), /"use_sliding_window": true is not supported/);
   assert.throws(() => parseConfig({ ...smollm2, hidden_act: "gelu" }, "c"), /hidden_act "gelu" is not supported/);
   assert.throws(() => parseConfig({ ...smollm2, hidden_size: 577 }, "c"), /hidden_size \(577\) is not a multiple of num_attention_heads \(9\)/);
@@ -113,4 +117,33 @@ test("configToJson round-trips through parseConfig for every family", () => {
   assert.deepEqual(parseConfig(configToJson(llamaBias), "c"), llamaBias);
   assert.throws(() => configToJson({ ...parseConfig(qwen25, "c"), qkvBias: false }), /Qwen2ForCausalLM cannot express/);
   assert.throws(() => configToJson({ ...parseConfig(smollm2, "c"), qkNorm: true }), /q\/k norms/);
+});
+
+test("RoPE scaling: llama3, linear, dynamic and yarn with transformers' defaults", () => {
+  // Llama-3.2-1B's rope_scaling as published (v4 layout, rope_theta at the top level).
+  const llama32 = parseConfig({ ...smollm2, rope_theta: 500000.0, max_position_embeddings: 131072,
+    rope_scaling: { factor: 32.0, high_freq_factor: 4.0, low_freq_factor: 1.0, original_max_position_embeddings: 8192, rope_type: "llama3" } }, "c");
+  assert.equal(llama32.ropeTheta, 500000);
+  assert.deepEqual(llama32.ropeScaling, { type: "llama3", factor: 32, originalMaxPositionEmbeddings: 8192, lowFreqFactor: 1, highFreqFactor: 4, betaFast: 32, betaSlow: 1, truncate: true, attentionFactor: 1 });
+  // Qwen2.5's long-context recipe: yarn with the old "type" key; attention factor 0.1 ln 4 + 1.
+  const yarn = parseConfig({ ...qwen25, rope_scaling: { factor: 4.0, original_max_position_embeddings: 32768, type: "yarn" } }, "c");
+  assert.equal(yarn.ropeScaling?.type, "yarn");
+  assert.equal(yarn.ropeScaling?.attentionFactor, 0.1 * Math.log(4) + 1);
+  assert.deepEqual([yarn.ropeScaling?.betaFast, yarn.ropeScaling?.betaSlow, yarn.ropeScaling?.truncate], [32, 1, true]);
+  // yarn: factor null -> max / original; mscale and mscale_all_dim both set -> their ratio; beta 0 -> default; truncate null -> false.
+  const ds = parseConfig({ ...smollm2, max_position_embeddings: 4096, rope_parameters: { rope_type: "yarn", factor: null, original_max_position_embeddings: 1024,
+    mscale: 0.707, mscale_all_dim: 1.0, beta_fast: 0, truncate: null } }, "c").ropeScaling!;
+  const g = (m: number) => 0.1 * m * Math.log(4) + 1;
+  assert.deepEqual([ds.factor, ds.attentionFactor, ds.betaFast, ds.truncate], [4, g(0.707) / g(1.0), 32, false]);
+  // yarn without original_max_position_embeddings takes max_position_embeddings (standardize_rope_params).
+  assert.equal(parseConfig({ ...smollm2, rope_scaling: { rope_type: "yarn", factor: 2 } }, "c").ropeScaling?.originalMaxPositionEmbeddings, 8192);
+  // dynamic's threshold is max_position_embeddings; a non-empty rope_scaling wins over rope_parameters, an empty one does not.
+  const dyn = parseConfig({ ...smollm2, rope_scaling: { rope_type: "dynamic", factor: 2 }, rope_parameters: { rope_type: "linear", factor: 3 } }, "c");
+  assert.deepEqual([dyn.ropeScaling?.type, dyn.ropeScaling?.factor, dyn.ropeScaling?.originalMaxPositionEmbeddings], ["dynamic", 2, 8192]);
+  const lin = parseConfig({ ...smollm2, rope_scaling: {}, rope_parameters: { rope_type: "linear", factor: 3, rope_theta: 7 } }, "c");
+  assert.deepEqual([lin.ropeScaling?.type, lin.ropeScaling?.factor, lin.ropeTheta], ["linear", 3, 7]);
+  const dsCfg: DecoderConfig = { ...parseConfig(smollm2, "c"), ropeScaling: ds };
+  for (const cfg of [llama32, yarn, dsCfg, dyn, lin]) {
+    assert.deepEqual(parseConfig(configToJson(cfg), "c"), cfg, `${cfg.ropeScaling?.type} round trip`);
+  }
 });
