@@ -82,20 +82,24 @@ test("unsupported architecture lists the supported ones", () => {
     for (const a of SUPPORTED_ARCHITECTURES) assert.ok(e.message.includes(a), a);
     return true;
   });
-  assert.deepEqual(SUPPORTED_ARCHITECTURES, ["LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM"]);
+  assert.deepEqual(SUPPORTED_ARCHITECTURES, ["LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM", "SmolLM3ForCausalLM"]);
   assert.throws(() => parseConfig({ ...smollm2, architectures: undefined }, "c"), /"architectures" must be a one-element list/);
 });
 
 test("features we do not run are refused with the reason", () => {
   const longrope = { rope_type: "longrope", short_factor: [1], long_factor: [2], original_max_position_embeddings: 4096 };
-  assert.throws(() => parseConfig({ ...smollm2, rope_scaling: longrope }, "c"), /^Error: c: rope_scaling\.rope_type "longrope" is not supported yet/);
-  assert.throws(() => parseConfig({ ...smollm2, rope_scaling: { type: "mrope", factor: 2 } }, "c"), /rope_scaling\.type "mrope" is not supported; supported: default, linear, dynamic, yarn, llama3/);
+  assert.throws(() => parseConfig({ ...smollm2, rope_scaling: longrope }, "c"), /^Error: c: LlamaForCausalLM cannot run on the native core yet: rope_scaling\.rope_type "longrope" \(RoPE scaling "longrope"; the native core has linear, dynamic, yarn and llama3\)$/);
+  assert.throws(() => parseConfig({ ...smollm2, rope_scaling: { type: "mrope", factor: 2 } }, "c"), /rope_scaling\.type "mrope" \(RoPE scaling "mrope"/);
   assert.throws(() => parseConfig({ ...smollm2, rope_scaling: { rope_type: "linear" } }, "c"), /"rope_scaling" of rope_type "linear" needs "factor"/);
   assert.throws(() => parseConfig({ ...smollm2, rope_scaling: { rope_type: "llama3", factor: 8, low_freq_factor: 1 } }, "c"), /needs "high_freq_factor"/);
   assert.throws(() => parseConfig({ ...smollm2, rope_scaling: { rope_type: "dynamic", factor: -1 } }, "c"), /"rope_scaling\.factor" must be a positive number, got -1/);
-  assert.throws(() => parseConfig({ ...smollm2, partial_rotary_factor: 0.5 }, "c"), /partial_rotary_factor 0\.5 is not supported yet/);
-  assert.throws(() => parseConfig({ ...qwen25, use_sliding_window: true }, "c"), /"use_sliding_window": true is not supported/);
-  assert.throws(() => parseConfig({ ...smollm2, hidden_act: "gelu" }, "c"), /hidden_act "gelu" is not supported/);
+  assert.throws(() => parseConfig({ ...smollm2, partial_rotary_factor: 0.5 }, "c"), /partial_rotary_factor 0\.5 \(RoPE over 32 of 64 head dims\)/);
+  // Qwen2.5's window on the layers from max_window_layers on: 0 of 24 layers, then all 24 (one window: capped), then some.
+  assert.equal(parseConfig({ ...qwen25, use_sliding_window: true }, "c").maxPositionEmbeddings, 32768);
+  assert.equal(parseConfig({ ...qwen25, use_sliding_window: true, max_window_layers: 0, sliding_window: 4096 }, "c").maxPositionEmbeddings, 4096);
+  assert.throws(() => parseConfig({ ...qwen25, use_sliding_window: true, max_window_layers: 20 }, "c"), /sliding_window 32768 \(sliding-window attention on 4 of 24 layers\)/);
+  assert.throws(() => parseConfig({ ...smollm2, hidden_act: "gelu" }, "c"), /hidden_act "gelu" \(GELU MLP; the native MLP is SiLU\)/);
+  assert.throws(() => parseConfig({ ...smollm2, hidden_act: "tanh" }, "c"), /hidden_act "tanh" is not an activation we know/);
   assert.throws(() => parseConfig({ ...smollm2, hidden_size: 577 }, "c"), /hidden_size \(577\) is not a multiple of num_attention_heads \(9\)/);
   assert.throws(() => parseConfig({ ...smollm2, vocab_size: "49152" }, "c"), /"vocab_size" must be a positive integer, got "49152"/);
   assert.throws(() => parseConfig({ ...smollm2, tie_word_embeddings: "yes" }, "c"), /"tie_word_embeddings" must be true or false/);
