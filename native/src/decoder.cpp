@@ -304,7 +304,9 @@ bool build_adapter(const pt_model* m, Adapter& a) {
   return true;
 }
 
-// RoPE tables for a run whose positions reach positions - 1 (transformers' max(position_ids) + 1). They cover
+// RoPE tables for a run whose positions reach positions - 1: the longest row, where transformers takes
+// max(position_ids) + 1 (the padded width when no position_ids are passed; the same when rows are padded to the
+// longest, as TRL's collators pad), which is what dynamic RoPE's frequencies depend on. They cover
 // the positions used so far (grown by doubling up to max_position_embeddings), so a config with a huge
 // max_position_embeddings costs nothing until such lengths are run; dynamic RoPE may first change the
 // frequencies (rope_update), which rebuilds them and drops a saved training forward. Throws std::bad_alloc.
