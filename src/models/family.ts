@@ -353,9 +353,10 @@ export function parseRope(j: Json, file: string, maxPositionEmbeddings: number, 
   if (typeof partial !== "number" || !(partial > 0 && partial <= 1)) throw new Error(`${file}: "${partialKey}" must be a number in (0, 1], got ${brief(partial)}`);
   const theta = number("rope_theta", own(s, "rope_theta") ?? own(j, "rope_theta") ?? o.thetaDefault ?? 10000);
   const typeKey = Object.hasOwn(s, "rope_type") ? "rope_type" : "type";
-  const type = own(s, typeKey) ?? "default";
-  if (typeof type !== "string" || !ROPE_SUPPORTED.includes(type)) {
-    if (o.allowOther && typeof type === "string") return { theta, partial, scaling: null, other: { field: field(typeKey), type } };
+  const type = Object.hasOwn(s, typeKey) ? s[typeKey] : "default";
+  if (typeof type !== "string") throw new Error(`${file}: "${field(typeKey)}" must be a string such as "llama3", got ${brief(type)}`);
+  if (!ROPE_SUPPORTED.includes(type)) {
+    if (o.allowOther) return { theta, partial, scaling: null, other: { field: field(typeKey), type } };
     throw new Error(`${file}: ${field(typeKey)} ${brief(type)} is not supported; supported: ${ROPE_SUPPORTED.join(", ")}`);
   }
   if (type === "default") return { theta, partial, scaling: null, other: null };

@@ -151,3 +151,18 @@ test("RoPE scaling: llama3, linear, dynamic and yarn with transformers' defaults
     assert.deepEqual(parseConfig(configToJson(cfg), "c"), cfg, `${cfg.ropeScaling?.type} round trip`);
   }
 });
+
+test("hostile RoPE scaling values are refused naming the field", () => {
+  const withScaling = (rope_scaling: unknown) => ({ ...smollm2, rope_scaling });
+  assert.throws(() => parseConfig(withScaling([1, 2]), "c"), /"rope_scaling" must be an object or null, got \[1,2\]/);
+  assert.throws(() => parseConfig(withScaling({ rope_type: "linear", factor: "8" }), "c"), /"rope_scaling\.factor" must be a positive number, got "8"/);
+  assert.throws(() => parseConfig(withScaling({ rope_type: "dynamic", factor: Infinity }), "c"), /"rope_scaling\.factor" must be a positive number, got Infinity/);
+  assert.throws(() => parseConfig(withScaling({ rope_type: "yarn", factor: 4, original_max_position_embeddings: 1e12 }), "c"), /"rope_scaling\.original_max_position_embeddings" must be a positive integer, got 1000000000000/);
+  assert.throws(() => parseConfig(withScaling({ rope_type: "yarn", factor: 4, attention_factor: -1 }), "c"), /"rope_scaling\.attention_factor" must be a positive number, got -1/);
+  assert.throws(() => parseConfig(withScaling({ rope_type: "yarn", factor: 4, truncate: "no" }), "c"), /"rope_scaling\.truncate" must be true or false, got "no"/);
+  assert.throws(() => parseConfig(withScaling({ rope_type: "llama3", factor: 8, low_freq_factor: 2, high_freq_factor: 2 }), "c"), /"rope_scaling\.high_freq_factor" must differ from low_freq_factor/);
+  assert.throws(() => parseConfig(withScaling({ rope_type: null, factor: 2 }), "c"), /"rope_scaling\.rope_type" must be a string such as "llama3", got null/);
+  // yarn runs to factor x its pretraining length, but never past the core's 32-bit sizes.
+  assert.equal(parseConfig({ ...smollm2, rope_scaling: { rope_type: "yarn", factor: 4 }, max_position_embeddings: 2 ** 31 - 1 }, "c").maxPositionEmbeddings, 2 ** 31 - 1);
+  assert.equal(parseConfig({ ...smollm2, rope_scaling: { rope_type: "yarn", factor: 4, original_max_position_embeddings: 4096 } }, "c").maxPositionEmbeddings, 16384);
+});

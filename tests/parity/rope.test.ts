@@ -127,3 +127,16 @@ test("llama-llama3: greedy tokens are the argmax of the full forward over prompt
     model.free();
   }
 });
+
+test("the native core refuses RoPE scaling it cannot compute, whatever the caller passes", () => {
+  const { config, model } = load("llama-llama3");
+  model.free();
+  const r = config.ropeScaling!;
+  const make = (over: Partial<typeof r>, c: Partial<DecoderConfig> = {}) => () => new NativeModel({ ...config, ...c, ropeScaling: { ...r, ...over } }).free();
+  assert.throws(make({ lowFreqFactor: 1, highFreqFactor: 1 }), /llama3 RoPE needs low_freq_factor > 0 and high_freq_factor != low_freq_factor/);
+  assert.throws(make({ factor: 0 }), /the RoPE scaling factor must be a positive number/);
+  assert.throws(make({ factor: NaN }), /the RoPE scaling factor must be a positive number/);
+  assert.throws(make({ type: "yarn", attentionFactor: 0 }), /yarn RoPE needs positive beta_fast, beta_slow and attention_factor/);
+  assert.throws(make({ type: "dynamic" }, { headDim: 2, hiddenSize: 8, numHeads: 4, numKvHeads: 2 }), /dynamic RoPE needs head_dim > 2/);
+  assert.throws(make({ type: "llama3", originalMaxPositionEmbeddings: 0 }), /needs a positive original_max_position_embeddings/);
+});
