@@ -27,7 +27,7 @@ function child(checkpointing: boolean): void {
   const m = new NativeModel({
     architecture: "LlamaForCausalLM", vocabSize: V, hiddenSize: C, intermediateSize: n("intermediate"), numLayers: n("layers"), numHeads: NH, numKvHeads: NH,
     headDim: C / NH, maxPositionEmbeddings: T, rmsNormEps: 1e-6, ropeTheta: 10000, tieWordEmbeddings: false,
-    qkvBias: false, oBias: false, mlpBias: false, qkNorm: false,
+    qkvBias: false, oBias: false, mlpBias: false, qkNorm: false, ropeScaling: null,
   });
   let seed = 1;
   const rnd = () => ((seed = (seed * 1103515245 + 12345) >>> 0) / 2 ** 32) - 0.5;

@@ -22,8 +22,10 @@ bool check_status(Napi::Env env, pt_status s) {
 }
 
 // A whole number in [lo, 2^31 - 1], or a JavaScript TypeError naming the key and value (no silent int32 wrap).
-bool get_int(Napi::Env env, const Napi::Object& o, const char* key, int32_t& out, double lo = 0) {
+bool get_int(Napi::Env env, const Napi::Object& o, const char* key, int32_t& out, double lo = 0,
+             bool optional = false) {
   Napi::Value v = o.Get(key);
+  if (optional && v.IsUndefined()) return true;  // out keeps its (zero) value
   const double d = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : NAN;
   if (!(d >= lo && d <= 2147483647.0 && d == std::floor(d))) {
     throw_if(env, true, std::string(key) + " = " + (v.IsNumber() ? std::to_string(d) : "(not a number)") +
@@ -47,6 +49,21 @@ bool read_config(Napi::Env env, const Napi::Object& o, pt_config& c) {
   for (const auto& [key, dst] : flags) if (!get_int(env, o, key, *dst)) return false;
   c.rms_norm_eps = o.Get("rms_norm_eps").As<Napi::Number>().FloatValue();
   c.rope_theta = o.Get("rope_theta").As<Napi::Number>().FloatValue();
+  // RoPE scaling: optional keys (absent: plain RoPE); numbers are checked by check_config in the core.
+  if (!get_int(env, o, "rope_type", c.rope_type, 0, true)) return false;
+  if (c.rope_type != PT_ROPE_DEFAULT) {
+    if (!get_int(env, o, "rope_original_max_position_embeddings", c.rope_original_max_position_embeddings, 0, true) ||
+        !get_int(env, o, "rope_truncate", c.rope_truncate, 0, true))
+      return false;
+    const std::pair<const char*, double*> reals[] = {
+        {"rope_factor", &c.rope_factor}, {"rope_low_freq_factor", &c.rope_low_freq_factor},
+        {"rope_high_freq_factor", &c.rope_high_freq_factor}, {"rope_beta_fast", &c.rope_beta_fast},
+        {"rope_beta_slow", &c.rope_beta_slow}, {"rope_attention_factor", &c.rope_attention_factor}};
+    for (const auto& [key, dst] : reals) {
+      Napi::Value v = o.Get(key);
+      *dst = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : 0.0;
+    }
+  }
   return true;
 }
 

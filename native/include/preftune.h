@@ -22,14 +22,15 @@
 extern "C" {
 #endif
 
-#define PT_ABI_VERSION 7   // 2: pt_forward takes PT_FORWARD_* flags; pt_lora_*. 3: pt_kv_*, pt_decode.
+#define PT_ABI_VERSION 8   // 2: pt_forward takes PT_FORWARD_* flags; pt_lora_*. 3: pt_kv_*, pt_decode.
                            // 4: pt_set_compute, pt_bf16_support (bf16 mixed precision); pt_model_create_ex with
                            // PT_MODEL_BF16_BASE (a frozen base held in bf16); the gradient buffer is allocated on
                            // first use (a LoRA model never allocates one)
                            // 5: LoRA dropout (pt_lora_config.lora_dropout, pt_lora_set_dropout_seed); DoRA
                            // (pt_lora_config.use_dora, lora_magnitude_vector entries, pt_lora_dora_init)
                            // 6: pt_param_layout (the parameter table without a model)
-                           // 7: per-tensor AdamW with 8-bit state (pt_adamw8bit_tensor, pt_adamw_tensor,
+                           // 7: pt_config's rope_* scaling fields (linear, dynamic, yarn, llama3)
+                           // 8: per-tensor AdamW with 8-bit state (pt_adamw8bit_tensor, pt_adamw_tensor,
                            // pt_dynamic_map, pt_*quantize_blockwise); pt_set_gradient_checkpointing
 
 typedef enum {
@@ -44,7 +45,18 @@ typedef struct {
   int32_t num_heads, num_kv_heads, head_dim, max_position_embeddings;
   float rms_norm_eps, rope_theta;
   int32_t tie_word_embeddings, qkv_bias, o_bias, mlp_bias, qk_norm;  // 0 or 1
+  // RoPE scaling, transformers' rope_parameters (rope_scaling) resolved to numbers; see native/src/rope.h.
+  int32_t rope_type;           // PT_ROPE_*; 0 (PT_ROPE_DEFAULT) ignores every field below
+  int32_t rope_original_max_position_embeddings;  // llama3, yarn: original_max_position_embeddings;
+                                                   // dynamic: max_position_embeddings (its threshold)
+  int32_t rope_truncate;       // yarn: round the correction range outward (transformers' default 1)
+  double rope_factor;          // linear, dynamic, llama3, yarn (> 0)
+  double rope_low_freq_factor, rope_high_freq_factor;  // llama3
+  double rope_beta_fast, rope_beta_slow;               // yarn
+  double rope_attention_factor;  // yarn: cos and sin are multiplied by it (1 for every other type)
 } pt_config;
+
+enum { PT_ROPE_DEFAULT = 0, PT_ROPE_LINEAR = 1, PT_ROPE_DYNAMIC = 2, PT_ROPE_YARN = 3, PT_ROPE_LLAMA3 = 4 };
 
 typedef struct {
   char name[96];           // Hugging Face weight name

@@ -115,7 +115,8 @@ struct pt_model {
   int64_t nfloats = 0;
   std::vector<Layer> P, G;
   float *embed, *normf, *head, *gembed, *gnormf, *ghead;
-  std::vector<float> cosv, sinv;
+  RopeState rope;                       // the frequencies in use (rope.h; dynamic RoPE changes them per run)
+  std::vector<float> cosv, sinv;        // (positions, HS/2) built from rope.inv
   std::unique_ptr<Adapter> lora;  // null: the base model trains
   int32_t compute = PT_COMPUTE_FP32;
   bool checkpoint = false;  // gradient checkpointing: a training forward keeps only each layer's input
@@ -234,6 +235,8 @@ pt_status check_config(const pt_config* cfg) {
                                      ") must be a multiple of num_key_value_heads (" +
                                      std::to_string(cfg->num_kv_heads) + ")");
   if (cfg->head_dim % 2 != 0) return fail(PT_ERR_ARGUMENT, "head_dim must be even for rotary embeddings");
+  const std::string rope_error = rope_check(rope_scaling_of(*cfg), cfg->head_dim);
+  if (!rope_error.empty()) return fail(PT_ERR_ARGUMENT, rope_error);
   const int64_t qkv = ((int64_t)cfg->num_heads + 2 * (int64_t)cfg->num_kv_heads) * cfg->head_dim;
   if (qkv > INT32_MAX || 2 * (int64_t)cfg->intermediate_size > INT32_MAX)
     return fail(PT_ERR_ARGUMENT, "the attention or MLP width of this config does not fit 32-bit indexing");
@@ -360,14 +363,20 @@ bool build_adapter(const pt_model* m, Adapter& a) {
   return true;
 }
 
-// RoPE tables cover the positions used so far (grown by doubling up to max_position_embeddings), so a config
-// with a huge max_position_embeddings costs nothing until such lengths are run. Throws std::bad_alloc.
+// RoPE tables for a run whose positions reach positions - 1: the longest row, where transformers takes
+// max(position_ids) + 1 (the padded width when no position_ids are passed; the same when rows are padded to the
+// longest, as TRL's collators pad), which is what dynamic RoPE's frequencies depend on. They cover
+// the positions used so far (grown by doubling up to max_position_embeddings), so a config with a huge
+// max_position_embeddings costs nothing until such lengths are run; dynamic RoPE may first change the
+// frequencies (rope_update), which rebuilds them and drops a saved training forward. Throws std::bad_alloc.
 void ensure_rope(pt_model* m, int64_t positions) {
   const size_t half = m->HS / 2;
-  if ((int64_t)(m->cosv.size() / half) >= positions) return;
-  const int64_t grown = std::max<int64_t>(positions, std::min<int64_t>(2 * (int64_t)(m->cosv.size() / half) + 64,
-                                                                       m->cfg.max_position_embeddings));
-  rope_tables(m->cosv, m->sinv, (int)grown, m->HS, m->cfg.rope_theta);
+  const int64_t have = (int64_t)(m->cosv.size() / half);
+  const bool changed = rope_update(m->rope, positions);
+  if (changed) m->saved = false;
+  if (!changed && have >= positions) return;
+  const int64_t grown = std::max<int64_t>(positions, std::min<int64_t>(2 * have + 64, m->cfg.max_position_embeddings));
+  rope_tables(m->cosv, m->sinv, (int)grown, m->rope.inv, m->rope.scale);
 }
 
 double l2norm(const float* g, int64_t n) {
@@ -650,6 +659,7 @@ pt_status pt_model_create_ex(const pt_config* cfg, int32_t flags, pt_model** out
   m->AO = m->NH * m->HS;
   try {
     m->nfloats = build_layout(m->cfg, m->table);
+    rope_init(m->rope, rope_scaling_of(*cfg), m->HS);
     bind_views(m, m->params, m->P, m->embed, m->normf, m->head);  // the layer views only (null buffers yet)
   } catch (const std::bad_alloc&) {
     pt_model_free(m);

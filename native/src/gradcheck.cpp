@@ -95,10 +95,17 @@ Check rmsnorm_check(std::mt19937_64& rng, bool in_place) {
   return c;
 }
 
-Check rope_check(std::mt19937_64& rng) {
+// scaled: yarn's tables, whose cos and sin carry the attention factor (a scaled rotation, not a rotation).
+Check rope_check(std::mt19937_64& rng, bool scaled) {
   const int N = 4, H = 3, HS = 8, col0 = 2, ld = col0 + H * HS + 1;
   std::vector<double> cosv, sinv;
-  rope_tables(cosv, sinv, 16, HS, 10000.0f);
+  if (scaled) {
+    RopeScaling s;
+    s.type = PT_ROPE_YARN; s.factor = 4; s.original_max = 8; s.attention_factor = 1.25;
+    rope_tables(cosv, sinv, 16, rope_inv_freq(s, HS), (float)s.attention_factor);
+  } else {
+    rope_tables(cosv, sinv, 16, HS, 10000.0f);
+  }
   std::vector<int32_t> pos = {0, 5, 2, 15};
   Check c;
   c.inputs = {randn(rng, N * ld)};
@@ -387,7 +394,8 @@ extern "C" double pt_gradcheck(const char* op, uint64_t seed) {
   const std::string name = op;
   if (name == "rmsnorm") return run(rmsnorm_check(rng, false), rng);
   if (name == "rmsnorm_inplace") return run(rmsnorm_check(rng, true), rng);
-  if (name == "rope") return run(rope_check(rng), rng);
+  if (name == "rope") return run(rope_check(rng, false), rng);
+  if (name == "rope_scaled") return run(rope_check(rng, true), rng);
   if (name == "attention") return run(attention_check(rng), rng);
   if (name == "swiglu") return run(swiglu_check(rng), rng);
   if (name == "linear") return run(linear_check(rng), rng);

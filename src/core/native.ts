@@ -5,7 +5,7 @@
 // Not here: file formats (src/models, PEFT files in src/models/peft.ts), losses, the training loop (src/train).
 import { readFileSync } from "node:fs";
 import { createRequire } from "node:module";
-import type { AdamWConfig, Bf16Support, ComputeChoice, ComputeDtype, DecoderConfig, LoraConfig, LoraTarget, ParamInfo, TokenBatch, TokenStats } from "./types.ts";
+import type { AdamWConfig, Bf16Support, ComputeChoice, ComputeDtype, DecoderConfig, LoraConfig, LoraTarget, ParamInfo, RopeScaling, TokenBatch, TokenStats } from "./types.ts";
 
 interface AddonModel {
   params(): Float32Array;
@@ -86,7 +86,7 @@ export function native(): Addon {
 }
 
 /** PT_ABI_VERSION of native/include/preftune.h that this file is written against. */
-const ABI_VERSION = 7;
+const ABI_VERSION = 8;
 
 /**
  * OpenBLAS picks its kernels from the CPU model at load time, and a release older than the CPU falls back to
@@ -126,6 +126,7 @@ function coreConfig(config: DecoderConfig): Record<string, number> {
     o_bias: config.oBias ? 1 : 0,
     mlp_bias: config.mlpBias ? 1 : 0,
     qk_norm: config.qkNorm ? 1 : 0,
+    ...ropeFields(config.ropeScaling),
   };
 }
 
@@ -335,6 +336,17 @@ export interface NativeModelOptions {
   baseDtype?: ComputeDtype;
 }
 const MODEL_BF16_BASE = 1;  // PT_MODEL_BF16_BASE
+const ROPE_TYPES: Record<RopeScaling["type"], number> = { linear: 1, dynamic: 2, yarn: 3, llama3: 4 };  // PT_ROPE_*
+
+/** pt_config's rope_* fields; none for plain RoPE. */
+function ropeFields(r: RopeScaling | null): Record<string, number> {
+  if (!r) return {};
+  return {
+    rope_type: ROPE_TYPES[r.type], rope_factor: r.factor, rope_original_max_position_embeddings: r.originalMaxPositionEmbeddings,
+    rope_low_freq_factor: r.lowFreqFactor, rope_high_freq_factor: r.highFreqFactor, rope_beta_fast: r.betaFast,
+    rope_beta_slow: r.betaSlow, rope_truncate: r.truncate ? 1 : 0, rope_attention_factor: r.attentionFactor,
+  };
+}
 
 /** A decoder with its fp32 parameters and gradients in native memory, laid out as `table` says. */
 export class NativeModel extends NamedParams implements Trainable {

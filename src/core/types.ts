@@ -19,6 +19,24 @@ export interface DecoderConfig {
   oBias: boolean;               // Llama with attention_bias
   mlpBias: boolean;             // Llama with mlp_bias
   qkNorm: boolean;              // Qwen3: RMSNorm over head_dim on q and k before RoPE
+  ropeScaling: RopeScaling | null;  // null: plain RoPE (rope_type "default")
+}
+
+/**
+ * transformers' rope_parameters / rope_scaling with every default resolved (src/models/config.ts), as the
+ * native core takes it (native/src/rope.h). Fields a type does not use hold their neutral values.
+ */
+export interface RopeScaling {
+  type: "linear" | "dynamic" | "yarn" | "llama3";
+  factor: number;
+  /** llama3, yarn: original_max_position_embeddings; dynamic: max_position_embeddings (its threshold); linear: unused */
+  originalMaxPositionEmbeddings: number;
+  lowFreqFactor: number;        // llama3 (else 0)
+  highFreqFactor: number;       // llama3 (else 0)
+  betaFast: number;             // yarn (else 32)
+  betaSlow: number;             // yarn (else 1)
+  truncate: boolean;            // yarn (else true)
+  attentionFactor: number;      // yarn: cos and sin are multiplied by it; 1 for the others
 }
 
 /** One named parameter inside the flat parameter buffer; the name is the Hugging Face weight name. */

@@ -1,165 +1,115 @@
-// Hugging Face config.json <-> DecoderConfig for the Llama-shaped families we run natively (Llama incl. SmolLM2,
-// Mistral, Qwen2/2.5, Qwen3). Missing keys take the default of the transformers config class, so a
-// config.json means here what it means to transformers. Not a general config system: RoPE scaling,
-// sliding-window attention and non-SiLU MLPs are refused with a message rather than half supported.
-//
-// Class defaults used (transformers configuration_{llama,mistral,qwen2,qwen3}.py, v4.5x and v5 agree):
-//   tie_word_embeddings false in all four classes (SmolLM2 / small Qwen checkpoints set it true explicitly);
-//   num_key_value_heads: Llama = num_attention_heads, Mistral 8, Qwen2 32, Qwen3 32;
-//   head_dim: Llama/Mistral/Qwen2 hidden_size / num_attention_heads, Qwen3 128;
-//   rope_theta 10000, rms_norm_eps 1e-6, hidden_act "silu"; max_position_embeddings Llama 2048,
-//   Mistral 131072, Qwen2/Qwen3 32768; vocab_size Llama/Mistral 32000, Qwen 151936.
+// Hugging Face config.json -> DecoderConfig: what the native core runs today, decided from the family
+// description (src/models/family.ts). The core runs the Llama shape: Llama (3.1/3.2, SmolLM2), Mistral, Qwen2/2.5,
+// Qwen3 and SmolLM3 without NoPE layers, with RoPE scaling of rope_type linear, dynamic, yarn or llama3. Every other
+// feature of a description (Gemma's norms and soft-caps, Phi's parallel block, OPT's learned positions, fused
+// weights, partial rotary, longrope, sliding windows on some layers only, ...) is refused naming the config.json
+// field and value behind it. Also configToJson, the way back for the families we run.
 // Biases: Qwen2 always has q/k/v bias (never o); Llama attention_bias -> q/k/v/o bias, mlp_bias -> MLP bias;
 // Qwen3 attention_bias -> q/k/v/o bias, plus q_norm/k_norm; Mistral has no biases.
-import type { DecoderConfig } from "../core/types.ts";
+import type { DecoderConfig, RopeScaling } from "../core/types.ts";
+import { brief, describeModel, type FamilyDescription, type FamilyName, KNOWN_ARCHITECTURES, MAX_DIMENSION, parameterCount } from "./family.ts";
 
-interface Family {
-  modelType: string;
-  defaults: { vocab: number; hidden: number; inter: number; layers: number; heads: number; kvHeads: number | null; headDim: number | null; maxPos: number };
-}
+export { brief, MAX_DIMENSION, parseRope } from "./family.ts";
 
-const FAMILIES: Record<string, Family> = {
-  LlamaForCausalLM: { modelType: "llama", defaults: { vocab: 32000, hidden: 4096, inter: 11008, layers: 32, heads: 32, kvHeads: null, headDim: null, maxPos: 2048 } },
-  MistralForCausalLM: { modelType: "mistral", defaults: { vocab: 32000, hidden: 4096, inter: 14336, layers: 32, heads: 32, kvHeads: 8, headDim: null, maxPos: 131072 } },
-  Qwen2ForCausalLM: { modelType: "qwen2", defaults: { vocab: 151936, hidden: 4096, inter: 22016, layers: 32, heads: 32, kvHeads: 32, headDim: null, maxPos: 32768 } },
-  Qwen3ForCausalLM: { modelType: "qwen3", defaults: { vocab: 151936, hidden: 4096, inter: 22016, layers: 32, heads: 32, kvHeads: 32, headDim: 128, maxPos: 32768 } },
+// The families the native core runs, with their config.json model_type.
+const NATIVE: Partial<Record<FamilyName, { architecture: string; modelType: string }>> = {
+  llama: { architecture: "LlamaForCausalLM", modelType: "llama" },
+  mistral: { architecture: "MistralForCausalLM", modelType: "mistral" },
+  qwen2: { architecture: "Qwen2ForCausalLM", modelType: "qwen2" },
+  qwen3: { architecture: "Qwen3ForCausalLM", modelType: "qwen3" },
+  smollm3: { architecture: "SmolLM3ForCausalLM", modelType: "smollm3" },
 };
-export const SUPPORTED_ARCHITECTURES = Object.keys(FAMILIES);
-const ROPE_TYPES = "linear, dynamic, yarn, longrope, llama3";
+export const SUPPORTED_ARCHITECTURES = Object.values(NATIVE).map((f) => f!.architecture);
 
-type Json = Record<string, unknown>;
+// What each non-Llama feature of a description is, for the refusal message.
+const FEATURES: Record<string, (d: FamilyDescription) => string> = {
+  activation: (d) => `${d.mlp.activation === "gelu_tanh" ? "GELU (tanh approximation)" : d.mlp.activation === "gelu" ? "GELU" : "ReLU"} MLP; the native MLP is SiLU`,
+  mlp: () => "a plain fc1 -> activation -> fc2 MLP",
+  norm: (d) => (d.norm.type === "layernorm" ? "LayerNorm with bias" : "RMSNorm scaled by (1 + weight), before and after attention and MLP"),
+  placement: () => "LayerNorm after each block instead of before",
+  residual: (d) => `attention and MLP in parallel${d.parallelNorms === 1 ? " from one norm" : ""}`,
+  head_bias: () => "a bias on lm_head",
+  attention_scale: (d) => `attention scaled by ${d.attention.scale.toPrecision(6)} instead of 1/sqrt(head_dim)`,
+  attention_softcap: () => "attention-logit soft-capping",
+  head_softcap: () => "final-logit soft-capping",
+  sliding: (d) => `sliding-window attention on ${d.layers.filter((l) => l.attention === "sliding").length} of ${d.numLayers} layers`,
+  local_rope: () => "its own RoPE base on the sliding-window layers",
+  no_rope: (d) => `${d.layers.filter((l) => l.rope === "none").length} layers without RoPE`,
+  partial_rotary: (d) => `RoPE over ${d.rope.rotaryDim} of ${d.headDim} head dims`,
+  rope_scaling: (d) => `RoPE scaling "${d.rope.otherScaling}"; the native core has linear, dynamic, yarn and llama3`,
+  project: () => "project_in / project_out around the decoder",
+  embedding_scale: () => "embeddings scaled by sqrt(hidden_size)",
+  positions: () => "learned positional embeddings (offset 2) instead of RoPE",
+  fused: (d) => (d.weights.qkv === "fused_interleaved" ? "a fused, head-interleaved query_key_value weight" : "fused qkv_proj and gate_up_proj weights"),
+};
 
-/** Sizes are C ints in the native core: whole numbers up to 2^31 − 1. */
-export const MAX_DIMENSION = 2 ** 31 - 1;
-
-/** A short, safe rendering of any JSON value for messages (deep nesting and huge values stay short). */
-export function brief(v: unknown, max = 60): string {
-  const walk = (x: unknown, depth: number): string => {
-    if (typeof x === "string") return JSON.stringify(x.length > max ? `${x.slice(0, max)}…` : x);
-    if (x === null || typeof x !== "object") return typeof x === "bigint" ? `${x}n` : String(x);
-    if (depth > 3) return Array.isArray(x) ? "[…]" : "{…}";
-    if (Array.isArray(x)) return `[${x.slice(0, 8).map((y) => walk(y, depth + 1)).join(",")}${x.length > 8 ? ",…" : ""}]`;
-    const keys = Object.keys(x);
-    return `{${keys.slice(0, 6).map((k) => `${JSON.stringify(k)}:${walk((x as Json)[k], depth + 1)}`).join(",")}${keys.length > 6 ? ",…" : ""}}`;
-  };
-  const s = walk(v, 0);
-  return s.length > max * 2 ? `${s.slice(0, max * 2)}…` : s;
+/**
+ * What keeps the native core from running a described model: one entry per config.json field (and value), naming
+ * every feature behind it; empty when it runs.
+ */
+export function nativeGaps(d: FamilyDescription): { field: string; value: unknown; needs: string[] }[] {
+  const byField = new Map<string, { field: string; value: unknown; needs: string[] }>();
+  for (const [feature, src] of Object.entries(d.sources)) {
+    const what = FEATURES[feature];
+    if (!what) throw new Error(`internal: no description of feature "${feature}"`);
+    const key = `${src.field}=${JSON.stringify(src.value)}`;
+    const entry = byField.get(key) ?? { field: src.field, value: src.value, needs: [] };
+    entry.needs.push(what(d));
+    byField.set(key, entry);
+  }
+  if (byField.size === 0 && !NATIVE[d.family]) throw new Error(`internal: ${d.architecture} has no native layout but no gap was named`);
+  return [...byField.values()];
 }
 
-/** Parse a config.json object; file is only used in error messages. */
+/** Parse a config.json object into what the native core runs; file is only used in error messages. */
 export function parseConfig(json: unknown, file: string): DecoderConfig {
-  if (json === null || typeof json !== "object" || Array.isArray(json)) throw new Error(`${file}: config must be a JSON object`);
-  const j = json as Json;
-  const archs = j.architectures;
-  if (!Array.isArray(archs) || archs.length !== 1 || typeof archs[0] !== "string") {
-    throw new Error(`${file}: "architectures" must be a one-element list such as ["LlamaForCausalLM"]; supported: ${SUPPORTED_ARCHITECTURES.join(", ")}`);
+  const archs = json !== null && typeof json === "object" && Object.hasOwn(json, "architectures") ? (json as { architectures: unknown }).architectures : undefined;
+  if (Array.isArray(archs) && archs.length === 1 && typeof archs[0] === "string" && !KNOWN_ARCHITECTURES.includes(archs[0])) {
+    const described = KNOWN_ARCHITECTURES.filter((a) => !SUPPORTED_ARCHITECTURES.includes(a));
+    throw new Error(`${file}: architecture ${brief(archs[0])} is not supported; supported: ${SUPPORTED_ARCHITECTURES.join(", ")} (SmolLM/SmolLM2 are LlamaForCausalLM); described but not yet run: ${described.join(", ")}`);
   }
-  const architecture = archs[0];
-  const fam = Object.hasOwn(FAMILIES, architecture) ? FAMILIES[architecture] : undefined;
-  if (!fam) throw new Error(`${file}: architecture "${architecture}" is not supported; supported: ${SUPPORTED_ARCHITECTURES.join(", ")} (SmolLM/SmolLM2 are LlamaForCausalLM)`);
-  const d = fam.defaults;
-
-  // own keys only: a config.json key named "constructor" or "__proto__" is data, not Object's
-  const get = (key: string): unknown => (Object.hasOwn(j, key) ? j[key] : undefined);
-  const int = (key: string, def: number | null): number => {
-    const v = get(key) ?? def;
-    if (v === null) throw new Error(`${file}: "${key}" is required`);
-    if (typeof v !== "number" || !Number.isInteger(v) || v <= 0) throw new Error(`${file}: "${key}" must be a positive integer, got ${brief(v)}`);
-    if (v > MAX_DIMENSION) throw new Error(`${file}: "${key}" must be at most ${MAX_DIMENSION} (2^31 − 1, the largest size the native core takes), got ${v}`);
-    return v;
-  };
-  const num = (key: string, v: unknown): number => {
-    if (typeof v !== "number" || !Number.isFinite(v) || v <= 0) throw new Error(`${file}: "${key}" must be a positive number, got ${brief(v)}`);
-    return v;
-  };
-  const bool = (key: string, def: boolean): boolean => {
-    const v = get(key) ?? def;
-    if (typeof v !== "boolean") throw new Error(`${file}: "${key}" must be true or false, got ${brief(v)}`);
-    return v;
-  };
-
-  const hidden = int("hidden_size", d.hidden);
-  const heads = int("num_attention_heads", d.heads);
-  const kvHeads = int("num_key_value_heads", d.kvHeads ?? heads);
-  if (heads % kvHeads !== 0) throw new Error(`${file}: num_attention_heads (${heads}) must be a multiple of num_key_value_heads (${kvHeads})`);
-  let headDim: number;
-  if (get("head_dim") != null || d.headDim != null) headDim = int("head_dim", d.headDim);
-  else {
-    if (hidden % heads !== 0) throw new Error(`${file}: hidden_size (${hidden}) is not a multiple of num_attention_heads (${heads}); set "head_dim"`);
-    headDim = hidden / heads;
+  const d = describeModel(json, file);
+  const gaps = nativeGaps(d);
+  if (gaps.length) {
+    const list = gaps.map((g) => `${g.field} ${brief(g.value)} (${g.needs.join("; ")})`).join(", ");
+    throw new Error(`${file}: ${d.architecture} cannot run on the native core yet: ${list}`);
   }
-  if (headDim % 2 !== 0) throw new Error(`${file}: head_dim ${headDim} must be even for rotary embeddings`);
-
-  const act = get("hidden_act") ?? "silu";
-  if (act !== "silu" && act !== "swish") throw new Error(`${file}: hidden_act ${brief(act)} is not supported; only "silu" (SwiGLU MLP)`);
-
-  const ropeTheta = parseRope(j, file, num);
-  let maxPos = int("max_position_embeddings", d.maxPos);
-  checkSlidingWindow(j, file, architecture);
-  if (architecture === "MistralForCausalLM" && get("sliding_window") !== null) {
-    // Mistral's window (default 4096) only changes attention for sequences longer than it, so we keep the
-    // model exact by capping the usable length at the window instead of refusing Mistral-7B-v0.1.
-    const w = int("sliding_window", 4096);
-    maxPos = Math.min(maxPos, w);
-  }
-
-  const attnBias = bool("attention_bias", false);
-  const qwen2 = architecture === "Qwen2ForCausalLM";
-  const llama = architecture === "LlamaForCausalLM";
-  const qwen3 = architecture === "Qwen3ForCausalLM";
-  const vocabSize = int("vocab_size", d.vocab);
-  const intermediateSize = int("intermediate_size", d.inter);
-  const numLayers = int("num_hidden_layers", d.layers);
-  // The parameter count the sizes imply must be exact (it sizes the native parameter buffer).
-  const qDim = heads * headDim, kvDim = kvHeads * headDim;
-  const perLayer = hidden * (2 * qDim + 2 * kvDim) + 3 * hidden * intermediateSize + 2 * hidden + 4 * (qDim + kvDim);
-  const params = vocabSize * hidden * (bool("tie_word_embeddings", false) ? 1 : 2) + numLayers * perLayer + hidden;
+  const params = parameterCount(d);
   if (!Number.isSafeInteger(params)) throw new Error(`${file}: the sizes imply about ${params.toExponential(2)} parameters, more than can be counted exactly (2^53); check num_hidden_layers, hidden_size, intermediate_size and vocab_size`);
+  let maxPos = usableLength(d.maxPositionEmbeddings, d.rope.scaling);
+  // Every layer sliding with one window (Mistral, Phi-3): exact up to that length, so we cap the length there.
+  const windows = new Set(d.layers.map((l) => l.window));
+  if (windows.size === 1 && d.layers[0].window != null) maxPos = Math.min(maxPos, d.layers[0].window);
   return {
-    architecture,
-    vocabSize,
-    hiddenSize: hidden,
-    intermediateSize,
-    numLayers,
-    numHeads: heads,
-    numKvHeads: kvHeads,
-    headDim,
-    rmsNormEps: num("rms_norm_eps", get("rms_norm_eps") ?? 1e-6),
-    ropeTheta,
+    architecture: d.architecture,
+    vocabSize: d.vocabSize,
+    hiddenSize: d.hiddenSize,
+    intermediateSize: d.intermediateSize,
+    numLayers: d.numLayers,
+    numHeads: d.numHeads,
+    numKvHeads: d.numKvHeads,
+    headDim: d.headDim,
+    rmsNormEps: d.norm.eps,
+    ropeTheta: d.rope.theta,
     maxPositionEmbeddings: maxPos,
-    tieWordEmbeddings: bool("tie_word_embeddings", false),
-    qkvBias: qwen2 || ((llama || qwen3) && attnBias),
-    oBias: (llama || qwen3) && attnBias,
-    mlpBias: llama && bool("mlp_bias", false),
-    qkNorm: qwen3,
+    tieWordEmbeddings: d.head.tied,
+    qkvBias: d.attention.qkvBias,
+    oBias: d.attention.oBias,
+    mlpBias: d.mlp.bias,
+    qkNorm: d.attention.qkNorm,
+    ropeScaling: d.rope.scaling,
   };
 }
 
-// transformers v4 writes rope_theta + rope_scaling; v5 writes rope_parameters {rope_type, rope_theta, ...}.
-// As in v5, a non-null rope_scaling wins over rope_parameters, and a top-level rope_theta fills the gap.
-function parseRope(j: Json, file: string, num: (key: string, v: unknown) => number): number {
-  const own = (o: Json, k: string): unknown => (Object.hasOwn(o, k) ? o[k] : undefined);
-  const scaling = own(j, "rope_scaling") ?? own(j, "rope_parameters") ?? {};
-  const key = own(j, "rope_scaling") != null ? "rope_scaling" : "rope_parameters";
-  if (scaling === null || typeof scaling !== "object" || Array.isArray(scaling)) throw new Error(`${file}: "${key}" must be an object or null`);
-  const s = scaling as Json;
-  const type = own(s, "rope_type") ?? own(s, "type") ?? "default";
-  if (type !== "default") {
-    throw new Error(`${file}: ${key} of type ${brief(type)} is not supported yet (transformers has ${ROPE_TYPES}); only plain RoPE, i.e. "rope_scaling": null`);
-  }
-  const partial = own(s, "partial_rotary_factor") ?? own(j, "partial_rotary_factor") ?? 1;
-  if (partial !== 1) throw new Error(`${file}: partial_rotary_factor ${brief(partial)} is not supported; only 1 (RoPE over the whole head)`);
-  return num("rope_theta", own(s, "rope_theta") ?? own(j, "rope_theta") ?? 10000);
-}
-
-function checkSlidingWindow(j: Json, file: string, architecture: string): void {
-  if (Object.hasOwn(j, "use_sliding_window") && j.use_sliding_window === true) {
-    throw new Error(`${file}: "use_sliding_window": true is not supported (attention here is full causal); set it to false`);
-  }
-  const types = Object.hasOwn(j, "layer_types") ? j.layer_types : undefined;
-  if (Array.isArray(types) && types.some((t) => t !== "full_attention") && architecture !== "MistralForCausalLM") {
-    throw new Error(`${file}: layer_types other than "full_attention" (${[...new Set(types)].join(", ")}) are not supported`);
-  }
+/**
+ * The longest sequence we run (DecoderConfig.maxPositionEmbeddings). transformers never refuses a length; we refuse
+ * past max_position_embeddings, except where the scaling exists to run past it: dynamic (NTK recomputed for the run's
+ * length) and yarn (factor is the post-/pre-yarn length ratio, e.g. Qwen2.5's factor 4 over 32768) reach
+ * factor x their pretraining length.
+ */
+function usableLength(maxPos: number, r: RopeScaling | null): number {
+  if (!r || (r.type !== "dynamic" && r.type !== "yarn")) return maxPos;
+  return Math.min(MAX_DIMENSION, Math.max(maxPos, Math.floor(r.factor * r.originalMaxPositionEmbeddings)));
 }
 
 /**
@@ -168,15 +118,15 @@ function checkSlidingWindow(j: Json, file: string, architecture: string): void {
  * extra is merged last (bos_token_id, eos_token_id, torch_dtype, ...).
  */
 export function configToJson(cfg: DecoderConfig, extra: Record<string, unknown> = {}): Record<string, unknown> {
-  const fam = Object.hasOwn(FAMILIES, cfg.architecture) ? FAMILIES[cfg.architecture] : undefined;
+  const fam = Object.values(NATIVE).find((f) => f!.architecture === cfg.architecture);
   if (!fam) throw new Error(`configToJson: architecture "${cfg.architecture}" is not supported; supported: ${SUPPORTED_ARCHITECTURES.join(", ")}`);
   const a = cfg.architecture;
   const bad = (why: string) => new Error(`configToJson: ${a} cannot express ${why}`);
-  if (a === "LlamaForCausalLM" && cfg.qkvBias !== cfg.oBias) throw bad("q/k/v bias without o bias (attention_bias sets both)");
-  if (a === "Qwen3ForCausalLM" && cfg.qkvBias !== cfg.oBias) throw bad("q/k/v bias without o bias (attention_bias sets both)");
+  const smol = a === "SmolLM3ForCausalLM";
+  if ((a === "LlamaForCausalLM" || a === "Qwen3ForCausalLM" || smol) && cfg.qkvBias !== cfg.oBias) throw bad("q/k/v bias without o bias (attention_bias sets both)");
   if (a === "Qwen2ForCausalLM" && (!cfg.qkvBias || cfg.oBias)) throw bad("anything but q/k/v bias without o bias");
   if (a === "MistralForCausalLM" && (cfg.qkvBias || cfg.oBias)) throw bad("attention biases");
-  if (a !== "LlamaForCausalLM" && cfg.mlpBias) throw bad("MLP biases (only Llama's mlp_bias)");
+  if (a !== "LlamaForCausalLM" && !smol && cfg.mlpBias) throw bad("MLP biases (only Llama's and SmolLM3's mlp_bias)");
   if ((a === "Qwen3ForCausalLM") !== cfg.qkNorm) throw bad(cfg.qkNorm ? "q/k norms (only Qwen3)" : "attention without q/k norms");
   const out: Record<string, unknown> = {
     architectures: [a],
@@ -189,20 +139,36 @@ export function configToJson(cfg: DecoderConfig, extra: Record<string, unknown> 
     num_key_value_heads: cfg.numKvHeads,
     head_dim: cfg.headDim,
     hidden_act: "silu",
-    max_position_embeddings: cfg.maxPositionEmbeddings,
+    // dynamic: the threshold (usableLength extends the length we run past it)
+    max_position_embeddings: cfg.ropeScaling?.type === "dynamic" ? cfg.ropeScaling.originalMaxPositionEmbeddings : cfg.maxPositionEmbeddings,
     rms_norm_eps: cfg.rmsNormEps,
     rope_theta: cfg.ropeTheta,
-    rope_scaling: null,
-    rope_parameters: { rope_type: "default", rope_theta: cfg.ropeTheta },
+    rope_scaling: ropeScalingJson(cfg),
+    rope_parameters: { rope_type: cfg.ropeScaling?.type ?? "default", rope_theta: cfg.ropeTheta, ...ropeScalingJson(cfg) },
     tie_word_embeddings: cfg.tieWordEmbeddings,
     initializer_range: 0.02,
     attention_dropout: 0.0,
     use_cache: true,
     torch_dtype: "float32",
   };
-  if (a === "LlamaForCausalLM") Object.assign(out, { attention_bias: cfg.qkvBias, mlp_bias: cfg.mlpBias });
+  if (a === "LlamaForCausalLM" || smol) Object.assign(out, { attention_bias: cfg.qkvBias, mlp_bias: cfg.mlpBias });
+  if (smol) Object.assign(out, { no_rope_layers: new Array(cfg.numLayers).fill(1), use_sliding_window: false, sliding_window: null });
   if (a === "Qwen3ForCausalLM") out.attention_bias = cfg.qkvBias;
   if (a === "MistralForCausalLM") out.sliding_window = null;
   if (a === "Qwen2ForCausalLM" || a === "Qwen3ForCausalLM") Object.assign(out, { use_sliding_window: false, sliding_window: null });
   return { ...out, ...extra };
+}
+
+/** rope_scaling keys (v4 layout, no rope_theta) that parseRope reads back as cfg.ropeScaling; null for plain RoPE. */
+function ropeScalingJson(cfg: DecoderConfig): Record<string, unknown> | null {
+  const r = cfg.ropeScaling;
+  if (!r) return null;
+  if (r.type === "linear" || r.type === "dynamic") return { rope_type: r.type, factor: r.factor };
+  if (r.type === "llama3") {
+    return { rope_type: r.type, factor: r.factor, low_freq_factor: r.lowFreqFactor, high_freq_factor: r.highFreqFactor, original_max_position_embeddings: r.originalMaxPositionEmbeddings };
+  }
+  return {
+    rope_type: r.type, factor: r.factor, original_max_position_embeddings: r.originalMaxPositionEmbeddings, beta_fast: r.betaFast,
+    beta_slow: r.betaSlow, truncate: r.truncate, attention_factor: r.attentionFactor,
+  };
 }

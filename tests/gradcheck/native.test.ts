@@ -4,9 +4,10 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { native } from "../../src/core/native.ts";
 
-// lora: a frozen base linear plus a two-member LoRA group; head_input: the frozen head LoRA training uses;
-// lora_dropout, dora, dora_dropout: one member on the member-wise path (dora.h), DoRA's row norm held constant.
-const OPS = ["rmsnorm", "rmsnorm_inplace", "rope", "attention", "swiglu", "linear", "head", "embedding", "lora", "head_input", "lora_dropout", "dora", "dora_dropout"];
+// rope_scaled: yarn's tables (cos and sin times its attention factor). lora: a frozen base linear plus a two-member
+// LoRA group; head_input: the frozen head LoRA training uses; lora_dropout, dora, dora_dropout: one member on the
+// member-wise path (dora.h), DoRA's row norm held constant.
+const OPS = ["rmsnorm", "rmsnorm_inplace", "rope", "rope_scaled", "attention", "swiglu", "linear", "head", "embedding", "lora", "head_input", "lora_dropout", "dora", "dora_dropout"];
 
 for (const op of OPS) {
   test(`${op}: analytic gradient equals central differences`, () => {

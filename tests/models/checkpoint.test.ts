@@ -20,6 +20,7 @@ const freshDir = () => join(root, `m${n++}`);
 const base: DecoderConfig = {
   architecture: "Qwen3ForCausalLM", vocabSize: 5, hiddenSize: 4, intermediateSize: 6, numLayers: 1, numHeads: 2, numKvHeads: 1, headDim: 2,
   rmsNormEps: 1e-6, ropeTheta: 10000, maxPositionEmbeddings: 64, tieWordEmbeddings: false, qkvBias: true, oBias: false, mlpBias: false, qkNorm: true,
+  ropeScaling: null,
 };
 const tinyLlama = parseConfig({ architectures: ["LlamaForCausalLM"], vocab_size: 7, hidden_size: 8, intermediate_size: 12, num_hidden_layers: 2,
   num_attention_heads: 2, num_key_value_heads: 1, tie_word_embeddings: true, max_position_embeddings: 32 }, "tiny");

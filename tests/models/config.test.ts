@@ -29,7 +29,7 @@ test("SmolLM2 (Llama) config.json", () => {
   assert.deepEqual(parseConfig(smollm2, "config.json"), {
     architecture: "LlamaForCausalLM", vocabSize: 49152, hiddenSize: 576, intermediateSize: 1536, numLayers: 30, numHeads: 9, numKvHeads: 3,
     headDim: 64, rmsNormEps: 1e-5, ropeTheta: 100000, maxPositionEmbeddings: 8192, tieWordEmbeddings: true,
-    qkvBias: false, oBias: false, mlpBias: false, qkNorm: false,
+    qkvBias: false, oBias: false, mlpBias: false, qkNorm: false, ropeScaling: null,
   } satisfies DecoderConfig);
 });
 
@@ -37,7 +37,7 @@ test("Qwen2.5 config.json: q/k/v bias always, no o bias", () => {
   assert.deepEqual(parseConfig(qwen25, "config.json"), {
     architecture: "Qwen2ForCausalLM", vocabSize: 151936, hiddenSize: 896, intermediateSize: 4864, numLayers: 24, numHeads: 14, numKvHeads: 2,
     headDim: 64, rmsNormEps: 1e-6, ropeTheta: 1000000, maxPositionEmbeddings: 32768, tieWordEmbeddings: true,
-    qkvBias: true, oBias: false, mlpBias: false, qkNorm: false,
+    qkvBias: true, oBias: false, mlpBias: false, qkNorm: false, ropeScaling: null,
   } satisfies DecoderConfig);
 });
 
@@ -45,7 +45,7 @@ test("Qwen3 config.json: explicit head_dim, q/k norm", () => {
   assert.deepEqual(parseConfig(qwen3, "config.json"), {
     architecture: "Qwen3ForCausalLM", vocabSize: 151936, hiddenSize: 1024, intermediateSize: 3072, numLayers: 28, numHeads: 16, numKvHeads: 8,
     headDim: 128, rmsNormEps: 1e-6, ropeTheta: 1000000, maxPositionEmbeddings: 40960, tieWordEmbeddings: true,
-    qkvBias: false, oBias: false, mlpBias: false, qkNorm: true,
+    qkvBias: false, oBias: false, mlpBias: false, qkNorm: true, ropeScaling: null,
   } satisfies DecoderConfig);
   const withBias = parseConfig({ ...qwen3, attention_bias: true }, "c");
   assert.deepEqual([withBias.qkvBias, withBias.oBias], [true, true]);
@@ -82,16 +82,24 @@ test("unsupported architecture lists the supported ones", () => {
     for (const a of SUPPORTED_ARCHITECTURES) assert.ok(e.message.includes(a), a);
     return true;
   });
-  assert.deepEqual(SUPPORTED_ARCHITECTURES, ["LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM"]);
+  assert.deepEqual(SUPPORTED_ARCHITECTURES, ["LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM", "SmolLM3ForCausalLM"]);
   assert.throws(() => parseConfig({ ...smollm2, architectures: undefined }, "c"), /"architectures" must be a one-element list/);
 });
 
 test("features we do not run are refused with the reason", () => {
-  const llama3Scaling = { factor: 32.0, high_freq_factor: 4.0, low_freq_factor: 1.0, original_max_position_embeddings: 8192, rope_type: "llama3" };
-  assert.throws(() => parseConfig({ ...smollm2, rope_scaling: llama3Scaling }, "c"), /rope_scaling of type "llama3" is not supported yet \(transformers has linear, dynamic, yarn, longrope, llama3\)/);
-  assert.throws(() => parseConfig({ ...smollm2, rope_scaling: { type: "linear", factor: 2 } }, "c"), /type "linear"/);
-  assert.throws(() => parseConfig({ ...qwen25, use_sliding_window: true }, "c"), /"use_sliding_window": true is not supported/);
-  assert.throws(() => parseConfig({ ...smollm2, hidden_act: "gelu" }, "c"), /hidden_act "gelu" is not supported/);
+  const longrope = { rope_type: "longrope", short_factor: [1], long_factor: [2], original_max_position_embeddings: 4096 };
+  assert.throws(() => parseConfig({ ...smollm2, rope_scaling: longrope }, "c"), /^Error: c: LlamaForCausalLM cannot run on the native core yet: rope_scaling\.rope_type "longrope" \(RoPE scaling "longrope"; the native core has linear, dynamic, yarn and llama3\)$/);
+  assert.throws(() => parseConfig({ ...smollm2, rope_scaling: { type: "mrope", factor: 2 } }, "c"), /rope_scaling\.type "mrope" \(RoPE scaling "mrope"/);
+  assert.throws(() => parseConfig({ ...smollm2, rope_scaling: { rope_type: "linear" } }, "c"), /"rope_scaling" of rope_type "linear" needs "factor"/);
+  assert.throws(() => parseConfig({ ...smollm2, rope_scaling: { rope_type: "llama3", factor: 8, low_freq_factor: 1 } }, "c"), /needs "high_freq_factor"/);
+  assert.throws(() => parseConfig({ ...smollm2, rope_scaling: { rope_type: "dynamic", factor: -1 } }, "c"), /"rope_scaling\.factor" must be a positive number, got -1/);
+  assert.throws(() => parseConfig({ ...smollm2, partial_rotary_factor: 0.5 }, "c"), /partial_rotary_factor 0\.5 \(RoPE over 32 of 64 head dims\)/);
+  // Qwen2.5's window on the layers from max_window_layers on: 0 of 24 layers, then all 24 (one window: capped), then some.
+  assert.equal(parseConfig({ ...qwen25, use_sliding_window: true }, "c").maxPositionEmbeddings, 32768);
+  assert.equal(parseConfig({ ...qwen25, use_sliding_window: true, max_window_layers: 0, sliding_window: 4096 }, "c").maxPositionEmbeddings, 4096);
+  assert.throws(() => parseConfig({ ...qwen25, use_sliding_window: true, max_window_layers: 20 }, "c"), /sliding_window 32768 \(sliding-window attention on 4 of 24 layers\)/);
+  assert.throws(() => parseConfig({ ...smollm2, hidden_act: "gelu" }, "c"), /hidden_act "gelu" \(GELU MLP; the native MLP is SiLU\)/);
+  assert.throws(() => parseConfig({ ...smollm2, hidden_act: "tanh" }, "c"), /hidden_act "tanh" is not an activation we know/);
   assert.throws(() => parseConfig({ ...smollm2, hidden_size: 577 }, "c"), /hidden_size \(577\) is not a multiple of num_attention_heads \(9\)/);
   assert.throws(() => parseConfig({ ...smollm2, vocab_size: "49152" }, "c"), /"vocab_size" must be a positive integer, got "49152"/);
   assert.throws(() => parseConfig({ ...smollm2, tie_word_embeddings: "yes" }, "c"), /"tie_word_embeddings" must be true or false/);
@@ -113,4 +121,48 @@ test("configToJson round-trips through parseConfig for every family", () => {
   assert.deepEqual(parseConfig(configToJson(llamaBias), "c"), llamaBias);
   assert.throws(() => configToJson({ ...parseConfig(qwen25, "c"), qkvBias: false }), /Qwen2ForCausalLM cannot express/);
   assert.throws(() => configToJson({ ...parseConfig(smollm2, "c"), qkNorm: true }), /q\/k norms/);
+});
+
+test("RoPE scaling: llama3, linear, dynamic and yarn with transformers' defaults", () => {
+  // Llama-3.2-1B's rope_scaling as published (v4 layout, rope_theta at the top level).
+  const llama32 = parseConfig({ ...smollm2, rope_theta: 500000.0, max_position_embeddings: 131072,
+    rope_scaling: { factor: 32.0, high_freq_factor: 4.0, low_freq_factor: 1.0, original_max_position_embeddings: 8192, rope_type: "llama3" } }, "c");
+  assert.equal(llama32.ropeTheta, 500000);
+  assert.deepEqual(llama32.ropeScaling, { type: "llama3", factor: 32, originalMaxPositionEmbeddings: 8192, lowFreqFactor: 1, highFreqFactor: 4, betaFast: 32, betaSlow: 1, truncate: true, attentionFactor: 1 });
+  // Qwen2.5's long-context recipe: yarn with the old "type" key; attention factor 0.1 ln 4 + 1.
+  const yarn = parseConfig({ ...qwen25, rope_scaling: { factor: 4.0, original_max_position_embeddings: 32768, type: "yarn" } }, "c");
+  assert.equal(yarn.ropeScaling?.type, "yarn");
+  assert.equal(yarn.ropeScaling?.attentionFactor, 0.1 * Math.log(4) + 1);
+  assert.deepEqual([yarn.ropeScaling?.betaFast, yarn.ropeScaling?.betaSlow, yarn.ropeScaling?.truncate], [32, 1, true]);
+  // yarn: factor null -> max / original; mscale and mscale_all_dim both set -> their ratio; beta 0 -> default; truncate null -> false.
+  const ds = parseConfig({ ...smollm2, max_position_embeddings: 4096, rope_parameters: { rope_type: "yarn", factor: null, original_max_position_embeddings: 1024,
+    mscale: 0.707, mscale_all_dim: 1.0, beta_fast: 0, truncate: null } }, "c").ropeScaling!;
+  const g = (m: number) => 0.1 * m * Math.log(4) + 1;
+  assert.deepEqual([ds.factor, ds.attentionFactor, ds.betaFast, ds.truncate], [4, g(0.707) / g(1.0), 32, false]);
+  // yarn without original_max_position_embeddings takes max_position_embeddings (standardize_rope_params).
+  assert.equal(parseConfig({ ...smollm2, rope_scaling: { rope_type: "yarn", factor: 2 } }, "c").ropeScaling?.originalMaxPositionEmbeddings, 8192);
+  // dynamic's threshold is max_position_embeddings; a non-empty rope_scaling wins over rope_parameters, an empty one does not.
+  const dyn = parseConfig({ ...smollm2, rope_scaling: { rope_type: "dynamic", factor: 2 }, rope_parameters: { rope_type: "linear", factor: 3 } }, "c");
+  assert.deepEqual([dyn.ropeScaling?.type, dyn.ropeScaling?.factor, dyn.ropeScaling?.originalMaxPositionEmbeddings], ["dynamic", 2, 8192]);
+  const lin = parseConfig({ ...smollm2, rope_scaling: {}, rope_parameters: { rope_type: "linear", factor: 3, rope_theta: 7 } }, "c");
+  assert.deepEqual([lin.ropeScaling?.type, lin.ropeScaling?.factor, lin.ropeTheta], ["linear", 3, 7]);
+  const dsCfg: DecoderConfig = { ...parseConfig(smollm2, "c"), ropeScaling: ds };
+  for (const cfg of [llama32, yarn, dsCfg, dyn, lin]) {
+    assert.deepEqual(parseConfig(configToJson(cfg), "c"), cfg, `${cfg.ropeScaling?.type} round trip`);
+  }
+});
+
+test("hostile RoPE scaling values are refused naming the field", () => {
+  const withScaling = (rope_scaling: unknown) => ({ ...smollm2, rope_scaling });
+  assert.throws(() => parseConfig(withScaling([1, 2]), "c"), /"rope_scaling" must be an object or null, got \[1,2\]/);
+  assert.throws(() => parseConfig(withScaling({ rope_type: "linear", factor: "8" }), "c"), /"rope_scaling\.factor" must be a positive number, got "8"/);
+  assert.throws(() => parseConfig(withScaling({ rope_type: "dynamic", factor: Infinity }), "c"), /"rope_scaling\.factor" must be a positive number, got Infinity/);
+  assert.throws(() => parseConfig(withScaling({ rope_type: "yarn", factor: 4, original_max_position_embeddings: 1e12 }), "c"), /"rope_scaling\.original_max_position_embeddings" must be a positive integer, got 1000000000000/);
+  assert.throws(() => parseConfig(withScaling({ rope_type: "yarn", factor: 4, attention_factor: -1 }), "c"), /"rope_scaling\.attention_factor" must be a positive number, got -1/);
+  assert.throws(() => parseConfig(withScaling({ rope_type: "yarn", factor: 4, truncate: "no" }), "c"), /"rope_scaling\.truncate" must be true or false, got "no"/);
+  assert.throws(() => parseConfig(withScaling({ rope_type: "llama3", factor: 8, low_freq_factor: 2, high_freq_factor: 2 }), "c"), /"rope_scaling\.high_freq_factor" must differ from low_freq_factor/);
+  assert.throws(() => parseConfig(withScaling({ rope_type: null, factor: 2 }), "c"), /"rope_scaling\.rope_type" must be a string such as "llama3", got null/);
+  // yarn runs to factor x its pretraining length, but never past the core's 32-bit sizes.
+  assert.equal(parseConfig({ ...smollm2, rope_scaling: { rope_type: "yarn", factor: 4 }, max_position_embeddings: 2 ** 31 - 1 }, "c").maxPositionEmbeddings, 2 ** 31 - 1);
+  assert.equal(parseConfig({ ...smollm2, rope_scaling: { rope_type: "yarn", factor: 4, original_max_position_embeddings: 4096 } }, "c").maxPositionEmbeddings, 16384);
 });

@@ -1,0 +1,142 @@
+// Parity of the native decoder's RoPE scaling (llama3, linear, dynamic, yarn) with transformers' own
+// LlamaForCausalLM (tests/fixtures/rope, written by tools/reference/rope_fixtures.py): per-token log-probs,
+// every gradient, the dynamic model's run-to-run state, and greedy decoding with the KV cache across the
+// thresholds. Each fixture is also shown to depend on its scaling (plain RoPE gives other log-probs).
+// Nothing here needs torch.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { NativeModel, setNumThreads } from "../../src/core/native.ts";
+import type { DecoderConfig, TokenBatch } from "../../src/core/types.ts";
+import { greedyIds } from "../../src/generate/greedy.ts";
+import { loadWeightsInto, readModelDir } from "../../src/models/checkpoint.ts";
+import { readHeader, readTensor } from "../../src/models/safetensors.ts";
+import { maxAbs, relErr } from "../helpers/compare.ts";
+
+const root = join(dirname(fileURLToPath(import.meta.url)), "..", "fixtures", "rope");
+const MODELS = ["llama-llama3", "llama-linear", "llama-dynamic", "llama-yarn", "llama-yarn-mscale"];
+
+function load(name: string, override?: (c: DecoderConfig) => DecoderConfig) {
+  const dir = join(root, name);
+  const { config } = readModelDir(dir);
+  const model = new NativeModel(override ? override(config) : config);
+  loadWeightsInto(dir, model.table, model.params);
+  const fx = readHeader(join(dir, "fixture.safetensors"));
+  const get = (k: string) => readTensor(fx, k);
+  const batchOf = (prefix: string): TokenBatch => {
+    const [B, T] = fx.tensors.get(`${prefix}input_ids`)!.shape;
+    return { ids: Int32Array.from(get(`${prefix}input_ids`)), lengths: Int32Array.from(get(`${prefix}lengths`)), B, T };
+  };
+  return { config, model, fx, get, batchOf };
+}
+
+function nll(logps: Float32Array, mask: Float32Array): { loss: number; dlogps: Float32Array } {
+  let s = 0, n = 0;
+  for (let i = 0; i < mask.length; i++) { s -= logps[i] * mask[i]; n += mask[i]; }
+  return { loss: s / n, dlogps: mask.map((m) => -m / n) };
+}
+
+setNumThreads(2);
+
+for (const name of MODELS) {
+  test(`${name}: log-probs, loss and every gradient match transformers`, (t) => {
+    const { model, config, get, batchOf, fx } = load(name);
+    try {
+      assert.ok(config.ropeScaling, "the checkpoint has RoPE scaling");
+      const batch = batchOf("");
+      if (config.ropeScaling.type === "dynamic") assert.ok(batch.T > config.ropeScaling.originalMaxPositionEmbeddings, "the batch runs past max_position_embeddings");
+      const stats = model.forward(batch, { train: true });
+      const d = maxAbs(stats.logps, get("logps"));
+      assert.ok(d <= 1e-5, `logps max abs diff ${d}`);
+      const { loss, dlogps } = nll(stats.logps, get("loss_mask"));
+      const ref = get("loss")[0];
+      assert.ok(Math.abs(loss - ref) / Math.abs(ref) <= 1e-6, `loss ${loss} vs ${ref}`);
+      model.zeroGrad();
+      model.backward(dlogps);
+      let worst = 0, checked = 0;
+      for (const p of model.table) {
+        const err = relErr(model.grad(p.name), get(`grad.${p.name}`));
+        assert.ok(err <= 1e-4, `grad ${p.name}: relative error ${err}`);
+        worst = Math.max(worst, err);
+        checked++;
+      }
+      assert.equal(checked, [...fx.tensors.keys()].filter((k) => k.startsWith("grad.")).length, "every reference gradient checked");
+      t.diagnostic(`${config.ropeScaling.type}: logps max abs diff ${d.toExponential(2)}; worst of ${checked} gradient relative errors ${worst.toExponential(2)}`);
+    } finally {
+      model.free();
+    }
+  });
+
+  test(`${name}: the fixture depends on the scaling (plain RoPE is far off)`, () => {
+    const { model, get, batchOf } = load(name, (c) => ({ ...c, ropeScaling: null }));
+    try {
+      const d = maxAbs(model.forward(batchOf(""), { train: false }).logps, get("logps"));
+      assert.ok(d > 1e-4, `plain RoPE differs from the scaled fixture by only ${d} (10x the parity tolerance needed)`);
+    } finally {
+      model.free();
+    }
+  });
+
+  test(`${name}: greedy decoding with the KV cache matches transformers' generate() across the threshold`, (t) => {
+    const fx = JSON.parse(readFileSync(join(root, name, "generate.json"), "utf8")) as { prompt: number[]; new_ids: number[]; margins: number[]; min_margin_required: number };
+    assert.ok(Math.min(...fx.margins) > fx.min_margin_required, "every step's logit margin is above the requirement");
+    const { model } = load(name);
+    try {
+      const out = greedyIds(model, [fx.prompt], fx.new_ids.length);
+      assert.deepEqual(out[0], fx.new_ids);
+    } finally {
+      model.free();
+    }
+    t.diagnostic(`${fx.prompt.length}-token prompt + ${fx.new_ids.length} new tokens; smallest logit margin ${Math.min(...fx.margins)}`);
+  });
+}
+
+test("llama-dynamic: frequencies follow transformers' run-to-run state (grow, keep, restore, grow)", (t) => {
+  const { model, fx, get, batchOf } = load("llama-dynamic");
+  const fresh = load("llama-dynamic").model;
+  try {
+    model.forward(batchOf(""), { train: true });  // the gradient run (length 40) comes first in the fixture
+    const runs = Number(fx.metadata?.runs ?? 0);
+    assert.equal(runs, 3);
+    for (let k = 0; k < runs; k++) {
+      const batch = batchOf(`run${k}.`);
+      const d = maxAbs(model.forward(batch, { train: false }).logps, get(`run${k}.logps`));
+      assert.ok(d <= 1e-5, `run ${k} (T ${batch.T}): logps max abs diff ${d}`);
+      t.diagnostic(`run ${k} (T ${batch.T}): logps max abs diff ${d.toExponential(2)}`);
+    }
+    // Run 0 (length 32, between max_position_embeddings 24 and the previous 40) keeps the length-40 frequencies:
+    // a fresh model, which recomputes them for 32, gives other log-probs.
+    const d0 = maxAbs(fresh.forward(batchOf("run0."), { train: false }).logps, get("run0.logps"));
+    assert.ok(d0 > 1e-4, `a fresh model matches the stateful run 0 (diff ${d0}); the state would be untested`);
+  } finally {
+    model.free();
+    fresh.free();
+  }
+});
+
+test("llama-llama3: greedy tokens are the argmax of the full forward over prompt + continuation", () => {
+  const fx = JSON.parse(readFileSync(join(root, "llama-llama3", "generate.json"), "utf8")) as { prompt: number[]; new_ids: number[] };
+  const { model } = load("llama-llama3");
+  try {
+    const seq = [...fx.prompt, ...greedyIds(model, [fx.prompt], fx.new_ids.length)[0]];
+    const stats = model.forward({ ids: Int32Array.from(seq), lengths: Int32Array.of(seq.length), B: 1, T: seq.length }, { train: false });
+    for (let t = fx.prompt.length; t < seq.length; t++) assert.equal(stats.correct[t], 1, `token ${t} is the argmax of the full forward`);
+  } finally {
+    model.free();
+  }
+});
+
+test("the native core refuses RoPE scaling it cannot compute, whatever the caller passes", () => {
+  const { config, model } = load("llama-llama3");
+  model.free();
+  const r = config.ropeScaling!;
+  const make = (over: Partial<typeof r>, c: Partial<DecoderConfig> = {}) => () => new NativeModel({ ...config, ...c, ropeScaling: { ...r, ...over } }).free();
+  assert.throws(make({ lowFreqFactor: 1, highFreqFactor: 1 }), /llama3 RoPE needs low_freq_factor > 0 and high_freq_factor != low_freq_factor/);
+  assert.throws(make({ factor: 0 }), /the RoPE scaling factor must be a positive number/);
+  assert.throws(make({ factor: NaN }), /the RoPE scaling factor must be a positive number/);
+  assert.throws(make({ type: "yarn", attentionFactor: 0 }), /yarn RoPE needs positive beta_fast, beta_slow and attention_factor/);
+  assert.throws(make({ type: "dynamic" }, { headDim: 2, hiddenSize: 8, numHeads: 4, numKvHeads: 2 }), /dynamic RoPE needs head_dim > 2/);
+  assert.throws(make({ type: "llama3", originalMaxPositionEmbeddings: 0 }), /needs a positive original_max_position_embeddings/);
+});
