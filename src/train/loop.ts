@@ -14,7 +14,7 @@ import { collatePairs, collateUnpaired, type PairBatch, type UnpairedBatch } fro
 import { collatePacked, packedLengths, type PackedRow } from "../data/packing.ts";
 import { pairLengths, unpairedLengths } from "../data/sampler.ts";
 import type { TokenizedPair, TokenizedUnpaired } from "../data/tokenize.ts";
-import { loadWeightsInto, openModelFolder, saveDtypeOf, storedDtype, type ModelFiles, type SaveDtype } from "../models/checkpoint.ts";
+import { openModelFolder, saveDtypeOf, storedDtype, type ModelFiles, type SaveDtype } from "../models/checkpoint.ts";
 import { initLora, resolveTargetModules, saveMergedModel } from "../models/peft.ts";
 import { needsReference, pairedStep, sftStep, unpairedStep, type MethodConfig, type Reference, type StepOutput } from "./objectives.ts";
 import { gatherPaired, gatherUnpaired, loadReference, loadReferenceLogps, precomputeReference, saveReferenceLogps, type IndexedBatch, type RefTable } from "./reference.ts";
@@ -29,6 +29,7 @@ import { batchOrder, initialTrainerState, orderMismatch, type LoopState } from "
 import { ktoWeightWarning } from "../losses/kto.ts";
 import { ensureDir, pausePoint, readTextFile } from "../util/durable.ts";
 import { acquireRunLock } from "../util/lock.ts";
+import { loadPolicy, planWeightBytes, quantPlan } from "./qlora.ts";
 
 export interface TrainOptions {
   rows?: TokenizedPair[] | TokenizedUnpaired[];               // pre-tokenized training rows: skips the tokenizer and dataset (packed for sft with packing)
@@ -144,7 +145,7 @@ export async function train(config: TrainConfig, o: TrainOptions = {}): Promise<
   // (config.json against the weight headers) and against this machine's memory.
   checkOutputDir(outputDir, modelDir);
   const withRefModel = needsReference(c.method) && !c.use_peft;   // a second copy (or one while precomputing)
-  const base = openModelFolder(modelDir, { training: !c.use_peft, extraCopies: withRefModel ? 1 : 0 });
+  const base = openModelFolder(modelDir, { training: !c.use_peft, extraCopies: withRefModel ? 1 : 0, weightBytesOf: planWeightBytes(quantPlan(c, "F32")) });
   if (base.memoryWarning) print(`note: ${base.memoryWarning}`);
   const { config: dcfg, configJson, files: modelFiles } = base;
   // the saved model's dtype: the run's dtype, else the input checkpoint's (transformers' dtype="auto")
@@ -227,8 +228,9 @@ export async function train(config: TrainConfig, o: TrainOptions = {}): Promise<
       if (ck.trainerState.global_step > total) throw new Error(`${join(dir, "trainer_state.json")}: global_step ${ck.trainerState.global_step} is beyond this run's ${total} steps (max_steps / num_train_epochs); raise max_steps to continue it, or resume from an earlier checkpoint`);
     }
 
-    policy = new NativeModel(dcfg);
-    loadWeightsInto(modelDir, policy.table, policy.params);
+    const loaded = loadPolicy(modelDir, dcfg, quantPlan(c, saveDtype));   // fp32, or a 4-bit base (load_in_4bit)
+    policy = loaded.model;
+    if (loaded.note) print(loaded.note);
     let lora: LoraAdapter | null = null;
     if (c.use_peft) {
       // PEFT's fresh adapter (B = 0): the policy starts equal to the base, which stays frozen.
