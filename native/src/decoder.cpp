@@ -758,7 +758,9 @@ pt_status pt_forward(pt_model* m, const int32_t* ids, const int32_t* lengths, in
     float* lse = m->lse.need((size_t)S * N * NH);
     float* xmid = m->xmid.need((size_t)S * N * C);
     float* rstd2 = m->rstd2.need((size_t)S * N);
-    float* gu = m->gu.need((size_t)S * N * 2 * I);
+    // A 4-bit base keeps one gate|up slot: the backward recomputes it (gu is the widest activation; QLoRA trades
+    // one more dequantized GEMM per layer for (L - 1) N 2I floats).
+    float* gu = m->gu.need((size_t)(q4_base(m) ? 1 : S) * N * 2 * I);
     float* h = m->h.need((size_t)N * C);
     float* act = m->act.need((size_t)N * I);
     float* hf = m->hf.need((size_t)N * C);
@@ -790,7 +792,7 @@ pt_status pt_forward(pt_model* m, const int32_t* ids, const int32_t* lengths, in
       float* q = qkv + (size_t)s * N * QKV;
       float* a = att + (size_t)s * N * AO;
       float* xm = xmid + (size_t)s * N * C;
-      float* g = gu + (size_t)s * N * 2 * I;
+      float* g = gu + (size_t)(q4_base(m) ? 0 : s) * N * 2 * I;
       rmsnorm_forward(h, rstd1 + (size_t)s * N, x, P.ln1, N, 1, C, C, eps);
       g_prof.lap(P_NORM);
       if (m->cfg.qk_norm) {
@@ -937,13 +939,20 @@ pt_status pt_backward(pt_model* m, const float* dlogps) {
       const float* q = m->qkv.p + (size_t)l * N * QKV;
       const float* a = m->att.p + (size_t)l * N * AO;
       const float* xm = m->xmid.p + (size_t)l * N * C;
-      const float* g = m->gu.p + (size_t)l * N * 2 * I;
+      const float* g = m->gu.p + (size_t)(q4_base(m) ? 0 : l) * N * 2 * I;
       const float* rstd2 = m->rstd2.p + (size_t)l * N;
       const float* rstd1 = m->rstd1.p + (size_t)l * N;
       // MLP block: x'' = x' + swiglu(gu) Wd^T
       float* tmp_rstd = m->tmp.need(N);
       rmsnorm_forward(h, tmp_rstd, xm, P.ln2, N, 1, C, C, eps);
       g_prof.lap(P_NORM);
+      if (q4_base(m)) {  // gu = h Wgu^T (+b) + LoRA, as the forward computed it (u rewritten with the same values)
+        base_linear(m, mixed, m->gu.p, h, P.wgu, P.hgu, P.qgu, P.bgu, nN, C, 2 * I);
+        if (lo && lo->P[l][G_GU].members)
+          lora_forward(m->gu.p, 2 * I, m->lora_u.p + (size_t)l * N * lo->uwidth + (size_t)N * lo->ucol[G_GU], h,
+                       lo->P[l][G_GU], nN, (float)lo->scaling);
+        g_prof.lap(P_UP);
+      }
       swiglu_forward(act, g, N, I);
       g_prof.lap(P_SWIGLU);
       lin_back(l, G_DOWN, dact, G.wd, G.bd, dx, act, P.wd, P.hd, P.qd, I, C);
