@@ -1,7 +1,8 @@
 // QLoRA through the training config and loop: the bitsandbytes keys honoured (and refused or noted where they ask
 // for what is not built); the ORPO QLoRA walkthrough's YAML verbatim (model, data, output_dir and max_steps
 // substituted) training end to end on a 4-bit base with an evaluation at step 20 and a PEFT adapter written; and a
-// run on the 4-bit base giving the same losses and adapter as a run on an fp32 folder holding its dequantized weights.
+// run on the 4-bit base giving the same losses and adapter as a run on an fp32 folder holding its dequantized weights;
+// and generation (src/generate) on a 4-bit base.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { copyFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
@@ -12,6 +13,7 @@ import { saveModel, readModelDir } from "../../src/models/checkpoint.ts";
 import { dequantizedCopy, loadQuantizedModel } from "../../src/models/quantize.ts";
 import { loadConfig, readConfigFile, resolveConfig } from "../../src/train/config.ts";
 import { train } from "../../src/train/loop.ts";
+import { Generator, loadGenerationModel } from "../../src/generate/engine.ts";
 import { readHeader, readTensor } from "../../src/models/safetensors.ts";
 import { makeTinyModel, scratch } from "../helpers/tiny-model.ts";
 
@@ -99,4 +101,30 @@ test("training on the 4-bit base equals training on an fp32 folder of its dequan
     for (let i = 0; i < x.length; i++) worst = Math.max(worst, Math.abs(x[i] - y[i]));
   }
   assert.ok(worst <= 1e-5, `adapter max abs diff ${worst}`);
+});
+
+test("generation (src/generate) on a 4-bit base: the greedy tokens of an fp32 model holding its dequantized weights", async () => {
+  const deqDir = join(tmp.dir, "dequantized-gen");
+  const { config: dcfg, configJson } = readModelDir(model);
+  const q = loadQuantizedModel(model, dcfg, { quantType: "fp4", doubleQuant: false }, "fp32");
+  const full = dequantizedCopy(q);
+  q.free();
+  try {
+    saveModel(deqDir, configJson, full.table, full.params, { extra: (d) => { for (const f of ["tokenizer.json", "tokenizer_config.json"]) copyFileSync(join(model, f), join(d, f)); } });
+  } finally {
+    full.free();
+  }
+  const a = await loadGenerationModel(model, { quantization: { quantType: "fp4", doubleQuant: false } });
+  const b = await loadGenerationModel(deqDir);
+  try {
+    assert.ok(a.model.quantization && !b.model.quantization);
+    const req = (ids: number[]) => ({ promptIds: ids, config: { ...a.generationDefaults, max_new_tokens: 12, do_sample: false, eos_token_id: [] } });
+    const prompts = [[1, 450, 4996, 17354], [1, 29871, 13, 3492, 526, 263]];
+    const ra = await new Generator(a).generate(prompts.map(req)), rb = await new Generator(b).generate(prompts.map(req));
+    assert.deepEqual(ra.map((r) => r.completionIds), rb.map((r) => r.completionIds));
+    assert.equal(ra[0].completionIds.length, 12);
+  } finally {
+    a.dispose();
+    b.dispose();
+  }
 });
