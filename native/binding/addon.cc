@@ -59,6 +59,7 @@ class Model : public Napi::ObjectWrap<Model> {
                         InstanceMethod("getCompute", &Model::GetCompute),
                         InstanceMethod("quantize4bit", &Model::Quantize4bit),
                         InstanceMethod("dequantize", &Model::Dequantize),
+                        InstanceMethod("writeTensor", &Model::WriteTensor),
                         InstanceMethod("weightBytes", &Model::WeightBytes)});
   }
   static Napi::FunctionReference* ctor;
@@ -111,6 +112,18 @@ class Model : public Napi::ObjectWrap<Model> {
     auto v = info[1].As<Napi::Float32Array>();
     check_status(env, pt_model_quantize_4bit(m_, info[0].As<Napi::Number>().Int32Value(), v.Data(),
                                              info[2].As<Napi::Number>().Int64Value(), (int64_t)v.ElementLength()));
+    return env.Undefined();
+  }
+  // writeTensor(param index, values Float32Array, start): part of an unquantized tensor
+  Napi::Value WriteTensor(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!Alive(env)) return env.Undefined();
+    if (throw_if(env, info.Length() < 3 || !info[0].IsNumber() || !info[1].IsTypedArray() || !info[2].IsNumber(),
+                 "writeTensor(param, values, start) expected"))
+      return env.Undefined();
+    auto v = info[1].As<Napi::Float32Array>();
+    check_status(env, pt_model_write_tensor(m_, info[0].As<Napi::Number>().Int32Value(), v.Data(),
+                                            info[2].As<Napi::Number>().Int64Value(), (int64_t)v.ElementLength()));
     return env.Undefined();
   }
   // dequantize(param index, out Float32Array of the tensor's size): the tensor in fp32

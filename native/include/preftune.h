@@ -93,6 +93,9 @@ pt_status pt_model_create_ex(const pt_config* cfg, int32_t flags, pt_model** out
 // the 4-bit store. Chunks of one tensor come in order from element 0, each a multiple of 64 elements except the
 // last; the last chunk also double-quantizes the tensor's absmax values (PT_MODEL_DOUBLE_QUANT).
 pt_status pt_model_quantize_4bit(pt_model* m, int32_t param, const float* values, int64_t start, int64_t n);
+// Writes elements [start, start + n) of an unquantized tensor from fp32 values (rounded to bf16, nearest even, for a
+// PT_MODEL_BF16_BASE model): how a loader fills a large model without a view of its whole buffer.
+pt_status pt_model_write_tensor(pt_model* m, int32_t param, const float* values, int64_t start, int64_t n);
 // Tensor `param` in fp32 into out (size floats): a 4-bit tensor dequantized (code * absmax, as bitsandbytes), a bf16
 // one widened, an fp32 one copied.
 pt_status pt_model_dequantize(const pt_model* m, int32_t param, float* out);

@@ -646,6 +646,20 @@ pt_status pt_model_quantize_4bit(pt_model* m, int32_t param, const float* values
   return PT_OK;
 }
 
+pt_status pt_model_write_tensor(pt_model* m, int32_t param, const float* values, int64_t start, int64_t n) {
+  if (param < 0 || param >= (int32_t)m->table.size()) return fail(PT_ERR_ARGUMENT, "no parameter " + std::to_string(param));
+  const pt_param& p = m->table[param];
+  if (q4_base(m) && m->q4[param].size)
+    return fail(PT_ERR_ARGUMENT, std::string(p.name) + " is held in 4 bits: write it with pt_model_quantize_4bit");
+  if (start < 0 || n < 0 || start + n > p.size)
+    return fail(PT_ERR_ARGUMENT, std::string(p.name) + ": elements [" + std::to_string(start) + ", " +
+                                     std::to_string(start + n) + ") lie outside its " + std::to_string(p.size));
+  if (bf16_base(m)) to_bf16(m->params16 + p.offset + start, values, n);
+  else std::memcpy(m->params + p.offset + start, values, sizeof(float) * n);
+  m->saved = false;
+  return PT_OK;
+}
+
 pt_status pt_model_dequantize(const pt_model* m, int32_t param, float* out) {
   if (param < 0 || param >= (int32_t)m->table.size()) return fail(PT_ERR_ARGUMENT, "no parameter " + std::to_string(param));
   const pt_param& p = m->table[param];

@@ -35,6 +35,7 @@ interface AddonModel {
   paramsBf16(): Uint16Array;
   quantize4bit(param: number, values: Float32Array, start: number): void;
   dequantize(param: number, out: Float32Array): void;
+  writeTensor(param: number, values: Float32Array, start: number): void;
   weightBytes(): number;
 }
 interface AddonKvCache {
@@ -360,7 +361,8 @@ export class NativeModel extends NamedParams implements Trainable {
       mlp_bias: config.mlpBias ? 1 : 0,
       qk_norm: config.qkNorm ? 1 : 0,
     }, flags);
-    super(handle.table(), bf16Base ? () => handle.params() : handle.params(), () => this.h().grads(), "parameter");
+    // a frozen (bf16 or 4-bit) base's buffer is viewed only on demand: it may be past JavaScript's 2^32-value limit
+    super(handle.table(), bf16Base || q ? () => handle.params() : handle.params(), () => this.h().grads(), "parameter");
     this.config = config;
     this.handle = handle;
     this.baseDtype = bf16Base ? "bf16" : "fp32";
@@ -375,6 +377,13 @@ export class NativeModel extends NamedParams implements Trainable {
   /** Quantizes elements [start, start + values.length) of projection weight `name` (chunks in order, multiples of 64 but the last). */
   quantize4bit(name: string, values: Float32Array, start: number): void {
     this.h().quantize4bit(this.tableIndex(name), values, start);
+  }
+  /**
+   * Writes elements [start, start + values.length) of an unquantized tensor (rounded to bf16 on a bf16-held base).
+   * Needs no view of the whole buffer, which JavaScript cannot make past 2^32 values (a 7B model).
+   */
+  writeTensor(name: string, values: Float32Array, start: number): void {
+    this.h().writeTensor(this.tableIndex(name), values, start);
   }
   /** Tensor `name` in fp32: dequantized (4-bit), widened (bf16) or copied. */
   dequantize(name: string): Float32Array {

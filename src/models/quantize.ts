@@ -6,7 +6,6 @@
 import { NativeModel, type Quant4Config } from "../core/native.ts";
 import type { DecoderConfig, ParamInfo } from "../core/types.ts";
 import { checkWeightFiles, readWeightFiles } from "./checkpoint.ts";
-import { f32ToBf16 } from "./dtype.ts";
 import { forEachTensorChunk } from "./safetensors.ts";
 
 /**
@@ -40,8 +39,7 @@ export function loadQuantizedModel(dir: string, config: DecoderConfig, q: Quant4
     for (const p of model.table) {
       const h = files.tensors.get(p.name)!;
       if (isQuantizedWeight(p.name)) forEachTensorChunk(h, p.name, (v, start) => model.quantize4bit(p.name, v, start));
-      else if (rest === "bf16") forEachTensorChunk(h, p.name, (v, start) => model.paramsBf16.set(f32ToBf16(v), p.offset + start));
-      else forEachTensorChunk(h, p.name, (v, start) => model.params.set(v, p.offset + start));
+      else forEachTensorChunk(h, p.name, (v, start) => model.writeTensor(p.name, v, start));
     }
   } catch (e) {
     model.free();

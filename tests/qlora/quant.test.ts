@@ -286,6 +286,8 @@ test("a 4-bit base is frozen and refuses what it cannot do, naming why", () => {
     }
     const qn = "model.layers.0.self_attn.q_proj.weight";
     assert.throws(() => model.quantize4bit(qn, new Float32Array(64), 64), /chunks must come in order; expected the one starting at element 4096/);
+    assert.throws(() => model.writeTensor(qn, new Float32Array(64), 0), /is held in 4 bits: write it with pt_model_quantize_4bit/);
+    assert.throws(() => model.writeTensor("model.norm.weight", new Float32Array(65), 0), /model.norm.weight: elements \[0, 65\) lie outside its 64/);
     loadAdapter(join(fixtures, "lora", "llama-tiny-adapter"), model);
     assert.throws(() => model.mergeLora(), /4-bit base cannot hold a merged weight/);
     assert.throws(() => new NativeModel(model.config, { quantization: { quantType: "int4" as Quant4Type, doubleQuant: false } }), /bnb_4bit_quant_type must be "nf4" or "fp4"/);
