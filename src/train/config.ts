@@ -469,6 +469,7 @@ function derived(c: TrainConfig, raw: Record<string, unknown>, notes: Notes, pro
   if (c.load_in_4bit && computeDtype && !["float32", "fp32", "float"].includes(computeDtype)) {
     notes.add("bnb_4bit_compute_dtype", `${c.bnb_4bit_compute_dtype}: the 4-bit weights are dequantized into fp32 tiles and multiplied in fp32 (bitsandbytes' default compute dtype); there is no ${computeDtype} path for them here`);
   }
+  if (c.load_in_4bit && c.merge_adapter) notes.add("merge_adapter", "with load_in_4bit the merged model is the dequantized 4-bit weights plus s·B·A, saved unquantized in dtype (PEFT would round the merged weights to 4 bits again); merging holds the whole model in fp32 for a moment");
   // dtype: compute is fp32; the saved model takes this dtype (auto: the input's)
   if (c.dtype !== "auto") notes.add("dtype", c.use_peft
     ? `compute is fp32 on the CPU; the adapter is saved in fp32 (as PEFT keeps it) and the merged model (merge_adapter) as ${c.dtype}`

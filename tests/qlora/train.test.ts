@@ -47,6 +47,8 @@ test("the bitsandbytes keys: honoured, noted when they change nothing, refused w
   assert.ok(bf.notes.some((n) => /^bnb_4bit_compute_dtype: torch.bfloat16: the 4-bit weights are dequantized into fp32 tiles/.test(n)), bf.notes.join("\n"));
   const off = resolveConfig({ ...base, use_bnb_nested_quant: true, bnb_4bit_quant_type: "fp4" });
   assert.ok(off.notes.some((n) => /^use_bnb_nested_quant, bnb_4bit_quant_type: no effect because load_in_4bit is false/.test(n)), off.notes.join("\n"));
+  const merged = resolveConfig({ ...base, load_in_4bit: true, merge_adapter: true });
+  assert.ok(merged.notes.some((n) => /^merge_adapter: with load_in_4bit the merged model is the dequantized 4-bit weights plus s·B·A/.test(n)), merged.notes.join("\n"));
   const storage = resolveConfig({ ...base, load_in_4bit: true, bnb_4bit_quant_storage: "bfloat16" });
   assert.ok(storage.notes.some((n) => /^bnb_4bit_quant_storage: no effect: the packed 4-bit bytes are the same/.test(n)));
 });
