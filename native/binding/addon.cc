@@ -112,6 +112,10 @@ class Model : public Napi::ObjectWrap<Model> {
                         InstanceMethod("setCompute", &Model::SetCompute),
                         InstanceMethod("paramsBf16", &Model::ParamsBf16),
                         InstanceMethod("getCompute", &Model::GetCompute),
+                        InstanceMethod("quantize4bit", &Model::Quantize4bit),
+                        InstanceMethod("dequantize", &Model::Dequantize),
+                        InstanceMethod("writeTensor", &Model::WriteTensor),
+                        InstanceMethod("weightBytes", &Model::WeightBytes),
                         InstanceMethod("setGradientCheckpointing", &Model::SetGradientCheckpointing),
                         InstanceMethod("getGradientCheckpointing", &Model::GetGradientCheckpointing)});
   }
@@ -143,6 +147,50 @@ class Model : public Napi::ObjectWrap<Model> {
   }
   Napi::Value View(Napi::Env env, float* p) { return View(env, p, (size_t)pt_model_num_floats(m_)); }
   bool Bf16Base() const { return pt_model_flags(m_) & PT_MODEL_BF16_BASE; }
+  bool Q4Base() const { return pt_model_flags(m_) & (PT_MODEL_NF4_BASE | PT_MODEL_FP4_BASE); }
+  // quantize4bit(param index, values Float32Array, start): one chunk of a projection weight into the 4-bit store
+  Napi::Value Quantize4bit(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!Alive(env)) return env.Undefined();
+    if (throw_if(env, info.Length() < 3 || !info[0].IsNumber() || !info[1].IsTypedArray() || !info[2].IsNumber(),
+                 "quantize4bit(param, values, start) expected"))
+      return env.Undefined();
+    auto v = info[1].As<Napi::Float32Array>();
+    check_status(env, pt_model_quantize_4bit(m_, info[0].As<Napi::Number>().Int32Value(), v.Data(),
+                                             info[2].As<Napi::Number>().Int64Value(), (int64_t)v.ElementLength()));
+    return env.Undefined();
+  }
+  // writeTensor(param index, values Float32Array, start): part of an unquantized tensor
+  Napi::Value WriteTensor(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!Alive(env)) return env.Undefined();
+    if (throw_if(env, info.Length() < 3 || !info[0].IsNumber() || !info[1].IsTypedArray() || !info[2].IsNumber(),
+                 "writeTensor(param, values, start) expected"))
+      return env.Undefined();
+    auto v = info[1].As<Napi::Float32Array>();
+    check_status(env, pt_model_write_tensor(m_, info[0].As<Napi::Number>().Int32Value(), v.Data(),
+                                            info[2].As<Napi::Number>().Int64Value(), (int64_t)v.ElementLength()));
+    return env.Undefined();
+  }
+  // dequantize(param index, out Float32Array of the tensor's size): the tensor in fp32
+  Napi::Value Dequantize(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!Alive(env)) return env.Undefined();
+    if (throw_if(env, info.Length() < 2 || !info[0].IsNumber() || !info[1].IsTypedArray(), "dequantize(param, out) expected"))
+      return env.Undefined();
+    const int32_t i = info[0].As<Napi::Number>().Int32Value();
+    const pt_param* p = pt_model_param(m_, i);
+    auto out = info[1].As<Napi::Float32Array>();
+    if (throw_if(env, p == nullptr, "no parameter " + std::to_string(i)) ||
+        throw_if(env, out.ElementLength() != (size_t)p->size, std::string("dequantize: out must have ") +
+                                                                  std::to_string(p->size) + " entries for " + p->name))
+      return env.Undefined();
+    check_status(env, pt_model_dequantize(m_, i, out.Data()));
+    return env.Undefined();
+  }
+  Napi::Value WeightBytes(const Napi::CallbackInfo& info) {
+    return Alive(info.Env()) ? Napi::Number::New(info.Env(), (double)pt_model_weight_bytes(m_)) : info.Env().Undefined();
+  }
   Napi::Value Params(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     if (!Alive(env) || throw_if(env, Bf16Base(), "this model's base is held in bf16 only: use paramsBf16()"))
@@ -159,7 +207,8 @@ class Model : public Napi::ObjectWrap<Model> {
   Napi::Value Grads(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     if (!Alive(env)) return env.Undefined();
-    if (throw_if(env, Bf16Base(), "this model's base is held in bf16 only and is frozen: it has no gradients"))
+    if (throw_if(env, Bf16Base() || Q4Base(), std::string("this model's base is held ") +
+                                                  (Q4Base() ? "in 4 bits" : "in bf16 only") + " and is frozen: it has no gradients"))
       return env.Undefined();
     float* g = pt_model_grads(m_);  // allocated on this first call
     if (throw_if(env, g == nullptr, "cannot allocate " + std::to_string(pt_model_num_floats(m_) * 4 >> 20) +
@@ -256,7 +305,8 @@ class Model : public Napi::ObjectWrap<Model> {
   Napi::Value AdamW(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     if (!Alive(env)) return env.Undefined();
-    if (throw_if(env, Bf16Base(), "this model's base is held in bf16 only and is frozen: train a LoRA adapter"))
+    if (throw_if(env, Bf16Base() || Q4Base(), std::string("this model's base is held ") +
+                                                  (Q4Base() ? "in 4 bits" : "in bf16 only") + " and is frozen: train a LoRA adapter"))
       return env.Undefined();
     auto ma = info[0].As<Napi::Float32Array>();
     auto va = info[1].As<Napi::Float32Array>();
@@ -451,6 +501,55 @@ Napi::Value ParamLayout(const Napi::CallbackInfo& info) {
 }
 Napi::Value Bf16Support(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), pt_bf16_support()); }
 Napi::Value Bf16Describe(const Napi::CallbackInfo& info) { return Napi::String::New(info.Env(), pt_bf16_describe()); }
+// quantize4bit(x Float32Array, type 0 nf4 | 1 fp4) -> { packed Uint8Array, absmax Float32Array }
+Napi::Value Quantize4bitArray(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (throw_if(env, info.Length() < 2 || !info[0].IsTypedArray() || !info[1].IsNumber(), "quantize4bit(x, type) expected"))
+    return env.Undefined();
+  auto x = info[0].As<Napi::Float32Array>();
+  const int64_t n = (int64_t)x.ElementLength();
+  auto packed = Napi::Uint8Array::New(env, (size_t)(n + 1) / 2);
+  auto absmax = Napi::Float32Array::New(env, (size_t)(n + 63) / 64);
+  pt_quantize_4bit(x.Data(), n, info[1].As<Napi::Number>().Int32Value(), packed.Data(), absmax.Data());
+  auto o = Napi::Object::New(env);
+  o.Set("packed", packed);
+  o.Set("absmax", absmax);
+  return o;
+}
+// dequantize4bit(packed, absmax, n, type) -> Float32Array (n)
+Napi::Value Dequantize4bitArray(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (throw_if(env, info.Length() < 4 || !info[0].IsTypedArray() || !info[1].IsTypedArray(), "dequantize4bit(packed, absmax, n, type) expected"))
+    return env.Undefined();
+  auto packed = info[0].As<Napi::Uint8Array>();
+  auto absmax = info[1].As<Napi::Float32Array>();
+  const int64_t n = info[2].As<Napi::Number>().Int64Value();
+  if (throw_if(env, n < 0 || packed.ElementLength() < (size_t)(n + 1) / 2 || absmax.ElementLength() < (size_t)(n + 63) / 64,
+               "dequantize4bit: packed needs (n + 1) / 2 bytes and absmax ceil(n / 64) values"))
+    return env.Undefined();
+  auto out = Napi::Float32Array::New(env, (size_t)n);
+  pt_dequantize_4bit(packed.Data(), absmax.Data(), n, info[3].As<Napi::Number>().Int32Value(), out.Data());
+  return out;
+}
+// quantizeAbsmax(absmax Float32Array) -> { q Uint8Array, absmax2 Float32Array, offset, dequantized Float32Array }
+Napi::Value QuantizeAbsmax(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (throw_if(env, info.Length() < 1 || !info[0].IsTypedArray(), "quantizeAbsmax(absmax) expected")) return env.Undefined();
+  auto a = info[0].As<Napi::Float32Array>();
+  const int64_t nb = (int64_t)a.ElementLength();
+  auto q = Napi::Uint8Array::New(env, (size_t)nb);
+  auto a2 = Napi::Float32Array::New(env, (size_t)(nb + 255) / 256);
+  auto back = Napi::Float32Array::New(env, (size_t)nb);
+  float offset = 0;
+  pt_quantize_absmax(a.Data(), nb, q.Data(), a2.Data(), &offset);
+  pt_dequantize_absmax(q.Data(), a2.Data(), offset, nb, back.Data());
+  auto o = Napi::Object::New(env);
+  o.Set("q", q);
+  o.Set("absmax2", a2);
+  o.Set("offset", Napi::Number::New(env, offset));
+  o.Set("dequantized", back);
+  return o;
+}
 Napi::Value Gradcheck(const Napi::CallbackInfo& info) {
   std::string op = info[0].As<Napi::String>().Utf8Value();
   uint64_t seed = info.Length() > 1 ? (uint64_t)info[1].As<Napi::Number>().Int64Value() : 1;
@@ -542,6 +641,9 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("getNumThreads", Napi::Function::New(env, GetNumThreads));
   exports.Set("gradcheck", Napi::Function::New(env, Gradcheck));
   exports.Set("paramLayout", Napi::Function::New(env, ParamLayout));
+  exports.Set("quantize4bit", Napi::Function::New(env, Quantize4bitArray));
+  exports.Set("dequantize4bit", Napi::Function::New(env, Dequantize4bitArray));
+  exports.Set("quantizeAbsmax", Napi::Function::New(env, QuantizeAbsmax));
   exports.Set("bf16Support", Napi::Function::New(env, Bf16Support));
   exports.Set("bf16Describe", Napi::Function::New(env, Bf16Describe));
   exports.Set("dynamicMap", Napi::Function::New(env, DynamicMap));

@@ -22,7 +22,7 @@
 extern "C" {
 #endif
 
-#define PT_ABI_VERSION 8   // 2: pt_forward takes PT_FORWARD_* flags; pt_lora_*. 3: pt_kv_*, pt_decode.
+#define PT_ABI_VERSION 9   // 2: pt_forward takes PT_FORWARD_* flags; pt_lora_*. 3: pt_kv_*, pt_decode.
                            // 4: pt_set_compute, pt_bf16_support (bf16 mixed precision); pt_model_create_ex with
                            // PT_MODEL_BF16_BASE (a frozen base held in bf16); the gradient buffer is allocated on
                            // first use (a LoRA model never allocates one)
@@ -30,8 +30,10 @@ extern "C" {
                            // (pt_lora_config.use_dora, lora_magnitude_vector entries, pt_lora_dora_init)
                            // 6: pt_param_layout (the parameter table without a model)
                            // 7: pt_config's rope_* scaling fields (linear, dynamic, yarn, llama3)
-                           // 8: per-tensor AdamW with 8-bit state (pt_adamw8bit_tensor, pt_adamw_tensor,
-                           // pt_dynamic_map, pt_*quantize_blockwise); pt_set_gradient_checkpointing
+                           // 8: a 4-bit base (PT_MODEL_NF4_BASE / PT_MODEL_FP4_BASE / PT_MODEL_DOUBLE_QUANT,
+                           // pt_model_quantize_4bit, pt_model_dequantize) and the bitsandbytes format functions
+                           // 9: per-tensor AdamW with 8-bit state (pt_adamw8bit_tensor, pt_adamw_tensor,
+                           // pt_*quantize_blockwise; pt_dynamic_map takes is_signed); pt_set_gradient_checkpointing
 
 typedef enum {
   PT_OK = 0,
@@ -97,7 +99,31 @@ pt_status pt_model_create(const pt_config* cfg, pt_model** out);  // = pt_model_
 // or 2048 rows of the head, at a time; decoding reads the bf16 weights directly); in bf16 compute they are the
 // operands as they are. pt_lora_merge merges in fp32 and rounds the result back to bf16.
 enum { PT_MODEL_BF16_BASE = 1 };
+// PT_MODEL_NF4_BASE / PT_MODEL_FP4_BASE: a frozen base whose projection weights (q, k, v, o, gate, up, down of every
+// layer: what bitsandbytes' Linear4bit replaces) are held in bitsandbytes' 4-bit format: the NF4 or FP4 code book,
+// blocks of 64 elements per tensor with an fp32 absmax each, two nibbles a byte (first element high). With
+// PT_MODEL_DOUBLE_QUANT the absmax values are themselves quantized as bitsandbytes' compress_statistics does (their
+// mean subtracted, 8-bit codes of the signed dynamic map, one fp32 scale per 256). Embeddings, norms, biases and
+// the LM head stay unquantized: in fp32 (pt_model_params, whose matrix regions are unused and never become memory),
+// or in bf16 with PT_MODEL_BF16_BASE also set (pt_model_params_bf16, the same way). Each projection weight is
+// written with pt_model_quantize_4bit chunk by chunk as the loader streams it (the whole tensor is never needed in
+// fp32). The GEMMs (forward x W^T, and dx = dy W in the backward; no weight gradient) dequantize W a tile of rows at
+// a time into fp32 scratch and run fp32 math, in either compute mode. Like the bf16 base it is frozen: it trains
+// only through a LoRA adapter, and pt_lora_merge refuses (merge into a full-precision copy: pt_model_dequantize).
+enum { PT_MODEL_NF4_BASE = 2, PT_MODEL_FP4_BASE = 4, PT_MODEL_DOUBLE_QUANT = 8 };
 pt_status pt_model_create_ex(const pt_config* cfg, int32_t flags, pt_model** out);
+// Quantizes elements [start, start + n) of projection weight `param` (table index; its flat (out, in) order) into
+// the 4-bit store. Chunks of one tensor come in order from element 0, each a multiple of 64 elements except the
+// last; the last chunk also double-quantizes the tensor's absmax values (PT_MODEL_DOUBLE_QUANT).
+pt_status pt_model_quantize_4bit(pt_model* m, int32_t param, const float* values, int64_t start, int64_t n);
+// Writes elements [start, start + n) of an unquantized tensor from fp32 values (rounded to bf16, nearest even, for a
+// PT_MODEL_BF16_BASE model): how a loader fills a large model without a view of its whole buffer.
+pt_status pt_model_write_tensor(pt_model* m, int32_t param, const float* values, int64_t start, int64_t n);
+// Tensor `param` in fp32 into out (size floats): a 4-bit tensor dequantized (code * absmax, as bitsandbytes), a bf16
+// one widened, an fp32 one copied.
+pt_status pt_model_dequantize(const pt_model* m, int32_t param, float* out);
+// Bytes the model's weights occupy in memory (4-bit storage and scales, bf16 or fp32 tensors), without padding.
+int64_t pt_model_weight_bytes(const pt_model* m);
 int32_t pt_model_flags(const pt_model* m);
 uint16_t* pt_model_params_bf16(pt_model* m);               // NULL unless created with PT_MODEL_BF16_BASE
 void pt_model_free(pt_model* m);
@@ -266,6 +292,17 @@ int32_t pt_get_compute(const pt_model* m);
 void pt_set_num_threads(int32_t n);
 int32_t pt_get_num_threads(void);
 const char* pt_blas_core(void);  // the BLAS kernel family in use (OpenBLAS' core name, e.g. "SkylakeX")
+
+// ---- bitsandbytes' 4-bit format, on plain arrays (what a 4-bit base stores per tensor) ---------------------------
+enum { PT_QUANT_NF4 = 0, PT_QUANT_FP4 = 1 };
+// x (n) -> packed ((n + 1) / 2 bytes) and absmax (ceil(n / 64)): bitsandbytes' quantize_4bit with blocksize 64.
+void pt_quantize_4bit(const float* x, int64_t n, int32_t type, uint8_t* packed, float* absmax);
+void pt_dequantize_4bit(const uint8_t* packed, const float* absmax, int64_t n, int32_t type, float* out);
+// Double quantization of nblocks absmax values: q (nblocks) 8-bit codes, absmax2 (ceil(nblocks / 256)), offset (the
+// mean); and back: out[b] = dynamic_map[q[b]] * absmax2[b / 256] + offset.
+void pt_quantize_absmax(const float* absmax, int64_t nblocks, uint8_t* q, float* absmax2, float* offset);
+void pt_dequantize_absmax(const uint8_t* q, const float* absmax2, float offset, int64_t nblocks, float* out);
+// (bitsandbytes' signed dynamic 8-bit map: pt_dynamic_map(1, out), with the 8-bit optimizer functions)
 
 // Finite-difference check of one op family in float64 ("rmsnorm", "rmsnorm_inplace", "rope",
 // "attention", "swiglu", "linear", "head", "embedding", "lora", "head_input"): returns the largest

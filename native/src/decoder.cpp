@@ -29,6 +29,7 @@
 #include "lora.h"
 #include "norm.h"
 #include "optim.h"
+#include "quant4.h"
 #include "rope.h"
 #include "swiglu.h"
 
@@ -72,6 +73,8 @@ struct Layer {  // pointers into the parameter buffer or, for G, the gradient bu
         *bo = nullptr, *ln2 = nullptr, *wgu = nullptr, *wd = nullptr, *bgu = nullptr, *bd = nullptr;
   // A bf16-held base (PT_MODEL_BF16_BASE): the matrices live here only and the float ones above are null.
   const uint16_t *hqkv = nullptr, *ho = nullptr, *hgu = nullptr, *hd = nullptr;
+  // A 4-bit base (PT_MODEL_NF4_BASE / PT_MODEL_FP4_BASE): the matrices live here only (float and bf16 ones null).
+  Q4Matrix qqkv, qo, qgu, qd;
 };
 
 // The four linear GEMMs of a layer, in the order an adapter's groups are laid out.
@@ -106,7 +109,8 @@ struct pt_model {
   pt_config cfg;
   int32_t flags = 0;                    // PT_MODEL_* bits
   uint16_t* params16 = nullptr;         // PT_MODEL_BF16_BASE: every parameter in bf16 (same offsets)
-  size_t params_mapped = 0;             // bytes of params when it is an anonymous mapping (bf16 base)
+  size_t params_mapped = 0;             // bytes of params when it is an anonymous mapping (bf16 or 4-bit base)
+  size_t params16_mapped = 0;           // bytes of params16 when it is an anonymous mapping (bf16 + 4-bit base)
   const uint16_t *embed16 = nullptr, *head16 = nullptr;
   int C, I, V, L, NH, NKV, HS, QKV, AO;  // AO = NH * HS, the attention output width
   std::vector<pt_param> table;
@@ -142,6 +146,10 @@ struct pt_model {
   Bf16Scratch bs;
   Buf<bf16> wb, headwb;
   Buf<float> wtile;  // a bf16-held weight widened for an fp32 GEMM (one layer's matrix or a block of head rows)
+  // 4-bit base: one Q4Tensor per table entry (size 0 for the tensors that stay unquantized); absmax values of the
+  // tensor being loaded, kept in fp32 until its last chunk when double quantization compresses them.
+  std::vector<Q4Tensor> q4;
+  Buf<float> q4absmax;
 };
 
 struct pt_kv_cache {
@@ -392,11 +400,71 @@ void scale(float* g, int64_t n, float s) {
 }
 
 bool bf16_base(const pt_model* m) { return m->flags & PT_MODEL_BF16_BASE; }
+bool q4_base(const pt_model* m) { return m->flags & (PT_MODEL_NF4_BASE | PT_MODEL_FP4_BASE); }
+bool frozen_base(const pt_model* m) { return bf16_base(m) || q4_base(m); }
+
+// The projection weights a 4-bit base quantizes: every nn.Linear of the layers (bitsandbytes' Linear4bit);
+// embeddings, norms, biases and the LM head stay as they are.
+bool quantized_name(const std::string& n) {
+  static const char* ends[] = {"q_proj.weight", "k_proj.weight", "v_proj.weight", "o_proj.weight", "gate_proj.weight",
+                               "up_proj.weight", "down_proj.weight"};
+  for (const char* e : ends)
+    if (n.size() > std::strlen(e) && n.compare(n.size() - std::strlen(e), std::string::npos, e) == 0) return true;
+  return false;
+}
+
+// Storage of every quantized tensor (zeroed: an unloaded tensor reads as 0) and the layers' 4-bit views.
+bool build_q4(pt_model* m) {
+  const bool nested = m->flags & PT_MODEL_DOUBLE_QUANT;
+  m->q4.assign(m->table.size(), Q4Tensor{});
+  for (size_t i = 0; i < m->table.size(); i++) {
+    const pt_param& p = m->table[i];
+    if (!quantized_name(p.name)) continue;
+    Q4Tensor& t = m->q4[i];
+    t.size = p.size;
+    const int64_t nb = t.nblocks();
+    t.packed = static_cast<uint8_t*>(std::calloc((size_t)(p.size + 1) / 2, 1));
+    if (nested) {
+      t.qabs = static_cast<uint8_t*>(std::calloc((size_t)nb, 1));
+      t.absmax2 = static_cast<float*>(std::calloc((size_t)(nb + kQ4Block2 - 1) / kQ4Block2, sizeof(float)));
+      if (!t.qabs || !t.absmax2) return false;
+    } else {
+      t.absmax = static_cast<float*>(std::calloc((size_t)nb, sizeof(float)));
+      if (!t.absmax) return false;
+    }
+    if (!t.packed) return false;
+  }
+  const float* code = q4_code(m->flags & PT_MODEL_FP4_BASE ? Q4_FP4 : Q4_NF4);
+  auto tensor = [&](const std::string& name) -> const Q4Tensor* {
+    for (size_t i = 0; i < m->table.size(); i++) if (name == m->table[i].name) return &m->q4[i];
+    return nullptr;
+  };
+  for (int l = 0; l < m->L; l++) {
+    const std::string p = "model.layers." + std::to_string(l) + ".";
+    auto mat = [&](Q4Matrix& q, std::initializer_list<std::pair<const char*, int>> members, int cols) {
+      q.cols = cols;
+      q.code = code;
+      for (const auto& [name, rows] : members) {
+        q.t[q.n] = tensor(p + name);
+        q.rows[q.n++] = rows;
+      }
+    };
+    Layer& y = m->P[l];
+    mat(y.qqkv, {{"self_attn.q_proj.weight", m->NH * m->HS}, {"self_attn.k_proj.weight", m->NKV * m->HS},
+                 {"self_attn.v_proj.weight", m->NKV * m->HS}}, m->C);
+    mat(y.qo, {{"self_attn.o_proj.weight", m->C}}, m->AO);
+    mat(y.qgu, {{"mlp.gate_proj.weight", m->I}, {"mlp.up_proj.weight", m->I}}, m->C);
+    mat(y.qd, {{"mlp.down_proj.weight", m->C}}, m->I);
+    y.wqkv = y.wo = y.wgu = y.wd = nullptr;
+    y.hqkv = y.ho = y.hgu = y.hd = nullptr;
+  }
+  return true;
+}
 
 // The base gradient buffer, allocated zeroed on first need (pt_model_grads documents when). False when that fails.
 bool ensure_grads(pt_model* m) {
   if (m->grads) return true;
-  if (bf16_base(m)) return false;  // a bf16-held base is frozen
+  if (frozen_base(m)) return false;  // a bf16-held or 4-bit base is frozen
   const size_t bytes = ((size_t)m->nfloats * sizeof(float) + 63) / 64 * 64;
   m->grads = static_cast<float*>(std::aligned_alloc(64, bytes));
   if (!m->grads) return false;
@@ -426,10 +494,12 @@ void refresh_small(pt_model* m) {
     if (p.ndim == 1) from_bf16(m->params + p.offset, m->params16 + p.offset, p.size);
 }
 
-// y (N, out) = x W^T + b for a base weight held in fp32 (W) or only in bf16 (Wh): bf16 operands when mixed,
-// else fp32 math (a bf16-held weight widened, or read directly by few rows).
-void base_linear(pt_model* m, bool mixed, float* y, const float* x, const float* W, const uint16_t* Wh, const float* b,
-                 int N, int in, int out) {
+// y (N, out) = x W^T + b for a base weight held in fp32 (W), only in bf16 (Wh) or in 4 bits (Q): bf16 operands when
+// mixed, else fp32 math (a bf16-held weight widened, or read directly by few rows). A 4-bit weight always runs fp32
+// math over tiles it dequantizes (bitsandbytes' compute dtype float32).
+void base_linear(pt_model* m, bool mixed, float* y, const float* x, const float* W, const uint16_t* Wh, const Q4Matrix& Q,
+                 const float* b, int N, int in, int out) {
+  if (Q.n) return linear_forward_q4(y, x, Q, b, N, in, out, m->wtile);
   if (mixed) return linear_forward_bf16(y, x, Wh ? Wh : bf16_weight(m->wb, W, out, in), b, N, in, out, m->bs);
   if (Wh) return linear_forward_widen(y, x, Wh, b, N, in, out, m->wtile);
   linear_forward(y, x, W, b, N, in, out);
@@ -564,10 +634,9 @@ void layer_forward(pt_model* m, int l, int s, const float* x, float* xnext, cons
   float* q = m->qkv.p + (size_t)s * N * QKV;
   float* a = m->att.p + (size_t)s * N * AO;
   float* xm = m->xmid.p + (size_t)s * N * C;
-  float* g = m->gu.p + (size_t)s * N * 2 * I;
-  auto lin = [&](float* y, const float* in, const float* W, const uint16_t* Wh, const float* b, int nin, int nout) {
-    base_linear(m, mixed, y, in, W, Wh, b, nN, nin, nout);
-  };
+  float* g = m->gu.p + (size_t)(q4_base(m) ? 0 : s) * N * 2 * I;
+  auto lin = [&](float* y, const float* in, const float* W, const uint16_t* Wh, const Q4Matrix& Q, const float* b, int nin,
+                 int nout) { base_linear(m, mixed, y, in, W, Wh, Q, b, nN, nin, nout); };
   // LoRA: after each adapted base GEMM, y += s (x~ A^T) B^T, keeping u = x~ A^T for the backward; member by
   // member for DoRA or dropout (whose masks depend only on this training forward's key, so a recompute draws the
   // same ones), else lora.h's fused path.
@@ -583,13 +652,13 @@ void layer_forward(pt_model* m, int l, int s, const float* x, float* xnext, cons
   if (m->cfg.qk_norm) {
     float* qp = m->qkvpre.p + (size_t)s * N * QKV;
     float* qr = m->qkrstd.p + (size_t)s * N * (NH + NKV);
-    lin(qp, h, P.wqkv, P.hqkv, P.bqkv, C, QKV);
+    lin(qp, h, P.wqkv, P.hqkv, P.qqkv, P.bqkv, C, QKV);
     adapt(G_QKV, qp, QKV, h);
     std::memcpy(q, qp, sizeof(float) * N * QKV);
     rmsnorm_forward(q, qr, qp, P.qn, N, NH, HS, QKV, eps);
     rmsnorm_forward(q + AO, qr + N * NH, qp + AO, P.kn, N, NKV, HS, QKV, eps);
   } else {
-    lin(q, h, P.wqkv, P.hqkv, P.bqkv, C, QKV);
+    lin(q, h, P.wqkv, P.hqkv, P.qqkv, P.bqkv, C, QKV);
     adapt(G_QKV, q, QKV, h);
   }
   g_prof.lap(P_QKV);
@@ -597,7 +666,7 @@ void layer_forward(pt_model* m, int l, int s, const float* x, float* xnext, cons
   g_prof.lap(P_ROPE);
   attention_forward(a, m->lse.p + (size_t)s * N * NH, q, m->seqs.data(), m->B, NH, NKV, HS);
   g_prof.lap(P_ATTN);
-  lin(xm, a, P.wo, P.ho, P.bo, AO, C);
+  lin(xm, a, P.wo, P.ho, P.qo, P.bo, AO, C);
   adapt(G_O, xm, C, a);
   g_prof.lap(P_OPROJ);
 #pragma omp parallel for schedule(static)
@@ -605,12 +674,12 @@ void layer_forward(pt_model* m, int l, int s, const float* x, float* xnext, cons
   g_prof.lap(P_RESID);
   rmsnorm_forward(h, m->rstd2.p + (size_t)s * N, xm, P.ln2, N, 1, C, C, eps);
   g_prof.lap(P_NORM);
-  lin(g, h, P.wgu, P.hgu, P.bgu, C, 2 * I);
+  lin(g, h, P.wgu, P.hgu, P.qgu, P.bgu, C, 2 * I);
   adapt(G_GU, g, 2 * I, h);
   g_prof.lap(P_UP);
   swiglu_forward(act, g, N, I);
   g_prof.lap(P_SWIGLU);
-  lin(xnext, act, P.wd, P.hd, P.bd, I, C);
+  lin(xnext, act, P.wd, P.hd, P.qd, P.bd, I, C);
   adapt(G_DOWN, xnext, C, act);
   g_prof.lap(P_DOWN);
 #pragma omp parallel for schedule(static)
@@ -646,7 +715,12 @@ pt_status pt_model_create(const pt_config* cfg, pt_model** out) { return pt_mode
 
 pt_status pt_model_create_ex(const pt_config* cfg, int32_t flags, pt_model** out) {
   *out = nullptr;
-  if (flags & ~PT_MODEL_BF16_BASE) return fail(PT_ERR_ARGUMENT, "unknown pt_model_create_ex flags " + std::to_string(flags));
+  if (flags & ~(PT_MODEL_BF16_BASE | PT_MODEL_NF4_BASE | PT_MODEL_FP4_BASE | PT_MODEL_DOUBLE_QUANT))
+    return fail(PT_ERR_ARGUMENT, "unknown pt_model_create_ex flags " + std::to_string(flags));
+  if ((flags & PT_MODEL_NF4_BASE) && (flags & PT_MODEL_FP4_BASE))
+    return fail(PT_ERR_ARGUMENT, "PT_MODEL_NF4_BASE and PT_MODEL_FP4_BASE are exclusive: one 4-bit code book");
+  if ((flags & PT_MODEL_DOUBLE_QUANT) && !(flags & (PT_MODEL_NF4_BASE | PT_MODEL_FP4_BASE)))
+    return fail(PT_ERR_ARGUMENT, "PT_MODEL_DOUBLE_QUANT needs PT_MODEL_NF4_BASE or PT_MODEL_FP4_BASE");
   if (pt_status st = check_config(cfg); st != PT_OK) return st;
   const int64_t qkv = ((int64_t)cfg->num_heads + 2 * (int64_t)cfg->num_kv_heads) * cfg->head_dim;
   auto* m = new (std::nothrow) pt_model();
@@ -666,10 +740,29 @@ pt_status pt_model_create_ex(const pt_config* cfg, int32_t flags, pt_model** out
     return fail(PT_ERR_MEMORY, "out of memory for the parameter table of " + std::to_string(cfg->num_layers) + " layers");
   }
   const size_t bytes = (size_t)m->nfloats * sizeof(float);
-  if (bf16_base(m)) {
+  // A mapping of which only the pages ever written become memory (the matrices of a 4-bit base never are).
+  auto reserve = [](size_t n) -> void* {
+    void* p = mmap(nullptr, n ? n : 1, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    return p == MAP_FAILED ? nullptr : p;
+  };
+  if (q4_base(m) && !bf16_base(m)) {
+    // fp32 store for the unquantized tensors (embeddings, norms, biases, head) at their usual offsets.
+    m->params = static_cast<float*>(reserve(bytes));
+    if (m->params) m->params_mapped = bytes ? bytes : 1;
+    if (!m->params) {
+      pt_model_free(m);
+      return fail(PT_ERR_MEMORY, "cannot map " + std::to_string(bytes >> 20) + " MiB of address space for the parameters");
+    }
+  } else if (bf16_base(m)) {
     // bf16 store, plus an fp32 mapping of which only the 1-D tensors' pages are ever written (refresh_small).
+    // With a 4-bit base the bf16 store is a mapping too: its matrix pages are never written.
     const size_t half = ((size_t)m->nfloats * sizeof(uint16_t) + 63) / 64 * 64;
-    m->params16 = static_cast<uint16_t*>(std::aligned_alloc(64, half));
+    if (q4_base(m)) {
+      m->params16 = static_cast<uint16_t*>(reserve(half));
+      m->params16_mapped = half;
+    } else {
+      m->params16 = static_cast<uint16_t*>(std::aligned_alloc(64, half));
+    }
     void* p = mmap(nullptr, bytes ? bytes : 1, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (p != MAP_FAILED) {
       m->params = static_cast<float*>(p);
@@ -680,7 +773,7 @@ pt_status pt_model_create_ex(const pt_config* cfg, int32_t flags, pt_model** out
       return fail(PT_ERR_MEMORY, "cannot allocate " + std::to_string(half >> 20) + " MiB for " +
                                      std::to_string(m->nfloats) + " bf16 parameters");
     }
-    std::memset(m->params16, 0, half);
+    if (!q4_base(m)) std::memset(m->params16, 0, half);
   } else {
     m->params = static_cast<float*>(std::aligned_alloc(64, (bytes + 63) / 64 * 64));
     if (!m->params) {
@@ -702,6 +795,16 @@ pt_status pt_model_create_ex(const pt_config* cfg, int32_t flags, pt_model** out
     m->head16 = at(m->head);
     m->embed = m->head = nullptr;
   }
+  bool q4_ok = true;
+  try {
+    if (q4_base(m)) q4_ok = build_q4(m);
+  } catch (const std::bad_alloc&) {
+    q4_ok = false;
+  }
+  if (!q4_ok) {
+    pt_model_free(m);
+    return fail(PT_ERR_MEMORY, "cannot allocate the 4-bit storage of the base weights");
+  }
   m->G.assign(m->L, Layer{});  // gradient views stay null until the buffer exists (ensure_grads)
   m->gembed = m->gnormf = m->ghead = nullptr;
   *out = m;
@@ -712,7 +815,14 @@ void pt_model_free(pt_model* m) {
   if (!m) return;
   if (m->params_mapped) munmap(m->params, m->params_mapped);
   else std::free(m->params);
-  std::free(m->params16);
+  if (m->params16_mapped) munmap(m->params16, m->params16_mapped);
+  else std::free(m->params16);
+  for (Q4Tensor& t : m->q4) {
+    std::free(t.packed);
+    std::free(t.absmax);
+    std::free(t.qabs);
+    std::free(t.absmax2);
+  }
   std::free(m->grads);
   delete m;
 }
@@ -725,6 +835,101 @@ float* pt_model_grads(pt_model* m) { return ensure_grads(m) ? m->grads : nullptr
 int32_t pt_model_num_params(const pt_model* m) { return (int32_t)m->table.size(); }
 const pt_param* pt_model_param(const pt_model* m, int32_t i) {
   return i >= 0 && i < (int32_t)m->table.size() ? &m->table[i] : nullptr;
+}
+
+pt_status pt_model_quantize_4bit(pt_model* m, int32_t param, const float* values, int64_t start, int64_t n) {
+  if (!q4_base(m)) return fail(PT_ERR_STATE, "this model's base is not 4-bit (create it with PT_MODEL_NF4_BASE or PT_MODEL_FP4_BASE)");
+  if (param < 0 || param >= (int32_t)m->table.size()) return fail(PT_ERR_ARGUMENT, "no parameter " + std::to_string(param));
+  Q4Tensor& t = m->q4[param];
+  const std::string name = m->table[param].name;
+  if (!t.size) return fail(PT_ERR_ARGUMENT, name + " is not a quantized tensor (only the layers' projection weights are)");
+  if (start != t.loaded)
+    return fail(PT_ERR_ARGUMENT, name + ": chunks must come in order; expected the one starting at element " +
+                                     std::to_string(t.loaded) + ", got " + std::to_string(start));
+  if (n <= 0 || start + n > t.size || (start + n < t.size && n % kQ4Block != 0))
+    return fail(PT_ERR_ARGUMENT, name + ": a chunk must be a positive multiple of " + std::to_string(kQ4Block) +
+                                     " elements inside the tensor (only the last may be shorter)");
+  try {
+    const int64_t b0 = start / kQ4Block;
+    const int type = m->flags & PT_MODEL_FP4_BASE ? Q4_FP4 : Q4_NF4;
+    if (!t.qabs) {
+      quantize4(values, n, type, t.packed + start / 2, t.absmax + b0);
+    } else {
+      float* am = m->q4absmax.need((size_t)t.nblocks());
+      quantize4(values, n, type, t.packed + start / 2, am + b0);
+      if (start + n == t.size) {
+        quantize_absmax8(am, t.nblocks(), t.qabs, t.absmax2, &t.offset);
+        m->q4absmax.release();
+      }
+    }
+  } catch (const std::bad_alloc&) {
+    return fail(PT_ERR_MEMORY, "out of memory quantizing " + name);
+  }
+  t.loaded = start + n;
+  m->saved = false;
+  return PT_OK;
+}
+
+pt_status pt_model_write_tensor(pt_model* m, int32_t param, const float* values, int64_t start, int64_t n) {
+  if (param < 0 || param >= (int32_t)m->table.size()) return fail(PT_ERR_ARGUMENT, "no parameter " + std::to_string(param));
+  const pt_param& p = m->table[param];
+  if (q4_base(m) && m->q4[param].size)
+    return fail(PT_ERR_ARGUMENT, std::string(p.name) + " is held in 4 bits: write it with pt_model_quantize_4bit");
+  if (start < 0 || n < 0 || start + n > p.size)
+    return fail(PT_ERR_ARGUMENT, std::string(p.name) + ": elements [" + std::to_string(start) + ", " +
+                                     std::to_string(start + n) + ") lie outside its " + std::to_string(p.size));
+  if (bf16_base(m)) to_bf16(m->params16 + p.offset + start, values, n);
+  else std::memcpy(m->params + p.offset + start, values, sizeof(float) * n);
+  m->saved = false;
+  return PT_OK;
+}
+
+pt_status pt_model_dequantize(const pt_model* m, int32_t param, float* out) {
+  if (param < 0 || param >= (int32_t)m->table.size()) return fail(PT_ERR_ARGUMENT, "no parameter " + std::to_string(param));
+  const pt_param& p = m->table[param];
+  if (q4_base(m) && m->q4[param].size) {
+    dequant4(m->q4[param], q4_code(m->flags & PT_MODEL_FP4_BASE ? Q4_FP4 : Q4_NF4), 0, p.size, out);
+  } else if (bf16_base(m)) {
+    from_bf16(out, m->params16 + p.offset, p.size);
+  } else {
+    std::memcpy(out, m->params + p.offset, sizeof(float) * p.size);
+  }
+  return PT_OK;
+}
+
+int64_t pt_model_weight_bytes(const pt_model* m) {
+  int64_t bytes = 0;
+  for (size_t i = 0; i < m->table.size(); i++) {
+    const int64_t n = m->table[i].size;
+    if (q4_base(m) && m->q4[i].size) {
+      const Q4Tensor& t = m->q4[i];
+      bytes += (n + 1) / 2 + (t.qabs ? t.nblocks() + 4 * ((t.nblocks() + kQ4Block2 - 1) / kQ4Block2) + 4 : 4 * t.nblocks());
+    } else {
+      bytes += n * (bf16_base(m) ? 2 : 4);
+    }
+  }
+  return bytes;
+}
+
+void pt_quantize_4bit(const float* x, int64_t n, int32_t type, uint8_t* packed, float* absmax) {
+  quantize4(x, n, type == PT_QUANT_FP4 ? Q4_FP4 : Q4_NF4, packed, absmax);
+}
+void pt_dequantize_4bit(const uint8_t* packed, const float* absmax, int64_t n, int32_t type, float* out) {
+  Q4Tensor t;
+  t.size = n;
+  t.packed = const_cast<uint8_t*>(packed);
+  t.absmax = const_cast<float*>(absmax);
+  dequant4(t, q4_code(type == PT_QUANT_FP4 ? Q4_FP4 : Q4_NF4), 0, n, out);
+}
+void pt_quantize_absmax(const float* absmax, int64_t nblocks, uint8_t* q, float* absmax2, float* offset) {
+  quantize_absmax8(absmax, nblocks, q, absmax2, offset);
+}
+void pt_dequantize_absmax(const uint8_t* q, const float* absmax2, float offset, int64_t nblocks, float* out) {
+  Q4Tensor t;
+  t.qabs = const_cast<uint8_t*>(q);
+  t.absmax2 = const_cast<float*>(absmax2);
+  t.offset = offset;
+  for (int64_t b = 0; b < nblocks; b++) out[b] = t.scale(b);
 }
 
 pt_status pt_forward(pt_model* m, const int32_t* ids, const int32_t* lengths, int32_t B, int32_t T,
@@ -795,7 +1000,9 @@ pt_status pt_forward(pt_model* m, const int32_t* ids, const int32_t* lengths, in
     m->lse.need((size_t)S * N * NH);
     m->xmid.need((size_t)S * N * C);
     m->rstd2.need((size_t)S * N);
-    m->gu.need((size_t)S * N * 2 * I);
+    // A 4-bit base keeps one gate|up slot: the backward recomputes it (gu is the widest activation; QLoRA trades
+    // one more dequantized GEMM per layer for (L - 1) N 2I floats).
+    m->gu.need((size_t)(q4_base(m) ? 1 : S) * N * 2 * I);
     m->h.need((size_t)N * C);
     m->act.need((size_t)N * I);
     float* hf = m->hf.need((size_t)N * C);
@@ -857,9 +1064,10 @@ pt_status pt_backward(pt_model* m, const float* dlogps) {
   const int C = m->C, I = m->I, L = m->L, NH = m->NH, NKV = m->NKV, HS = m->HS, QKV = m->QKV, AO = m->AO;
   const int64_t N = m->N;
   const int nN = (int)N;
-  if (!m->lora && bf16_base(m)) {
+  if (!m->lora && frozen_base(m)) {
     pt_release_activations(m);
-    return fail(PT_ERR_STATE, "the base weights are held in bf16 only (frozen): attach a LoRA adapter to train");
+    return fail(PT_ERR_STATE, std::string("the base weights are held ") + (q4_base(m) ? "in 4 bits" : "in bf16 only") +
+                                  " (frozen): attach a LoRA adapter to train");
   }
   if (!m->lora && !ensure_grads(m)) {
     pt_release_activations(m);
@@ -890,7 +1098,8 @@ pt_status pt_backward(pt_model* m, const float* dlogps) {
     auto gw = [&](float* w) { return lo ? sink : w; };
     const bool mixed = m->compute == PT_COMPUTE_BF16;
     auto base_back = [&](float* dxo, float* dW, float* db, const float* dy, const float* x, const float* W,
-                         const uint16_t* Wh, int in, int out) {
+                         const uint16_t* Wh, const Q4Matrix& Q, int in, int out) {
+      if (Q.n) return linear_backward_q4(dxo, dy, Q, nN, in, out, false, m->wtile);  // frozen: dx only
       if (mixed) {
         const bf16* w = dxo ? (Wh ? Wh : bf16_weight(m->wb, W, out, in)) : nullptr;
         return linear_backward_bf16(dxo, dW, db, dy, x, w, nN, in, out, false, m->bs);
@@ -903,9 +1112,9 @@ pt_status pt_backward(pt_model* m, const float* dlogps) {
     auto slot = [&](int l) { return recompute ? 0 : l; };
     float* xscratch = recompute ? m->xscratch.need((size_t)N * C) : nullptr;
     auto lin_back = [&](int l, int k, float* dxo, float* dW, float* db, const float* dy, const float* x,
-                        const float* W, const uint16_t* Wh, int in, int out) {
-      if (!lo) return base_back(dxo, dW, db, dy, x, W, Wh, in, out);
-      base_back(dxo, nullptr, nullptr, dy, x, W, Wh, in, out);  // frozen base: dx only
+                        const float* W, const uint16_t* Wh, const Q4Matrix& Q, int in, int out) {
+      if (!lo) return base_back(dxo, dW, db, dy, x, W, Wh, Q, in, out);
+      base_back(dxo, nullptr, nullptr, dy, x, W, Wh, Q, in, out);  // frozen base: dx only
       if (!lo->P[l][k].members) return;
       const float* u = m->lora_u.p + (size_t)slot(l) * N * lo->uwidth + (size_t)N * lo->ucol[k];
       if (member_path(*lo, true)) members_backward(m, *lo, l, k, dxo, dy, out, x, u, nN);
@@ -930,26 +1139,37 @@ pt_status pt_backward(pt_model* m, const float* dlogps) {
       const float* q = m->qkv.p + (size_t)s * N * QKV;
       const float* a = m->att.p + (size_t)s * N * AO;
       const float* xm = m->xmid.p + (size_t)s * N * C;
-      const float* g = m->gu.p + (size_t)s * N * 2 * I;
+      const float* g = m->gu.p + (size_t)(q4_base(m) ? 0 : s) * N * 2 * I;
       const float* rstd2 = m->rstd2.p + (size_t)s * N;
       const float* rstd1 = m->rstd1.p + (size_t)s * N;
       // MLP block: x'' = x' + swiglu(gu) Wd^T
       float* tmp_rstd = m->tmp.need(N);
       rmsnorm_forward(h, tmp_rstd, xm, P.ln2, N, 1, C, C, eps);
       g_prof.lap(P_NORM);
+      // gu = h Wgu^T (+b) + LoRA, as the forward computed it (u rewritten with the same values); a checkpointed
+      // layer was just recomputed whole
+      if (q4_base(m) && !recompute) {
+        base_linear(m, mixed, m->gu.p, h, P.wgu, P.hgu, P.qgu, P.bgu, nN, C, 2 * I);
+        if (lo && lo->P[l][G_GU].members) {  // the forward's adapter path: dropout masks and DoRA as it drew them
+          float* u = m->lora_u.p + (size_t)l * N * lo->uwidth + (size_t)N * lo->ucol[G_GU];
+          if (member_path(*lo, true)) members_forward(m, *lo, true, l, G_GU, m->gu.p, 2 * I, u, h, nN, nullptr);
+          else lora_forward(m->gu.p, 2 * I, u, h, lo->P[l][G_GU], nN, (float)lo->scaling);
+        }
+        g_prof.lap(P_UP);
+      }
       swiglu_forward(act, g, N, I);
       g_prof.lap(P_SWIGLU);
-      lin_back(l, G_DOWN, dact, G.wd, G.bd, dx, act, P.wd, P.hd, I, C);
+      lin_back(l, G_DOWN, dact, G.wd, G.bd, dx, act, P.wd, P.hd, P.qd, I, C);
       g_prof.lap(P_DOWN);
       swiglu_backward(dgu, dact, g, N, I);
       g_prof.lap(P_SWIGLU);
-      lin_back(l, G_GU, dh, G.wgu, G.bgu, dgu, h, P.wgu, P.hgu, C, 2 * I);
+      lin_back(l, G_GU, dh, G.wgu, G.bgu, dgu, h, P.wgu, P.hgu, P.qgu, C, 2 * I);
       g_prof.lap(P_UP);
       rmsnorm_backward(dx, gw(G.ln2), dh, xm, P.ln2, rstd2, N, 1, C, C, true);
       // Attention block: x' = x + attn(...) Wo^T
       rmsnorm_forward(h, tmp_rstd, x, P.ln1, N, 1, C, C, eps);
       g_prof.lap(P_NORM);
-      lin_back(l, G_O, datt, G.wo, G.bo, dx, a, P.wo, P.ho, AO, C);
+      lin_back(l, G_O, datt, G.wo, G.bo, dx, a, P.wo, P.ho, P.qo, AO, C);
       g_prof.lap(P_OPROJ);
       attention_backward(dqkv, datt, a, m->lse.p + (size_t)s * N * NH, q, m->seqs.data(), m->B, NH, NKV, HS);
       g_prof.lap(P_ATTN);
@@ -961,7 +1181,7 @@ pt_status pt_backward(pt_model* m, const float* dlogps) {
         rmsnorm_backward(dqkv, gw(G.qn), dqkv, qp, P.qn, qr, N, NH, HS, QKV, false);
         rmsnorm_backward(dqkv + AO, gw(G.kn), dqkv + AO, qp + AO, P.kn, qr + N * NH, N, NKV, HS, QKV, false);
       }
-      lin_back(l, G_QKV, dh, G.wqkv, G.bqkv, dqkv, h, P.wqkv, P.hqkv, C, QKV);
+      lin_back(l, G_QKV, dh, G.wqkv, G.bqkv, dqkv, h, P.wqkv, P.hqkv, P.qqkv, C, QKV);
       g_prof.lap(P_QKV);
       rmsnorm_backward(dx, gw(G.ln1), dh, x, P.ln1, rstd1, N, 1, C, C, true);
       g_prof.lap(P_NORM);
@@ -1088,6 +1308,9 @@ void pt_lora_adamw_step(pt_model* m, float* exp_avg, float* exp_avg_sq, int64_t 
 
 pt_status pt_lora_merge(pt_model* m) {
   if (!m->lora) return fail(PT_ERR_STATE, "no LoRA adapter is attached: nothing to merge");
+  if (q4_base(m))
+    return fail(PT_ERR_STATE, "a 4-bit base cannot hold a merged weight: merge into a full-precision copy (every tensor "
+                              "read with pt_model_dequantize) instead");
   const Adapter& a = *m->lora;
   const int64_t rows[NGROUPS] = {m->QKV, m->C, 2 * (int64_t)m->I, m->C};
   try {
@@ -1224,7 +1447,7 @@ pt_status pt_decode(pt_model* m, pt_kv_cache* kv, const int32_t* rows, const int
     for (int l = 0; l < m->L; l++) {
       const Layer& P = m->P[l];
       rmsnorm_forward(h, rstd, x, P.ln1, N, 1, C, C, eps);
-      base_linear(m, false, qkv, h, P.wqkv, P.hqkv, P.bqkv, nN, C, QKV);
+      base_linear(m, false, qkv, h, P.wqkv, P.hqkv, P.qqkv, P.bqkv, nN, C, QKV);
       adapt(l, G_QKV, qkv, QKV, h);
       if (m->cfg.qk_norm) {  // in place: each element is read before it is written
         rmsnorm_forward(qkv, rstd, qkv, P.qn, N, NH, HS, QKV, eps);
@@ -1243,15 +1466,15 @@ pt_status pt_decode(pt_model* m, pt_kv_cache* kv, const int32_t* rows, const int
           }
         }
       attention_cached(att, qkv, QKV, kv->seqs.data(), kv->past.data(), rows, Kc, Vc, kv->Tmax, n, NH, NKV, HS);
-      base_linear(m, false, xm, att, P.wo, P.ho, P.bo, nN, AO, C);
+      base_linear(m, false, xm, att, P.wo, P.ho, P.qo, P.bo, nN, AO, C);
       adapt(l, G_O, xm, C, att);
 #pragma omp parallel for schedule(static)
       for (int64_t j = 0; j < N * C; j++) xm[j] += x[j];
       rmsnorm_forward(h, rstd, xm, P.ln2, N, 1, C, C, eps);
-      base_linear(m, false, gu, h, P.wgu, P.hgu, P.bgu, nN, C, 2 * I);
+      base_linear(m, false, gu, h, P.wgu, P.hgu, P.qgu, P.bgu, nN, C, 2 * I);
       adapt(l, G_GU, gu, 2 * I, h);
       swiglu_forward(act, gu, N, I);
-      base_linear(m, false, x, act, P.wd, P.hd, P.bd, nN, I, C);
+      base_linear(m, false, x, act, P.wd, P.hd, P.qd, P.bd, nN, I, C);
       adapt(l, G_DOWN, x, C, act);
 #pragma omp parallel for schedule(static)
       for (int64_t j = 0; j < N * C; j++) x[j] += xm[j];

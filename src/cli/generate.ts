@@ -71,7 +71,10 @@ export function registerGenerateCommand(program: Command): void {
     .option("--no-chat-template", "tokenize prompts as plain text instead of a user turn of the chat template")
     .option("--system <text>", "a system message before each prompt (chat template only)")
     .option("--batch-size <n>", "prompts decoded together", "8")
-    .option("--threads <n>", "compute threads (default: all cores)");
+    .option("--threads <n>", "compute threads (default: all cores)")
+    .option("--load-in-4bit", "hold the model's layer projections in bitsandbytes' 4-bit format (QLoRA's base), quantized at load")
+    .option("--bnb-4bit-quant-type <type>", "with --load-in-4bit: nf4 or fp4", "nf4")
+    .option("--bnb-4bit-use-double-quant", "with --load-in-4bit: quantize the block scales too (double quantization)");
   for (const key of GENERATION_OPTION_KEYS) cmd.option(`--${flagName(key)} <value>`, `${GENERATION_OPTIONS[key].doc} (${GENERATION_OPTIONS[key].type})`);
   cmd.addHelpText("after", GENERATE_HELP).action(async (o: Record<string, string | boolean | undefined>) => {
     if (!o.prompt === !o.prompts) throw new Error("give exactly one of --prompt TEXT or --prompts FILE.jsonl");
@@ -82,7 +85,10 @@ export function registerGenerateCommand(program: Command): void {
     const overrides: Record<string, unknown> = {};
     for (const key of GENERATION_OPTION_KEYS) if (o[camel(key)] !== undefined) overrides[key] = o[camel(key)];
     const rows: PromptRow[] = o.prompt ? [{ prompt: o.prompt as string }] : readPrompts(o.prompts as string);
-    const loaded = await loadGenerationModel(o.model as string, { adapter: (o.adapter as string) ?? null, threads: o.threads ? Number(o.threads) : undefined, overrides });
+    const qt = o.bnb4bitQuantType as string;
+    if (o.loadIn4bit && qt !== "nf4" && qt !== "fp4") throw new Error(`--bnb-4bit-quant-type must be nf4 or fp4, got ${JSON.stringify(qt)}`);
+    const quantization = o.loadIn4bit ? { quantType: qt as "nf4" | "fp4", doubleQuant: !!o.bnb4bitUseDoubleQuant } : undefined;
+    const loaded = await loadGenerationModel(o.model as string, { adapter: (o.adapter as string) ?? null, threads: o.threads ? Number(o.threads) : undefined, overrides, quantization });
     try {
       const gen = new Generator(loaded);
       const promptIds = (r: PromptRow): number[] => {

@@ -4,7 +4,9 @@
 // absmax1 / absmax2, bitsandbytes' names); smaller tensors keep fp32 moments, as bitsandbytes' min_8bit_size.
 // The update math is fp32 in the native core (native/src/optim.h). Also the choice of optimizer by optim name.
 // Not here: the fp32 AdamW (native.ts), checkpoint files (src/train/checkpoint.ts), config notes (config.ts).
-import { AdamW, native, type Optimizer, type OptimizerStateTensor, type Trainable } from "./native.ts";
+import { AdamW, dynamicMap, native, type Optimizer, type OptimizerStateTensor, type Trainable } from "./native.ts";
+
+export { dynamicMap };
 import type { AdamWConfig, ParamInfo } from "./types.ts";
 
 /** transformers' optim names that select bitsandbytes' AdamW with 8-bit state ("8bit" in the name). */
@@ -14,10 +16,6 @@ export const QBLOCK = 256;
 /** bitsandbytes' min_8bit_size: a tensor with fewer elements keeps fp32 state. */
 export const MIN_8BIT_SIZE = 4096;
 
-/** bitsandbytes' dynamic quantization map: 256 ascending fp32 codes, signed (exp_avg) or unsigned (exp_avg_sq). */
-export function dynamicMap(signed: boolean): Float32Array {
-  return native().dynamicMap(signed);
-}
 
 /** Blockwise 8-bit quantization of x against a dynamic map: codes (n) and one absmax per block of 256. */
 export function quantizeBlockwise(x: Float32Array, signed: boolean): { codes: Uint8Array; absmax: Float32Array } {

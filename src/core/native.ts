@@ -38,6 +38,10 @@ interface AddonModel {
   paramsBf16(): Uint16Array;
   setGradientCheckpointing(on: boolean): void;
   getGradientCheckpointing(): boolean;
+  quantize4bit(param: number, values: Float32Array, start: number): void;
+  dequantize(param: number, out: Float32Array): void;
+  writeTensor(param: number, values: Float32Array, start: number): void;
+  weightBytes(): number;
 }
 interface AddonKvCache {
   length(row: number): number;
@@ -60,6 +64,9 @@ interface Addon {
   dequantizeBlockwise(codes: Uint8Array, absmax: Float32Array, signed: boolean, out: Float32Array): void;
   adamwTensor(p: Float32Array, g: Float32Array, m: Float32Array, v: Float32Array, step: number, lr: number, b1: number, b2: number, eps: number, wd: number): void;
   adamw8bitTensor(p: Float32Array, g: Float32Array, s1: Uint8Array, s2: Uint8Array, a1: Float32Array, a2: Float32Array, step: number, lr: number, b1: number, b2: number, eps: number, wd: number): void;
+  quantize4bit(x: Float32Array, type: number): { packed: Uint8Array; absmax: Float32Array };
+  dequantize4bit(packed: Uint8Array, absmax: Float32Array, n: number, type: number): Float32Array;
+  quantizeAbsmax(absmax: Float32Array): { q: Uint8Array; absmax2: Float32Array; offset: number; dequantized: Float32Array };
 }
 
 let addon: Addon | null = null;
@@ -86,7 +93,7 @@ export function native(): Addon {
 }
 
 /** PT_ABI_VERSION of native/include/preftune.h that this file is written against. */
-const ABI_VERSION = 8;
+const ABI_VERSION = 9;
 
 /**
  * OpenBLAS picks its kernels from the CPU model at load time, and a release older than the CPU falls back to
@@ -324,6 +331,37 @@ export class LoraAdapter extends NamedParams implements Trainable {
   }
 }
 
+/** bitsandbytes' 4-bit formats (BitsAndBytesConfig bnb_4bit_quant_type). */
+export type Quant4Type = "nf4" | "fp4";
+const QUANT_CODE: Readonly<Record<Quant4Type, number>> = { nf4: 0, fp4: 1 };   // PT_QUANT_*
+
+/** A frozen base in bitsandbytes' 4-bit format (load_in_4bit): the code book and double quantization. */
+export interface Quant4Config {
+  quantType: Quant4Type;
+  /** bnb_4bit_use_double_quant / TRL's use_bnb_nested_quant: the block absmax values 8-bit quantized too. */
+  doubleQuant: boolean;
+}
+
+/**
+ * bitsandbytes' quantize_4bit on a plain array (blocks of 64): packed nibbles (first element high) and one absmax
+ * per block. For tests and tools; a 4-bit model quantizes its own weights (NativeModel.quantize4bit).
+ */
+export function quantize4bit(x: Float32Array, type: Quant4Type): { packed: Uint8Array; absmax: Float32Array } {
+  return native().quantize4bit(x, QUANT_CODE[type]);
+}
+/** The inverse: code[nibble] · absmax[block], n values. */
+export function dequantize4bit(packed: Uint8Array, absmax: Float32Array, n: number, type: Quant4Type): Float32Array {
+  return native().dequantize4bit(packed, absmax, n, QUANT_CODE[type]);
+}
+/** bitsandbytes' double quantization of absmax values (mean offset, signed dynamic map, blocks of 256), and its read-back. */
+export function quantizeAbsmax(absmax: Float32Array): { q: Uint8Array; absmax2: Float32Array; offset: number; dequantized: Float32Array } {
+  return native().quantizeAbsmax(absmax);
+}
+/** bitsandbytes' dynamic 8-bit map (256 values, ascending): signed (double quantization, exp_avg) or unsigned (exp_avg_sq). */
+export function dynamicMap(signed = true): Float32Array {
+  return native().dynamicMap(signed);
+}
+
 /** Options of a NativeModel. */
 export interface NativeModelOptions {
   /** Precision of the GEMMs (default fp32, the exact path); "bf16" needs bf16Support().available (see chooseCompute). */
@@ -334,8 +372,16 @@ export interface NativeModelOptions {
    * LoRA adapter; params, grads and AdamW on it throw. Default "fp32".
    */
   baseDtype?: ComputeDtype;
+  /**
+   * Hold the projection weights of every layer in bitsandbytes' 4-bit format (QLoRA's load_in_4bit): a frozen base,
+   * trained only through a LoRA adapter. Write those weights with quantize4bit (chunk by chunk, as the loader streams
+   * them) and the others through params (baseDtype "fp32") or paramsBf16 (baseDtype "bf16"), which then hold only the
+   * embeddings, norms, biases and head (the matrix regions are unused).
+   */
+  quantization?: Quant4Config;
 }
-const MODEL_BF16_BASE = 1;  // PT_MODEL_BF16_BASE
+// PT_MODEL_* flags
+const MODEL_BF16_BASE = 1, MODEL_NF4_BASE = 2, MODEL_FP4_BASE = 4, MODEL_DOUBLE_QUANT = 8;
 const ROPE_TYPES: Record<RopeScaling["type"], number> = { linear: 1, dynamic: 2, yarn: 3, llama3: 4 };  // PT_ROPE_*
 
 /** pt_config's rope_* fields; none for plain RoPE. */
@@ -362,16 +408,51 @@ export class NativeModel extends NamedParams implements Trainable {
   constructor(config: DecoderConfig, opts: NativeModelOptions = {}) {
     if (opts.baseDtype !== undefined && opts.baseDtype !== "fp32" && opts.baseDtype !== "bf16") throw new Error(`baseDtype must be "fp32" or "bf16", got ${JSON.stringify(opts.baseDtype)}`);
     const bf16Base = opts.baseDtype === "bf16";
-    const handle = new (native().Model)(coreConfig(config), bf16Base ? MODEL_BF16_BASE : 0);
-    super(handle.table(), bf16Base ? () => handle.params() : handle.params(), () => this.h().grads(), "parameter");
+    const q = opts.quantization;
+    if (q && QUANT_CODE[q.quantType] === undefined) throw new Error(`bnb_4bit_quant_type must be "nf4" or "fp4", got ${JSON.stringify(q.quantType)}`);
+    const flags = (bf16Base ? MODEL_BF16_BASE : 0) | (q ? (q.quantType === "fp4" ? MODEL_FP4_BASE : MODEL_NF4_BASE) | (q.doubleQuant ? MODEL_DOUBLE_QUANT : 0) : 0);
+    const handle = new (native().Model)(coreConfig(config), flags);
+    // a frozen (bf16 or 4-bit) base's buffer is viewed only on demand: it may be past JavaScript's 2^32-value limit
+    super(handle.table(), bf16Base || q ? () => handle.params() : handle.params(), () => this.h().grads(), "parameter");
     this.config = config;
     this.handle = handle;
     this.baseDtype = bf16Base ? "bf16" : "fp32";
+    this.quantization = q ? { quantType: q.quantType, doubleQuant: !!q.doubleQuant } : null;
     if (opts.compute) this.setCompute(opts.compute);
   }
 
   /** How the base weights are held: "fp32" (trainable) or "bf16" (frozen, half the memory). */
   readonly baseDtype: ComputeDtype;
+  /** The 4-bit format of the projection weights (a frozen QLoRA base), or null. */
+  readonly quantization: Quant4Config | null;
+  /** Quantizes elements [start, start + values.length) of projection weight `name` (chunks in order, multiples of 64 but the last). */
+  quantize4bit(name: string, values: Float32Array, start: number): void {
+    this.h().quantize4bit(this.tableIndex(name), values, start);
+  }
+  /**
+   * Writes elements [start, start + values.length) of an unquantized tensor (rounded to bf16 on a bf16-held base).
+   * Needs no view of the whole buffer, which JavaScript cannot make past 2^32 values (a 7B model).
+   */
+  writeTensor(name: string, values: Float32Array, start: number): void {
+    this.h().writeTensor(this.tableIndex(name), values, start);
+  }
+  /** Tensor `name` in fp32: dequantized (4-bit), widened (bf16) or copied. */
+  dequantize(name: string): Float32Array {
+    const out = new Float32Array(this.info(name).size);
+    this.h().dequantize(this.tableIndex(name), out);
+    return out;
+  }
+  /** Bytes the weights occupy in native memory (4-bit data and scales, or 2 / 4 bytes a value). */
+  get weightBytes(): number {
+    return this.h().weightBytes();
+  }
+  private indexByName: Map<string, number> | null = null;
+  private tableIndex(name: string): number {
+    this.indexByName ??= new Map(this.table.map((p, i) => [p.name, i]));
+    const i = this.indexByName.get(name);
+    if (i === undefined) throw new Error(`no parameter named ${name}`);
+    return i;
+  }
   private bf16View: Uint16Array | null = null;
   /** A bf16-held base's weights as bf16 bits, laid out as `table` says (offsets in elements); zero-copy. */
   get paramsBf16(): Uint16Array {

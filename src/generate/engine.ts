@@ -4,12 +4,13 @@
 // Not here: the processors themselves (sampling.ts), GenerationConfig defaults (config.ts), chat UI or HTTP.
 import { existsSync } from "node:fs";
 import { basename, join, resolve } from "node:path";
-import { NativeModel, setNumThreads } from "../core/native.ts";
+import { NativeModel, setNumThreads, type Quant4Config } from "../core/native.ts";
 import { DataError } from "../data/errors.ts";
 import type { Message } from "../data/formats.ts";
 import { loadTokenizer, type Tokenizer } from "../data/tokenizer.ts";
 import { loadWeightsInto, openModelFolder } from "../models/checkpoint.ts";
 import { ADAPTER_CONFIG_FILE, loadAdapter, readAdapterFolder } from "../models/peft.ts";
+import { loadQuantizedModel, quantizedWeightBytes } from "../models/quantize.ts";
 import { mulberry32 } from "../util/random.ts";
 import { maxNewTokens, resolveGenerationConfig } from "./config.ts";
 import { chooseToken } from "./sampling.ts";
@@ -34,6 +35,8 @@ export interface LoadOptions {
   threads?: number;
   /** HF generation keys layered over generation_config.json for every request of this model. */
   overrides?: Record<string, unknown>;
+  /** Hold the base's layer projections in bitsandbytes' 4-bit format (load_in_4bit), the rest in fp32. */
+  quantization?: Quant4Config;
 }
 
 /**
@@ -55,7 +58,8 @@ export async function loadGenerationModel(modelDir: string, opts: LoadOptions = 
   }
   if (opts.threads && opts.threads > 0) setNumThreads(opts.threads);
   // config.json against the weight headers and the model's size against this machine, before any allocation
-  const { config, configJson, memoryWarning } = openModelFolder(base);
+  const q = opts.quantization;
+  const { config, configJson, memoryWarning } = openModelFolder(base, { weightBytesOf: q ? (t) => quantizedWeightBytes(t, q, "fp32") : undefined });
   if (memoryWarning) process.stderr.write(`note: ${memoryWarning}\n`);
   const tokDir = adapterDir && existsSync(join(adapterDir, "tokenizer.json")) ? adapterDir : base;
   if (!existsSync(join(tokDir, "tokenizer.json"))) {
@@ -65,9 +69,9 @@ export async function loadGenerationModel(modelDir: string, opts: LoadOptions = 
     });
   }
   const tokenizer = await loadTokenizer(tokDir);
-  const model = new NativeModel(config);
+  const model = q ? loadQuantizedModel(base, config, q, "fp32") : new NativeModel(config);
   try {
-    loadWeightsInto(base, model.table, model.params);
+    if (!q) loadWeightsInto(base, model.table, model.params);
     if (adapterDir) {
       try {
         loadAdapter(adapterDir, model);

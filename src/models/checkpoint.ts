@@ -195,11 +195,12 @@ export interface MemoryUse {
   training?: boolean;          // gradients + AdamW moments for every parameter (full fine-tuning)
   optimizerBytes?: number;     // bytes of optimizer state per trained parameter: 8 for fp32 AdamW (the default), about 2 for 8-bit
   extraCopies?: number;        // further fp32 copies of the weights held at once (a reference model)
+  weightBytes?: number;        // bytes of the weights when not 4 a parameter (a 4-bit base); default 4 · parameters
 }
 
 /** Bytes needed for weights (and gradients and optimizer state when training); activations come on top. */
 export function modelBytes(m: MemoryUse): number {
-  return 4 * m.parameters * (1 + (m.extraCopies ?? 0)) + (m.training ? (4 + (m.optimizerBytes ?? 8)) * m.parameters : 0);
+  return (m.weightBytes ?? 4 * m.parameters) * (1 + (m.extraCopies ?? 0)) + (m.training ? (4 + (m.optimizerBytes ?? 8)) * m.parameters : 0);
 }
 
 /**
@@ -237,11 +238,12 @@ export interface OpenedModel {
  * Reads config.json and the weight headers of `dir` and checks them against each other (names, shapes and so
  * the parameter count) and the memory `use` needs against the machine's, all before any buffer is allocated.
  */
-export function openModelFolder(dir: string, use: Omit<MemoryUse, "parameters"> = {}): OpenedModel & { memoryWarning: string | null } {
+export function openModelFolder(dir: string, use: Omit<MemoryUse, "parameters" | "weightBytes"> & { weightBytesOf?: (table: readonly ParamInfo[]) => number } = {}): OpenedModel & { memoryWarning: string | null } {
   const { config, configJson, files } = readModelDir(dir);
   const { table, numFloats: parameters } = paramLayout(config);
   checkWeightFiles(files, table);
-  const memoryWarning = checkMemory(dir, { ...use, parameters });
+  const { weightBytesOf, ...rest } = use;
+  const memoryWarning = checkMemory(dir, { ...rest, parameters, weightBytes: weightBytesOf?.(table) });
   return { dir, config, configJson, files, parameters, memoryWarning };
 }
 

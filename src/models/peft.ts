@@ -2,7 +2,8 @@
 // = the row norms of W), an adapter folder written as PEFT's save_pretrained writes it (adapter_config.json with
 // sorted keys + adapter_model.safetensors under base_model.model.* names, DoRA's lora_magnitude_vector included),
 // loading such a folder onto a NativeModel with every name and shape checked, and merging (W += s·B·A; DoRA:
-// each row then scaled to m / ‖row‖) into a full Hugging Face model folder.
+// each row then scaled to m / ‖row‖) into a full Hugging Face model folder (from a 4-bit base: into its
+// dequantized fp32 copy).
 // Not the LoRA math (native/src/lora.h) and not how training uses adapters (src/train).
 import { existsSync } from "node:fs";
 import { join } from "node:path";
@@ -11,6 +12,7 @@ import type { DecoderConfig, LoraConfig, LoraTarget } from "../core/types.ts";
 import { readTextFile, writeFolderAtomic, writeNewFile } from "../util/durable.ts";
 import { mulberry32 } from "../util/random.ts";
 import { saveModel, type SaveOptions } from "./checkpoint.ts";
+import { dequantizedCopy } from "./quantize.ts";
 import { readHeader, readTensor, writeSafetensors, type SafetensorsHeader, type TensorToWrite } from "./safetensors.ts";
 
 export const ADAPTER_CONFIG_FILE = "adapter_config.json";
@@ -286,7 +288,22 @@ export function loadAdapter(dir: string, model: NativeModel): { adapter: LoraAda
  * Hugging Face model folder loadable without PEFT (atomically, with what opts.extra adds, e.g. the tokenizer).
  */
 export function saveMergedModel(dir: string, model: NativeModel, configJson: Record<string, unknown>, opts: SaveOptions = {}): void {
-  if (!model.lora) throw new Error("saveMergedModel: the model carries no LoRA adapter to merge");
+  const lora = model.lora;
+  if (!lora) throw new Error("saveMergedModel: the model carries no LoRA adapter to merge");
+  if (model.quantization) {
+    // A 4-bit base: the merge runs on a dequantized fp32 copy (PEFT would re-quantize the merged weight to 4 bits,
+    // a second rounding; the folder written here holds the merged weights unrounded, in opts.dtype).
+    const full = dequantizedCopy(model);
+    try {
+      full.attachLora(lora.config).params.set(lora.params);
+      full.mergeLora();
+      saveModel(dir, configJson, full.table, full.params, opts);
+    } finally {
+      full.free();
+    }
+    model.detachLora();
+    return;
+  }
   model.mergeLora();
   saveModel(dir, configJson, model.table, model.params, opts);
 }

@@ -28,7 +28,7 @@ const LOGS = "no effect: preftune prints its own progress and log lines";
 const EVAL = "no effect: evaluation computes the loss and TRL's metrics over the whole eval split";
 const MEMORY = "no effect: a PyTorch memory switch; the native core recomputes attention from saved statistics and never holds the full logits";
 const FP16 = "no effect: there is no fp16 compute on the CPU; training runs in fp32";
-const QUANT = "no effect yet: the frozen base stays fp32 (4/8-bit quantization comes with QLoRA support), so a QLoRA recipe trains plain LoRA on an fp32 base";
+const INT8 = "no effect: an LLM.int8 (load_in_8bit) setting, and load_in_8bit is not built";
 const REMOTE = "no effect: no remote code is ever run; the architecture is read from config.json";
 const ATTN = "no effect: the native core has one attention kernel";
 const LIGER = "no effect: the lm_head + log-softmax is already fused and chunked";
@@ -197,18 +197,14 @@ export const COMPAT_KEYS = {
   model_code_revision: note("string", null, REVISION),
   tokenizer_name_or_path: refuse("string", null, "tokenizer_name_or_path is not supported: the tokenizer is read from model_name_or_path; copy the tokenizer files there and remove it", [null]),
   attn_implementation: note("string", null, ATTN),
-  load_in_4bit: note("bool", false, QUANT),
-  load_in_8bit: note("bool", false, QUANT),
-  bnb_4bit_quant_type: note("string", "nf4", QUANT, ["nf4"], ["nf4", "fp4"]),
-  use_bnb_nested_quant: note("bool", false, QUANT),
-  bnb_4bit_quant_storage: note("string", null, QUANT),
+  // (load_in_4bit, load_in_8bit, bnb_4bit_quant_type, use_bnb_nested_quant, bnb_4bit_use_double_quant and
+  // bnb_4bit_compute_dtype are honoured: config.ts, group quant)
+  bnb_4bit_quant_storage: note("string", null, "no effect: the packed 4-bit bytes are the same whatever dtype bitsandbytes views them as", [null, "uint8", "torch.uint8"]),
   // transformers BitsAndBytesConfig
-  bnb_4bit_compute_dtype: note("string", null, QUANT),
-  bnb_4bit_use_double_quant: note("bool", false, QUANT),
-  llm_int8_threshold: note("float", 6.0, QUANT, [6.0]),
-  llm_int8_skip_modules: note("list", null, QUANT),
-  llm_int8_enable_fp32_cpu_offload: note("bool", false, QUANT),
-  llm_int8_has_fp16_weight: note("bool", false, QUANT),
+  llm_int8_threshold: note("float", 6.0, INT8, [6.0]),
+  llm_int8_skip_modules: note("list", null, "no effect: a 4-bit base quantizes every layer projection and never lm_head, embeddings or norms (transformers' default skip list)"),
+  llm_int8_enable_fp32_cpu_offload: note("bool", false, INT8),
+  llm_int8_has_fp16_weight: note("bool", false, INT8),
   // PEFT LoraConfig options TRL's ModelConfig exposes that preftune does not build
   lora_modules_to_save: refuse("list", null, "lora_modules_to_save (training full copies of lm_head / embed_tokens next to the adapter) is not supported; remove it", [null, []]),
   lora_target_parameters: refuse("list", null, "lora_target_parameters (LoRA on MoE expert parameters) is not supported; remove it", [null, []]),

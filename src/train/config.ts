@@ -23,10 +23,11 @@ export type TrainMethod = Method;
 const PREFERENCE = methodsWhere((s) => s.loss !== "sft");
 const WITH_REFERENCE = methodsWhere((s) => s.reference);
 
-type Group = "run" | "data" | "optimizer" | "schedule" | "logging" | "method" | "peft" | "compat";
+type Group = "run" | "data" | "optimizer" | "schedule" | "logging" | "method" | "peft" | "quant" | "compat";
 const GROUP_TITLES: Record<Group, string> = {
   run: "Run and model", data: "Data and tokenization", optimizer: "Optimizer (AdamW)", schedule: "Steps and schedule",
   logging: "Logging, evaluation, checkpoints", method: "Method (loss) settings", peft: "LoRA (PEFT adapters)",
+  quant: "4-bit frozen base (QLoRA: TRL ModelConfig / bitsandbytes BitsAndBytesConfig names)",
   compat: "Accepted for compatibility (no effect here; a recipe that sets one gets its reason printed once)",
 };
 
@@ -261,7 +262,14 @@ const HONOURED = {
   use_rslora: bool("peft", "rank-stabilised LoRA: scale by lora_alpha / √r", false),
   lora_task_type: oneOf("peft", "PEFT task type of the adapter (only causal LM)", ["CAUSAL_LM"] as const, "CAUSAL_LM"),
   use_dora: bool("peft", "PEFT's DoRA: a trainable lora_magnitude_vector per output row, W' = m · (W + s·B·A) / ‖W + s·B·A‖_row (the norm detached in the backward)", false),
-  merge_adapter: bool("peft", "preftune: also write the adapter merged into the base weights (W += s·B·A) as a full model in output_dir/merged", false),
+  merge_adapter: bool("peft", "preftune: also write the adapter merged into the base weights (W += s·B·A) as a full model in output_dir/merged (from a 4-bit base: its dequantized weights plus s·B·A, unquantized)", false),
+  // 4-bit base (QLoRA)
+  load_in_4bit: bool("quant", "hold the frozen base's layer projections in bitsandbytes' 4-bit format (QLoRA), quantized at load shard by shard; embeddings, norms and lm_head stay unquantized (in bf16 when dtype is bfloat16, else fp32); needs use_peft", false),
+  load_in_8bit: bool("quant", "must be false: the 8-bit LLM.int8 base is not built (use load_in_4bit)", false),
+  bnb_4bit_quant_type: oneOf("quant", "4-bit code book: nf4 (NormalFloat, TRL's default) or fp4 (transformers' BitsAndBytesConfig default)", ["nf4", "fp4"] as const, "nf4"),
+  use_bnb_nested_quant: bool("quant", "double quantization: the per-64 absmax scales themselves 8-bit quantized in blocks of 256 (TRL's name of bnb_4bit_use_double_quant)", false),
+  bnb_4bit_use_double_quant: bool("quant", "transformers' BitsAndBytesConfig name of use_bnb_nested_quant (either one turns it on)", false),
+  bnb_4bit_compute_dtype: { type: "string | null", group: "quant", doc: "dtype of the 4-bit GEMMs: float32 (bitsandbytes' default); bfloat16 / float16 run float32 here, with a note (the weights are dequantized into fp32 tiles)", def: null, cli: cliString, check: (v: unknown) => (v === null ? null : typeof v === "string" && ["float32", "bfloat16", "float16", "fp32", "bf16", "fp16", "float", "half"].includes(v.replace(/^torch\./, "")) ? v : fail("must be float32, bfloat16 or float16 (or null)")) } as Field<string | null>,
 } as const;
 
 type CompatName = keyof typeof COMPAT_KEYS;
@@ -379,6 +387,8 @@ export function resolveConfig(rawIn: Record<string, unknown>, source = "config",
   config.method = method;
   const c = config as TrainConfig;
   derived(c, raw, notes, problems);
+  const quantKeys = Object.keys(raw).filter((k) => isKey(k) && field(k).group === "quant" && !k.startsWith("load_in_") && isSet(config as TrainConfig, k as ConfigKey));
+  if (!(config as TrainConfig).load_in_4bit && quantKeys.length > 0) notes.add(quantKeys.join(", "), "no effect because load_in_4bit is false (set load_in_4bit: true for a 4-bit base)");
   const loraKeys = Object.keys(raw).filter((k) => isKey(k) && field(k).group === "peft" && k !== "use_peft");
   if (!c.use_peft && loraKeys.length > 0) notes.add(loraKeys.join(", "), "no effect because use_peft is false (set use_peft: true to train a LoRA adapter)");
   if (c.model_name_or_path === null && !given.modelAndData) problems.push(`"model_name_or_path" is required (${field("model_name_or_path").doc})`);
@@ -473,6 +483,12 @@ function derived(c: TrainConfig, raw: Record<string, unknown>, notes: Notes, pro
       ? `transformers 4's warmup fraction; warmup_steps (${c.warmup_steps}) is also set and wins, as in transformers 4`
       : `transformers 4's key (removed in transformers 5, where warmup_steps: ${show(c.warmup_ratio)} says the same); honoured`);
   }
+  // bnb_4bit_compute_dtype (TRL also sets it from dtype): the 4-bit GEMMs run fp32
+  const computeDtype = c.bnb_4bit_compute_dtype?.replace(/^torch\./, "");
+  if (c.load_in_4bit && computeDtype && !["float32", "fp32", "float"].includes(computeDtype)) {
+    notes.add("bnb_4bit_compute_dtype", `${c.bnb_4bit_compute_dtype}: the 4-bit weights are dequantized into fp32 tiles and multiplied in fp32 (bitsandbytes' default compute dtype); there is no ${computeDtype} path for them here`);
+  }
+  if (c.load_in_4bit && c.merge_adapter) notes.add("merge_adapter", "with load_in_4bit the merged model is the dequantized 4-bit weights plus s·B·A, saved unquantized in dtype (PEFT would round the merged weights to 4 bits again); merging holds the whole model in fp32 for a moment");
   // dtype: the saved model takes this dtype (auto: the input's); bfloat16 asks for bf16 compute (loop.ts, with its own note)
   const computeNote = c.dtype === "bfloat16" ? "bf16 compute where this CPU gains from it (else fp32, with a note)" : "compute is fp32";
   if (c.dtype !== "auto") notes.add("dtype", c.use_peft
@@ -520,7 +536,9 @@ function conflicts(c: TrainConfig, raw: Record<string, unknown>): string[] {
   if (c.save_strategy === "best") out.push("save_strategy best (a checkpoint whenever metric_for_best_model improves) is not built; use steps or epoch");
   if (c.train_sampling_strategy === "batch_rebalance") out.push("train_sampling_strategy batch_rebalance is not built; use random, sequential or group_by_length");
   if (raw.precompute_ref_batch_size != null && !c.precompute_ref_log_probs) out.push("precompute_ref_batch_size is set but precompute_ref_log_probs is false; set precompute_ref_log_probs: true");
-  if (c.load_in_4bit === true && c.load_in_8bit === true) out.push("load_in_4bit and load_in_8bit are both true; choose one (as TRL requires)");
+  if (c.load_in_4bit && c.load_in_8bit) out.push("load_in_4bit and load_in_8bit are both true; choose one (as TRL requires)");
+  else if (c.load_in_8bit) out.push("load_in_8bit: true (bitsandbytes' LLM.int8 base) is not built; use load_in_4bit: true (QLoRA's 4-bit base) or remove it");
+  if (c.load_in_4bit && !c.use_peft) out.push("load_in_4bit: true needs use_peft: true: a 4-bit base is frozen and trains only through a LoRA adapter (QLoRA), as with PEFT; set use_peft: true");
   if (c.bf16 === true && c.fp16 === true) out.push("bf16 and fp16 are both true; choose one (as transformers requires)");
   if (c.generate_during_eval && c.eval_strategy === "no" && !c.eval_on_start) out.push('generate_during_eval: true logs completions at each evaluation, but eval_strategy is "no" and eval_on_start is false; set eval_strategy: steps (or epoch), or eval_on_start: true');
   for (const k of ["generate_during_eval_samples", "generate_during_eval_max_new_tokens"] as const) {

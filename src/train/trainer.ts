@@ -23,6 +23,7 @@ import { needsReference, pairedStep, sftStep, unpairedStep, type MethodConfig, t
 import { gatherPaired, gatherUnpaired, loadReference, loadReferenceLogps, precomputeReference, saveReferenceLogps, type IndexedBatch, type RefTable } from "./reference.ts";
 import { copyTokenizerFiles, latestCheckpoint, loadCheckpointWeights, readCheckpoint, recoverOutputDir, rotateCheckpoints, saveCheckpoint, saveFinalAdapter, saveFinalModel, writeJsonFile, type CheckpointState } from "./checkpoint.ts";
 import { effectiveLoraDropout, type TrainConfig } from "./config.ts";
+import { loadQuantizedPolicy, planWeightBytes, quantPlan } from "./qlora.ts";
 import { asDivergence, checkFinite, SIGNAL_EXIT_CODES, TrainingDivergedError, watchStopSignals, type StopRequest } from "./guards.ts";
 import { addMetrics, appendMetrics, emptySums, meanMetrics, Progress, rewriteMetricsFile, type LogEntry, type MetricSums } from "./metrics.ts";
 import { allFinite, cardHyperparameters, checkOutputDir, isPacked, methodConfig, refFingerprint, tick, withKlCompletions } from "./run-helpers.ts";
@@ -162,7 +163,7 @@ export class Trainer {
     for (const n of o.notes ?? []) this.print(`note: ${n}`);
     checkOutputDir(this.outputDir, this.modelDir);
     const withRefModel = needsReference(c.method) && !c.use_peft;   // a second copy (or one while precomputing)
-    const base = openModelFolder(this.modelDir, { training: !c.use_peft, optimizerBytes: optimizerBytesPerParameter(c.optim), extraCopies: withRefModel ? 1 : 0 });
+    const base = openModelFolder(this.modelDir, { training: !c.use_peft, optimizerBytes: optimizerBytesPerParameter(c.optim), extraCopies: withRefModel ? 1 : 0, weightBytesOf: planWeightBytes(quantPlan(c, "F32")) });
     if (base.memoryWarning) this.print(`note: ${base.memoryWarning}`);
     this.dcfg = base.config;
     this.configJson = base.configJson;
@@ -262,9 +263,14 @@ export class Trainer {
     const compute = chooseCompute({ bf16: c.bf16 === true || c.dtype === "bfloat16", fp16: c.fp16 === true });
     for (const n of compute.notes) this.print(`note: ${n}`);
     let policy: NativeModel;
+    const plan = quantPlan(c, this.saveDtype);   // load_in_4bit: a 4-bit frozen base
     if (o.model) {
       policy = o.model;
       policy.setCompute(compute.compute);
+    } else if (plan) {
+      const loaded = loadQuantizedPolicy(this.modelDir, this.dcfg, plan);
+      policy = this.policy = loaded.model;
+      this.print(loaded.note);
     } else if (c.use_peft && compute.compute === "bf16" && !c.merge_adapter) {
       policy = new NativeModel(this.dcfg, { compute: compute.compute, baseDtype: "bf16" });
       this.policy = policy;

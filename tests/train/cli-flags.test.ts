@@ -69,7 +69,7 @@ test("TRL's documented KTO QLoRA command line parses to all seven projections, p
   assert.equal(config.warmup_steps, 0.1);
   assert.equal(config.eval_strategy, "steps");   // eval_steps alone means evaluating every eval_steps
   assert.equal(config.logging_first_step, true);
-  assert.ok(notes.some((n) => /^load_in_4bit: no effect yet/.test(n)), notes.join("\n"));
+  assert.ok(!notes.some((n) => /load_in_4bit/.test(n)), notes.join("\n"));   // honoured: a 4-bit base, no note
   assert.ok(notes.some((n) => /^lora_dropout: 0.05 \(TRL's default with use_peft\) has no effect: disable_dropout is true/.test(n)), notes.join("\n"));
 });
 

@@ -9,6 +9,7 @@ import { fileURLToPath } from "node:url";
 import { bf16Support, LORA_TARGETS, NativeModel, type Trainable } from "../../src/core/native.ts";
 import type { DecoderConfig, TokenBatch } from "../../src/core/types.ts";
 import { readModelDir } from "../../src/models/checkpoint.ts";
+import { isQuantizedWeight } from "../../src/models/quantize.ts";
 
 const FIXTURES = join(dirname(fileURLToPath(import.meta.url)), "..", "fixtures", "core");
 
@@ -95,6 +96,27 @@ test("LoRA dropout and DoRA: the recompute draws the same dropout masks and DoRA
       compare(a, b, la, lb, useDora ? "DoRA with dropout" : "LoRA dropout");
     } finally { a.free(); b.free(); }
   }
+});
+
+test("a 4-bit (nf4, double-quantized) base under LoRA with dropout: the same adapter gradients, bit for bit", () => {
+  const { config } = readModelDir(join(FIXTURES, "llama-tiny"));
+  const src = model(config, 8);
+  const held = [0, 1].map(() => new NativeModel({ ...config, numLayers: 4 }, { quantization: { quantType: "nf4", doubleQuant: true } }));
+  try {
+    for (const m of held) {
+      for (const p of src.table) {
+        const v = src.params.subarray(p.offset, p.offset + p.size);
+        if (isQuantizedWeight(p.name)) m.quantize4bit(p.name, v, 0);
+        else m.params.set(v, p.offset);
+      }
+    }
+    const cfg = { r: 4, loraAlpha: 8, useRslora: false, targetModules: [...LORA_TARGETS], loraDropout: 0.2 };
+    const [la, lb] = held.map((m) => m.attachLora(cfg));
+    const r = rng(9);
+    for (let i = 0; i < la.params.length; i++) la.params[i] = lb.params[i] = 0.1 * r();
+    la.setDropoutSeed(1, 0, 0); lb.setDropoutSeed(1, 0, 0);
+    compare(held[0], held[1], la, lb, "4-bit base");
+  } finally { src.free(); for (const m of held) m.free(); }
 });
 
 test("bf16 compute: the same log-probs and gradients, bit for bit", { skip: !bf16Support().available && "no bf16 compute on this CPU" }, () => {
