@@ -34,7 +34,7 @@ export function splitGridArg(arg: string): { key: string; raw: unknown[]; fromTe
 /** A value as text for a folder name: no path separators, no commas or = (they separate keys), nothing odd. */
 export function valueLabel(v: unknown): string {
   const s = typeof v === "string" ? v : JSON.stringify(v);
-  return s.replace(/[^A-Za-z0-9._+-]+/g, "_").slice(0, 60) || "_";
+  return s.replace(/[^A-Za-z0-9._+-]+/g, "_").replace(/^_+|_+$/g, "").slice(0, 60) || "_";
 }
 
 /**

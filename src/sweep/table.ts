@@ -6,7 +6,7 @@ import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { readMetricsFile, type LogLine } from "../report/runlog.ts";
 import { writeFileAtomic } from "../util/durable.ts";
-import { LOCK_FILE } from "../util/lock.ts";
+import { lockHeld } from "../util/lock.ts";
 
 /** Names of the files a sweep writes; one place for the layout. */
 export const SWEEP_FILES = {
@@ -70,7 +70,7 @@ function hasCheckpoint(dir: string): boolean {
 
 export function cellStatus(dir: string): CellStatus {
   if (existsSync(join(dir, SWEEP_FILES.cellResult))) return "done";
-  if (existsSync(join(dir, LOCK_FILE))) return "training";
+  if (existsSync(dir) && lockHeld(dir)) return "training";
   if (existsSync(join(dir, SWEEP_FILES.cellFailure))) return "failed";
   if (hasCheckpoint(dir) || existsSync(join(dir, "metrics.jsonl"))) return "interrupted";
   return "pending";
