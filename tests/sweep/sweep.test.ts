@@ -9,7 +9,8 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { checkAxis, gridCells, splitGridArg } from "../../src/sweep/grid.ts";
-import { planSweep } from "../../src/sweep/run.ts";
+import { planSweep, runSweep } from "../../src/sweep/run.ts";
+import { startJudgeServer } from "../eval/judge-server.ts";
 import { TIMING_KEY } from "../../src/sweep/table.ts";
 import { writeSweepReport } from "../../src/report/sweep-report.ts";
 import { drawnSeries } from "../report/svg-read.ts";
@@ -188,4 +189,23 @@ test("preftune sweep: --help explains every option with its default; a bad grid 
   assert.equal(r.status, 1);
   assert.match(r.stderr, /did you mean "beta"/);
   assert.ok(!existsSync(out), "nothing written");
+});
+
+test("--eval mt-bench with a judge: every cell's answers are judged, mt_bench_score becomes the study's metric", async () => {
+  const judge = await startJudgeServer(() => ({ text: "The answer is short. Rating: [[6]]" }));
+  try {
+    const out = join(tmp.dir, "mt");
+    const lines: string[] = [];
+    const r = await runSweep({
+      configFile: base, overrides: ["--output_dir", out, "--method", "dpo", "--max_steps", "2", "--eval_strategy", "no"], grid: ["beta=0.1,0.3"],
+      eval: { tasks: ["mt-bench"], judgeUrl: judge.url, judgeModel: "judge-1", questions: 1, maxNewTokens: 2 }, print: (l) => lines.push(l), cellOutput: "log",
+    });
+    assert.equal(r.exitCode, 0, lines.join("\n"));
+    const rows = rowsOf(out);
+    assert.deepEqual(rows.map((x) => [x.cell, x.mt_bench_score, x.mt_bench_turn1, x.mt_bench_turn2]), [["beta=0.1", 6, 6, 6], ["beta=0.3", 6, 6, 6]]);
+    assert.equal(judge.requests.length, 4, "2 cells × 1 question × 2 turns");
+    assert.match(readFileSync(join(out, "report.html"), "utf8"), /Metric: <b>mt_bench_score<\/b> \(higher is better\)/);
+  } finally {
+    await judge.close();
+  }
 });
