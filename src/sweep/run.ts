@@ -11,7 +11,7 @@ import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { ConfigError, parseArgs, readConfigFile, resolveConfig } from "../train/config.ts";
 import { latestCheckpoint } from "../train/checkpoint.ts";
-import { ensureDir, writeFileAtomic } from "../util/durable.ts";
+import { ensureDir, removeFile, writeFileAtomic } from "../util/durable.ts";
 import { acquireRunLock } from "../util/lock.ts";
 import { gridAxes, gridCells, type Cell, type GridAxis } from "./grid.ts";
 import { buildRow, cellDir, cellStatus, sweepRows, trainingFinished, writeTables, SWEEP_FILES, type SweepManifest } from "./table.ts";
@@ -128,9 +128,13 @@ export interface SweepSummary {
 
 interface Attempt { code: number; tail: string }
 
-/** Runs `preftune ARGS` as a child; its output goes to this terminal or to `logFile` (keeping the last lines for errors). */
+/**
+ * Runs `preftune ARGS` as a child. Its output goes to `logFile`, or else to this process's stderr: straight through
+ * on a terminal (the cell's progress bars), otherwise relayed, keeping the last lines for a failure record.
+ */
 function child(args: string[], logFile: string | null, onStart?: (c: ChildProcess) => void): { proc: ChildProcess; done: Promise<Attempt> } {
-  const proc = spawn(process.execPath, [BIN, ...args], { stdio: logFile ? ["ignore", "pipe", "pipe"] : ["ignore", "inherit", "pipe"] });
+  const stdio = logFile ? ["ignore", "pipe", "pipe"] : process.stderr.isTTY ? ["ignore", "inherit", "inherit"] : ["ignore", "inherit", "pipe"];
+  const proc = spawn(process.execPath, [BIN, ...args], { stdio: stdio as ("ignore" | "pipe" | "inherit")[] });
   onStart?.(proc);
   let tail = "";
   const log = logFile ? createWriteStream(logFile, { flags: "a" }) : null;
@@ -227,18 +231,16 @@ async function runCell(plan: SweepPlan, cell: Cell, x: CellContext): Promise<"ra
   let attempts = typeof state.attempts === "number" ? state.attempts : 0;
   const saveState = () => writeFileAtomic(join(dir, SWEEP_FILES.cellState), JSON.stringify({ wall_seconds: wall, attempts }, null, 2) + "\n");
   const logFile = x.output === "log" ? join(dir, "sweep.log") : null;
-  const run = async (what: string, args: string[]): Promise<Attempt> => {
+  const run = async (args: string[]): Promise<Attempt> => {
     const t0 = performance.now();
     const c = child(args, logFile, (p) => x.onStart?.(cell, p));
     x.running.add(c.proc);
     try {
-      const r = await c.done;
-      return r;
+      return await c.done;
     } finally {
       x.running.delete(c.proc);
       wall += (performance.now() - t0) / 1000;
       saveState();
-      void what;
     }
   };
   const fail = (what: string, r: Attempt): "failed" | "stopped" => {
@@ -247,7 +249,7 @@ async function runCell(plan: SweepPlan, cell: Cell, x: CellContext): Promise<"ra
       return "stopped";
     }
     writeFileAtomic(join(dir, SWEEP_FILES.cellFailure), JSON.stringify({ during: what, exit_code: r.code, output_tail: r.tail }, null, 2) + "\n");
-    x.print(`${x.label}: ${what} failed (exit code ${r.code}); the next sweep tries it again. Last output:\n${r.tail.split("\n").slice(-8).join("\n")}`);
+    x.print(`${x.label}: ${what} failed (exit code ${r.code}); the next sweep tries it again.${r.tail ? ` Last output:\n${r.tail.split("\n").slice(-8).join("\n")}` : " Its output is above."}`);
     return "failed";
   };
 
@@ -255,17 +257,18 @@ async function runCell(plan: SweepPlan, cell: Cell, x: CellContext): Promise<"ra
     const resume = latestCheckpoint(dir);
     attempts++;
     x.print(`${x.label}: ${resume ? `resuming from ${resume}` : "training"}${logFile ? ` (output in ${logFile})` : ""}`);
-    const r = await run("training", ["train", cfgFile, ...(resume ? ["--resume_from_checkpoint", "true"] : [])]);
+    const r = await run(["train", cfgFile, ...(resume ? ["--resume_from_checkpoint", "true"] : [])]);
     if (r.code !== 0 || !trainingFinished(dir)) return fail("training", r.code === 0 ? { ...r, code: 1 } : r);
   }
   if (x.stopped()) return "stopped";
   for (const task of x.eval.tasks) {
     x.print(`${x.label}: preftune eval --task ${task}`);
-    const r = await run(`eval ${task}`, evalArgs(task, plan, cell, cfg, dir, x.eval));
+    const r = await run(evalArgs(task, plan, cell, cfg, dir, x.eval));
     if (r.code !== 0) return fail(`eval ${task}`, r);
     if (x.stopped()) return "stopped";
   }
   writeFileAtomic(join(dir, SWEEP_FILES.cellResult), JSON.stringify(buildRow(dir, cell, "done"), null, 2) + "\n");
+  if (existsSync(join(dir, SWEEP_FILES.cellFailure))) removeFile(join(dir, SWEEP_FILES.cellFailure));
   try {
     const { writeReport } = await import("../report/report.ts");
     writeReport(dir);

@@ -209,3 +209,24 @@ test("--eval mt-bench with a judge: every cell's answers are judged, mt_bench_sc
     await judge.close();
   }
 });
+
+test("a cell that fails is recorded (status failed, its output tail), the others still run, and the sweep exits 1", async () => {
+  const out = join(tmp.dir, "failing");
+  const lines: string[] = [];
+  const opts = {
+    configFile: base, overrides: ["--output_dir", out, "--method", "orpo", "--max_steps", "2", "--eval_strategy", "no"], grid: ["max_length=32,4096"],
+    print: (l: string) => lines.push(l), cellOutput: "log" as const,
+  };
+  const r = await runSweep(opts);
+  assert.equal(r.exitCode, 1);
+  assert.deepEqual(r.failed, ["max_length=4096"]);
+  const rows = rowsOf(out);
+  assert.deepEqual(rows.map((x) => [x.cell, x.status]), [["max_length=32", "done"], ["max_length=4096", "failed"]]);
+  const failure = JSON.parse(readFileSync(join(out, "cells", "max_length=4096", "sweep_failure.json"), "utf8"));
+  assert.equal(failure.during, "training");
+  assert.match(failure.output_tail, /max_length 4096 is more than .*max_position_embeddings/);
+  assert.match(lines.join("\n"), /max_length=4096: training failed \(exit code 1\)/);
+  // run again: the finished cell is skipped, the failed one tried again (and fails again)
+  const again = await runSweep({ ...opts, print: (l: string) => lines.push(l) });
+  assert.deepEqual([again.skipped, again.failed], [["max_length=32"], ["max_length=4096"]]);
+});
