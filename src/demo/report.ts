@@ -28,7 +28,7 @@ export function demoTable(r: DemoResult): string[] {
     `${name.padEnd(6)} ${f2(b.chosen).padStart(7)} → ${f2(a.chosen).padStart(7)} ${arrow(b.chosen, a.chosen)}   ${f2(b.rejected).padStart(7)} → ${f2(a.rejected).padStart(7)} ${arrow(b.rejected, a.rejected)}   ${f2(b.margin).padStart(6)} → ${f2(a.margin).padStart(6)}   ${pct(b.pairAccuracy).padStart(4)} → ${pct(a.pairAccuracy).padStart(4)}   ${pct(acc0).padStart(4)} → ${pct(acc1).padStart(4)}`;
   return [
     `held-out: ${r.heldOut} problems never trained on; log-probs are summed over the answer tokens (2 digits + EOS), in nats, averaged over problems`,
-    `       chosen (correct)        rejected (carry mistake)  margin              ranked right  greedy answer right`,
+    `       chosen (the larger)     rejected (the smaller)    margin              ranked right  greedy answer right`,
     ...r.runs.map((run) => row(NAMES[run.method], run.curve[run.curve.length - 1], r.beforeAccuracy, run.accuracy)),
   ];
 }
@@ -42,8 +42,8 @@ function chart(r: DemoResult, title: string, pick: (m: Measure) => number, name:
 /** Writes OUT/report.html and OUT/plots/*.svg; returns the HTML path. */
 export function writeDemoReport(r: DemoResult): string {
   const charts = [
-    { name: "rejected_logps", svg: chart(r, "Held-out rejected (carry mistake) log-prob", (m) => m.rejected, "rejected_logps") },
-    { name: "chosen_logps", svg: chart(r, "Held-out chosen (correct) log-prob", (m) => m.chosen, "chosen_logps") },
+    { name: "rejected_logps", svg: chart(r, "Held-out rejected (the smaller number) log-prob", (m) => m.rejected, "rejected_logps") },
+    { name: "chosen_logps", svg: chart(r, "Held-out chosen (the larger number) log-prob", (m) => m.chosen, "chosen_logps") },
     { name: "margin", svg: chart(r, "Held-out margin (chosen − rejected)", (m) => m.margin, "margin") },
   ];
   const plots = join(r.out, "plots");
@@ -68,8 +68,8 @@ export function writeDemoReport(r: DemoResult): string {
     `.note{color:#6b7280;font-size:13px}.grid{display:grid;gap:12px;grid-template-columns:repeat(auto-fill,minmax(500px,1fr))}figure{margin:0;border:1px solid #e5e7eb;border-radius:6px;padding:4px}svg.chart{display:block;max-width:100%;height:auto}figcaption{font-size:11px;color:#9ca3af}</style></head><body>`,
     `<h1>SFT raises the rejected answers too; ORPO pushes them down</h1>`,
     `<p>${escapeXml(finding)}</p>`,
-    `<p class="note">Task: two-digit addition (${s.operands.min}–${s.operands.max} + ${s.operands.min}–${s.operands.max}); chosen = the sum, rejected = the sum with its tens digit off by one (a carry mistake). ` +
-      `A tiny Llama-shaped model (hidden ${s.model.hidden}, ${s.model.layers} layers, the Llama-2 tokenizer) starts from random weights and learns the answer format in ${s.warmupSteps} warm-up steps on random answers; ` +
+    `<p class="note">Task: max(a,b)= for two-digit a, b (${s.operands.min}–${s.operands.max}, different tens digits); chosen = the larger number, rejected = the smaller one. ` +
+      `A tiny Llama-shaped model (hidden ${s.model.hidden}, ${s.model.layers} layers, the Llama-2 tokenizer) starts from random weights and gets ${s.warmupSteps} warm-up steps on random answers (a brief pretraining on the format); ` +
       `from that model, SFT (on the correct answers) and ORPO (λ = beta = ${s.beta}) each train ${s.steps} steps of ${s.batch} problems with the same learning rate ${s.lr}, cosine schedule and order. ` +
       `Measured on ${r.heldOut} held-out problems: log-probs summed over the answer tokens (two digits and EOS), in nats; greedy answers decoded up to 3 tokens. Wall time ${r.seconds.toFixed(0)} s.</p>`,
     `<table><thead><tr><th></th><th>chosen log-prob</th><th>rejected log-prob</th><th>margin</th><th>ranked right</th><th>greedy answer right</th><th></th></tr></thead><tbody>${tr}</tbody></table>`,

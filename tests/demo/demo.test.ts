@@ -1,4 +1,4 @@
-// The demo's core at a reduced size (the full demo is minutes): the addition task's rows, and one small SFT vs ORPO
+// The demo's core at a reduced size (the full demo is minutes): the max(a,b) task's rows, and one small SFT vs ORPO
 // run from a random model through the warm-up, both fine-tunings, the held-out measurements, greedy answers and the
 // page. At this size the effect is not the claim; the test checks what is measured and that it is measured right.
 import { test, after } from "node:test";
@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
-import { additionTask, isCorrect } from "../../src/demo/addition.ts";
+import { isCorrect, largerTask } from "../../src/demo/task.ts";
 import { DEMO_SETTINGS, runOrpoDemo } from "../../src/demo/orpo-demo.ts";
 import { demoTable, writeDemoReport } from "../../src/demo/report.ts";
 import { scratch } from "../helpers/tiny-model.ts";
@@ -14,27 +14,25 @@ import { scratch } from "../helpers/tiny-model.ts";
 const tmp = scratch();
 after(() => tmp.cleanup());
 
-test("addition task: chosen is the sum, rejected the tens digit off by one, held-out problems never trained on", () => {
-  const t = additionTask({ min: 10, max: 49, heldOut: 100, seed: 7 });
-  assert.equal(t.train.length + t.heldOut.length, 40 * 40);
+test("max task: chosen is the larger number, rejected the smaller, tens digits differ, held-out never trained on", () => {
+  const t = largerTask({ min: 10, max: 99, heldOut: 100, seed: 7 });
+  assert.equal(t.train.length + t.heldOut.length, 90 * 90 - 9 * 10 * 10);
   const trainPrompts = new Set(t.train.map((p) => p.prompt));
   for (const p of [...t.train, ...t.heldOut]) {
-    const [a, b] = p.prompt.slice(0, -1).split("+").map(Number);
-    assert.equal(p.answer, String(a + b));
-    assert.equal(Math.abs(Number(p.wrong) - (a + b)), 10, p.prompt);
-    assert.equal(p.wrong.length, 2);
-    assert.equal(p.wrong[1], p.answer[1], "the units digit is right in the rejected answer");
-    assert.ok(Number(p.noise) >= 20 && Number(p.noise) <= 98);
+    const [a, b] = /^max\((\d+),(\d+)\)=$/.exec(p.prompt)!.slice(1).map(Number);
+    assert.notEqual(Math.floor(a / 10), Math.floor(b / 10));
+    assert.deepEqual([p.answer, p.wrong], [String(Math.max(a, b)), String(Math.min(a, b))]);
+    assert.ok(Number(p.noise) >= 10 && Number(p.noise) <= 99);
   }
   for (const p of t.heldOut) assert.ok(!trainPrompts.has(p.prompt), p.prompt);
-  assert.deepEqual(additionTask({ min: 10, max: 49, heldOut: 100, seed: 7 }), t, "seeded");
+  assert.deepEqual(largerTask({ min: 10, max: 99, heldOut: 100, seed: 7 }), t, "seeded");
   assert.ok(isCorrect(t.heldOut[0], ` ${t.heldOut[0].answer} `) && !isCorrect(t.heldOut[0], t.heldOut[0].wrong));
-  assert.throws(() => additionTask({ min: 10, max: 60, heldOut: 1, seed: 1 }), /two-digit/);
+  assert.throws(() => largerTask({ min: 5, max: 60, heldOut: 1, seed: 1 }), /two-digit/);
 });
 
 test("a reduced SFT vs ORPO demo: same start, curves every few steps, greedy accuracy, table and page", async () => {
   const s = {
-    ...DEMO_SETTINGS, operands: { min: 10, max: 29 }, heldOut: 40,
+    ...DEMO_SETTINGS, operands: { min: 10, max: 39 }, heldOut: 40,
     model: { ...DEMO_SETTINGS.model, hidden: 32, layers: 1, heads: 2, kvHeads: 1, intermediate: 64 },
     warmupSteps: 12, steps: 24, batch: 8, measureEvery: 8, threads: 1,
   };

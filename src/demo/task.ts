@@ -1,36 +1,31 @@
-// The demo's synthetic task: two-digit addition "a+b=" with a correct answer (chosen) and a plausible wrong one
-// (rejected: the tens digit off by one, a carry mistake), plus random two-digit answers for the warm-up that teaches
-// a fresh model the answer format without the arithmetic. Seeded, so every run of the demo sees the same data.
+// The demo's synthetic task: "max(47,38)=" answered with the larger number (chosen) or the smaller one (rejected:
+// the plausible mistake of picking the wrong one of the two), plus random two-digit answers for the warm-up that
+// starts a fresh model on the answer format without any comparing. Seeded, so every run of the demo sees the same data.
 // Not the training (orpo-demo.ts): this only makes and writes rows and checks answers.
 import { join } from "node:path";
 import { ensureDir, writeFileAtomic } from "../util/durable.ts";
 import { mulberry32 } from "../util/random.ts";
 
-export interface AdditionProblem {
-  prompt: string;     // "27+35="
-  answer: string;     // "62": the chosen completion
-  wrong: string;      // "52" or "72": the rejected completion, the tens digit off by one
-  noise: string;      // a random two-digit number: the warm-up's completion (format, no arithmetic)
+export interface Problem {
+  prompt: string;     // "max(47,38)="
+  answer: string;     // "47": the chosen completion
+  wrong: string;      // "38": the rejected completion
+  noise: string;      // a random two-digit number: the warm-up's completion (format, no comparing)
 }
 
-export interface AdditionTask { train: AdditionProblem[]; heldOut: AdditionProblem[] }
+export interface Task { train: Problem[]; heldOut: Problem[] }
 
-export interface AdditionOptions { min: number; max: number; heldOut: number; seed: number }
+export interface LargerOptions { min: number; max: number; heldOut: number; seed: number }
 
-/**
- * Every a+b with a, b in [min, max] (so every sum has two digits when 2·max ≤ 99), shuffled with `seed`;
- * the first `heldOut` problems are held out (never trained on), the rest train.
- */
-export function additionTask(o: AdditionOptions): AdditionTask {
-  if (2 * o.max > 99 || o.min < 5) throw new Error(`addition operands ${o.min}..${o.max}: keep every sum two-digit (min ≥ 5, max ≤ 49)`);
+/** Every ordered pair a ≠ b in [min, max] with different tens digits, shuffled; the first `heldOut` held out. */
+export function largerTask(o: LargerOptions): Task {
+  if (o.min < 10 || o.max > 99 || o.min >= o.max) throw new Error(`max task operands ${o.min}..${o.max}: use two-digit numbers (10..99)`);
   const rand = mulberry32(o.seed);
-  const all: AdditionProblem[] = [];
+  const all: Problem[] = [];
   for (let a = o.min; a <= o.max; a++) {
     for (let b = o.min; b <= o.max; b++) {
-      const s = a + b;
-      // the carry mistake: the tens digit one too high or too low, kept two-digit
-      const wrong = s + 10 > 99 ? s - 10 : s - 10 < 10 ? s + 10 : s + (rand() < 0.5 ? 10 : -10);
-      all.push({ prompt: `${a}+${b}=`, answer: String(s), wrong: String(wrong), noise: String(2 * o.min + Math.floor(rand() * (2 * o.max - 2 * o.min + 1))) });
+      if (Math.floor(a / 10) === Math.floor(b / 10)) continue;
+      all.push({ prompt: `max(${a},${b})=`, answer: String(Math.max(a, b)), wrong: String(Math.min(a, b)), noise: String(o.min + Math.floor(rand() * (o.max - o.min + 1))) });
     }
   }
   for (let i = all.length - 1; i > 0; i--) {
@@ -42,7 +37,7 @@ export function additionTask(o: AdditionOptions): AdditionTask {
 }
 
 /** Whether a decoded completion is the right answer (surrounding spaces ignored). */
-export function isCorrect(p: AdditionProblem, completion: string): boolean {
+export function isCorrect(p: Problem, completion: string): boolean {
   return completion.trim() === p.answer;
 }
 
@@ -53,7 +48,7 @@ export interface TaskFiles {
 }
 
 /** Writes the task as TRL standard-format JSONL files under `dir`. */
-export function writeTaskFiles(dir: string, task: AdditionTask): TaskFiles {
+export function writeTaskFiles(dir: string, task: Task): TaskFiles {
   const jsonl = (rows: object[]) => rows.map((r) => JSON.stringify(r)).join("\n") + "\n";
   const pairs = join(dir, "pairs");
   ensureDir(pairs, "demo data folder");
