@@ -34,7 +34,7 @@ export interface DemoSettings {
   threads: number;
 }
 
-/** The demo as shipped: 116 s of CPU time; 2 min 55 s wall measured on a machine busy with other jobs. */
+/** The demo as shipped: 43 s measured on 2 idle cores, 2 min 55 s on the same machine busy with other jobs. */
 export const DEMO_SETTINGS: DemoSettings = {
   operands: { min: 10, max: 99 }, heldOut: 100, seed: 7,
   model: { tokenizer: "llama2", hidden: 64, layers: 2, heads: 4, kvHeads: 2, intermediate: 192, maxPositions: 32, seed: 7 },
