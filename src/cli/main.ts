@@ -9,6 +9,7 @@ import { registerEvalCommand } from "./eval.ts";
 import { registerGenerateCommand } from "./generate.ts";
 import { registerReportCommand } from "./report.ts";
 import { registerServeCommand } from "./serve.ts";
+import { registerSweepCommand } from "./sweep.ts";
 import { registerTrainCommands } from "./train.ts";
 
 export async function main(argv: string[]): Promise<void> {
@@ -26,6 +27,7 @@ export async function main(argv: string[]): Promise<void> {
   registerChatCommand(program);
   registerServeCommand(program);
   registerEvalCommand(program);
+  registerSweepCommand(program);
   try {
     await program.parseAsync(argv);
   } catch (e) {

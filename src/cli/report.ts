@@ -2,6 +2,8 @@
 // src/report/report.ts. Errors are thrown with their message (main.ts prints them and sets the exit code).
 import type { Command } from "commander";
 import { writeReport } from "../report/report.ts";
+import { writeSweepReport } from "../report/sweep-report.ts";
+import { isSweepDir } from "../sweep/table.ts";
 
 const REPORT_HELP = `
 Reads RUN_DIR/metrics.jsonl (or trainer_state.json's log_history), the run's training_args.json and
@@ -20,18 +22,31 @@ to compare models evaluated into different folders.
   preftune report runs/orpo
   preftune report runs/orpo --out /tmp/orpo-report.html
   preftune report runs/orpo --eval eval/orpo --eval eval/base
+
+A sweep folder (the output_dir of preftune sweep, holding sweep.json) gets the sweep report instead: the study
+figure, best cell per method, the comparison table and training curves per method (--metric picks the compared
+column; --eval does not apply).
+
+  preftune report runs/scan --metric eval_rewards/accuracies
 `;
 
 export function registerReportCommand(program: Command): void {
   program
     .command("report")
     .description("write an HTML report with charts of a training run's metrics (and its MT-Bench scores)")
-    .argument("<RUN_DIR>", "a training run's output_dir (holding metrics.jsonl)")
+    .argument("<RUN_DIR>", "a training run's output_dir (holding metrics.jsonl), or a sweep's")
     .option("--out <FILE>", "HTML file to write (default RUN_DIR/report.html); plots/ goes in the same folder")
     .option("--eval <DIR>", "a folder of `preftune eval --task mt-bench` output (mt_bench_scores_MODEL.json, here or one folder down); repeatable",
       (v: string, prev: string[] | undefined) => [...(prev ?? []), v])
+    .option("--metric <KEY>", "sweep folders: the table column the study figure compares (default: the sweep's choice)")
     .addHelpText("after", REPORT_HELP)
-    .action((runDir: string, opts: { out?: string; eval?: string[] }) => {
+    .action((runDir: string, opts: { out?: string; eval?: string[]; metric?: string }) => {
+      if (isSweepDir(runDir)) {
+        if (opts.eval?.length) throw new Error(`${runDir} is a sweep folder: --eval applies to a single run's report (use preftune sweep --eval mt-bench to judge every cell)`);
+        process.stdout.write(writeSweepReport(runDir, { out: opts.out, metric: opts.metric }) + "\n");
+        return;
+      }
+      if (opts.metric) throw new Error("--metric applies to sweep folders (the output_dir of preftune sweep)");
       const file = writeReport(runDir, { out: opts.out, evalDirs: opts.eval });
       process.stdout.write(file + "\n");
     });

@@ -55,6 +55,12 @@ function readHolder(file: string): Holder | null {
   }
 }
 
+/** Whether a running process holds the lock of `dir` (a lock left by a killed run does not count). */
+export function lockHeld(dir: string): boolean {
+  const h = readHolder(join(resolve(dir), LOCK_FILE));
+  return h !== null && alive(h);
+}
+
 /** Deletes the .preftune.lock.PID.HEX.new/.stale files of processes that died while taking a lock. */
 function removeDeadTemporaries(root: string): void {
   for (const n of readdirSync(root)) {
