@@ -80,21 +80,32 @@ export function collatePairs(rows: TokenizedPair[], opts: CollateOptions): PairB
 }
 
 /**
- * Unpaired (KTO) rows. With `kl`, also the KL rows TRL uses to estimate the reference point: each prompt
- * with the completion of the previous row in the batch (the first with the last), or the row's own
- * kl_completion_ids when given (the trainer fixes them at data prep, so a batch of one has its pair too).
- * Without them it needs more than one row, as TRL requires batch size > 1 for the KL term.
+ * TRL's KTO KL pairs, fixed at data-prep time for every row (TRL's _get_kl_dataset, mapped in chunks of the batch
+ * size): within a chunk, row i gets row i−1's completion and the first row the last's; a chunk of one row (the
+ * last of an odd-sized set) gets its own. Rows that already have kl_completion_ids keep them. The KL term and
+ * precomputed reference KL log-probs (reference.ts) are per row, so the collator never picks a pairing itself.
+ */
+export function withKlCompletions(rows: TokenizedUnpaired[], chunk: number): TokenizedUnpaired[] {
+  const out = rows.map((r) => ({ ...r }));
+  for (let s = 0; s < out.length; s += chunk) {
+    const n = Math.min(chunk, out.length - s);
+    for (let i = 0; i < n; i++) out[s + i].kl_completion_ids ??= rows[s + ((i + n - 1) % n)].completion_ids;
+  }
+  return out;
+}
+
+/**
+ * Unpaired (KTO) rows. With `kl`, also the KL rows TRL uses to estimate the reference point: each prompt with its
+ * row's kl_completion_ids, which withKlCompletions fixes at data prep (the collator never picks a pairing itself).
  */
 export function collateUnpaired(rows: TokenizedUnpaired[], opts: CollateOptions & { kl?: boolean }): UnpairedBatch {
   if (rows.length === 0) throw new Error("collateUnpaired: empty batch");
   const main = padRows(rows.map((r) => ({ prompt: r.prompt_ids, completion: r.completion_ids, mask: r.completion_mask })), opts);
   const out: UnpairedBatch = { ...main, labels: rows.map((r) => r.label) };
-  const B = rows.length;
-  if (opts.kl && (B > 1 || rows.every((r) => r.kl_completion_ids))) {
-    out.kl = padRows(rows.map((r, i) => ({
-      prompt: r.prompt_ids,
-      completion: r.kl_completion_ids ?? rows[(i + B - 1) % B].completion_ids,
-    })), opts);
+  if (opts.kl) {
+    const missing = rows.findIndex((r) => !r.kl_completion_ids);
+    if (missing >= 0) throw new Error(`collateUnpaired: row ${missing} of the batch has no kl_completion_ids; KTO's KL rows are fixed at data prep (withKlCompletions(rows, batchSize)), as TRL's _get_kl_dataset does`);
+    out.kl = padRows(rows.map((r) => ({ prompt: r.prompt_ids, completion: r.kl_completion_ids! })), opts);
   }
   return out;
 }

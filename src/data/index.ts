@@ -23,7 +23,7 @@ export {
   type Method, type TokenizedPair, type TokenizedUnpaired,
 } from "./tokenize.ts";
 export { truncatePair, truncateUnpaired, truncationOptions, type TruncationOptions, type TruncationMode, type DropReason } from "./truncate.ts";
-export { collatePairs, collateUnpaired, padRows, checkPadToMultipleOf, MAX_PAD_TO_MULTIPLE_OF, type PairBatch, type UnpairedBatch, type CollateOptions } from "./collate.ts";
+export { collatePairs, collateUnpaired, withKlCompletions, padRows, checkPadToMultipleOf, MAX_PAD_TO_MULTIPLE_OF, type PairBatch, type UnpairedBatch, type CollateOptions } from "./collate.ts";
 export {
   sftTextIds, sftMessages, assistantCharSpans, charSpansToTokenMask, truncateMasked, rowFromMask, maskedFromRow, hasTargets,
   type MaskedIds, type AssistantMaskMethod,

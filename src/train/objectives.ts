@@ -304,7 +304,7 @@ export function unpairedStep(
   if (!ub.labels || ub.labels.length !== N) throw new Error(`${fn}: labels has ${ub.labels?.length} entries for ${N} rows; one boolean (desirable) per row`);
   const withKl = r.kto.loss_type === "kto";
   if (withKl && !ub.kl) {
-    throw new Error(`${fn}: KTO's KL estimate needs the mismatched KL rows: collate with collateUnpaired(rows, { kl: true, ... }) and a batch of more than one row, or use loss_type "apo_zero_unpaired"`);
+    throw new Error(`${fn}: KTO's KL estimate needs the mismatched KL rows: collate with collateUnpaired(withKlCompletions(rows, batchSize), { kl: true, ... }), or use loss_type "apo_zero_unpaired"`);
   }
   if (withKl) checkBatch(fn, "the KL batch", ub.kl!.batch, ub.kl!.completionMask);
 

@@ -5,27 +5,11 @@ import { createHash } from "node:crypto";
 import { realpathSync, statSync } from "node:fs";
 import { basename, dirname, isAbsolute, join, relative, resolve } from "node:path";
 import type { PackedRow } from "../data/packing.ts";
-import type { TokenizedUnpaired } from "../data/tokenize.ts";
 import type { ModelFiles } from "../models/checkpoint.ts";
 import { defaultsFor, IGNORED_KEYS, type TrainConfig } from "./config.ts";
 import type { Rows } from "./data.ts";
 import type { MethodConfig } from "./objectives.ts";
 import { readTextFile } from "../util/durable.ts";
-
-/**
- * TRL's KTO KL pairs, fixed at data-prep time for every row (TRL's _get_kl_dataset, mapped in chunks of the batch
- * size): within a chunk, row i gets row i−1's completion and the first row the last's; a chunk of one row (the
- * last of an odd-sized set) gets its own. Rows that already have kl_completion_ids keep them. The KL term and
- * precomputed reference KL log-probs (reference.ts) are per row, so the collator never picks a pairing itself.
- */
-export function withKlCompletions(rows: TokenizedUnpaired[], chunk: number): TokenizedUnpaired[] {
-  const out = rows.map((r) => ({ ...r }));
-  for (let s = 0; s < out.length; s += chunk) {
-    const n = Math.min(chunk, out.length - s);
-    for (let i = 0; i < n; i++) out[s + i].kl_completion_ids ??= rows[s + ((i + n - 1) % n)].completion_ids;
-  }
-  return out;
-}
 
 export const isPacked = (rows: Rows): rows is PackedRow[] => rows.length > 0 && "segments" in rows[0];
 

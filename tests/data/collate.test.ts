@@ -2,7 +2,7 @@
 // docstring), the KL rotation, and the seeded batch sampler. Pure data: no tokenizer.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { batchIndices, collatePairs, collateUnpaired, pairLengths } from "../../src/data/index.ts";
+import { batchIndices, collatePairs, collateUnpaired, pairLengths, withKlCompletions } from "../../src/data/index.ts";
 import type { TokenBatch } from "../../src/core/types.ts";
 
 /** (B, T) rows of a flat array, for comparing with TRL's nested lists. */
@@ -59,19 +59,21 @@ test("collateUnpaired reproduces TRL's DataCollatorForUnpairedPreference docstri
   assert.deepEqual(rows2d(withKl.kl!.completionMask, 2, 4), [[0, 0, 0, 1], [0, 0, 1, 1]]);
 });
 
-test("KL rows pair each prompt with the previous row's completion (the first with the last), only with kl and B > 1", () => {
+test("withKlCompletions pairs each prompt with the previous row's completion in its chunk (the first with the last); a chunk of one keeps its own; the collator needs them", () => {
   const rows = [
     { prompt_ids: [1], completion_ids: [10, 11], label: true },
     { prompt_ids: [2, 2], completion_ids: [20], label: false },
     { prompt_ids: [3], completion_ids: [30, 31, 32], label: true },
   ];
-  const out = collateUnpaired(rows, { padTokenId: 0, kl: true });
+  const out = collateUnpaired(withKlCompletions(rows, 3), { padTokenId: 0, kl: true });
   assert.deepEqual(rows2d(out.kl!.batch.ids, 3, 4), [[1, 30, 31, 32], [2, 2, 10, 11], [3, 20, 0, 0]]);
   assert.deepEqual(rows2d(out.kl!.completionMask, 3, 4), [[0, 1, 1, 1], [0, 0, 1, 1], [0, 1, 0, 0]]);
   // odd batch: no row keeps its own completion (TRL issue #1911 came from reversing instead of rotating)
   for (let i = 0; i < 3; i++) assert.notDeepEqual(rows2d(out.kl!.batch.ids, 3, 4)[i].slice(rows[i].prompt_ids.length, rows[i].prompt_ids.length + rows[i].completion_ids.length), rows[i].completion_ids);
   assert.equal(collateUnpaired(rows, { padTokenId: 0 }).kl, undefined);
-  assert.equal(collateUnpaired(rows.slice(0, 1), { padTokenId: 0, kl: true }).kl, undefined);
+  assert.throws(() => collateUnpaired(rows, { padTokenId: 0, kl: true }), /row 0 of the batch has no kl_completion_ids.*withKlCompletions/);
+  // chunks of the batch size: the last chunk of one row keeps its own completion (TRL maps _get_kl_dataset in batches)
+  assert.deepEqual(withKlCompletions(rows, 2).map((r) => r.kl_completion_ids), [[20], [10, 11], [30, 31, 32]]);
 });
 
 test("batchIndices: every index once, deterministic per seed, different across seeds, dropLast", () => {

@@ -9,7 +9,7 @@ import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { NativeModel, setNumThreads } from "../../src/core/native.ts";
-import { collatePairs, collateUnpaired, type TokenizedPair, type TokenizedUnpaired } from "../../src/data/collate.ts";
+import { collatePairs, collateUnpaired, withKlCompletions, type TokenizedPair, type TokenizedUnpaired } from "../../src/data/collate.ts";
 import { readModelDir } from "../../src/models/checkpoint.ts";
 import { readHeader, readTensor, type SafetensorsHeader } from "../../src/models/safetensors.ts";
 import {
@@ -49,7 +49,7 @@ function unpairedRows(): TokenizedUnpaired[] {
     ...PAIRS.map((p) => ({ prompt_ids: p.prompt_ids, completion_ids: p.rejected_ids, label: false })),
   ];
 }
-const unpaired = (idx: number[], kl: boolean): UnpairedBatch => collateUnpaired(idx.map((i) => unpairedRows()[i]), { padTokenId: 0, kl });
+const unpaired = (idx: number[], kl: boolean): UnpairedBatch => { const rows = idx.map((i) => unpairedRows()[i]); return collateUnpaired(kl ? withKlCompletions(rows, rows.length) : rows, { padTokenId: 0, kl }); };
 
 /** The reference of the perturbed-ref fixtures: same config, weights of <model>-ref.safetensors. */
 function perturbedRef(): NativeModel {
@@ -226,7 +226,7 @@ test("misuse gets a clear error", () => {
   assert.throws(() => pairedStep(policy, { kind: "none" }, pb, { method: "kto", beta: 0.1 }, FWD), /use unpairedStep/);
   assert.throws(() => pairedStep(policy, { kind: "none" }, pb, { method: "rlhf" as never, beta: 0.1 }, FWD), /method "rlhf" is unknown/);
   assert.throws(() => pairedStep(policy, live, pb, { method: "dpo", beta: 0.1 }, { backward: true, lossScale: Number.NaN }), /lossScale/);
-  assert.throws(() => unpairedStep(policy, live, unpaired(ALL, false), { method: "kto", beta: 0.1 }, FWD), /collate with collateUnpaired\(rows, \{ kl: true/);
+  assert.throws(() => unpairedStep(policy, live, unpaired(ALL, false), { method: "kto", beta: 0.1 }, FWD), /collate with collateUnpaired\(withKlCompletions\(rows, batchSize\), \{ kl: true/);
 });
 
 test("the reference model is never touched by the steps above", () => {
