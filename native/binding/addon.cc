@@ -388,6 +388,48 @@ Napi::Value Gradcheck(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), pt_gradcheck(op.c_str(), seed));
 }
 
+// mpiInit(libPath?): {rank, size}, or an Error saying why MPI cannot be used (pt_mpi_init).
+Napi::Value MpiInit(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string lib = info.Length() > 0 && info[0].IsString() ? info[0].As<Napi::String>().Utf8Value() : "";
+  int32_t rank = 0, size = 1;
+  if (check_status(env, pt_mpi_init(lib.c_str(), &rank, &size))) return env.Undefined();
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("rank", Napi::Number::New(env, rank));
+  o.Set("size", Napi::Number::New(env, size));
+  return o;
+}
+// mpiAllreduceSum(buf, bucket?): buf (Float32Array or Float64Array) summed over every rank, in place.
+Napi::Value MpiAllreduceSum(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (throw_if(env, info.Length() < 1 || !info[0].IsTypedArray(), "mpiAllreduceSum(buf): a Float32Array or Float64Array expected"))
+    return env.Undefined();
+  Napi::TypedArray t = info[0].As<Napi::TypedArray>();
+  const int64_t bucket = info.Length() > 1 && info[1].IsNumber() ? info[1].As<Napi::Number>().Int64Value() : 0;
+  if (t.TypedArrayType() == napi_float32_array) {
+    Napi::Float32Array a = t.As<Napi::Float32Array>();
+    check_status(env, pt_mpi_allreduce_sum_f32(a.Data(), (int64_t)a.ElementLength(), bucket));
+  } else if (t.TypedArrayType() == napi_float64_array) {
+    Napi::Float64Array a = t.As<Napi::Float64Array>();
+    check_status(env, pt_mpi_allreduce_sum_f64(a.Data(), (int64_t)a.ElementLength()));
+  } else {
+    throw_if(env, true, "mpiAllreduceSum(buf): a Float32Array or Float64Array expected");
+  }
+  return env.Undefined();
+}
+Napi::Value MpiBarrier(const Napi::CallbackInfo& info) {
+  check_status(info.Env(), pt_mpi_barrier());
+  return info.Env().Undefined();
+}
+Napi::Value MpiAbort(const Napi::CallbackInfo& info) {
+  pt_mpi_abort(info.Length() > 0 && info[0].IsNumber() ? info[0].As<Napi::Number>().Int32Value() : 1);
+  return info.Env().Undefined();
+}
+Napi::Value MpiFinalize(const Napi::CallbackInfo& info) {
+  check_status(info.Env(), pt_mpi_finalize());
+  return info.Env().Undefined();
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   Napi::Function model = Model::Define(env);
   Model::ctor = new Napi::FunctionReference(Napi::Persistent(model));
@@ -400,6 +442,11 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("gradcheck", Napi::Function::New(env, Gradcheck));
   exports.Set("bf16Support", Napi::Function::New(env, Bf16Support));
   exports.Set("bf16Describe", Napi::Function::New(env, Bf16Describe));
+  exports.Set("mpiInit", Napi::Function::New(env, MpiInit));
+  exports.Set("mpiAllreduceSum", Napi::Function::New(env, MpiAllreduceSum));
+  exports.Set("mpiBarrier", Napi::Function::New(env, MpiBarrier));
+  exports.Set("mpiAbort", Napi::Function::New(env, MpiAbort));
+  exports.Set("mpiFinalize", Napi::Function::New(env, MpiFinalize));
   exports.Set("abiVersion", Napi::Number::New(env, pt_abi_version()));
   exports.Set("blasCore", Napi::String::New(env, pt_blas_core()));
   return exports;

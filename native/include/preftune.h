@@ -22,10 +22,10 @@
 extern "C" {
 #endif
 
-#define PT_ABI_VERSION 4   // 2: pt_forward takes PT_FORWARD_* flags; pt_lora_*. 3: pt_kv_*, pt_decode.
+#define PT_ABI_VERSION 5   // 2: pt_forward takes PT_FORWARD_* flags; pt_lora_*. 3: pt_kv_*, pt_decode.
                            // 4: pt_set_compute, pt_bf16_support (bf16 mixed precision); pt_model_create_ex with
                            // PT_MODEL_BF16_BASE (a frozen base held in bf16); the gradient buffer is allocated on
-                           // first use (a LoRA model never allocates one)
+                           // first use (a LoRA model never allocates one). 5: pt_mpi_* (data parallel)
 
 typedef enum {
   PT_OK = 0,
@@ -200,6 +200,21 @@ int32_t pt_get_compute(const pt_model* m);
 void pt_set_num_threads(int32_t n);
 int32_t pt_get_num_threads(void);
 const char* pt_blas_core(void);  // the BLAS kernel family in use (OpenBLAS' core name, e.g. "SkylakeX")
+
+// ---- data parallel over MPI ----------------------------------------------------------------------------
+// Open MPI is loaded at run time (dlopen of lib_path, default "libmpi.so.40"), never linked, so the core builds
+// and runs without it. pt_mpi_init: MPI_Init_thread (MPI_THREAD_FUNNELED) unless MPI is already initialized, then
+// this process's rank and the world size of MPI_COMM_WORLD; PT_ERR_STATE with the reason (library missing, not
+// Open MPI, init failed). Every other call comes from the same thread. The all-reduces sum in place over
+// MPI_COMM_WORLD; the float one in MPI calls of at most `bucket` floats (<= 0: as few as the int count allows).
+// pt_mpi_abort ends every rank of the job (MPI_Abort) and does not return. pt_mpi_finalize: MPI_Finalize, once.
+pt_status pt_mpi_init(const char* lib_path, int32_t* rank, int32_t* size);
+int32_t pt_mpi_active(void);
+pt_status pt_mpi_allreduce_sum_f32(float* buf, int64_t n, int64_t bucket);
+pt_status pt_mpi_allreduce_sum_f64(double* buf, int64_t n);
+pt_status pt_mpi_barrier(void);
+void pt_mpi_abort(int32_t code);
+pt_status pt_mpi_finalize(void);
 
 // Finite-difference check of one op family in float64 ("rmsnorm", "rmsnorm_inplace", "rope",
 // "attention", "swiglu", "linear", "head", "embedding", "lora", "head_input"): returns the largest

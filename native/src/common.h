@@ -11,8 +11,13 @@
 #include <cstdlib>
 #include <cstring>
 #include <new>
+#include <string>
+#include "preftune.h"
 
 namespace pt {
+
+// Sets the message pt_last_error returns (decoder.cpp owns it) and returns s.
+pt_status set_error(pt_status s, const std::string& msg);
 
 // C (M, N) = alpha * op(A) (M, K) * op(B) (K, N) + beta * C, row-major with leading dimensions.
 #ifdef __AVX512F__

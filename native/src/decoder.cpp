@@ -62,6 +62,10 @@ void flush_denormals() {
 }
 enum { P_EMBED, P_NORM, P_QKV, P_ROPE, P_ATTN, P_OPROJ, P_UP, P_SWIGLU, P_DOWN, P_HEAD, P_RESID };
 pt_status fail(pt_status s, const std::string& msg) { g_error = msg; return s; }
+}  // namespace
+// The message pt_last_error returns, for the other translation units of the core (mpi.cpp).
+pt_status pt::set_error(pt_status s, const std::string& msg) { return fail(s, msg); }
+namespace {
 
 struct Layer {  // pointers into the parameter buffer or, for G, the gradient buffer
   float *ln1 = nullptr, *wqkv = nullptr, *bqkv = nullptr, *qn = nullptr, *kn = nullptr, *wo = nullptr,

@@ -49,6 +49,12 @@ interface Addon {
   bf16Describe(): string;
   abiVersion: number;
   blasCore: string;
+  // data parallel over MPI (native/src/mpi.cpp; used by src/dist/group.ts only)
+  mpiInit(libPath: string): { rank: number; size: number };
+  mpiAllreduceSum(buf: Float32Array | Float64Array, bucket?: number): void;
+  mpiBarrier(): void;
+  mpiAbort(code: number): void;
+  mpiFinalize(): void;
 }
 
 let addon: Addon | null = null;
@@ -75,7 +81,7 @@ export function native(): Addon {
 }
 
 /** PT_ABI_VERSION of native/include/preftune.h that this file is written against. */
-const ABI_VERSION = 4;
+const ABI_VERSION = 5;
 
 /**
  * OpenBLAS picks its kernels from the CPU model at load time, and a release older than the CPU falls back to
