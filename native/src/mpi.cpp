@@ -4,7 +4,7 @@
 // predefined handles, which are addresses of global objects in libmpi (MPI_COMM_WORLD = &ompi_mpi_comm_world,
 // MPI_FLOAT = &ompi_mpi_float, MPI_DOUBLE = &ompi_mpi_double, MPI_SUM = &ompi_mpi_op_sum).
 // Only the thread that called pt_mpi_init calls MPI (MPI_THREAD_FUNNELED). Not here: who reads which rows,
-// and what is reduced when (src/dist).
+// and what is reduced when (src/parallel).
 #include <dlfcn.h>
 #include <omp.h>
 #include <cstdlib>

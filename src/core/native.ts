@@ -49,7 +49,7 @@ interface Addon {
   bf16Describe(): string;
   abiVersion: number;
   blasCore: string;
-  // data parallel over MPI (native/src/mpi.cpp; used by src/dist/group.ts only)
+  // data parallel over MPI (native/src/mpi.cpp; used by src/parallel/group.ts only)
   mpiInit(libPath: string): { rank: number; size: number };
   mpiAllreduceSum(buf: Float32Array | Float64Array, bucket?: number): void;
   mpiBarrier(): void;

@@ -29,6 +29,7 @@ import { batchOrder, initialTrainerState, orderMismatch, type LoopState } from "
 import { ktoWeightWarning } from "../losses/kto.ts";
 import { ensureDir, pausePoint, readTextFile } from "../util/durable.ts";
 import { acquireRunLock } from "../util/lock.ts";
+import { DataParallel } from "../parallel/shard.ts";
 
 export interface TrainOptions {
   rows?: TokenizedPair[] | TokenizedUnpaired[];               // pre-tokenized training rows: skips the tokenizer and dataset (packed for sft with packing)
@@ -136,7 +137,9 @@ export async function train(config: TrainConfig, o: TrainOptions = {}): Promise<
   const c = config;
   const outputDir = resolve(c.output_dir!);
   const modelDir = c.model_name_or_path!;
-  const progress = new Progress(!!o.quiet, c.disable_tqdm, o.print);
+  const dp = DataParallel.forRun();   // data parallel under mpirun: rank 0 alone writes files and logs
+  const main = dp.isMainProcess;
+  const progress = new Progress(!!o.quiet || !main, c.disable_tqdm, o.print);
   const print = (l: string) => progress.note(l);
   for (const n of o.notes ?? []) print(`note: ${n}`);
 
@@ -155,10 +158,13 @@ export async function train(config: TrainConfig, o: TrainOptions = {}): Promise<
   const maxPos = dcfg.maxPositionEmbeddings;
   if (!o.rows && c.max_length != null && c.max_length > maxPos)
     throw new Error(`max_length ${c.max_length} is more than ${modelDir}'s max_position_embeddings (${maxPos}): set max_length to at most ${maxPos}`);
-  if (c.threads > 0) setNumThreads(c.threads);
+  const threads = dp.threads(c.threads);
+  if (threads > 0) setNumThreads(threads);
+  const dpLine = dp.describe(c.per_device_train_batch_size, c.gradient_accumulation_steps, threads);
+  if (dpLine) print(dpLine);
 
-  ensureDir(outputDir, "output_dir");
-  const lock = acquireRunLock(outputDir, "output_dir");
+  if (main) ensureDir(outputDir, "output_dir");
+  const lock = main ? acquireRunLock(outputDir, "output_dir") : { tookOver: null, release() {} };
   let training = false;
   const stop = o.handleSignals === false ? null : watchStopSignals((sig) => print(training
     ? `${sig}: saving a checkpoint after this step, then stopping (${sig} again quits without saving)`
@@ -174,8 +180,10 @@ export async function train(config: TrainConfig, o: TrainOptions = {}): Promise<
   };
   try {
     if (lock.tookOver) print(`note: took over the lock of ${outputDir} from ${lock.tookOver}`);
-    for (const t of recoverOutputDir(outputDir)) print(`${outputDir}: ${t}`);
-    writeJsonFile(join(outputDir, "training_args.json"), { ...c, preftune_notes: o.notes ?? [] });  // the run's resolved config (every key) and its notes
+    if (main) {
+      for (const t of recoverOutputDir(outputDir)) print(`${outputDir}: ${t}`);
+      writeJsonFile(join(outputDir, "training_args.json"), { ...c, preftune_notes: o.notes ?? [] });  // the run's resolved config (every key) and its notes
+    }
     await pausePoint("train:start", () => !!stop?.signal);
     const early0 = await stoppedWhile("starting");
     if (early0) return early0;
@@ -201,8 +209,9 @@ export async function train(config: TrainConfig, o: TrainOptions = {}): Promise<
     if (early) return early;
 
     // Steps and schedule.
-    const bs = c.per_device_train_batch_size, ga = c.gradient_accumulation_steps;
-    const plan = planSteps(data.rows.length, bs, ga, c.max_steps, c.num_train_epochs, c.dataloader_drop_last);
+    // bs is per rank; the data order is made of global micro-batches of gbs rows, each rank reading its part
+    const bs = c.per_device_train_batch_size, ga = c.gradient_accumulation_steps, gbs = bs * dp.world;
+    const plan = planSteps(data.rows.length, gbs, ga, c.max_steps, c.num_train_epochs, c.dataloader_drop_last);
     const total = plan.totalSteps;
     const sched: ScheduleConfig = { type: c.lr_scheduler_type, baseLr: c.learning_rate, warmupSteps: warmupSteps(total, c.warmup_steps, c.warmup_ratio), totalSteps: total, kwargs: c.lr_scheduler_kwargs };
     const loggingSteps = resolveInterval(c.logging_steps, total);
@@ -210,7 +219,7 @@ export async function train(config: TrainConfig, o: TrainOptions = {}): Promise<
     const saveSteps = resolveInterval(c.save_steps, total);
     const lengths = !c.group_by_length ? undefined
       : isPacked(data.rows) ? packedLengths(data.rows) : unpaired ? unpairedLengths(data.rows as TokenizedUnpaired[]) : pairLengths(data.rows as TokenizedPair[]);
-    const orderBase = { seed: c.data_seed ?? c.seed, rows: data.rows.length, batch_size: bs, shuffle: c.train_sampling_strategy !== "sequential", group_by_length: c.group_by_length, drop_last: c.dataloader_drop_last };
+    const orderBase = { seed: c.data_seed ?? c.seed, rows: data.rows.length, batch_size: gbs, shuffle: c.train_sampling_strategy !== "sequential", group_by_length: c.group_by_length, drop_last: c.dataloader_drop_last };
 
     // Resuming: the checkpoint's state files are read and checked (against their schemas, each other and this
     // run) before any weight is allocated or read.
@@ -274,7 +283,7 @@ export async function train(config: TrainConfig, o: TrainOptions = {}): Promise<
             if (!trainTable) {
               print(`reference log-probs: computing over ${data.rows.length} training rows`);
               trainTable = precomputeReference(ref, data.rows.length, indexed(data.rows, bs));
-              saveReferenceLogps(outputDir, trainTable, fp);
+              if (main) saveReferenceLogps(outputDir, trainTable, fp);
             }
             if (data.evalRows) evalTable = precomputeReference(ref, data.evalRows.length, indexed(data.evalRows, bs));
           } finally {
@@ -291,7 +300,7 @@ export async function train(config: TrainConfig, o: TrainOptions = {}): Promise<
     }
 
     // generate_during_eval: the reference decodes only when it is in memory (a second model, or the base under LoRA).
-    const sample = c.generate_during_eval ? evalSampler({
+    const sample = c.generate_during_eval && main ? evalSampler({
       outputDir, tokenizer: data.tokenizer!, prompts: samplePrompts(data.evalRows && !isPacked(data.evalRows) ? data.evalRows : [], c.generate_during_eval_samples ?? c.per_device_eval_batch_size),
       policy: { model }, reference: refModel ? { model: refModel } : lora && needsReference(c.method) ? { model: model, adapters: false } : null,
       maxNewTokens: c.generate_during_eval_max_new_tokens, maxPositions: maxPos, eos: configEosIds(configJson), batchSize: c.per_device_eval_batch_size,
@@ -307,7 +316,7 @@ export async function train(config: TrainConfig, o: TrainOptions = {}): Promise<
       // a packed batch is padding-free in TRL (one row of every sequence end to end): its numel is its tokens
       batchNumel = isPacked(rows) ? b.batch.lengths.reduce((n, l) => n + l, 0) : b.batch.B * b.batch.T;
       if (c.method === "sft") return sftStep(model, b as UnpairedBatch, { backward, lossScale });
-      if (unpaired) return unpairedStep(model, reference, b as UnpairedBatch, mcfg, { backward, lossScale, ref: table ? gatherUnpaired(table, idx) : undefined });
+      if (unpaired) return unpairedStep(model, reference, b as UnpairedBatch, mcfg, { backward, lossScale, ref: table ? gatherUnpaired(table, idx) : undefined, klMean: backward && dp.world > 1 ? (m, n) => dp.klMean(m, n) : undefined });
       return pairedStep(model, reference, b as PairBatch, mcfg, { backward, lossScale, refLogps: table ? gatherPaired(table, idx) : undefined });
     };
 
@@ -330,12 +339,16 @@ export async function train(config: TrainConfig, o: TrainOptions = {}): Promise<
       position = ck.order.position;
       ended = ck.order.epoch_end_done;
       lastCheckpoint = ck.dir;
-      rewriteMetricsFile(outputDir, state.log_history);
-      resetCompletions(outputDir, state.global_step);
+      if (main) {
+        rewriteMetricsFile(outputDir, state.log_history);
+        resetCompletions(outputDir, state.global_step);
+      }
       print(`resumed from ${ck.dir} at step ${state.global_step} (epoch ${state.epoch.toFixed(3)})`);
     } else {
-      rewriteMetricsFile(outputDir, []);
-      resetCompletions(outputDir, null);
+      if (main) {
+        rewriteMetricsFile(outputDir, []);
+        resetCompletions(outputDir, null);
+      }
       const old = latestCheckpoint(outputDir);
       if (old) print(`note: ${outputDir} already holds checkpoints of an earlier run (latest ${old}); they are kept and may be rotated`);
     }
@@ -345,7 +358,7 @@ export async function train(config: TrainConfig, o: TrainOptions = {}): Promise<
 
     const emit = (e: LogEntry) => {
       state.log_history.push(e);
-      appendMetrics(outputDir, e);
+      if (main) appendMetrics(outputDir, e);
       progress.log(e);
       o.onLog?.(e);
     };
@@ -381,6 +394,7 @@ export async function train(config: TrainConfig, o: TrainOptions = {}): Promise<
     const checkpoint = () => {
       if (!allFinite(trainable.params)) throw new TrainingDivergedError(state.global_step, "a weight", NaN, lastCheckpoint);
       state.epoch = epoch + position / plan.microBatchesPerEpoch;
+      if (!main) return (lastCheckpoint = join(outputDir, `checkpoint-${state.global_step}`));   // rank 0 writes it
       lastCheckpoint = saveCheckpoint(outputDir, state.global_step, {
         model: model, configJson, optimizer: opt,
         scheduler: { lr_scheduler_type: sched.type, base_lr: sched.baseLr, warmup_steps: sched.warmupSteps, total_steps: total, last_epoch: state.global_step, last_lr: learningRate(sched, state.global_step) },
@@ -410,16 +424,25 @@ export async function train(config: TrainConfig, o: TrainOptions = {}): Promise<
         trainable.zeroGrad();
         let stepLoss = 0;
         for (let j = 0; j < k; j++) {
-          let out: StepOutput;
-          try { out = runBatch(data.rows, trainTable, order[position + j], true, 1 / k); } catch (e) { throw asDivergence(e, stepNo, lastCheckpoint, trainable.params); }
+          // this rank's rows of the global micro-batch; its loss weighs its share of them (parallel/shard.ts)
+          const sh = dp.shard(order[position + j]);
+          let part: StepOutput | null = null;
+          try {
+            if (sh.rows.length) part = runBatch(data.rows, trainTable, sh.rows, true, sh.weight / k);
+            else if (ktoKl) dp.klMean(0, 0);   // no rows here: still takes part in the KL average
+          } catch (e) { throw asDivergence(e, stepNo, lastCheckpoint, trainable.params); }
+          const sides = c.method === "kto" ? { chosen: sh.rows.filter((i) => (data.rows as TokenizedUnpaired[])[i].label).length, rejected: 0 } : undefined;
+          if (sides) sides.rejected = sh.rows.length - sides.chosen;
+          const out = dp.combine({ out: part, rows: sh.rows.length, numel: part ? batchNumel : 0, sides });   // over every rank
           checkFinite("the loss", out.loss, stepNo, lastCheckpoint);
           stepLoss += out.loss / k;
-          state.total_flos += 6 * batchNumel * flopParams;
+          state.total_flos += 6 * out.numel * flopParams;
           addMetrics(loop.interval_metrics, out.metrics);
           loop.num_tokens += out.tokens;
           loop.interval_tokens += out.tokens;
         }
         position += k;
+        dp.reduceGradients(trainable);   // Σ over ranks in place: every rank takes the same step
         gradNorm = c.max_grad_norm ? trainable.clipGradNorm(c.max_grad_norm) : trainable.gradNorm();
         checkFinite("the gradient norm", gradNorm, stepNo, lastCheckpoint);
         lrUsed = learningRate(sched, state.global_step);
@@ -439,8 +462,8 @@ export async function train(config: TrainConfig, o: TrainOptions = {}): Promise<
         if (c.save_strategy === "steps" && stepNo % saveSteps === 0) { checkpoint(); saved = true; }
         await o.onStep?.(stepNo);
         await tick();   // lets a SIGINT handler run
-        if (stop?.signal) {
-          stoppedBy = stop.signal;
+        if (dp.any(!!stop?.signal)) {   // a signal seen by any rank stops every rank after this step
+          stoppedBy = stop?.signal ?? "SIGTERM";
           if (!saved) checkpoint();
           print(`stopped by ${stoppedBy} after step ${stepNo}; saved ${lastCheckpoint} (resume_from_checkpoint: true continues)`);
           break outer;
@@ -465,7 +488,7 @@ export async function train(config: TrainConfig, o: TrainOptions = {}): Promise<
       const steps = Math.max(state.global_step, 1);
       emit({
         step: state.global_step, epoch: state.epoch, train_runtime: trainSeconds,
-        train_samples_per_second: (state.global_step * bs * ga) / trainSeconds, train_steps_per_second: state.global_step / trainSeconds,
+        train_samples_per_second: (state.global_step * gbs * ga) / trainSeconds, train_steps_per_second: state.global_step / trainSeconds,
         total_flos: state.total_flos, train_loss: loop.total_loss / steps,
       });
       const last = state.log_history.filter((e) => "loss" in e).pop() ?? {};
@@ -476,7 +499,7 @@ export async function train(config: TrainConfig, o: TrainOptions = {}): Promise<
         finalMetrics: { ...last, ...lastEval }, dtype: lora ? undefined : saveDtype,
       };
       const final = { tokenizerDir: data.tokenizerDir, chatTemplate: data.chatTemplate, card, trainerState: state };
-      if (lora) {
+      if (!main) { /* rank 0 saves the final model */ } else if (lora) {
         saveFinalAdapter(outputDir, lora, modelDir, final);
         if (c.merge_adapter) {
           // detaches the adapter: nothing trains after this
@@ -488,6 +511,7 @@ export async function train(config: TrainConfig, o: TrainOptions = {}): Promise<
       const what = lora ? `LoRA adapter saved to ${outputDir}${c.merge_adapter ? ` (merged model in ${join(outputDir, "merged")})` : ""}` : `model saved to ${outputDir}`;
       print(`done: ${state.global_step} steps in ${trainSeconds.toFixed(1)} s; ${what}`);
     }
+    dp.barrier();   // every rank ends after rank 0's last write
     return {
       outputDir, globalStep: state.global_step, epoch: state.epoch, logHistory: state.log_history, lastCheckpoint,
       stoppedBy, exitCode: stoppedBy ? SIGNAL_EXIT_CODES[stoppedBy] ?? 1 : 0,

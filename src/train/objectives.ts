@@ -8,7 +8,7 @@ import type { TokenBatch, TokenStats } from "../core/types.ts";
 import type { PairBatch, UnpairedBatch } from "../data/collate.ts";
 import {
   CPO_DEFAULTS, DPO_DEFAULTS, KTO_DEFAULTS, ORPO_DEFAULTS,
-  cpoLogpKind, cpoLoss, dpoLoss, ktoLoss, nllMean, nllTokenGrads, orpoLoss, pairedTokenMetrics, resolveCpoConfig,
+  cpoLogpKind, cpoLoss, dpoLoss, ktoKlMean, ktoLoss, nllMean, nllTokenGrads, orpoLoss, pairedTokenMetrics, resolveCpoConfig,
   sequenceLogitsMetrics, sequenceMask, sequenceStats, sftLoss, tokenGrads, unpairedTokenMetrics,
   type CpoConfig, type CpoLossType, type DpoConfig, type KtoConfig, type KtoLossType, type OrpoConfig,
 } from "../losses/index.ts";
@@ -54,6 +54,11 @@ export interface StepOutput {
 }
 
 export interface StepOptions { backward: boolean; lossScale: number }
+/**
+ * KTO under data parallelism: combines this rank's KL estimate (the mean over its `rows` KL rows, before the clamp)
+ * with every other rank's (src/parallel/shard.ts); absent, the batch's own estimate is used.
+ */
+export type KlMean = (localMean: number, rows: number) => number;
 
 /** A batch of prompt+completion rows for SFT; PairBatch and UnpairedBatch also fit. */
 export interface SftBatch { batch: TokenBatch; completionMask: Uint8Array } // mask (N, T)
@@ -310,7 +315,7 @@ export function pairedStep(
  */
 export function unpairedStep(
   policy: NativeModel, ref: Reference, ub: UnpairedBatch, cfg: MethodConfig,
-  opts: StepOptions & { ref?: RefUnpaired },
+  opts: StepOptions & { ref?: RefUnpaired; klMean?: KlMean },
 ): StepOutput {
   const fn = "unpairedStep";
   const r = resolveMethod(fn, cfg);
@@ -343,7 +348,8 @@ export function unpairedStep(
   }
   const stats = policy.forward(ub.batch, { train: opts.backward });
   const seq = sequenceStats(stats.logps, ub.completionMask, N, T);
-  const res = ktoLoss({ logps: seq.sum, refLogps: rv.logps, labels: ub.labels, klLogps, refKlLogps: withKl ? rv.klLogps : null }, r.kto);
+  const kl = withKl && opts.klMean ? opts.klMean(ktoKlMean(klLogps!, rv.klLogps!), klLogps!.length) : undefined;
+  const res = ktoLoss({ logps: seq.sum, refLogps: rv.logps, labels: ub.labels, klLogps, refKlLogps: withKl ? rv.klLogps : null, kl }, r.kto);
   if (opts.backward) {
     const d = res.dLogps.map((x) => x * opts.lossScale);
     policy.backward(tokenGrads(d, null, ub.completionMask, seq.count, N, T));

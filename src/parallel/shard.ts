@@ -1,0 +1,175 @@
+// What a data-parallel trainer does with its process group: the data order is made of global micro-batches
+// (per_device_train_batch_size × world size rows, as HF Trainer counts it), each rank reads its own contiguous
+// part of every one, scales its loss by its share of the rows, and after the accumulation steps the gradients are
+// summed over the ranks in place, so every rank takes the same optimizer step and the result is the one a single
+// process gets with the whole global batch. Per micro-batch the loss, token counts and metrics of every rank are
+// combined into the values one process would log; KTO's KL estimate is averaged over the ranks' KL rows before
+// the clamp, as TRL gathers it. With one process every call is the identity. Not here: MPI itself (group.ts),
+// the loop's control flow (src/train/loop.ts).
+import type { Trainable } from "../core/native.ts";
+import type { StepOutput } from "../train/objectives.ts";
+import { defaultThreads, processGroup, type ProcessGroup } from "./group.ts";
+
+/** One rank's part of a global micro-batch. */
+export interface Shard {
+  rows: number[];   // row indices this rank reads (may be empty when the last global batch has fewer rows than ranks)
+  weight: number;   // rows.length / rows in the global micro-batch: the share of the global mean this rank's loss is
+}
+
+/** A rank's view of one micro-batch, to combine with the others'. */
+export interface RankStep {
+  out: StepOutput | null;   // null: this rank had no rows
+  rows: number;
+  numel: number;            // padded input_ids numel (flos)
+  /** KTO: desirable / undesirable rows, the weights of the per-side metrics (TRL reports them as Σ / count). */
+  sides?: { chosen: number; rejected: number };
+}
+
+export interface GlobalStep { loss: number; metrics: Record<string, number>; tokens: number; numel: number; rows: number }
+
+/**
+ * Rows [s_r, e_r) of one global micro-batch for rank r of W: contiguous parts of per-device size (the last global
+ * batch of an epoch split as evenly as its rows allow).
+ */
+export function shardOf(global: readonly number[], rank: number, world: number): Shard {
+  const n = global.length;
+  const base = Math.floor(n / world), extra = n % world;
+  const start = rank * base + Math.min(rank, extra);
+  const len = base + (rank < extra ? 1 : 0);
+  return { rows: global.slice(start, start + len), weight: n > 0 ? len / n : 0 };
+}
+
+/** The per-side key of a KTO metric ("rewards/chosen" → "chosen"), or null for a whole-batch key. */
+function side(key: string): "chosen" | "rejected" | null {
+  return /chosen/.test(key) ? "chosen" : /rejected/.test(key) ? "rejected" : null;
+}
+
+/**
+ * One micro-batch's values over every rank, the same on every rank: the loss is Σ_r share_r · loss_r (the mean
+ * over the global batch's rows); tokens and numel add up; each metric is the mean over the ranks that have it,
+ * weighted by their rows (by their desirable / undesirable rows for KTO's per-side keys, and KTO's
+ * rewards/margins is then chosen − rejected of the combined values, as TRL computes it from its sums).
+ */
+export function combineSteps(parts: readonly RankStep[]): GlobalStep {
+  const rows = parts.reduce((s, p) => s + p.rows, 0);
+  let loss = 0, tokens = 0, numel = 0;
+  const sum: Record<string, number> = {}, weight: Record<string, number> = {};
+  const kto = parts.some((p) => p.sides);
+  for (const p of parts) {
+    tokens += p.out?.tokens ?? 0;
+    numel += p.numel;
+    if (!p.out || p.rows === 0) continue;
+    loss += (p.rows / rows) * p.out.loss;
+    for (const [k, v] of Object.entries(p.out.metrics)) {
+      if (kto && k === "rewards/margins") continue;
+      const s = kto ? side(k) : null;
+      const w = s && p.sides ? p.sides[s] : p.rows;
+      if (w === 0) continue;
+      sum[k] = (sum[k] ?? 0) + w * v;
+      weight[k] = (weight[k] ?? 0) + w;
+    }
+  }
+  const metrics: Record<string, number> = {};
+  for (const k of Object.keys(sum)) metrics[k] = sum[k] / weight[k];
+  if (kto && "rewards/chosen" in metrics && "rewards/rejected" in metrics) metrics["rewards/margins"] = metrics["rewards/chosen"] - metrics["rewards/rejected"];
+  return { loss, metrics, tokens, numel, rows };
+}
+
+// JSON has no NaN or ±Infinity: they travel as strings, so a rank's non-finite loss stays non-finite everywhere.
+const NON_FINITE = new Set(["NaN", "Infinity", "-Infinity"]);
+const encode = (_k: string, v: unknown) => (typeof v === "number" && !Number.isFinite(v) ? String(v) : v);
+const decode = (_k: string, v: unknown) => (typeof v === "string" && NON_FINITE.has(v) ? Number(v) : v);
+
+/** Every rank's JSON-able value, in rank order, through two sums over the ranks (lengths, then UTF-16 codes). */
+export function allGatherJson<T>(g: ProcessGroup, value: T): T[] {
+  if (g.worldSize === 1) return [value];
+  const text = JSON.stringify(value, encode);
+  const lens = new Float64Array(g.worldSize);
+  lens[g.rank] = text.length;
+  g.allReduceSum(lens);
+  const max = Math.max(...lens);
+  const codes = new Float64Array(g.worldSize * max);
+  for (let i = 0; i < text.length; i++) codes[g.rank * max + i] = text.charCodeAt(i);
+  g.allReduceSum(codes);
+  const out: T[] = [];
+  for (let r = 0; r < g.worldSize; r++) {
+    let s = "";
+    for (let i = 0; i < lens[r]; i++) s += String.fromCharCode(codes[r * max + i]);
+    out.push(JSON.parse(s, decode) as T);
+  }
+  return out;
+}
+
+/** The trainer's side of data parallelism; every method is a no-op (or the identity) with one process. */
+export class DataParallel {
+  constructor(readonly group: ProcessGroup) {}
+
+  /** This process's group (MPI under mpirun with more than one rank, else one process). */
+  static forRun(): DataParallel {
+    return new DataParallel(processGroup());
+  }
+
+  /**
+   * Native threads for a config's `threads` (0 = automatic): as given, else the cores this rank may use
+   * (defaultThreads) when several ranks share the machine or a launcher bound it, else 0 (the core's default: all).
+   */
+  threads(configured: number): number {
+    if (configured > 0) return configured;
+    const t = defaultThreads(this.group);
+    return this.group.localSize > 1 || this.world > 1 ? t : 0;
+  }
+
+  /** The line a multi-process run prints once (rank 0), or null with one process. */
+  describe(perDevice: number, accumulation: number, threads: number): string | null {
+    if (this.world === 1) return null;
+    const g = this.group;
+    return `data parallel: ${g.worldSize} ranks (${g.localSize} on this machine), global batch ${perDevice} per rank × ${g.worldSize} ranks × ${accumulation} accumulation = ${perDevice * g.worldSize * accumulation} rows per step, ${threads || "all"} thread(s) per rank; rank 0 writes every file and log`;
+  }
+
+  /** Waits for every rank (the end of a run: no rank leaves while rank 0 still writes). */
+  barrier(): void {
+    if (this.world > 1) this.group.barrier();
+  }
+  get world(): number { return this.group.worldSize; }
+  get rank(): number { return this.group.rank; }
+  get isMainProcess(): boolean { return this.group.isMainProcess; }
+
+  /** This rank's part of a global micro-batch. */
+  shard(global: readonly number[]): Shard {
+    return this.world === 1 ? { rows: [...global], weight: 1 } : shardOf(global, this.rank, this.world);
+  }
+
+  /** One micro-batch's loss, metrics and counts over every rank (see combineSteps). */
+  combine(part: RankStep): GlobalStep {
+    if (this.world === 1) {
+      const o = part.out!;
+      return { loss: o.loss, metrics: o.metrics, tokens: o.tokens, numel: part.numel, rows: part.rows };
+    }
+    return combineSteps(allGatherJson(this.group, part));
+  }
+
+  /**
+   * KTO's KL estimate over every rank's KL rows: Σ_r (rows_r · mean_r) / Σ_r rows_r, before the clamp at 0
+   * (TRL gathers the per-rank estimates and averages them; with equal shards that is this). A rank without rows
+   * still calls it, with rows 0.
+   */
+  klMean(localMean: number, rows: number): number {
+    if (this.world === 1) return localMean;
+    const b = Float64Array.of(rows > 0 ? rows * localMean : 0, rows);
+    this.group.allReduceSum(b);
+    return b[0] / b[1];
+  }
+
+  /** Sums the accumulated gradients over the ranks, in place (each rank's loss was scaled by its share). */
+  reduceGradients(t: Trainable): void {
+    if (this.world > 1) this.group.allReduceSum(t.grads);
+  }
+
+  /** True on every rank when any rank says true (a stop signal seen by one rank stops all at the same step). */
+  any(flag: boolean): boolean {
+    if (this.world === 1) return flag;
+    const b = Float64Array.of(flag ? 1 : 0);
+    this.group.allReduceSum(b);
+    return b[0] > 0;
+  }
+}
