@@ -4,6 +4,7 @@
 #include <cmath>
 #include <string>
 #include <utility>
+#include <vector>
 #include "preftune.h"
 
 namespace {
@@ -417,6 +418,43 @@ Napi::Value MpiAllreduceSum(const Napi::CallbackInfo& info) {
   }
   return env.Undefined();
 }
+// mpiOverlapBegin(grads: Float32Array, ranges: Float64Array (L, 2)); mpiOverlapEnd(rest: Float64Array (n, 2), bucket):
+// the number of layers whose sum the backward started
+bool ranges_of(Napi::Env env, const Napi::Value& v, size_t limit, std::vector<int64_t>& out) {
+  if (throw_if(env, !v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_float64_array,
+               "ranges: a Float64Array of (start, end) pairs expected"))
+    return false;
+  Napi::Float64Array a = v.As<Napi::Float64Array>();
+  if (throw_if(env, a.ElementLength() % 2 != 0, "ranges: an even number of values (start, end pairs) expected")) return false;
+  out.resize(a.ElementLength());
+  for (size_t i = 0; i < a.ElementLength(); i++) {
+    const double d = a[i];
+    if (throw_if(env, !(d >= 0 && d <= (double)limit && d == std::floor(d)), "ranges: " + std::to_string(d) + " is not an index into the buffer"))
+      return false;
+    out[i] = (int64_t)d;
+  }
+  return true;
+}
+Napi::Value MpiOverlapBegin(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (throw_if(env, info.Length() < 2 || !info[0].IsTypedArray() || info[0].As<Napi::TypedArray>().TypedArrayType() != napi_float32_array,
+               "mpiOverlapBegin(grads, ranges): grads must be a Float32Array"))
+    return env.Undefined();
+  Napi::Float32Array g = info[0].As<Napi::Float32Array>();
+  std::vector<int64_t> r;
+  if (!ranges_of(env, info[1], g.ElementLength(), r)) return env.Undefined();
+  check_status(env, pt_mpi_overlap_begin(g.Data(), r.data(), (int32_t)(r.size() / 2)));
+  return env.Undefined();
+}
+Napi::Value MpiOverlapEnd(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::vector<int64_t> r;
+  if (info.Length() < 1 || !ranges_of(env, info[0], (size_t)1 << 53, r)) return env.Undefined();
+  const int64_t bucket = info.Length() > 1 && info[1].IsNumber() ? info[1].As<Napi::Number>().Int64Value() : 0;
+  int32_t early = 0;
+  if (check_status(env, pt_mpi_overlap_end(r.data(), (int32_t)(r.size() / 2), bucket, &early))) return env.Undefined();
+  return Napi::Number::New(env, early);
+}
 Napi::Value MpiBarrier(const Napi::CallbackInfo& info) {
   check_status(info.Env(), pt_mpi_barrier());
   return info.Env().Undefined();
@@ -444,6 +482,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("bf16Describe", Napi::Function::New(env, Bf16Describe));
   exports.Set("mpiInit", Napi::Function::New(env, MpiInit));
   exports.Set("mpiAllreduceSum", Napi::Function::New(env, MpiAllreduceSum));
+  exports.Set("mpiOverlapBegin", Napi::Function::New(env, MpiOverlapBegin));
+  exports.Set("mpiOverlapEnd", Napi::Function::New(env, MpiOverlapEnd));
   exports.Set("mpiBarrier", Napi::Function::New(env, MpiBarrier));
   exports.Set("mpiAbort", Napi::Function::New(env, MpiAbort));
   exports.Set("mpiFinalize", Napi::Function::New(env, MpiFinalize));

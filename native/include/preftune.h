@@ -212,6 +212,14 @@ pt_status pt_mpi_init(const char* lib_path, int32_t* rank, int32_t* size);
 int32_t pt_mpi_active(void);
 pt_status pt_mpi_allreduce_sum_f32(float* buf, int64_t n, int64_t bucket);
 pt_status pt_mpi_allreduce_sum_f64(double* buf, int64_t n);
+// The gradient all-reduce overlapped with a backward: _begin arms it over buf with layer l's gradients at
+// [ranges[2l], ranges[2l+1]); the next pt_backward (of any model, on this thread) starts layer l's sum as soon as
+// that layer's gradients are final (layers L-1 … 0) and lets MPI progress it at each later layer; _end starts any
+// layer not started yet, waits for all, then sums the `n_rest` ranges (start, end) of buf no layer covers
+// (embeddings, final norm) in buckets; *during_backward (may be NULL) = the layers started by the backward.
+// Every rank must call the pair around the same collectives.
+pt_status pt_mpi_overlap_begin(float* buf, const int64_t* ranges, int32_t layers);
+pt_status pt_mpi_overlap_end(const int64_t* rest, int32_t n_rest, int64_t bucket, int32_t* during_backward);
 pt_status pt_mpi_barrier(void);
 void pt_mpi_abort(int32_t code);
 pt_status pt_mpi_finalize(void);

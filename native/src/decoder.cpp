@@ -779,6 +779,7 @@ pt_status pt_backward(pt_model* m, const float* dlogps) {
       g_prof.lap(P_QKV);
       rmsnorm_backward(dx, gw(G.ln1), dh, x, P.ln1, rstd1, N, 1, C, C, true);
       g_prof.lap(P_NORM);
+      layer_grads_ready(l);
     }
     if (!lo) embedding_backward(m->gembed, dx, m->tok.data(), N, C);
     g_prof.lap(P_EMBED);

@@ -9,6 +9,7 @@
 #include <omp.h>
 #include <cstdlib>
 #include <string>
+#include <vector>
 #include "preftune.h"
 #include "common.h"
 
@@ -29,11 +30,26 @@ struct Mpi {
   int (*Barrier)(Handle) = nullptr;
   int (*Abort)(Handle, int) = nullptr;
   int (*Finalize)() = nullptr;
+  int (*Iallreduce)(const void*, void*, int, Handle, Handle, Handle, Handle*) = nullptr;
+  int (*Testall)(int, Handle*, int*, void*) = nullptr;
+  int (*Waitall)(int, Handle*, void*) = nullptr;
   Handle world = nullptr, f32 = nullptr, f64 = nullptr, sum = nullptr;
   bool active = false;    // initialized by us and not finalized
   int rank = 0, size = 1;
 };
 Mpi g;
+
+// The all-reduce started during a backward (pt_mpi_overlap_begin … _end): one request per layer range.
+struct Overlap {
+  bool armed = false;
+  float* buf = nullptr;
+  std::vector<int64_t> ranges;     // (L, 2): [start, end) of layer l's gradients in buf
+  std::vector<Handle> requests;    // MPI_Request of every all-reduce started, in order (MPI_Testall sets the
+                                   // completed ones to MPI_REQUEST_NULL, which MPI_Waitall accepts)
+  std::vector<char> started;       // per layer
+  int error = 0;                   // the first MPI error of a started all-reduce
+};
+Overlap ov;
 
 pt_status fail(const std::string& msg) { return pt::set_error(PT_ERR_STATE, msg); }
 
@@ -54,7 +70,26 @@ pt_status need_active(const char* what) {
   return fail(std::string(what) + ": MPI is not initialized (call pt_mpi_init first)");
 }
 
+// Starts layer l's all-reduce (once), then lets MPI progress the ones already started: Open MPI moves a
+// non-blocking collective forward only inside MPI calls, so each layer boundary is such a call.
+void start_layer(int l) {
+  if (ov.started[l]) return;
+  ov.started[l] = 1;
+  const int64_t a = ov.ranges[2 * l], b = ov.ranges[2 * l + 1];
+  if (b > a && !ov.error) {
+    Handle req = nullptr;
+    ov.error = g.Iallreduce(MPI_IN_PLACE_, ov.buf + a, (int)(b - a), g.f32, g.sum, g.world, &req);
+    if (!ov.error) ov.requests.push_back(req);
+  }
+  int done = 0;
+  if (!ov.error && !ov.requests.empty()) g.Testall((int)ov.requests.size(), ov.requests.data(), &done, nullptr);   // MPI_STATUSES_IGNORE
+}
+
 }  // namespace
+
+void pt::layer_grads_ready(int layer) {
+  if (ov.armed && layer >= 0 && layer < (int)ov.started.size()) start_layer(layer);
+}
 
 extern "C" {
 
@@ -76,6 +111,9 @@ pt_status pt_mpi_init(const char* lib_path, int32_t* rank, int32_t* size) {
   sym(g.lib, "MPI_Barrier", g.Barrier, missing);
   sym(g.lib, "MPI_Abort", g.Abort, missing);
   sym(g.lib, "MPI_Finalize", g.Finalize, missing);
+  sym(g.lib, "MPI_Iallreduce", g.Iallreduce, missing);
+  sym(g.lib, "MPI_Testall", g.Testall, missing);
+  sym(g.lib, "MPI_Waitall", g.Waitall, missing);
   sym(g.lib, "ompi_mpi_comm_world", g.world, missing);
   sym(g.lib, "ompi_mpi_float", g.f32, missing);
   sym(g.lib, "ompi_mpi_double", g.f64, missing);
@@ -118,6 +156,37 @@ pt_status pt_mpi_allreduce_sum_f64(double* buf, int64_t n) {
   if (pt_status s = need_active("pt_mpi_allreduce_sum_f64")) return s;
   if (n < 0 || n >= (int64_t(1) << 30)) return pt::set_error(PT_ERR_ARGUMENT, "pt_mpi_allreduce_sum_f64: n out of range");
   return check(g.Allreduce(MPI_IN_PLACE_, buf, (int)n, g.f64, g.sum, g.world), "MPI_Allreduce");
+}
+
+pt_status pt_mpi_overlap_begin(float* buf, const int64_t* ranges, int32_t layers) {
+  if (pt_status s = need_active("pt_mpi_overlap_begin")) return s;
+  if (ov.armed) return fail("pt_mpi_overlap_begin: an overlapped all-reduce is already under way");
+  for (int32_t l = 0; l < layers; l++)
+    if (ranges[2 * l] < 0 || ranges[2 * l + 1] < ranges[2 * l] || ranges[2 * l + 1] - ranges[2 * l] >= (int64_t(1) << 31))
+      return pt::set_error(PT_ERR_ARGUMENT, "pt_mpi_overlap_begin: layer " + std::to_string(l) + "'s range is not [start, end) of at most 2^31 - 1 floats");
+  ov.buf = buf;
+  ov.ranges.assign(ranges, ranges + 2 * (size_t)layers);
+  ov.requests.clear();
+  ov.started.assign(layers, 0);
+  ov.error = 0;
+  ov.armed = true;
+  return PT_OK;
+}
+
+pt_status pt_mpi_overlap_end(const int64_t* rest, int32_t n_rest, int64_t bucket, int32_t* during_backward) {
+  if (pt_status s = need_active("pt_mpi_overlap_end")) return s;
+  if (!ov.armed) return fail("pt_mpi_overlap_end without pt_mpi_overlap_begin");
+  int32_t early = 0;
+  for (char c : ov.started) early += c;
+  if (during_backward) *during_backward = early;
+  for (int l = (int)ov.started.size() - 1; l >= 0; l--) start_layer(l);   // a backward that did not run, or stopped early
+  ov.armed = false;
+  if (ov.error) return check(ov.error, "MPI_Iallreduce");
+  if (!ov.requests.empty())
+    if (pt_status s = check(g.Waitall((int)ov.requests.size(), ov.requests.data(), nullptr), "MPI_Waitall")) return s;
+  for (int32_t i = 0; i < n_rest; i++)
+    if (pt_status s = pt_mpi_allreduce_sum_f32(ov.buf + rest[2 * i], rest[2 * i + 1] - rest[2 * i], bucket)) return s;
+  return PT_OK;
 }
 
 pt_status pt_mpi_barrier(void) {

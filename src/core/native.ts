@@ -52,6 +52,8 @@ interface Addon {
   // data parallel over MPI (native/src/mpi.cpp; used by src/parallel/group.ts only)
   mpiInit(libPath: string): { rank: number; size: number };
   mpiAllreduceSum(buf: Float32Array | Float64Array, bucket?: number): void;
+  mpiOverlapBegin(grads: Float32Array, ranges: Float64Array): void;
+  mpiOverlapEnd(rest: Float64Array, bucket?: number): number;
   mpiBarrier(): void;
   mpiAbort(code: number): void;
   mpiFinalize(): void;

@@ -28,6 +28,15 @@ export interface ProcessGroup {
   allReduceSum(buf: Float32Array | Float64Array): void;
   /** Mean over ranks, in place. */
   allReduceMean(buf: Float32Array | Float64Array): void;
+  /**
+   * The gradient sum overlapped with the next backward: begin arms it over `grads`, whose layer l lies at
+   * [layerRanges[2l], layerRanges[2l+1]); the backward starts each layer's sum as soon as that layer is done;
+   * end waits for them and sums the `rest` ranges (start, end pairs) that no layer covers, and returns how many
+   * layers the backward started. Same result as allReduceSum(grads). Between the two, other collectives may
+   * run, in the same order on every rank.
+   */
+  overlapBegin(grads: Float32Array, layerRanges: Float64Array): void;
+  overlapEnd(rest: Float64Array): number;
   barrier(): void;
   /** Prints `message` (prefixed with this rank) and ends every rank of the job with `code`. Does not return. */
   abort(message: string, code?: number): never;
@@ -58,6 +67,8 @@ class SingleProcess implements ProcessGroup {
   readonly rank = 0; readonly worldSize = 1; readonly localRank = 0; readonly localSize = 1; readonly isMainProcess = true;
   allReduceSum(): void {}
   allReduceMean(): void {}
+  overlapBegin(): void {}
+  overlapEnd(): number { return 0; }
   barrier(): void {}
   abort(message: string, code = 1): never {
     process.stderr.write(message + "\n");
@@ -77,6 +88,12 @@ class MpiGroup implements ProcessGroup {
     native().mpiAllreduceSum(buf, GRAD_BUCKET);
     const s = 1 / this.worldSize;
     for (let i = 0; i < buf.length; i++) buf[i] *= s;
+  }
+  overlapBegin(grads: Float32Array, layerRanges: Float64Array): void {
+    native().mpiOverlapBegin(grads, layerRanges);
+  }
+  overlapEnd(rest: Float64Array): number {
+    return native().mpiOverlapEnd(rest, GRAD_BUCKET);
   }
   barrier(): void {
     native().mpiBarrier();

@@ -100,6 +100,39 @@ export function allGatherJson<T>(g: ProcessGroup, value: T): T[] {
   return out;
 }
 
+/**
+ * Where each decoder layer's parameters lie in a parameter set's flat buffer ("…layers.N.…" in the HF or PEFT
+ * names): (L, 2) [start, end) per layer, and the ranges no layer covers, or null when some layer's parameters are
+ * not contiguous (then the gradient is summed after the backward in one piece).
+ */
+export function layerLayout(t: Pick<Trainable, "table">, length: number): { ranges: Float64Array; rest: Float64Array } | null {
+  const span = new Map<number, [number, number]>();
+  for (const p of t.table) {
+    const m = /\blayers\.(\d+)\./.exec(p.name);
+    if (!m) continue;
+    const l = Number(m[1]), s = span.get(l);
+    span.set(l, s ? [Math.min(s[0], p.offset), Math.max(s[1], p.offset + p.size)] : [p.offset, p.offset + p.size]);
+  }
+  if (span.size === 0) return null;
+  const L = Math.max(...span.keys()) + 1;
+  const ranges = new Float64Array(2 * L);
+  for (const [l, [a, b]] of span) { ranges[2 * l] = a; ranges[2 * l + 1] = b; }
+  // no other parameter inside a layer's range, and no two layers' ranges overlapping
+  for (const p of t.table) {
+    const m = /\blayers\.(\d+)\./.exec(p.name);
+    for (const [l, [a, b]] of span) if ((!m || Number(m[1]) !== l) && p.offset < b && p.offset + p.size > a) return null;
+  }
+  const sorted = [...span.values()].sort((x, y) => x[0] - y[0]);
+  const rest: number[] = [];
+  let at = 0;
+  for (const [a, b] of sorted) { if (a > at) rest.push(at, a); at = Math.max(at, b); }
+  if (length > at) rest.push(at, length);
+  return { ranges, rest: Float64Array.from(rest) };
+}
+
+/** PREFTUNE_MPI_OVERLAP=0 sums the gradients after the backward instead of during it (same result). */
+const overlapOn = () => process.env.PREFTUNE_MPI_OVERLAP !== "0";
+
 /** The trainer's side of data parallelism; every method is a no-op (or the identity) with one process. */
 export class DataParallel {
   constructor(readonly group: ProcessGroup) {}
@@ -160,9 +193,38 @@ export class DataParallel {
     return b[0] / b[1];
   }
 
+  private layouts = new WeakMap<Trainable, ReturnType<typeof layerLayout>>();
+  private overlapping: { rest: Float64Array } | null = null;
+  /** Layers whose gradient sum the last step's backward started itself (0: summed after the backward). */
+  layersOverlapped = 0;
+
+  /**
+   * Called before the backward of a step's last micro-batch (`global` its rows): that backward then starts
+   * summing each layer's gradients over the ranks as soon as the layer is done, while it goes on with the layers
+   * below. Only when every rank has rows in this micro-batch (so every rank runs a backward and calls the same
+   * collectives in the same order) and the layers' parameters are contiguous.
+   */
+  startGradientSum(t: Trainable, global: readonly number[]): void {
+    if (this.world === 1 || this.overlapping || !overlapOn() || global.length < this.world) return;
+    const grads = t.grads;
+    if (!this.layouts.has(t)) this.layouts.set(t, layerLayout(t, grads.length));
+    const lay = this.layouts.get(t);
+    if (!lay) return;
+    this.group.overlapBegin(grads, lay.ranges);
+    this.overlapping = { rest: lay.rest };
+  }
+
   /** Sums the accumulated gradients over the ranks, in place (each rank's loss was scaled by its share). */
   reduceGradients(t: Trainable): void {
-    if (this.world > 1) this.group.allReduceSum(t.grads);
+    if (this.world === 1) return;
+    if (this.overlapping) {
+      const { rest } = this.overlapping;
+      this.overlapping = null;
+      this.layersOverlapped = this.group.overlapEnd(rest);
+    } else {
+      this.layersOverlapped = 0;
+      this.group.allReduceSum(t.grads);
+    }
   }
 
   /** True on every rank when any rank says true (a stop signal seen by one rank stops all at the same step). */

@@ -427,6 +427,7 @@ export async function train(config: TrainConfig, o: TrainOptions = {}): Promise<
           // this rank's rows of the global micro-batch; its loss weighs its share of them (parallel/shard.ts)
           const sh = dp.shard(order[position + j]);
           let part: StepOutput | null = null;
+          if (j === k - 1) dp.startGradientSum(trainable, order[position + j]);   // summed over ranks during its backward
           try {
             if (sh.rows.length) part = runBatch(data.rows, trainTable, sh.rows, true, sh.weight / k);
             else if (ktoKl) dp.klMean(0, 0);   // no rows here: still takes part in the KL average

@@ -31,14 +31,14 @@ after(() => tmp.cleanup());
 interface Run { status: number | null; stderr: string; outputDir: string }
 
 /** One run of worker.ts: alone (np 1) or as 2 ranks under mpirun; resolves when the job has ended. */
-function runJob(np: 1 | 2, config: Record<string, unknown>, rows: unknown[], extra: Record<string, unknown> = {}): Promise<Run & { endedAt: number }> {
+function runJob(np: 1 | 2, config: Record<string, unknown>, rows: unknown[], extra: Record<string, unknown> = {}, env: Record<string, string> = {}): Promise<Run & { endedAt: number }> {
   const file = join(tmp.dir, `job-${++jobNo}.json`);
   const outputDir = (config.output_dir as string | undefined) ?? join(tmp.dir, `run-${jobNo}`);
   writeFileSync(file, JSON.stringify({ config: { ...config, output_dir: outputDir }, rows, ...extra }));
   const cmd = np === 1 ? process.execPath : "mpirun";
   const args = np === 1 ? ["--import", "tsx", WORKER, file] : ["-np", "2", "--bind-to", "none", process.execPath, "--import", "tsx", WORKER, file];
   return new Promise((resolve) => {
-    const p = spawn(cmd, args, { env: MPI_ENV, stdio: ["ignore", "ignore", "pipe"] });
+    const p = spawn(cmd, args, { env: { ...MPI_ENV, ...env }, stdio: ["ignore", "ignore", "pipe"] });
     let stderr = "";
     p.stderr.on("data", (d) => { stderr += d; });
     p.on("close", (status) => resolve({ status, stderr, outputDir, endedAt: Date.now() }));
@@ -106,6 +106,18 @@ test("ORPO on 2 ranks equals one process with the same global batch", { skip }, 
 
 test("DPO with a reference model on 2 ranks equals one process", { skip }, async () => {
   await parity("dpo", { method: "dpo" }, randomPairs(15, { vocab: 96, seed: 13 }), "model.safetensors", ["rewards/chosen", "rewards/rejected", "rewards/accuracies", "logps/chosen"]);
+});
+
+test("the gradient sum overlapped with the backward gives the same run as the sum after it", { skip }, async () => {
+  const rows = randomPairs(15, { vocab: 96, seed: 17 });
+  const over = await runJob(2, twoRanks({ method: "dpo" }), rows);
+  const after = await runJob(2, twoRanks({ method: "dpo" }), rows, {}, { PREFTUNE_MPI_OVERLAP: "0" });
+  assert.equal(over.status, 0, over.stderr);
+  assert.equal(after.status, 0, after.stderr);
+  // two ranks: every element is the same a + b either way
+  assert.deepEqual(log(over.outputDir).map((e) => e.loss), log(after.outputDir).map((e) => e.loss));
+  const wa = tensors(join(over.outputDir, "model.safetensors")), wb = tensors(join(after.outputDir, "model.safetensors"));
+  for (const [n, x] of wa) assert.deepEqual(x, wb.get(n), n);
 });
 
 test("KTO (KL estimate averaged over the ranks) on 2 ranks equals one process", { skip }, async () => {

@@ -2,7 +2,7 @@
 // micro-batch's losses and metrics of every rank combine into the one-process values.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { combineSteps, shardOf } from "../../src/parallel/shard.ts";
+import { combineSteps, layerLayout, shardOf } from "../../src/parallel/shard.ts";
 
 test("every row of a global micro-batch is read by exactly one rank, in contiguous parts, shares adding to 1", () => {
   for (const [n, world] of [[8, 2], [7, 2], [5, 4], [3, 4], [1, 3]]) {
@@ -39,4 +39,15 @@ test("combined loss is the global row mean; metrics weigh ranks by rows; KTO sid
   const e = combineSteps([{ out: { loss: 2, metrics: { a: 1 }, tokens: 5 }, rows: 1, numel: 3 }, { out: null, rows: 0, numel: 0 }]);
   assert.equal(e.loss, 2);
   assert.equal(e.metrics.a, 1);
+});
+
+test("layer layout: each layer's contiguous range, the rest around them; null when a layer is split", () => {
+  const p = (name: string, offset: number, size: number) => ({ name, offset, size, shape: [size], decay: true });
+  const table = [p("model.embed_tokens.weight", 0, 10), p("model.layers.0.a", 10, 4), p("model.layers.0.b", 14, 2), p("model.layers.1.a", 16, 6), p("model.norm.weight", 22, 2)];
+  const l = layerLayout({ table }, 26)!;
+  assert.deepEqual(Array.from(l.ranges), [10, 16, 16, 22]);
+  assert.deepEqual(Array.from(l.rest), [0, 10, 22, 26]);
+  const split = [p("model.layers.0.a", 0, 4), p("model.norm.weight", 4, 2), p("model.layers.0.b", 6, 2)];
+  assert.equal(layerLayout({ table: split }, 8), null);
+  assert.equal(layerLayout({ table: [p("model.norm.weight", 0, 2)] }, 2), null);
 });
