@@ -1,7 +1,8 @@
 // Data-parallel scaling on one machine: the all-reduce of a SmolLM2-135M-sized gradient (134.5 M floats) between
 // 2 local ranks, and a full fine-tuning step at 1 rank and at 2 ranks on the same total cores (the global batch
-// split in two, the gradient summed over the ranks in place as training does), with the all-reduce's share of the
-// step. Prints one JSON line per measurement and a summary with the projection for several machines.
+// split in two, the gradient summed over the ranks in place as training does: during the backward, and again
+// after it with PREFTUNE_MPI_OVERLAP=0), with the share of the step spent waiting for the sum after the backward.
+// Prints one JSON line per measurement and a summary with the projection for several machines.
 // Run as: node --import tsx bench/data_parallel.ts [--steps 3] [--batch 4 --seq 512 --threads 2] [--reps 5]
 // (it starts its own ranks through mpirun; as root it passes --allow-run-as-root). Not a test: nothing is checked.
 import { spawnSync } from "node:child_process";
@@ -10,6 +11,7 @@ import { AdamW, NativeModel, setNumThreads } from "../src/core/native.ts";
 import { randomInit } from "../src/models/params.ts";
 import { readBenchConfig } from "../src/cli/bench.ts";
 import { launchEnv, processGroup } from "../src/parallel/group.ts";
+import { DataParallel } from "../src/parallel/shard.ts";
 
 const args = process.argv.slice(2);
 const opt = (name: string, dflt: string) => { const i = args.indexOf(`--${name}`); return i >= 0 ? args[i + 1] : dflt; };
@@ -49,29 +51,33 @@ function worker(mode: string): void {
   const dlogps = new Float32Array(B * T);
   for (let b = 0; b < B; b++) for (let t = 1; t < T; t++) dlogps[b * T + t] = -1 / (batch * (T - 1));
   const adam = new AdamW(model, { lr: 1e-5, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0 });
+  const dp = new DataParallel(g);
   const total: number[] = [], reduce: number[] = [];
+  let overlapped = 0;
   for (let k = 0; k < steps + 1; k++) {
     g.barrier();
     const t0 = performance.now();
     model.zeroGrad();
     model.forward(tb, { train: true });
+    dp.startGradientSum(model, Array.from({ length: batch }, (_, i) => i));
     model.backward(dlogps);
     const t1 = performance.now();
-    g.allReduceSum(model.grads);
+    dp.reduceGradients(model);   // what is left of the sum after the backward
+    overlapped = dp.layersOverlapped;
     const t2 = performance.now();
     model.clipGradNorm(1);
     adam.update();
     const t3 = performance.now();
     if (k > 0) { total.push((t3 - t0) / 1000); reduce.push((t2 - t1) / 1000); }
   }
-  if (g.isMainProcess) console.log(JSON.stringify({ mode, ranks: g.worldSize, threads_per_rank: Math.max(1, Math.floor(threads / g.worldSize)), batch_per_rank: B, seq: T, seconds_per_step: median(total), allreduce_seconds: median(reduce), allreduce_share: median(reduce) / median(total), all: total }));
+  if (g.isMainProcess) console.log(JSON.stringify({ mode, ranks: g.worldSize, threads_per_rank: Math.max(1, Math.floor(threads / g.worldSize)), batch_per_rank: B, seq: T, overlap_layers: overlapped, seconds_per_step: median(total), allreduce_seconds: median(reduce), allreduce_share: median(reduce) / median(total), all: total }));
   model.free();
 }
 
-function mpirun(np: number, mode: string): Record<string, number> {
+function mpirun(np: number, mode: string, env: Record<string, string> = {}): Record<string, number> {
   const root = process.getuid?.() === 0 ? ["--allow-run-as-root"] : [];
   const self = fileURLToPath(import.meta.url);
-  const r = spawnSync("mpirun", [...root, "-np", String(np), "--oversubscribe", "--bind-to", "none", process.execPath, "--import", "tsx", self, "--worker", mode, ...args], { encoding: "utf8", stdio: ["ignore", "pipe", "inherit"] });
+  const r = spawnSync("mpirun", [...root, "-np", String(np), "--oversubscribe", "--bind-to", "none", process.execPath, "--import", "tsx", self, "--worker", mode, ...args], { encoding: "utf8", stdio: ["ignore", "pipe", "inherit"], env: { ...process.env, ...env } });
   if (r.error) throw new Error(`mpirun: ${r.error.message} (install openmpi-bin)`);
   if (r.status !== 0) throw new Error(`mpirun -np ${np} ${mode} exited with ${r.status}`);
   const line = r.stdout.trim().split("\n").pop()!;
@@ -83,7 +89,7 @@ if (args.includes("--worker") || launchEnv().worldSize > 1) {
   worker(opt("worker", "step"));
 } else {
   const ar = mpirun(2, "allreduce");
-  const one = mpirun(1, "step"), two = mpirun(2, "step");
+  const one = mpirun(1, "step"), two = mpirun(2, "step"), twoAfter = mpirun(2, "step", { PREFTUNE_MPI_OVERLAP: "0" });
   const bytes = ar.bytes;
   // ring all-reduce: each rank sends and receives 2(N−1)/N × bytes; t_step(N) = t_compute + 2(N−1)/N · bytes / bandwidth
   const compute = one.seconds_per_step - one.allreduce_seconds;
@@ -98,6 +104,7 @@ if (args.includes("--worker") || launchEnv().worldSize > 1) {
   console.log(JSON.stringify({
     summary: true, allreduce_2_local_ranks_s: ar.seconds, step_1_rank_s: one.seconds_per_step, step_2_ranks_s: two.seconds_per_step,
     allreduce_share_2_ranks: two.allreduce_share, speedup_2_ranks: one.seconds_per_step / two.seconds_per_step,
+    step_2_ranks_sum_after_backward_s: twoAfter.seconds_per_step, allreduce_share_2_ranks_sum_after_backward: twoAfter.allreduce_share,
     projected_step_s_per_rank_batch_fixed: proj, compute_s: compute,
   }));
 }

@@ -316,8 +316,19 @@ export async function train(config: TrainConfig, o: TrainOptions = {}): Promise<
       // a packed batch is padding-free in TRL (one row of every sequence end to end): its numel is its tokens
       batchNumel = isPacked(rows) ? b.batch.lengths.reduce((n, l) => n + l, 0) : b.batch.B * b.batch.T;
       if (c.method === "sft") return sftStep(model, b as UnpairedBatch, { backward, lossScale });
-      if (unpaired) return unpairedStep(model, reference, b as UnpairedBatch, mcfg, { backward, lossScale, ref: table ? gatherUnpaired(table, idx) : undefined, klMean: backward && dp.world > 1 ? (m, n) => dp.klMean(m, n) : undefined });
+      if (unpaired) return unpairedStep(model, reference, b as UnpairedBatch, mcfg, { backward, lossScale, ref: table ? gatherUnpaired(table, idx) : undefined, klMean: dp.world > 1 ? (m, n) => dp.klMean(m, n) : undefined });
       return pairedStep(model, reference, b as PairBatch, mcfg, { backward, lossScale, refLogps: table ? gatherPaired(table, idx) : undefined });
+    };
+
+    /** A global micro-batch: this rank runs its part (loss scaled by its share), the outputs combined over the ranks. */
+    const runGlobal = (rows: Rows, table: RefTable | null, global: number[], backward: boolean, lossScale: number) => {
+      const sh = dp.shard(global);
+      let part: StepOutput | null = null;
+      if (sh.rows.length) part = runBatch(rows, table, sh.rows, backward, sh.weight * lossScale);
+      else if (ktoKl) dp.klMean(0, 0);   // no rows here: still takes part in the KL average
+      const chosen = c.method === "kto" ? sh.rows.filter((i) => (rows as TokenizedUnpaired[])[i].label).length : 0;
+      const sides = c.method === "kto" ? { chosen, rejected: sh.rows.length - chosen } : undefined;
+      return dp.combine({ out: part, rows: sh.rows.length, numel: part ? batchNumel : 0, sides });
     };
 
     let state = initialTrainerState({ maxSteps: total, loggingSteps, evalSteps, saveSteps, batchSize: bs, epochs: plan.epochs });
@@ -376,10 +387,10 @@ export async function train(config: TrainConfig, o: TrainOptions = {}): Promise<
       const t0 = performance.now();
       const acc: MetricSums = emptySums();
       let lossSum = 0, batches = 0;
-      const ebs = c.per_device_eval_batch_size;
+      const ebs = c.per_device_eval_batch_size * dp.world;   // every rank evaluates its part of each batch
       for (let s = 0; s < rows.length; s += ebs) {
         const idx = Array.from({ length: Math.min(ebs, rows.length - s) }, (_, i) => s + i);
-        const out = runBatch(rows, evalTable, idx, false, 1);
+        const out = runGlobal(rows, evalTable, idx, false, 1);
         lossSum += out.loss * idx.length;   // HF: per-example mean over the whole split
         addMetrics(acc, out.metrics);
         batches++;
@@ -424,17 +435,9 @@ export async function train(config: TrainConfig, o: TrainOptions = {}): Promise<
         trainable.zeroGrad();
         let stepLoss = 0;
         for (let j = 0; j < k; j++) {
-          // this rank's rows of the global micro-batch; its loss weighs its share of them (parallel/shard.ts)
-          const sh = dp.shard(order[position + j]);
-          let part: StepOutput | null = null;
           if (j === k - 1) dp.startGradientSum(trainable, order[position + j]);   // summed over ranks during its backward
-          try {
-            if (sh.rows.length) part = runBatch(data.rows, trainTable, sh.rows, true, sh.weight / k);
-            else if (ktoKl) dp.klMean(0, 0);   // no rows here: still takes part in the KL average
-          } catch (e) { throw asDivergence(e, stepNo, lastCheckpoint, trainable.params); }
-          const sides = c.method === "kto" ? { chosen: sh.rows.filter((i) => (data.rows as TokenizedUnpaired[])[i].label).length, rejected: 0 } : undefined;
-          if (sides) sides.rejected = sh.rows.length - sides.chosen;
-          const out = dp.combine({ out: part, rows: sh.rows.length, numel: part ? batchNumel : 0, sides });   // over every rank
+          let out: ReturnType<typeof runGlobal>;
+          try { out = runGlobal(data.rows, trainTable, order[position + j], true, 1 / k); } catch (e) { throw asDivergence(e, stepNo, lastCheckpoint, trainable.params); }
           checkFinite("the loss", out.loss, stepNo, lastCheckpoint);
           stepLoss += out.loss / k;
           state.total_flos += 6 * out.numel * flopParams;

@@ -1,6 +1,7 @@
 // Data-parallel training under `mpirun -np 2` on this machine against one process with the same global batch:
 // the same per-step losses and final weights (ORPO, DPO with a reference model, KTO with its KL estimate, a LoRA
-// adapter; gradient accumulation and an uneven last global batch throughout); a killed rank ends the job within
+// adapter; gradient accumulation and an uneven last global batch throughout; evaluation split over the ranks for
+// DPO and KTO); a killed rank ends the job within
 // seconds and leaves the last complete checkpoint, from which a 2-rank resume continues exactly. Skipped (with
 // the reason) where mpirun is not installed. The refusal without MPI is in no-mpi.test.ts.
 import { test, before, after } from "node:test";
@@ -87,14 +88,25 @@ function assertSameRun(a: string, b: string, weightsFile: string, metrics: strin
 // 15 rows in global micro-batches of 4 (2 per rank): 4, 4, 4, 3 per epoch, the last split 2 / 1; with accumulation 2
 // every epoch ends on a step of one full and one uneven micro-batch.
 const common = { dataset: "(pre-tokenized rows)", threads: 1, logging_steps: 1, learning_rate: 2e-3, save_strategy: "no", gradient_accumulation_steps: 2, num_train_epochs: 2, seed: 5 };
-const twoRanks = (over: Record<string, unknown>) => ({ ...common, ...over, model_name_or_path: model, per_device_train_batch_size: 2 });
-const oneProcess = (over: Record<string, unknown>) => ({ ...common, ...over, model_name_or_path: model, per_device_train_batch_size: 4 });
+const twoRanks = (over: Record<string, unknown>) => ({ ...common, ...over, model_name_or_path: model, per_device_train_batch_size: 2, per_device_eval_batch_size: 2 });
+const oneProcess = (over: Record<string, unknown>) => ({ ...common, ...over, model_name_or_path: model, per_device_train_batch_size: 4, per_device_eval_batch_size: 4 });
+// evaluation every 2 steps over 7 rows: eval batches of 4 (2 per rank) and a last one of 3
+const withEval = { eval_strategy: "steps", eval_steps: 2 };
 
-async function parity(name: string, over: Record<string, unknown>, rows: unknown[], weightsFile: string, metrics: string[]): Promise<void> {
-  const [two, one] = [await runJob(2, twoRanks(over), rows), await runJob(1, oneProcess(over), rows)];
+async function parity(name: string, over: Record<string, unknown>, rows: unknown[], weightsFile: string, metrics: string[], evalRows?: unknown[]): Promise<void> {
+  const [two, one] = [await runJob(2, twoRanks(over), rows, { evalRows }), await runJob(1, oneProcess(over), rows, { evalRows })];
   assert.equal(two.status, 0, `2 ranks failed:\n${two.stderr}`);
   assert.equal(one.status, 0, `1 process failed:\n${one.stderr}`);
   const d = assertSameRun(two.outputDir, one.outputDir, weightsFile, metrics);
+  if (evalRows) {
+    const ev = (dir: string) => readFileSync(join(dir, "metrics.jsonl"), "utf8").trim().split("\n").map((l) => JSON.parse(l) as Record<string, number>).filter((e) => "eval_loss" in e);
+    const ea = ev(two.outputDir), eb = ev(one.outputDir);
+    assert.ok(ea.length >= 2 && ea.length === eb.length, `eval entries ${ea.length} vs ${eb.length}`);
+    for (let i = 0; i < ea.length; i++) {
+      assert.ok(rel(ea[i].eval_loss, eb[i].eval_loss) < 1e-5, `eval_loss at step ${ea[i].step}: ${ea[i].eval_loss} vs ${eb[i].eval_loss}`);
+      for (const k of Object.keys(eb[i]).filter((k) => /^eval_(rewards|logps)\//.test(k))) assert.ok(Math.abs(ea[i][k] - eb[i][k]) < 1e-6, `${k} at step ${ea[i].step}: ${ea[i][k]} vs ${eb[i][k]}`);
+    }
+  }
   console.log(`# ${name}: worst loss rel diff ${d.loss.toExponential(2)}, final weights rel L2 diff ${d.weight.toExponential(2)} (largest element ${d.maxAbs.toExponential(2)})`);
 }
 
@@ -105,7 +117,7 @@ test("ORPO on 2 ranks equals one process with the same global batch", { skip }, 
 });
 
 test("DPO with a reference model on 2 ranks equals one process", { skip }, async () => {
-  await parity("dpo", { method: "dpo" }, randomPairs(15, { vocab: 96, seed: 13 }), "model.safetensors", ["rewards/chosen", "rewards/rejected", "rewards/accuracies", "logps/chosen"]);
+  await parity("dpo", { method: "dpo", ...withEval }, randomPairs(15, { vocab: 96, seed: 13 }), "model.safetensors", ["rewards/chosen", "rewards/rejected", "rewards/accuracies", "logps/chosen"], randomPairs(7, { vocab: 96, seed: 23 }));
 });
 
 test("the gradient sum overlapped with the backward gives the same run as the sum after it", { skip }, async () => {
@@ -122,12 +134,14 @@ test("the gradient sum overlapped with the backward gives the same run as the su
 
 test("KTO (KL estimate averaged over the ranks) on 2 ranks equals one process", { skip }, async () => {
   // TRL fixes the KL pairs per per-device chunk at data preparation; both runs are given the same pairs
-  const rows: TokenizedUnpaired[] = randomUnpaired(15, { vocab: 96, seed: 14 });
-  for (let s = 0; s < rows.length; s += 2) {
-    const n = Math.min(2, rows.length - s);
-    for (let i = 0; i < n; i++) rows[s + i].kl_completion_ids = rows[s + ((i + n - 1) % n)].completion_ids;
-  }
-  await parity("kto", { method: "kto" }, rows, "model.safetensors", ["kl", "rewards/chosen", "rewards/rejected", "logps/chosen"]);
+  const klPairs = (rows: TokenizedUnpaired[]) => {
+    for (let s = 0; s < rows.length; s += 2) {
+      const n = Math.min(2, rows.length - s);
+      for (let i = 0; i < n; i++) rows[s + i].kl_completion_ids = rows[s + ((i + n - 1) % n)].completion_ids;
+    }
+    return rows;
+  };
+  await parity("kto", { method: "kto", ...withEval }, klPairs(randomUnpaired(15, { vocab: 96, seed: 14 })), "model.safetensors", ["kl", "rewards/chosen", "rewards/rejected", "logps/chosen"], klPairs(randomUnpaired(7, { vocab: 96, seed: 24 })));
 });
 
 test("a LoRA adapter (DPO, reference = base) on 2 ranks equals one process", { skip }, async () => {
