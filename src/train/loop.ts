@@ -189,7 +189,7 @@ export async function train(config: TrainConfig, o: TrainOptions = {}): Promise<
     if (early0) return early0;
 
     const needEval = c.eval_strategy !== "no" || c.eval_on_start;
-    const data = await loadTrainData(c, { rows: o.rows, evalRows: o.evalRows, padTokenId: o.padTokenId, quiet: o.quiet }, needEval, print);
+    const data = await loadTrainData(c, { rows: o.rows, evalRows: o.evalRows, padTokenId: o.padTokenId, quiet: o.quiet || !main }, needEval, print);
     if (data.rows.length === 0) throw new Error(`${data.describe}: no training rows`);
     if (needEval && !data.evalRows?.length) throw new Error(`eval_strategy is "${c.eval_strategy}"${c.eval_on_start ? " / eval_on_start" : ""} but no eval rows were given`);
     if (c.generate_during_eval && !data.tokenizer) throw new Error(`generate_during_eval needs the model's tokenizer to turn completions into text, and ${modelDir} has no tokenizer.json (pre-tokenized rows were given); add the tokenizer files to the model folder or set generate_during_eval: false`);
