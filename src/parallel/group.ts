@@ -38,6 +38,11 @@ export interface ProcessGroup {
   overlapBegin(grads: Float32Array, layerRanges: Float64Array): void;
   overlapEnd(rest: Float64Array): number;
   barrier(): void;
+  /**
+   * Says every rank has finished its run (after a last barrier): from then on a non-zero exit (a stop by
+   * signal) no longer aborts the job, which would kill ranks still finishing.
+   */
+  settle(): void;
   /** Prints `message` (prefixed with this rank) and ends every rank of the job with `code`. Does not return. */
   abort(message: string, code?: number): never;
 }
@@ -70,6 +75,7 @@ class SingleProcess implements ProcessGroup {
   overlapBegin(): void {}
   overlapEnd(): number { return 0; }
   barrier(): void {}
+  settle(): void {}
   abort(message: string, code = 1): never {
     process.stderr.write(message + "\n");
     process.exit(code);
@@ -78,6 +84,7 @@ class SingleProcess implements ProcessGroup {
 
 class MpiGroup implements ProcessGroup {
   readonly isMainProcess: boolean;
+  settled = false;
   constructor(readonly rank: number, readonly worldSize: number, readonly localRank: number, readonly localSize: number) {
     this.isMainProcess = rank === 0;
   }
@@ -97,6 +104,9 @@ class MpiGroup implements ProcessGroup {
   }
   barrier(): void {
     native().mpiBarrier();
+  }
+  settle(): void {
+    this.settled = true;
   }
   abort(message: string, code = 1): never {
     process.stderr.write(`[rank ${this.rank}/${this.worldSize}] ${message}\n[rank ${this.rank}/${this.worldSize}] ending every rank of the job (MPI_Abort)\n`);
@@ -138,9 +148,9 @@ export function processGroup(o: { worldSize?: number; env?: NodeJS.ProcessEnv } 
     if (g) g.abort(msg);
     throw new Error(msg);
   }
-  group = new MpiGroup(info.rank, info.size, launch.localRank, launch.localSize);
-  endWithTheJob(group);
-  return group;
+  const mpi = new MpiGroup(info.rank, info.size, launch.localRank, launch.localSize);
+  endWithTheJob(mpi);
+  return (group = mpi);
 }
 
 /**
@@ -148,11 +158,11 @@ export function processGroup(o: { worldSize?: number; env?: NodeJS.ProcessEnv } 
  * without MPI_Finalize as failed), an exception or a non-zero exit aborts every rank at once so no peer waits
  * forever in a collective for a rank that is gone.
  */
-function endWithTheJob(g: ProcessGroup): void {
+function endWithTheJob(g: MpiGroup): void {
   process.on("uncaughtException", (e) => g.abort(`error: ${e instanceof Error ? e.stack ?? e.message : String(e)}`, 1));
   process.on("unhandledRejection", (e) => g.abort(`error: ${e instanceof Error ? e.stack ?? e.message : String(e)}`, 1));
   process.on("exit", (code) => {
-    if (code !== 0) g.abort(`exiting with code ${code}`, code);
+    if (code !== 0 && !g.settled) g.abort(`exiting with code ${code}`, code);
     try { native().mpiFinalize(); } catch { /* already gone: nothing left to tell the peers */ }
   });
 }

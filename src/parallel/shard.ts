@@ -159,9 +159,11 @@ export class DataParallel {
     return `data parallel: ${g.worldSize} ranks (${g.localSize} on this machine), global batch ${perDevice} per rank × ${g.worldSize} ranks × ${accumulation} accumulation = ${perDevice * g.worldSize * accumulation} rows per step, ${threads || "all"} thread(s) per rank; rank 0 writes every file and log`;
   }
 
-  /** Waits for every rank (the end of a run: no rank leaves while rank 0 still writes). */
+  /** The end of a run: waits for every rank (none leaves while rank 0 still writes), then settles the group. */
   barrier(): void {
-    if (this.world > 1) this.group.barrier();
+    if (this.world === 1) return;
+    this.group.barrier();
+    this.group.settle();
   }
   get world(): number { return this.group.worldSize; }
   get rank(): number { return this.group.rank; }

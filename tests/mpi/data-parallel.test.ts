@@ -174,3 +174,23 @@ test("killing one rank ends the job within seconds, keeps the last checkpoint, a
   const wa = tensors(join(resumed.outputDir, "model.safetensors")), wb = tensors(join(full.outputDir, "model.safetensors"));
   for (const [n, x] of wa) assert.deepEqual(x, wb.get(n), n);
 });
+
+test("SIGUSR2 to mpirun stops every rank after the same step, with a checkpoint", { skip }, async () => {
+  const outputDir = join(tmp.dir, "usr2");
+  const file = join(tmp.dir, "usr2.json");
+  writeFileSync(file, JSON.stringify({ config: { ...twoRanks({ method: "dpo" }), output_dir: outputDir, max_steps: 100000, num_train_epochs: 1000, save_strategy: "no", logging_steps: 1 }, rows: randomPairs(64, { vocab: 96, seed: 18 }) }));
+  const p = spawn("mpirun", ["-np", "2", "--bind-to", "none", process.execPath, "--import", "tsx", WORKER, file], { env: MPI_ENV, stdio: ["ignore", "ignore", "pipe"] });
+  let stderr = "";
+  p.stderr.on("data", (d) => { stderr += d; });
+  const status = await new Promise<number | null>((resolve) => {
+    const poll = setInterval(() => {   // once a few steps are logged, ask mpirun to pass SIGUSR2 on to the ranks
+      const f = join(outputDir, "metrics.jsonl");
+      if (existsSync(f) && readFileSync(f, "utf8").split("\n").length > 3) { clearInterval(poll); p.kill("SIGUSR2"); }
+    }, 200);
+    p.on("close", (code) => { clearInterval(poll); resolve(code); });
+  });
+  assert.equal(status, 140, stderr);
+  const steps = log(outputDir).map((e) => e.step);
+  const last = latestCheckpoint(outputDir);
+  assert.equal(last, join(outputDir, `checkpoint-${steps[steps.length - 1]}`), "the checkpoint is of the last step every rank took");
+});
