@@ -1,12 +1,13 @@
 // `preftune train CONFIG [--key value ...]` and `preftune score`: argument handling and printing only.
-// Training is src/train/loop.ts; the config schema (and the --help text built from it) is src/train/config.ts.
+// Training is the library's train() (src/train/trainer.ts, exported by src/index.ts), which the library's trainer
+// classes run too; the config schema (and the --help text built from it) is src/train/config.ts.
 // score's logic lives in src/eval/pairwise.ts; this file only parses its options and prints the result.
 import { existsSync } from "node:fs";
 import type { Command } from "commander";
 import type { Method } from "../data/tokenize.ts";
 import { score } from "../eval/pairwise.ts";
 import { configHelp, loadConfig, METHODS } from "../train/config.ts";
-import { train } from "../train/loop.ts";
+import { train } from "../train/trainer.ts";
 
 const TRAIN_HELP = `
 CONFIG is a YAML or JSON file of TRL-style keys (or give it as --config FILE, as trl dpo does); every key can

@@ -5,6 +5,7 @@ import { Worker } from "node:worker_threads";
 import { DataError } from "./errors.ts";
 import type { WorkerReply, WorkerRequest } from "./parquet-worker.ts";
 import type { RawRecord } from "./readers.ts";
+import { FROM_SOURCE as fromSource } from "../util/runtime.ts";
 
 /** A file is abandoned when its worker posts nothing (no row group finished) for this long. */
 export const PARQUET_IDLE_TIMEOUT_MS = 120_000;
@@ -16,11 +17,11 @@ let nextId = 1;
 
 function getWorker() {
   if (shared) return shared;
-  // The worker is TypeScript too: a two-line bootstrap registers the loader the project runs under
+  // From the sources the worker is TypeScript too: a two-line bootstrap registers the loader the project runs under
   // (bin/preftune.js does the same) before importing it.
   const boot = `(async () => {
-    (await import(${JSON.stringify(import.meta.resolve("tsx/esm/api"))})).register();
-    await import(${JSON.stringify(new URL("./parquet-worker.ts", import.meta.url).href)});
+    ${fromSource ? `(await import(${JSON.stringify(import.meta.resolve("tsx/esm/api"))})).register();` : ""}
+    await import(${JSON.stringify(new URL(`./parquet-worker.${fromSource ? "ts" : "js"}`, import.meta.url).href)});
   })().catch((e) => { throw e; });`;
   const worker = new Worker(boot, { eval: true, resourceLimits: { maxOldGenerationSizeMb: WORKER_HEAP_MB } });
   worker.unref();   // an idle decoder never keeps the process alive; busy() refs it

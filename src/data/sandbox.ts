@@ -6,6 +6,7 @@
 // costs the worker, not the process. Not the budgets themselves (tokenizer.ts decides them).
 import { MessageChannel, receiveMessageOnPort, Worker, type MessagePort } from "node:worker_threads";
 import type { EngineSpec } from "./engine.ts";
+import { FROM_SOURCE as fromSource } from "../util/runtime.ts";
 
 export type SandboxOp =
   | { op: "load"; key: string; spec: EngineSpec }
@@ -48,10 +49,10 @@ class Sandbox {
     const shared = new SharedArrayBuffer(4);
     this.flag = new Int32Array(shared);
     this.port = port1;
-    // The worker is TypeScript: a small bootstrap registers the loader the project runs under, as parquet.ts does.
+    // From the sources the worker is TypeScript: a small bootstrap registers the loader first, as parquet.ts does.
     const boot = `(async () => {
-      (await import(${JSON.stringify(import.meta.resolve("tsx/esm/api"))})).register();
-      await import(${JSON.stringify(new URL("./sandbox-worker.ts", import.meta.url).href)});
+      ${fromSource ? `(await import(${JSON.stringify(import.meta.resolve("tsx/esm/api"))})).register();` : ""}
+      await import(${JSON.stringify(new URL(`./sandbox-worker.${fromSource ? "ts" : "js"}`, import.meta.url).href)});
     })().catch((e) => { throw e; });`;
     this.worker = new Worker(boot, {
       eval: true, workerData: { port: port2, flag: shared }, transferList: [port2],

@@ -10,6 +10,7 @@ import { NativeModel } from "../core/native.ts";
 import type { DecoderConfig, ParamInfo } from "../core/types.ts";
 import { parseConfig } from "./config.ts";
 import { DTYPE_SIZES, forEachTensorChunk, readHeader, readTensor, writeSafetensors, type SafetensorsHeader, type TensorToWrite } from "./safetensors.ts";
+import { f32ToBf16 } from "./dtype.ts";
 import { buildParamTable, checkTable, paramBufferSize } from "./params.ts";
 import { readTextFile, writeFolderAtomic, writeNewFile } from "../util/durable.ts";
 
@@ -171,6 +172,18 @@ export function loadWeightsInto(dir: string, table: readonly ParamInfo[], params
       }
     });
   }
+}
+
+/**
+ * loadWeightsInto for a model whose frozen base is held in bf16 (NativeModel baseDtype "bf16", LoRA training):
+ * each tensor is streamed chunk by chunk, rounded to bf16 (round to nearest even) into the bf16 buffer, never
+ * widened into a whole fp32 copy. The same checks as loadWeightsInto; a tied checkpoint head is not compared.
+ */
+export function loadWeightsIntoBf16(dir: string, table: readonly ParamInfo[], bits: Uint16Array): void {
+  checkTable(table, bits.length, "loadWeightsIntoBf16");
+  const files = readWeightFiles(dir);
+  checkWeightFiles(files, table);
+  for (const p of table) forEachTensorChunk(files.tensors.get(p.name)!, p.name, (v, start) => bits.set(f32ToBf16(v), p.offset + start));
 }
 
 const GiB = 1024 ** 3;

@@ -42,13 +42,13 @@ const REVISION = "no effect: model_name_or_path is a local folder (no hub revisi
 const REF_ADAPTER = "no effect: under LoRA the reference is the policy with its adapter disabled (TRL's default)";
 const RESUME = "no effect: resume restores the exact data position from rng_state.json";
 
-const note = (kind: CompatKind, def: unknown, why: string, quiet?: readonly unknown[], values?: readonly string[]): CompatKey => ({ kind, def, why, quiet, values });
-const refuse = (kind: CompatKind, def: unknown, why: string, quiet?: readonly unknown[]): CompatKey => ({ kind, def, why, quiet, refuse: true });
+// Each entry keeps its kind as a literal type, so the library's config classes can type these keys too.
+const note = <K extends CompatKind>(kind: K, def: unknown, why: string, quiet?: readonly unknown[], values?: readonly string[]): CompatKey & { kind: K } => ({ kind, def, why, quiet, values });
+const refuse = <K extends CompatKind>(kind: K, def: unknown, why: string, quiet?: readonly unknown[]): CompatKey & { kind: K } => ({ kind, def, why, quiet, refuse: true });
 const LOG_LEVELS = ["passive", "debug", "info", "warning", "error", "critical", "detail"];
 
 export const COMPAT_KEYS = {
   // transformers TrainingArguments (5.x)
-  bf16: note("bool", false, "no effect on compute: training runs in fp32 on the CPU (no mixed precision); the saved model keeps the input checkpoint's dtype (dtype chooses another)", [false, null]),
   fp16: note("bool", false, FP16, [false, null]),
   bf16_full_eval: note("bool", false, "no effect: evaluation runs in fp32", [false]),
   fp16_full_eval: note("bool", false, FP16, [false]),

@@ -154,7 +154,8 @@ const HONOURED = {
   seed: num("run", "seed of the data order and of the LoRA initialisation (there is no dropout)", 42, { int: true, min: 0, max: 4294967295 }),
   data_seed: num("run", "seed of the data order only (null: seed), as transformers' data_seed", null, { int: true, min: 0, max: 4294967295, nullable: true }),
   threads: num("run", "native threads (0 = all cores; under mpirun each rank gets the machine's cores ÷ the ranks on it)", 0, { int: true, min: 0 }),
-  dtype: { type: `${DTYPES.join(" | ")} | null`, group: "run", doc: "dtype of the saved model (final and merged): auto keeps the input checkpoint's (config.json dtype, else its tensors'); compute is always fp32. TRL's CLI loads float32 by default since 0.27; preftune keeps the input's dtype unless asked", def: "auto", cli: cliString, check: (v: unknown) => (v === null ? "auto" : DTYPES.includes(v as never) ? v : fail(`must be one of ${DTYPES.join(", ")}`)) } as Field<(typeof DTYPES)[number]>,
+  dtype: { type: `${DTYPES.join(" | ")} | null`, group: "run", doc: "dtype of the saved model (final and merged): auto keeps the input checkpoint's (config.json dtype, else its tensors'); bfloat16 also asks for bf16 compute, as bf16: true does. TRL's CLI loads float32 by default since 0.27; preftune keeps the input's dtype unless asked", def: "auto", cli: cliString, check: (v: unknown) => (v === null ? "auto" : DTYPES.includes(v as never) ? v : fail(`must be one of ${DTYPES.join(", ")}`)) } as Field<(typeof DTYPES)[number]>,
+  bf16: { ...bool("run", "transformers' bf16: bf16 compute (bf16 matrix products, fp32 accumulation and master weights) where this CPU gains from it (AMX, or AVX512-BF16 on AMD Zen 4+), else fp32 with a note saying why; under LoRA the frozen base is then held in bf16. The saved model keeps the input's dtype (dtype chooses another)", false), type: "bool | null", check: (v: unknown) => (v === null ? false : typeof v === "boolean" ? v : fail("must be true, false or null")) } as Field<boolean>,
   // data
   dataset: str("data", "training data (this project's older name of dataset_name): a .jsonl/.json/.parquet file, a folder, or a cached Hugging Face dataset id", null),
   eval_dataset: str("data", "evaluation data, read like dataset_name (its dataset_test_split split); default: the dataset's dataset_test_split split when it has one, or a mixture's test rows", null),
@@ -290,7 +291,7 @@ export function unknownKeyMessage(key: string, dash = false): string {
   return close ? `${what}; did you mean ${q(close)}? (preftune train --help lists every key)` : `${what} (not a key of TRL, transformers, PEFT or bitsandbytes configs; preftune train --help lists every key)`;
 }
 
-export class ConfigError extends Error {}
+export class ConfigError extends Error { override name = "ConfigError"; }
 
 function defaultOf(k: string, m: TrainMethod): unknown {
   const d = field(k).def;
@@ -321,9 +322,10 @@ class Notes {
 /**
  * Checks raw key/values (from a file, overrides, or code) and fills defaults for the method.
  * `source` names where the values came from, for messages; `earlier` are problems already found (the command
- * line's). Throws ConfigError listing every problem; returns the config and the notes to print.
+ * line's). `given`: the library's trainers take the model and the data as objects, so model_name_or_path and
+ * the dataset keys are not required. Throws ConfigError listing every problem; returns the config and the notes.
  */
-export function resolveConfig(rawIn: Record<string, unknown>, source = "config", earlier: readonly string[] = []): { config: TrainConfig; notes: string[] } {
+export function resolveConfig(rawIn: Record<string, unknown>, source = "config", earlier: readonly string[] = [], given: { modelAndData?: boolean } = {}): { config: TrainConfig; notes: string[] } {
   const problems: string[] = [...earlier];
   const notes = new Notes();
   const raw: Record<string, unknown> = { ...rawIn };
@@ -369,8 +371,8 @@ export function resolveConfig(rawIn: Record<string, unknown>, source = "config",
   derived(c, raw, notes, problems);
   const loraKeys = Object.keys(raw).filter((k) => isKey(k) && field(k).group === "peft" && k !== "use_peft");
   if (!c.use_peft && loraKeys.length > 0) notes.add(loraKeys.join(", "), "no effect because use_peft is false (set use_peft: true to train a LoRA adapter)");
-  if (c.model_name_or_path === null) problems.push(`"model_name_or_path" is required (${field("model_name_or_path").doc})`);
-  problems.push(...dataProblems(c, raw, notes));
+  if (c.model_name_or_path === null && !given.modelAndData) problems.push(`"model_name_or_path" is required (${field("model_name_or_path").doc})`);
+  problems.push(...dataProblems(c, raw, notes, !!given.modelAndData));
   if (problems.length === 0) problems.push(...conflicts(c, raw));
   if (problems.length > 0) throw new ConfigError(`${source}: ${problems.length} problem${problems.length > 1 ? "s" : ""}:\n${problems.map((p) => `  - ${p}`).join("\n")}`);
   return { config: c, notes: notes.lines() };
@@ -384,12 +386,12 @@ const isSet = (c: TrainConfig, k: ConfigKey) => !same((c as Record<string, unkno
  * datasets; mixture specs checked as src/data will read them; eval needs a test split; SFT-only keys. Problems
  * are returned, notes added.
  */
-function dataProblems(c: TrainConfig, raw: Record<string, unknown>, notes: Notes): string[] {
+function dataProblems(c: TrainConfig, raw: Record<string, unknown>, notes: Notes, dataGiven: boolean): string[] {
   const out: string[] = [];
   const nameKey = c.dataset_name !== null ? "dataset_name" : c.dataset !== null ? "dataset" : null;
   if (c.dataset_name !== null && c.dataset !== null && c.dataset_name !== c.dataset) out.push(`dataset (${c.dataset}) and dataset_name (${c.dataset_name}) name different data: dataset is this project's older name of dataset_name; keep dataset_name`);
   const mixtures = (["dataset_mixture", "dataset_mixer", "datasets"] as const).filter((k) => c[k] !== null);
-  if (nameKey === null && mixtures.length === 0) out.push(`no training data: set dataset_name (a .jsonl/.json/.parquet file, a folder with splits, or a Hugging Face dataset id in the local cache), dataset_mixture (alignment-handbook) or datasets (TRL's mixture)`);
+  if (nameKey === null && mixtures.length === 0 && !dataGiven) out.push(`no training data: set dataset_name (a .jsonl/.json/.parquet file, a folder with splits, or a Hugging Face dataset id in the local cache), dataset_mixture (alignment-handbook) or datasets (TRL's mixture)`);
   if (mixtures.length > 1) out.push(`${mixtures.join(" and ")} ${mixtures.length === 2 ? "both" : "all"} give a dataset mixture; keep one (dataset_mixture is the alignment-handbook's current form, datasets TRL's)`);
   if (nameKey !== null && (c.dataset_mixture !== null || c.dataset_mixer !== null)) {
     out.push(`${nameKey} and ${c.dataset_mixture !== null ? "dataset_mixture" : "dataset_mixer"} are both set (the alignment-handbook refuses this too); keep one`);
@@ -454,10 +456,11 @@ function derived(c: TrainConfig, raw: Record<string, unknown>, notes: Notes, pro
       ? `transformers 4's warmup fraction; warmup_steps (${c.warmup_steps}) is also set and wins, as in transformers 4`
       : `transformers 4's key (removed in transformers 5, where warmup_steps: ${show(c.warmup_ratio)} says the same); honoured`);
   }
-  // dtype: compute is fp32; the saved model takes this dtype (auto: the input's)
+  // dtype: the saved model takes this dtype (auto: the input's); bfloat16 asks for bf16 compute (loop.ts, with its own note)
+  const computeNote = c.dtype === "bfloat16" ? "bf16 compute where this CPU gains from it (else fp32, with a note)" : "compute is fp32";
   if (c.dtype !== "auto") notes.add("dtype", c.use_peft
-    ? `compute is fp32 on the CPU; the adapter is saved in fp32 (as PEFT keeps it) and the merged model (merge_adapter) as ${c.dtype}`
-    : `compute is fp32 on the CPU; the final model is saved as ${c.dtype}`);
+    ? `${computeNote}; the adapter is saved in fp32 (as PEFT keeps it) and the merged model (merge_adapter) as ${c.dtype}`
+    : `${computeNote}; the final model is saved as ${c.dtype}`);
   // optimizers: AdamW only; the 8-bit / paged names run fp32 AdamW until QLoRA support lands
   if (ADAMW_LOWBIT.includes(c.optim)) {
     notes.add("optim", c.optim === "paged_adamw_32bit"

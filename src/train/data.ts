@@ -30,8 +30,16 @@ export interface TrainData {
   describe: string;                // what was read, for the model card
 }
 
+/** Rows given as sources (the library's in-memory datasets) instead of through the dataset keys. */
+export interface DataSources {
+  train: DataSource;
+  test: DataSource | null;
+  describe: string;                // for messages and the model card
+}
+
 export interface DataLoadOptions {
   rows?: TokenizedPair[] | TokenizedUnpaired[];        // pre-tokenized training rows: no tokenizer, no dataset
+  sources?: DataSources;
   evalRows?: TokenizedPair[] | TokenizedUnpaired[] | null;
   padTokenId?: number;
   quiet?: boolean;
@@ -185,9 +193,9 @@ export async function loadTrainData(c: TrainConfig, o: DataLoadOptions, needEval
     };
   }
 
-  let sources;
+  let sources: DataSources & { mixture?: { sources: { id: string }[] } | null };
   try {
-    sources = await resolveDatasetKeys(datasetKeys(c), { requireTest: needEval });
+    sources = o.sources ?? await resolveDatasetKeys(datasetKeys(c), { requireTest: needEval });
   } catch (e) {
     if (e instanceof DataError && c.datasets !== null) throw new DataError(`datasets (TRL's mixture, read as a dataset_mixture): ${e.problem}`, { file: e.file, row: e.row, field: e.field, fix: e.fix });
     throw e;
@@ -218,7 +226,7 @@ export async function loadTrainData(c: TrainConfig, o: DataLoadOptions, needEval
     evalRows = p.rows;
     evalPacked = p.packed;
   }
-  const describe = sources.mixture
+  const describe = o.sources ? o.sources.describe : sources.mixture
     ? `${c.dataset_mixer !== null ? "dataset_mixer" : c.datasets !== null ? "datasets" : "dataset_mixture"}: ${[...new Set(sources.mixture.sources.map((s) => s.id))].join(", ")}`
     : (c.dataset_name ?? c.dataset)!;
   return { kind, rows: train.rows, packed: train.packed, evalRows, evalPacked, padTokenId: tok.padTokenId, tokenizerDir: modelDir, tokenizer: tok, chatTemplate, describe };

@@ -70,9 +70,9 @@ test("TRL defaults per method", () => {
 });
 
 test("ignored keys are accepted with a note", () => {
-  const { config, notes } = resolveConfig({ ...base, method: "orpo", bf16: true, gradient_checkpointing: true });
+  const { config, notes } = resolveConfig({ ...base, method: "orpo", fp16: true, gradient_checkpointing: true });
   assert.equal(config.method, "orpo");
-  assert.ok(notes.some((n) => /^bf16: no effect on compute: training runs in fp32/.test(n)), notes.join("\n"));
+  assert.ok(notes.some((n) => /^fp16: no effect: there is no fp16 compute on the CPU/.test(n)), notes.join("\n"));
   assert.ok(notes.some((n) => n.startsWith("gradient_checkpointing: no effect")));
 });
 
