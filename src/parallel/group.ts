@@ -178,6 +178,16 @@ export function defaultThreads(g: Pick<ProcessGroup, "localSize">): number {
   return Math.max(1, Math.floor(machine / Math.max(1, g.localSize)));
 }
 
+/**
+ * A note when the launcher bound this rank to fewer cores than its share of the machine (Open MPI binds each
+ * rank to one core when it starts 2 or fewer), else null.
+ */
+export function bindingNote(g: Pick<ProcessGroup, "localSize">): string | null {
+  const machine = cpus().length, mine = availableParallelism(), share = Math.floor(machine / Math.max(1, g.localSize));
+  if (mine >= share) return null;
+  return `mpirun bound each rank to ${mine} core(s) of this machine's ${machine} (${g.localSize} rank(s) here could use ${share} each): start with \`mpirun --bind-to none\` or \`--map-by ppr:${g.localSize}:node:PE=${share}\``;
+}
+
 /** For tests: forget the group (does not finalize MPI). */
 export function resetProcessGroup(): void {
   group = null;

@@ -8,7 +8,7 @@
 // the loop's control flow (src/train/loop.ts).
 import type { Trainable } from "../core/native.ts";
 import type { StepOutput } from "../train/objectives.ts";
-import { defaultThreads, processGroup, type ProcessGroup } from "./group.ts";
+import { bindingNote, defaultThreads, processGroup, type ProcessGroup } from "./group.ts";
 
 /** One rank's part of a global micro-batch. */
 export interface Shard {
@@ -156,7 +156,8 @@ export class DataParallel {
   describe(perDevice: number, accumulation: number, threads: number): string | null {
     if (this.world === 1) return null;
     const g = this.group;
-    return `data parallel: ${g.worldSize} ranks (${g.localSize} on this machine), global batch ${perDevice} per rank × ${g.worldSize} ranks × ${accumulation} accumulation = ${perDevice * g.worldSize * accumulation} rows per step, ${threads || "all"} thread(s) per rank; rank 0 writes every file and log`;
+    const note = bindingNote(g);
+    return `data parallel: ${g.worldSize} ranks (${g.localSize} on this machine), global batch ${perDevice} per rank × ${g.worldSize} ranks × ${accumulation} accumulation = ${perDevice * g.worldSize * accumulation} rows per step, ${threads || "all"} thread(s) per rank; rank 0 writes every file and log${note ? `\nnote: ${note}` : ""}`;
   }
 
   /** The end of a run: waits for every rank (none leaves while rank 0 still writes), then settles the group. */

@@ -254,7 +254,10 @@ export class Trainer {
     if (ck.loop.method !== c.method) throw new Error(`${dir} was written by method ${ck.loop.method}, this run's method is ${c.method}`);
     if (ck.loop.gradient_accumulation_steps !== ga) throw new Error(`${dir} was written with gradient_accumulation_steps ${ck.loop.gradient_accumulation_steps}, this run has ${ga}; use the same value to resume`);
     const mism = orderMismatch(ck.order, { ...this.orderBase, batches: this.plan.microBatchesPerEpoch });
-    if (mism) throw new Error(`${dir}: the data order cannot continue (${mism}); resume with the same dataset, batch size, seed and sampling settings`);
+    if (mism) {
+      const ranks = this.dp.world > 1 || ck.order.batch_size !== this.orderBase.batch_size ? ` (batch_size is per_device_train_batch_size × the number of ranks, ${this.dp.world} now: resume with as many ranks as wrote the checkpoint)` : "";
+      throw new Error(`${dir}: the data order cannot continue (${mism}); resume with the same dataset, batch size, seed and sampling settings${ranks}`);
+    }
     if (ck.trainerState.global_step > total) throw new Error(`${join(dir, "trainer_state.json")}: global_step ${ck.trainerState.global_step} is beyond this run's ${total} steps (max_steps / num_train_epochs); raise max_steps to continue it, or resume from an earlier checkpoint`);
     return ck;
   }

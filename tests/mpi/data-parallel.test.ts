@@ -166,6 +166,9 @@ test("killing one rank ends the job within seconds, keeps the last checkpoint, a
   assert.ok(existsSync(join(last!, "model.safetensors")) && existsSync(join(last!, "optimizer.safetensors")));
   console.log(`# kill: the job ended ${secs.toFixed(2)} s after rank 1 was killed (after step 5); latest checkpoint ${last}`);
 
+  const alone = await runJob(1, { ...cfg, output_dir: outputDir, resume_from_checkpoint: true }, rows);
+  assert.notEqual(alone.status, 0, "one process cannot continue a 2-rank checkpoint's data order");
+  assert.match(alone.stderr, /batch_size 4 → 2.*resume with as many ranks as wrote the checkpoint/s);
   const resumed = await runJob(2, { ...cfg, output_dir: outputDir, resume_from_checkpoint: true }, rows);
   assert.equal(resumed.status, 0, resumed.stderr);
   const a = log(resumed.outputDir), b = log(full.outputDir);
