@@ -209,7 +209,6 @@ const char* pt_blas_core(void);  // the BLAS kernel family in use (OpenBLAS' cor
 // MPI_COMM_WORLD; the float one in MPI calls of at most `bucket` floats (<= 0: as few as the int count allows).
 // pt_mpi_abort ends every rank of the job (MPI_Abort) and does not return. pt_mpi_finalize: MPI_Finalize, once.
 pt_status pt_mpi_init(const char* lib_path, int32_t* rank, int32_t* size);
-int32_t pt_mpi_active(void);
 pt_status pt_mpi_allreduce_sum_f32(float* buf, int64_t n, int64_t bucket);
 pt_status pt_mpi_allreduce_sum_f64(double* buf, int64_t n);
 // The gradient all-reduce overlapped with a backward: _begin arms it over buf with layer l's gradients at

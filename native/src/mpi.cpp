@@ -138,8 +138,6 @@ pt_status pt_mpi_init(const char* lib_path, int32_t* rank, int32_t* size) {
   return PT_OK;
 }
 
-int32_t pt_mpi_active(void) { return g.active ? 1 : 0; }
-
 // In place, bucket floats per MPI call (<= 0: one call per 2^30 floats, MPI counts are int).
 pt_status pt_mpi_allreduce_sum_f32(float* buf, int64_t n, int64_t bucket) {
   if (pt_status s = need_active("pt_mpi_allreduce_sum_f32")) return s;

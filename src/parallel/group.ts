@@ -7,10 +7,11 @@ import { availableParallelism, cpus } from "node:os";
 import { native } from "../core/native.ts";
 
 /** What to install where MPI is missing: named once, for every message that needs it. */
-export const MPI_INSTALL = "Open MPI (Debian/Ubuntu: apt-get install openmpi-bin libopenmpi-dev; the run needs libmpi.so.40 and mpirun)";
+export const MPI_INSTALL = "Open MPI (Debian/Ubuntu: apt-get install openmpi-bin libopenmpi-dev; Homebrew: brew install open-mpi; the run needs libmpi.so.40 and mpirun)";
 
-/** Environment variable naming the MPI library to load (default libmpi.so.40, found through the loader's path). */
+/** Environment variable naming the MPI library to load (default: Open MPI 4/5's, found through the loader's path). */
 export const MPI_LIB_ENV = "PREFTUNE_MPI_LIB";
+const DEFAULT_MPI_LIB = process.platform === "darwin" ? "libmpi.40.dylib" : "libmpi.so.40";
 
 /**
  * Floats per all-reduce call on gradients: 16 Mi floats (64 MiB). Large enough that the per-call latency is
@@ -133,7 +134,7 @@ export function processGroup(o: { worldSize?: number; env?: NodeJS.ProcessEnv } 
   const wanted = Math.max(launch.worldSize, o.worldSize ?? 1);
   if (wanted <= 1) return (group = new SingleProcess());
   const why = launch.launcher ? `this process was started by ${launch.launcher} as one of ${launch.worldSize} ranks` : `world_size ${wanted} asks for ${wanted} processes`;
-  const lib = env[MPI_LIB_ENV] || "libmpi.so.40";
+  const lib = env[MPI_LIB_ENV] || DEFAULT_MPI_LIB;
   let info: { rank: number; size: number };
   try {
     info = native().mpiInit(lib);
@@ -186,9 +187,4 @@ export function bindingNote(g: Pick<ProcessGroup, "localSize">): string | null {
   const machine = cpus().length, mine = availableParallelism(), share = Math.floor(machine / Math.max(1, g.localSize));
   if (mine >= share) return null;
   return `mpirun bound each rank to ${mine} core(s) of this machine's ${machine} (${g.localSize} rank(s) here could use ${share} each): start with \`mpirun --bind-to none\` or \`--map-by ppr:${g.localSize}:node:PE=${share}\``;
-}
-
-/** For tests: forget the group (does not finalize MPI). */
-export function resetProcessGroup(): void {
-  group = null;
 }
