@@ -8,6 +8,7 @@
 // the loop's control flow (src/train/loop.ts).
 import type { Trainable } from "../core/native.ts";
 import type { StepOutput } from "../train/objectives.ts";
+import type { RefTable } from "../train/reference.ts";
 import { bindingNote, defaultThreads, processGroup, type ProcessGroup } from "./group.ts";
 
 /** One rank's part of a global micro-batch. */
@@ -215,6 +216,28 @@ export class DataParallel {
     if (!lay) return;
     this.group.overlapBegin(grads, lay.ranges);
     this.overlapping = { rest: lay.rest };
+  }
+
+  /**
+   * Reference log-probs of every row (precompute_ref_log_probs), the work split over the ranks: `compute` gets
+   * this rank's share of `batches` (every world-th, from the rank's own), the rows the others computed are
+   * merged in (each row is computed by exactly one rank, so the sum over the ranks with zeros elsewhere is
+   * exact; a row nobody computed stays NaN). `empty` is the table of a rank left without batches.
+   */
+  precompute<B>(batches: Iterable<B>, count: number, compute: (mine: Iterable<B>) => RefTable, empty: () => RefTable): RefTable {
+    if (this.world === 1) return compute(batches);
+    const world = this.world, rank = this.rank;
+    const mine = function* () { let i = 0; for (const b of batches) if (i++ % world === rank) yield b; };
+    const table = rank < count ? compute(mine()) : empty();
+    const arrays = table.kind === "paired" ? [table.chosen, table.rejected] : [table.logps, ...(table.klLogps ? [table.klLogps] : [])];
+    for (const a of arrays) {
+      const have = new Float64Array(a.length);
+      for (let i = 0; i < a.length; i++) if (Number.isNaN(a[i])) a[i] = 0; else have[i] = 1;
+      this.group.allReduceSum(a);
+      this.group.allReduceSum(have);
+      for (let i = 0; i < a.length; i++) if (have[i] === 0) a[i] = Number.NaN;
+    }
+    return table;
   }
 
   /** Sums the accumulated gradients over the ranks, in place (each rank's loss was scaled by its share). */

@@ -328,6 +328,7 @@ export class Trainer {
       const bs = c.precompute_ref_batch_size ?? c.per_device_eval_batch_size;
       const fp = refFingerprint(this.modelDir, this.modelFiles, data.rows, { method: c.method, ktoKl: this.ktoKl });
       this.trainTable = loadReferenceLogps(this.outputDir, { kind: data.kind, numRows: data.rows.length, fingerprint: fp });
+      if (this.dp.any(!this.trainTable)) this.trainTable = null;   // reused only when every rank has it: computing it is collective
       if (this.trainTable) this.print("reference log-probs: reusing ref_logps.safetensors");
       if (!this.trainTable || data.evalRows) {
         // Under LoRA the base model is the policy with its adapter disabled: no second copy is loaded.
@@ -336,10 +337,10 @@ export class Trainer {
         try {
           if (!this.trainTable) {
             this.print(`reference log-probs: computing over ${data.rows.length} training rows`);
-            this.trainTable = precomputeReference(ref, data.rows.length, this.indexed(data.rows, bs));
+            this.trainTable = this.sharedReference(ref, data.rows, bs);
             if (this.writes) saveReferenceLogps(this.outputDir, this.trainTable, fp);
           }
-          if (data.evalRows) this.evalTable = precomputeReference(ref, data.evalRows.length, this.indexed(data.evalRows, bs));
+          if (data.evalRows) this.evalTable = this.sharedReference(ref, data.evalRows, bs);
         } finally {
           loaded?.free();
         }
@@ -351,6 +352,13 @@ export class Trainer {
       this.refModel = loadReference(c.model_name_or_path!);
       this.reference = { kind: "model", model: this.refModel };
     }
+  }
+
+  /** Reference log-probs of every row of `rows`, in batches of bs, split over the ranks under mpirun. */
+  protected sharedReference(ref: LogpModel, rows: Rows, bs: number): RefTable {
+    const n = rows.length, nan = () => new Float64Array(n).fill(Number.NaN);
+    const empty = (): RefTable => this.unpaired ? { kind: "unpaired", logps: nan(), klLogps: this.ktoKl ? nan() : null } : { kind: "paired", chosen: nan(), rejected: nan() };
+    return this.dp.precompute(this.indexed(rows, bs), Math.ceil(n / bs), (mine) => precomputeReference(ref, n, mine), empty);
   }
 
   /** generate_during_eval: the reference decodes only when it is in memory (a second model, or the base under LoRA). */

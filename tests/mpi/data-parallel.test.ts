@@ -120,6 +120,10 @@ test("DPO with a reference model on 2 ranks equals one process", { skip }, async
   await parity("dpo", { method: "dpo", ...withEval }, randomPairs(15, { vocab: 96, seed: 13 }), "model.safetensors", ["rewards/chosen", "rewards/rejected", "rewards/accuracies", "logps/chosen"], randomPairs(7, { vocab: 96, seed: 23 }));
 });
 
+test("DPO with precomputed reference log-probs (computed by both ranks, half each) on 2 ranks equals one process", { skip }, async () => {
+  await parity("dpo-precomputed", { method: "dpo", precompute_ref_log_probs: true, precompute_ref_batch_size: 2, ...withEval }, randomPairs(15, { vocab: 96, seed: 19 }), "model.safetensors", ["rewards/chosen", "rewards/margins"], randomPairs(5, { vocab: 96, seed: 25 }));
+});
+
 test("the gradient sum overlapped with the backward gives the same run as the sum after it", { skip }, async () => {
   const rows = randomPairs(15, { vocab: 96, seed: 17 });
   const over = await runJob(2, twoRanks({ method: "dpo" }), rows);
