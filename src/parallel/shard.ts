@@ -5,7 +5,7 @@
 // process gets with the whole global batch. Per micro-batch the loss, token counts and metrics of every rank are
 // combined into the values one process would log; KTO's KL estimate is averaged over the ranks' KL rows before
 // the clamp, as TRL gathers it. With one process every call is the identity. Not here: MPI itself (group.ts),
-// the loop's control flow (src/train/loop.ts).
+// the loop's control flow (src/train/trainer.ts).
 import type { Trainable } from "../core/native.ts";
 import type { StepOutput } from "../train/objectives.ts";
 import type { RefTable } from "../train/reference.ts";
