@@ -120,36 +120,28 @@ let group: ProcessGroup | null = null;
 
 /**
  * The process group of this process, created on first use: one process unless the launcher's environment says
- * the job has more than one rank, in which case MPI is initialized (its library loaded from PREFTUNE_MPI_LIB, else
- * libmpi.so.40) and the run is refused, naming what to install, when that fails. `worldSize` > 1 asks for a
- * multi-process run outright (a config's world_size); it must agree with the launcher's.
+ * the job has more than one rank (mpirun -np N, or PMI_SIZE), in which case MPI is initialized (its library
+ * loaded from PREFTUNE_MPI_LIB, else Open MPI's libmpi) and the run is refused, naming what to install, when that
+ * fails.
  */
-export function processGroup(o: { worldSize?: number; env?: NodeJS.ProcessEnv } = {}): ProcessGroup {
-  if (group) {
-    if (o.worldSize !== undefined && o.worldSize > 1 && o.worldSize !== group.worldSize) throw new Error(`world_size ${o.worldSize} asked, but this job has ${group.worldSize} rank(s)`);
-    return group;
-  }
-  const env = o.env ?? process.env;
+export function processGroup(): ProcessGroup {
+  if (group) return group;
+  const env = process.env;
   const launch = launchEnv(env);
-  const wanted = Math.max(launch.worldSize, o.worldSize ?? 1);
-  if (wanted <= 1) return (group = new SingleProcess());
-  const why = launch.launcher ? `this process was started by ${launch.launcher} as one of ${launch.worldSize} ranks` : `world_size ${wanted} asks for ${wanted} processes`;
+  if (launch.worldSize <= 1) return (group = new SingleProcess());
   const lib = env[MPI_LIB_ENV] || DEFAULT_MPI_LIB;
   let info: { rank: number; size: number };
   try {
     info = native().mpiInit(lib);
   } catch (e) {
-    throw new Error(`${why}, which needs MPI, and MPI cannot be used here: ${(e as Error).message}. Install ${MPI_INSTALL} on every machine of the job${env[MPI_LIB_ENV] ? ` (or fix ${MPI_LIB_ENV}=${env[MPI_LIB_ENV]})` : ""}, or run a single process without mpirun`);
-  }
-  if (info.size !== wanted) {
-    const g = info.size > 1 ? new MpiGroup(info.rank, info.size, launch.localRank, launch.localSize) : null;
-    const msg = launch.launcher
-      ? `MPI reports ${info.size} rank(s) but ${launch.launcher} announced ${launch.worldSize}: the MPI library (${lib}) is not the one mpirun belongs to`
-      : `world_size ${wanted} asks for ${wanted} processes, but this process was not started by mpirun (MPI sees ${info.size}): run \`mpirun -np ${wanted} preftune train …\``;
-    if (g) g.abort(msg);
-    throw new Error(msg);
+    throw new Error(`this process was started by ${launch.launcher} as one of ${launch.worldSize} ranks, which needs MPI, and MPI cannot be used here: ${(e as Error).message}. Install ${MPI_INSTALL} on every machine of the job${env[MPI_LIB_ENV] ? ` (or fix ${MPI_LIB_ENV}=${env[MPI_LIB_ENV]})` : ""}, or run a single process without mpirun`);
   }
   const mpi = new MpiGroup(info.rank, info.size, launch.localRank, launch.localSize);
+  if (info.size !== launch.worldSize) {
+    const msg = `MPI reports ${info.size} rank(s) but ${launch.launcher} announced ${launch.worldSize}: the MPI library (${lib}) is not the one mpirun belongs to`;
+    if (info.size > 1) mpi.abort(msg);
+    throw new Error(msg);
+  }
   endWithTheJob(mpi);
   return (group = mpi);
 }
