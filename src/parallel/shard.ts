@@ -47,8 +47,8 @@ function side(key: string): "chosen" | "rejected" | null {
 
 /**
  * One micro-batch's values over every rank, the same on every rank: the loss is Σ_r share_r · loss_r (the mean
- * over the global batch's rows); tokens and numel add up; each metric is the mean over the ranks that have it,
- * weighted by their rows (by their desirable / undesirable rows for KTO's per-side keys, and KTO's
+ * over the global batch's rows; for SFT over its loss tokens); tokens and numel add up; each metric is the mean
+ * over the ranks that have it, weighted by their rows (SFT: loss tokens) (by their desirable / undesirable rows for KTO's per-side keys, and KTO's
  * rewards/margins is then chosen − rejected of the combined values, as TRL computes it from its sums).
  */
 export function combineSteps(parts: readonly RankStep[]): GlobalStep {
@@ -60,11 +60,12 @@ export function combineSteps(parts: readonly RankStep[]): GlobalStep {
     tokens += p.out?.tokens ?? 0;
     numel += p.numel;
     if (!p.out || p.rows === 0) continue;
-    loss += (p.rows / rows) * p.out.loss;
+    const share = p.out.lossShare ?? p.rows / rows;   // SFT: the rank's share of the loss tokens
+    loss += share * p.out.loss;
     for (const [k, v] of Object.entries(p.out.metrics)) {
       if (kto && k === "rewards/margins") continue;
       const s = kto ? side(k) : null;
-      const w = s && p.sides ? p.sides[s] : p.rows;
+      const w = s && p.sides ? p.sides[s] : p.out.lossShare ?? p.rows;
       if (w === 0) continue;
       sum[k] = (sum[k] ?? 0) + w * v;
       weight[k] = (weight[k] ?? 0) + w;
@@ -251,6 +252,14 @@ export class DataParallel {
       this.layersOverlapped = 0;
       this.group.allReduceSum(t.grads);
     }
+  }
+
+  /** Σ of a number over the ranks (SFT's loss tokens). */
+  sum(x: number): number {
+    if (this.world === 1) return x;
+    const b = Float64Array.of(x);
+    this.group.allReduceSum(b);
+    return b[0];
   }
 
   /** True on every rank when any rank says true (a stop signal seen by one rank stops all at the same step). */

@@ -51,6 +51,8 @@ export interface StepOutput {
   loss: number;                      // the unscaled loss of this batch (lossScale only scales the gradient)
   metrics: Record<string, number>;   // TRL keys for this one batch; num_tokens is `tokens`, summed by the loop
   tokens: number;                    // Σ lengths of the policy rows that carry gradient (KTO: not the KL rows)
+  /** SFT under data parallelism: this batch's share of the loss tokens of every rank's batch (lossTokens). */
+  lossShare?: number;
 }
 
 export interface StepOptions { backward: boolean; lossScale: number }
@@ -59,6 +61,11 @@ export interface StepOptions { backward: boolean; lossScale: number }
  * with every other rank's (src/parallel/shard.ts); absent, the batch's own estimate is used.
  */
 export type KlMean = (localMean: number, rows: number) => number;
+/**
+ * SFT under data parallelism: the loss tokens of every rank's batch, given this rank's; the token mean is then
+ * over all of them (transformers' average_tokens_across_devices), this batch's gradient scaled by its share.
+ */
+export type LossTokens = (local: number) => number;
 
 /** A batch of prompt+completion rows for SFT; PairBatch and UnpairedBatch also fit. */
 export interface SftBatch { batch: TokenBatch; completionMask: Uint8Array } // mask (N, T)
@@ -362,16 +369,18 @@ export function unpairedStep(
  * Plain SFT on prompt+completion rows: token-mean NLL over the mask (completion tokens for TRL's
  * completion_only_loss; sequenceMask(lengths) for the whole sequence), with entropy and mean_token_accuracy.
  */
-export function sftStep(policy: NativeModel, sb: SftBatch, opts: StepOptions): StepOutput {
+export function sftStep(policy: NativeModel, sb: SftBatch, opts: StepOptions & { lossTokens?: LossTokens }): StepOutput {
   const fn = "sftStep";
   checkScale(fn, opts);
   checkBatch(fn, "the SFT batch", sb.batch, sb.completionMask);
   const { B: N, T } = sb.batch;
   const stats: TokenStats = policy.forward(sb.batch, { train: opts.backward });
   const res = sftLoss(stats.logps, sb.completionMask, N, T, { correct: stats.correct, entropy: stats.entropy });
+  const lossShare = opts.lossTokens ? res.tokens / opts.lossTokens(res.tokens) : undefined;
+  const scale = opts.lossScale * (lossShare ?? 1);
   if (opts.backward) {
-    if (opts.lossScale !== 1) for (let i = 0; i < res.dLogps.length; i++) res.dLogps[i] *= opts.lossScale;
+    if (scale !== 1) for (let i = 0; i < res.dLogps.length; i++) res.dLogps[i] *= scale;
     policy.backward(res.dLogps);
   }
-  return { loss: res.loss, metrics: res.metrics, tokens: sumLengths(sb.batch) };
+  return { loss: res.loss, metrics: res.metrics, tokens: sumLengths(sb.batch), lossShare };
 }

@@ -378,7 +378,7 @@ export class Trainer {
     const b = this.collate(rows, idx);
     // a packed batch is padding-free in TRL (one row of every sequence end to end): its numel is its tokens
     this.batchNumel = isPacked(rows) ? b.batch.lengths.reduce((n, l) => n + l, 0) : b.batch.B * b.batch.T;
-    if (c.method === "sft") return sftStep(model, b as UnpairedBatch, { backward, lossScale });
+    if (c.method === "sft") return sftStep(model, b as UnpairedBatch, { backward, lossScale, lossTokens: this.dp.world > 1 ? (n) => this.dp.sum(n) : undefined });
     if (this.unpaired) return unpairedStep(model, this.reference, b as UnpairedBatch, this.mcfg, { backward, lossScale, ref: table ? gatherUnpaired(table, idx) : undefined, klMean: this.dp.world > 1 ? (m, n) => this.dp.klMean(m, n) : undefined });
     return pairedStep(model, this.reference, b as PairBatch, this.mcfg, { backward, lossScale, refLogps: table ? gatherPaired(table, idx) : undefined });
   }
@@ -391,8 +391,10 @@ export class Trainer {
     const c = this.c, dp = this.dp;
     const sh = dp.shard(global);
     let part: StepOutput | null = null;
-    if (sh.rows.length) part = this.runBatch(rows, table, sh.rows, backward, sh.weight * lossScale);
+    // SFT's loss is a token mean over every rank's tokens: sftStep weighs its batch by its share of them
+    if (sh.rows.length) part = this.runBatch(rows, table, sh.rows, backward, c.method === "sft" ? lossScale : sh.weight * lossScale);
     else if (this.ktoKl) dp.klMean(0, 0);   // no rows here: still takes part in the KL average
+    else if (c.method === "sft") dp.sum(0);   // and in the count of loss tokens
     const chosen = c.method === "kto" ? sh.rows.filter((i) => (rows as TokenizedUnpaired[])[i].label).length : 0;
     const sides = c.method === "kto" ? { chosen, rejected: sh.rows.length - chosen } : undefined;
     return dp.combine({ out: part, rows: sh.rows.length, numel: part ? this.batchNumel : 0, sides });
