@@ -146,10 +146,12 @@ export class DataParallel {
 
   /**
    * Native threads for a config's `threads` (0 = automatic): as given, else the cores this rank may use
-   * (defaultThreads) when several ranks share the machine or a launcher bound it, else 0 (the core's default: all).
+   * (defaultThreads) when several ranks share the machine or a launcher bound it, else 0 (the core's default: all,
+   * or OMP_NUM_THREADS when set, which is also left alone under mpirun).
    */
   threads(configured: number): number {
     if (configured > 0) return configured;
+    if (process.env.OMP_NUM_THREADS) return 0;
     const t = defaultThreads(this.group);
     return this.group.localSize > 1 || this.world > 1 ? t : 0;
   }
