@@ -6,7 +6,7 @@
 // combined into the values one process would log; KTO's KL estimate is averaged over the ranks' KL rows before
 // the clamp, as TRL gathers it. With one process every call is the identity. Not here: MPI itself (group.ts),
 // the loop's control flow (src/train/trainer.ts).
-import type { Trainable } from "../core/native.ts";
+import { getNumThreads, type Trainable } from "../core/native.ts";
 import type { StepOutput } from "../train/objectives.ts";
 import type { RefTable } from "../train/reference.ts";
 import { bindingNote, defaultThreads, processGroup, type ProcessGroup } from "./group.ts";
@@ -161,7 +161,7 @@ export class DataParallel {
     if (this.world === 1) return null;
     const g = this.group;
     const note = bindingNote(g);
-    return `data parallel: ${g.worldSize} ranks (${g.localSize} on this machine), global batch ${perDevice} per rank × ${g.worldSize} ranks × ${accumulation} accumulation = ${perDevice * g.worldSize * accumulation} rows per step, ${threads || "all"} thread(s) per rank; rank 0 writes every file and log${note ? `\nnote: ${note}` : ""}`;
+    return `data parallel: ${g.worldSize} ranks (${g.localSize} on this machine), global batch ${perDevice} per rank × ${g.worldSize} ranks × ${accumulation} accumulation = ${perDevice * g.worldSize * accumulation} rows per step, ${threads || getNumThreads()} thread(s) per rank; rank 0 writes every file and log${note ? `\nnote: ${note}` : ""}`;
   }
 
   /** The end of a run: waits for every rank (none leaves while rank 0 still writes), then settles the group. */
