@@ -10,7 +10,8 @@
         "native/src/bf16.cpp",
         "native/src/decoder.cpp",
         "native/src/gradcheck.cpp",
-        "native/src/optim.cpp"
+        "native/src/optim.cpp",
+        "native/src/mpi.cpp"
       ],
       "include_dirs": [
         "<!(node -p \"require('node-addon-api').include_dir\")",
@@ -39,7 +40,8 @@
         "-L/usr/lib/x86_64-linux-gnu/openblas-openmp",
         "-Wl,-rpath,/usr/lib/x86_64-linux-gnu/openblas-openmp",
         "-lopenblas",
-        "-fopenmp"
+        "-fopenmp",
+        "-ldl"
       ],
       "conditions": [
         [

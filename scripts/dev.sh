@@ -10,6 +10,9 @@ command -v make >/dev/null || need+=(make)
 command -v python3 >/dev/null || need+=(python3)
 [ -e /usr/lib/x86_64-linux-gnu/openblas-openmp/libopenblas.so ] || need+=(libopenblas-openmp-dev)
 [ -e /usr/include/oneapi/dnnl/dnnl.hpp ] || need+=(libdnnl-dev)
+# Open MPI for data-parallel runs (mpirun; libmpi.so.40 is loaded at run time, never linked) and its tests
+command -v mpirun >/dev/null || need+=(openmpi-bin)
+[ -e /usr/lib/x86_64-linux-gnu/libmpi.so.40 ] || need+=(libopenmpi-dev)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing system packages: ${need[*]}"
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"

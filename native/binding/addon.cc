@@ -629,6 +629,84 @@ Napi::Value Adamw8bitTensor(const Napi::CallbackInfo& info) {
                       num(7).FloatValue(), num(8).FloatValue(), num(9).FloatValue(), num(10).FloatValue(), num(11).FloatValue());
   return env.Undefined();
 }
+// mpiInit(libPath?): {rank, size}, or an Error saying why MPI cannot be used (pt_mpi_init).
+Napi::Value MpiInit(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string lib = info.Length() > 0 && info[0].IsString() ? info[0].As<Napi::String>().Utf8Value() : "";
+  int32_t rank = 0, size = 1;
+  if (check_status(env, pt_mpi_init(lib.c_str(), &rank, &size))) return env.Undefined();
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("rank", Napi::Number::New(env, rank));
+  o.Set("size", Napi::Number::New(env, size));
+  return o;
+}
+// mpiAllreduceSum(buf, bucket?): buf (Float32Array or Float64Array) summed over every rank, in place.
+Napi::Value MpiAllreduceSum(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (throw_if(env, info.Length() < 1 || !info[0].IsTypedArray(), "mpiAllreduceSum(buf): a Float32Array or Float64Array expected"))
+    return env.Undefined();
+  Napi::TypedArray t = info[0].As<Napi::TypedArray>();
+  const int64_t bucket = info.Length() > 1 && info[1].IsNumber() ? info[1].As<Napi::Number>().Int64Value() : 0;
+  if (t.TypedArrayType() == napi_float32_array) {
+    Napi::Float32Array a = t.As<Napi::Float32Array>();
+    check_status(env, pt_mpi_allreduce_sum_f32(a.Data(), (int64_t)a.ElementLength(), bucket));
+  } else if (t.TypedArrayType() == napi_float64_array) {
+    Napi::Float64Array a = t.As<Napi::Float64Array>();
+    check_status(env, pt_mpi_allreduce_sum_f64(a.Data(), (int64_t)a.ElementLength()));
+  } else {
+    throw_if(env, true, "mpiAllreduceSum(buf): a Float32Array or Float64Array expected");
+  }
+  return env.Undefined();
+}
+// mpiOverlapBegin(grads: Float32Array, ranges: Float64Array (L, 2)); mpiOverlapEnd(rest: Float64Array (n, 2), bucket):
+// the number of layers whose sum the backward started
+bool ranges_of(Napi::Env env, const Napi::Value& v, size_t limit, std::vector<int64_t>& out) {
+  if (throw_if(env, !v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_float64_array,
+               "ranges: a Float64Array of (start, end) pairs expected"))
+    return false;
+  Napi::Float64Array a = v.As<Napi::Float64Array>();
+  if (throw_if(env, a.ElementLength() % 2 != 0, "ranges: an even number of values (start, end pairs) expected")) return false;
+  out.resize(a.ElementLength());
+  for (size_t i = 0; i < a.ElementLength(); i++) {
+    const double d = a[i];
+    if (throw_if(env, !(d >= 0 && d <= (double)limit && d == std::floor(d)), "ranges: " + std::to_string(d) + " is not an index into the buffer"))
+      return false;
+    out[i] = (int64_t)d;
+  }
+  return true;
+}
+Napi::Value MpiOverlapBegin(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (throw_if(env, info.Length() < 2 || !info[0].IsTypedArray() || info[0].As<Napi::TypedArray>().TypedArrayType() != napi_float32_array,
+               "mpiOverlapBegin(grads, ranges): grads must be a Float32Array"))
+    return env.Undefined();
+  Napi::Float32Array g = info[0].As<Napi::Float32Array>();
+  std::vector<int64_t> r;
+  if (!ranges_of(env, info[1], g.ElementLength(), r)) return env.Undefined();
+  check_status(env, pt_mpi_overlap_begin(g.Data(), r.data(), (int32_t)(r.size() / 2)));
+  return env.Undefined();
+}
+Napi::Value MpiOverlapEnd(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::vector<int64_t> r;
+  if (info.Length() < 1 || !ranges_of(env, info[0], (size_t)1 << 53, r)) return env.Undefined();
+  const int64_t bucket = info.Length() > 1 && info[1].IsNumber() ? info[1].As<Napi::Number>().Int64Value() : 0;
+  int32_t early = 0;
+  if (check_status(env, pt_mpi_overlap_end(r.data(), (int32_t)(r.size() / 2), bucket, &early))) return env.Undefined();
+  return Napi::Number::New(env, early);
+}
+Napi::Value MpiBarrier(const Napi::CallbackInfo& info) {
+  check_status(info.Env(), pt_mpi_barrier());
+  return info.Env().Undefined();
+}
+Napi::Value MpiAbort(const Napi::CallbackInfo& info) {
+  pt_mpi_abort(info.Length() > 0 && info[0].IsNumber() ? info[0].As<Napi::Number>().Int32Value() : 1);
+  return info.Env().Undefined();
+}
+Napi::Value MpiFinalize(const Napi::CallbackInfo& info) {
+  check_status(info.Env(), pt_mpi_finalize());
+  return info.Env().Undefined();
+}
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   Napi::Function model = Model::Define(env);
@@ -651,6 +729,13 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("dequantizeBlockwise", Napi::Function::New(env, DequantizeBlockwise));
   exports.Set("adamwTensor", Napi::Function::New(env, AdamwTensor));
   exports.Set("adamw8bitTensor", Napi::Function::New(env, Adamw8bitTensor));
+  exports.Set("mpiInit", Napi::Function::New(env, MpiInit));
+  exports.Set("mpiAllreduceSum", Napi::Function::New(env, MpiAllreduceSum));
+  exports.Set("mpiOverlapBegin", Napi::Function::New(env, MpiOverlapBegin));
+  exports.Set("mpiOverlapEnd", Napi::Function::New(env, MpiOverlapEnd));
+  exports.Set("mpiBarrier", Napi::Function::New(env, MpiBarrier));
+  exports.Set("mpiAbort", Napi::Function::New(env, MpiAbort));
+  exports.Set("mpiFinalize", Napi::Function::New(env, MpiFinalize));
   exports.Set("abiVersion", Napi::Number::New(env, pt_abi_version()));
   exports.Set("blasCore", Napi::String::New(env, pt_blas_core()));
   return exports;

@@ -22,7 +22,7 @@
 extern "C" {
 #endif
 
-#define PT_ABI_VERSION 9   // 2: pt_forward takes PT_FORWARD_* flags; pt_lora_*. 3: pt_kv_*, pt_decode.
+#define PT_ABI_VERSION 10   // 2: pt_forward takes PT_FORWARD_* flags; pt_lora_*. 3: pt_kv_*, pt_decode.
                            // 4: pt_set_compute, pt_bf16_support (bf16 mixed precision); pt_model_create_ex with
                            // PT_MODEL_BF16_BASE (a frozen base held in bf16); the gradient buffer is allocated on
                            // first use (a LoRA model never allocates one)
@@ -34,6 +34,7 @@ extern "C" {
                            // pt_model_quantize_4bit, pt_model_dequantize) and the bitsandbytes format functions
                            // 9: per-tensor AdamW with 8-bit state (pt_adamw8bit_tensor, pt_adamw_tensor,
                            // pt_*quantize_blockwise; pt_dynamic_map takes is_signed); pt_set_gradient_checkpointing
+                           // 10: pt_mpi_* (data parallel)
 
 typedef enum {
   PT_OK = 0,
@@ -303,6 +304,27 @@ void pt_dequantize_4bit(const uint8_t* packed, const float* absmax, int64_t n, i
 void pt_quantize_absmax(const float* absmax, int64_t nblocks, uint8_t* q, float* absmax2, float* offset);
 void pt_dequantize_absmax(const uint8_t* q, const float* absmax2, float offset, int64_t nblocks, float* out);
 // (bitsandbytes' signed dynamic 8-bit map: pt_dynamic_map(1, out), with the 8-bit optimizer functions)
+// ---- data parallel over MPI ----------------------------------------------------------------------------
+// Open MPI is loaded at run time (dlopen of lib_path, default "libmpi.so.40"), never linked, so the core builds
+// and runs without it. pt_mpi_init: MPI_Init_thread (MPI_THREAD_FUNNELED) unless MPI is already initialized, then
+// this process's rank and the world size of MPI_COMM_WORLD; PT_ERR_STATE with the reason (library missing, not
+// Open MPI, init failed). Every other call comes from the same thread. The all-reduces sum in place over
+// MPI_COMM_WORLD; the float one in MPI calls of at most `bucket` floats (<= 0: as few as the int count allows).
+// pt_mpi_abort ends every rank of the job (MPI_Abort) and does not return. pt_mpi_finalize: MPI_Finalize, once.
+pt_status pt_mpi_init(const char* lib_path, int32_t* rank, int32_t* size);
+pt_status pt_mpi_allreduce_sum_f32(float* buf, int64_t n, int64_t bucket);
+pt_status pt_mpi_allreduce_sum_f64(double* buf, int64_t n);
+// The gradient all-reduce overlapped with a backward: _begin arms it over buf with layer l's gradients at
+// [ranges[2l], ranges[2l+1]); the next pt_backward (of any model, on this thread) starts layer l's sum as soon as
+// that layer's gradients are final (layers L-1 … 0) and lets MPI progress it at each later layer; _end starts any
+// layer not started yet, waits for all, then sums the `n_rest` ranges (start, end) of buf no layer covers
+// (embeddings, final norm) in buckets; *during_backward (may be NULL) = the layers started by the backward.
+// Every rank must call the pair around the same collectives.
+pt_status pt_mpi_overlap_begin(float* buf, const int64_t* ranges, int32_t layers);
+pt_status pt_mpi_overlap_end(const int64_t* rest, int32_t n_rest, int64_t bucket, int32_t* during_backward);
+pt_status pt_mpi_barrier(void);
+void pt_mpi_abort(int32_t code);
+pt_status pt_mpi_finalize(void);
 
 // Finite-difference check of one op family in float64 ("rmsnorm", "rmsnorm_inplace", "rope",
 // "attention", "swiglu", "linear", "head", "embedding", "lora", "head_input"): returns the largest

@@ -11,8 +11,16 @@
 #include <cstdlib>
 #include <cstring>
 #include <new>
+#include <string>
+#include "preftune.h"
 
 namespace pt {
+
+// Sets the message pt_last_error returns (decoder.cpp owns it) and returns s.
+pt_status set_error(pt_status s, const std::string& msg);
+// Called by pt_backward on the calling thread when layer l's gradients (the model's or the adapter's) are final
+// for this backward, layers in the order L-1 … 0 (mpi.cpp: starts their all-reduce while the backward goes on).
+void layer_grads_ready(int layer);
 
 // C (M, N) = alpha * op(A) (M, K) * op(B) (K, N) + beta * C, row-major with leading dimensions.
 #ifdef __AVX512F__

@@ -67,6 +67,10 @@ void flush_denormals() {
 }
 enum { P_EMBED, P_NORM, P_QKV, P_ROPE, P_ATTN, P_OPROJ, P_UP, P_SWIGLU, P_DOWN, P_HEAD, P_RESID, P_RECOMPUTE };
 pt_status fail(pt_status s, const std::string& msg) { g_error = msg; return s; }
+}  // namespace
+// The message pt_last_error returns, for the other translation units of the core (mpi.cpp).
+pt_status pt::set_error(pt_status s, const std::string& msg) { return fail(s, msg); }
+namespace {
 
 struct Layer {  // pointers into the parameter buffer or, for G, the gradient buffer
   float *ln1 = nullptr, *wqkv = nullptr, *bqkv = nullptr, *qn = nullptr, *kn = nullptr, *wo = nullptr,
@@ -1185,6 +1189,7 @@ pt_status pt_backward(pt_model* m, const float* dlogps) {
       g_prof.lap(P_QKV);
       rmsnorm_backward(dx, gw(G.ln1), dh, x, P.ln1, rstd1, N, 1, C, C, true);
       g_prof.lap(P_NORM);
+      layer_grads_ready(l);
     }
     if (!lo) embedding_backward(m->gembed, dx, m->tok.data(), N, C);
     g_prof.lap(P_EMBED);

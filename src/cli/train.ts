@@ -25,7 +25,8 @@ datasets (TRL) and the older dataset_mixer mix several.
 
 Outputs in output_dir: metrics.jsonl (one JSON object per log), checkpoint-N/ (resume with
 --resume_from_checkpoint true), and the final model (config.json, model.safetensors, tokenizer, README.md).
-Ctrl-C saves a checkpoint and exits with code 130. Every file is written under a temporary name and renamed into
+Ctrl-C saves a checkpoint and exits with code 130 (under mpirun, which ends
+the ranks on Ctrl-C, send SIGUSR2 to mpirun instead: exit code 140; README: several processes and machines). Every file is written under a temporary name and renamed into
 place (a link already in output_dir is replaced, never written through), so a crash leaves the previous or the new
 model and checkpoint, never half of one; the next run into output_dir finishes or removes what a crash left. A run
 holds output_dir/.preftune.lock: a second run into the same output_dir is refused while the first is running, and

@@ -67,6 +67,14 @@ interface Addon {
   quantize4bit(x: Float32Array, type: number): { packed: Uint8Array; absmax: Float32Array };
   dequantize4bit(packed: Uint8Array, absmax: Float32Array, n: number, type: number): Float32Array;
   quantizeAbsmax(absmax: Float32Array): { q: Uint8Array; absmax2: Float32Array; offset: number; dequantized: Float32Array };
+  // data parallel over MPI (native/src/mpi.cpp; used by src/parallel/group.ts only)
+  mpiInit(libPath: string): { rank: number; size: number };
+  mpiAllreduceSum(buf: Float32Array | Float64Array, bucket?: number): void;
+  mpiOverlapBegin(grads: Float32Array, ranges: Float64Array): void;
+  mpiOverlapEnd(rest: Float64Array, bucket?: number): number;
+  mpiBarrier(): void;
+  mpiAbort(code: number): void;
+  mpiFinalize(): void;
 }
 
 let addon: Addon | null = null;
@@ -93,7 +101,7 @@ export function native(): Addon {
 }
 
 /** PT_ABI_VERSION of native/include/preftune.h that this file is written against. */
-const ABI_VERSION = 9;
+const ABI_VERSION = 10;
 
 /**
  * OpenBLAS picks its kernels from the CPU model at load time, and a release older than the CPU falls back to

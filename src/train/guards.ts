@@ -32,7 +32,7 @@ export function asDivergence(e: unknown, step: number, lastCheckpoint: string | 
 }
 
 /** Exit code of a process stopped by a signal, as shells report it (SIGINT 130, SIGTERM 143). */
-export const SIGNAL_EXIT_CODES: Record<string, number> = { SIGINT: 130, SIGTERM: 143 };
+export const SIGNAL_EXIT_CODES: Record<string, number> = { SIGINT: 130, SIGTERM: 143, SIGUSR2: 140 };
 
 export interface StopRequest {
   /** The signal that asked to stop, or null. */
@@ -41,7 +41,9 @@ export interface StopRequest {
 }
 
 /**
- * Installs SIGINT and SIGTERM handlers for the duration of a run. The first signal only records the
+ * Installs SIGINT, SIGTERM and SIGUSR2 handlers for the duration of a run (SIGUSR2: what Open MPI's mpirun
+ * passes on to every rank, so `kill -USR2 <mpirun's pid>` stops a multi-process run with a checkpoint; mpirun
+ * itself answers SIGINT and SIGTERM by ending the ranks). The first signal only records the
  * request (the loop checks it after each optimizer step, saves a checkpoint and returns); a second one
  * exits immediately with the signal's exit code. The loop must yield to the event loop between steps for
  * the handler to run.
@@ -58,11 +60,13 @@ export function watchStopSignals(onFirst: (signal: NodeJS.Signals) => void): Sto
   };
   process.on("SIGINT", handler);
   process.on("SIGTERM", handler);
+  process.on("SIGUSR2", handler);
   return {
     get signal() { return state.signal; },
     dispose() {
       process.off("SIGINT", handler);
       process.off("SIGTERM", handler);
+      process.off("SIGUSR2", handler);
     },
   };
 }

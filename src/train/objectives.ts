@@ -9,7 +9,7 @@ import type { PairBatch, UnpairedBatch } from "../data/collate.ts";
 import { LOSS_KEY_DEFAULTS, lossKeyDefault, lossProblems, methodSpec, normalLossType, type Method, type MethodSpec } from "./methods.ts";
 import {
   DPO_DEFAULTS, ORPO_DEFAULTS,
-  cpoLogpKind, cpoLoss, dpoLoss, ktoLoss, nllMean, nllTokenGrads, orpoLoss, pairedTokenMetrics, resolveCpoConfig,
+  cpoLogpKind, cpoLoss, dpoLoss, ktoKlMean, ktoLoss, nllMean, nllTokenGrads, orpoLoss, pairedTokenMetrics, resolveCpoConfig,
   sequenceLogitsMetrics, sequenceMask, sequenceStats, sftLoss, tokenGrads, unpairedTokenMetrics,
   type CpoConfig, type CpoLossType, type DpoConfig, type KtoConfig, type KtoLossType, type OrpoConfig,
 } from "../losses/index.ts";
@@ -50,9 +50,21 @@ export interface StepOutput {
   loss: number;                      // the unscaled loss of this batch (lossScale only scales the gradient)
   metrics: Record<string, number>;   // TRL keys for this one batch; num_tokens is `tokens`, summed by the loop
   tokens: number;                    // Σ lengths of the policy rows that carry gradient (KTO: not the KL rows)
+  /** SFT under data parallelism: this batch's share of the loss tokens of every rank's batch (lossTokens). */
+  lossShare?: number;
 }
 
 export interface StepOptions { backward: boolean; lossScale: number }
+/**
+ * KTO under data parallelism: combines this rank's KL estimate (the mean over its `rows` KL rows, before the clamp)
+ * with every other rank's (src/parallel/shard.ts); absent, the batch's own estimate is used.
+ */
+export type KlMean = (localMean: number, rows: number) => number;
+/**
+ * SFT under data parallelism: the loss tokens of every rank's batch, given this rank's; the token mean is then
+ * over all of them (transformers' average_tokens_across_devices), this batch's gradient scaled by its share.
+ */
+export type LossTokens = (local: number) => number;
 
 /** A batch of prompt+completion rows for SFT; PairBatch and UnpairedBatch also fit. */
 export interface SftBatch { batch: TokenBatch; completionMask: Uint8Array } // mask (N, T)
@@ -293,7 +305,7 @@ export function pairedStep(
  */
 export function unpairedStep(
   policy: NativeModel, ref: Reference, ub: UnpairedBatch, cfg: MethodConfig,
-  opts: StepOptions & { ref?: RefUnpaired },
+  opts: StepOptions & { ref?: RefUnpaired; klMean?: KlMean },
 ): StepOutput {
   const fn = "unpairedStep";
   const r = resolveMethod(fn, cfg);
@@ -326,7 +338,8 @@ export function unpairedStep(
   }
   const stats = policy.forward(ub.batch, { train: opts.backward });
   const seq = sequenceStats(stats.logps, ub.completionMask, N, T);
-  const res = ktoLoss({ logps: seq.sum, refLogps: rv.logps, labels: ub.labels, klLogps, refKlLogps: withKl ? rv.klLogps : null }, r.kto);
+  const kl = withKl && opts.klMean ? opts.klMean(ktoKlMean(klLogps!, rv.klLogps!), klLogps!.length) : undefined;
+  const res = ktoLoss({ logps: seq.sum, refLogps: rv.logps, labels: ub.labels, klLogps, refKlLogps: withKl ? rv.klLogps : null, kl }, r.kto);
   if (opts.backward) {
     const d = res.dLogps.map((x) => x * opts.lossScale);
     policy.backward(tokenGrads(d, null, ub.completionMask, seq.count, N, T));
@@ -339,16 +352,18 @@ export function unpairedStep(
  * Plain SFT on prompt+completion rows: token-mean NLL over the mask (completion tokens for TRL's
  * completion_only_loss; sequenceMask(lengths) for the whole sequence), with entropy and mean_token_accuracy.
  */
-export function sftStep(policy: NativeModel, sb: SftBatch, opts: StepOptions): StepOutput {
+export function sftStep(policy: NativeModel, sb: SftBatch, opts: StepOptions & { lossTokens?: LossTokens }): StepOutput {
   const fn = "sftStep";
   checkScale(fn, opts);
   checkBatch(fn, "the SFT batch", sb.batch, sb.completionMask);
   const { B: N, T } = sb.batch;
   const stats: TokenStats = policy.forward(sb.batch, { train: opts.backward });
   const res = sftLoss(stats.logps, sb.completionMask, N, T, { correct: stats.correct, entropy: stats.entropy });
+  const lossShare = opts.lossTokens ? res.tokens / opts.lossTokens(res.tokens) : undefined;
+  const scale = opts.lossScale * (lossShare ?? 1);
   if (opts.backward) {
-    if (opts.lossScale !== 1) for (let i = 0; i < res.dLogps.length; i++) res.dLogps[i] *= opts.lossScale;
+    if (scale !== 1) for (let i = 0; i < res.dLogps.length; i++) res.dLogps[i] *= scale;
     policy.backward(res.dLogps);
   }
-  return { loss: res.loss, metrics: res.metrics, tokens: sumLengths(sb.batch) };
+  return { loss: res.loss, metrics: res.metrics, tokens: sumLengths(sb.batch), lossShare };
 }

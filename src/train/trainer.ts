@@ -34,6 +34,7 @@ import { batchOrder, initialTrainerState, orderMismatch, type DataOrderState, ty
 import { ktoWeightWarning } from "../losses/kto.ts";
 import { ensureDir, pausePoint } from "../util/durable.ts";
 import { acquireRunLock, type RunLock } from "../util/lock.ts";
+import { DataParallel, type GlobalStep } from "../parallel/shard.ts";
 
 
 export interface TrainOptions {
@@ -69,7 +70,8 @@ export interface TrainResult {
  * checks, the lock), prepareData, planSteps, readResume, loadPolicy, buildReference, trainStep (one optimizer
  * step), evaluate, checkpoint, saveFinal; run() composes them into the HF Trainer's loop. Who writes files and
  * logs is one decision, isMainProcess(), read once into `writes`: an evaluation-only run writes nothing, and a
- * multi-process run would give it to its first process alone. train() below is the plain way in.
+ * multi-process run (mpirun: `dp`, src/parallel) gives it to its rank 0 alone; every rank reads its part of each
+ * global micro-batch and the gradients are summed over the ranks before the step. train() below is the plain way in.
  */
 export class Trainer {
   readonly c: TrainConfig;
@@ -82,6 +84,8 @@ export class Trainer {
   protected lock: RunLock | null = null;
   protected stop: StopRequest | null = null;
   protected training = false;
+  /** Data parallelism under mpirun (one process otherwise: every call the identity). */
+  protected readonly dp: DataParallel;
 
   // the model folder (setup)
   protected dcfg!: DecoderConfig;
@@ -134,12 +138,13 @@ export class Trainer {
     this.o = o;
     this.outputDir = resolve(config.output_dir!);
     this.modelDir = config.model_name_or_path!;
+    this.dp = DataParallel.forRun();
     this.writes = this.isMainProcess();
     this.progress = new Progress(!!o.quiet || !this.writes, config.disable_tqdm, o.print);   // only the writer prints
   }
 
   /** The one decision of who writes files and prints progress and logs (see the class comment). */
-  protected isMainProcess(): boolean { return !this.o.evaluateOnly; }
+  protected isMainProcess(): boolean { return !this.o.evaluateOnly && this.dp.isMainProcess; }
   protected print(l: string): void { this.progress.note(l); }
   /** What stops the run: a signal, or the caller's AbortSignal. */
   protected stopReason(): NodeJS.Signals | "abort" | null { return this.stop?.signal ?? (this.o.signal?.aborted ? "abort" : null); }
@@ -176,7 +181,10 @@ export class Trainer {
     this.maxPos = this.dcfg.maxPositionEmbeddings;
     if (!o.rows && c.max_length != null && c.max_length > this.maxPos)
       throw new Error(`max_length ${c.max_length} is more than ${this.modelDir}'s max_position_embeddings (${this.maxPos}): set max_length to at most ${this.maxPos}`);
-    if (c.threads > 0) setNumThreads(c.threads);
+    const threads = this.dp.threads(c.threads);   // under mpirun: this machine's cores ÷ its ranks
+    if (threads > 0) setNumThreads(threads);
+    const dpLine = this.dp.describe(c.per_device_train_batch_size, c.gradient_accumulation_steps, threads);
+    if (dpLine) this.print(dpLine);
     if (this.writes) {
       ensureDir(this.outputDir, "output_dir");
       this.lock = acquireRunLock(this.outputDir, "output_dir");
@@ -198,7 +206,7 @@ export class Trainer {
   protected async prepareData(): Promise<TrainData> {
     const c = this.c, o = this.o;
     const needEval = c.eval_strategy !== "no" || c.eval_on_start || !!o.evaluateOnly;
-    const data = await loadTrainData(c, { rows: o.rows, evalRows: o.evalRows, padTokenId: o.padTokenId, quiet: o.quiet, sources: o.sources }, needEval, (l) => this.print(l));
+    const data = await loadTrainData(c, { rows: o.rows, evalRows: o.evalRows, padTokenId: o.padTokenId, quiet: o.quiet || !this.writes, sources: o.sources }, needEval, (l) => this.print(l));
     if (data.rows.length === 0) throw new Error(`${data.describe}: no training rows`);
     if (needEval && !data.evalRows?.length) throw new Error(`eval_strategy is "${c.eval_strategy}"${c.eval_on_start ? " / eval_on_start" : ""} but no eval rows were given`);
     if (c.generate_during_eval && !data.tokenizer) throw new Error(`generate_during_eval needs the model's tokenizer to turn completions into text, and ${this.modelDir} has no tokenizer.json (pre-tokenized rows were given); add the tokenizer files to the model folder or set generate_during_eval: false`);
@@ -220,8 +228,9 @@ export class Trainer {
   /** Steps, schedule, log/eval/save intervals and the data order's settings. */
   protected planSteps(): void {
     const c = this.c, data = this.data;
-    const bs = c.per_device_train_batch_size, ga = c.gradient_accumulation_steps;
-    this.plan = planSteps(data.rows.length, bs, ga, c.max_steps, c.num_train_epochs, c.dataloader_drop_last);
+    // per_device_train_batch_size is per rank; the data order is made of global micro-batches of gbs rows
+    const bs = c.per_device_train_batch_size, ga = c.gradient_accumulation_steps, gbs = bs * this.dp.world;
+    this.plan = planSteps(data.rows.length, gbs, ga, c.max_steps, c.num_train_epochs, c.dataloader_drop_last);
     const total = this.total = this.plan.totalSteps;
     this.sched = { type: c.lr_scheduler_type, baseLr: c.learning_rate, warmupSteps: warmupSteps(total, c.warmup_steps, c.warmup_ratio), totalSteps: total, kwargs: c.lr_scheduler_kwargs };
     this.loggingSteps = resolveInterval(c.logging_steps, total);
@@ -229,7 +238,7 @@ export class Trainer {
     this.saveSteps = resolveInterval(c.save_steps, total);
     this.lengths = !c.group_by_length ? undefined
       : isPacked(data.rows) ? packedLengths(data.rows) : this.unpaired ? unpairedLengths(data.rows as TokenizedUnpaired[]) : pairLengths(data.rows as TokenizedPair[]);
-    this.orderBase = { seed: c.data_seed ?? c.seed, rows: data.rows.length, batch_size: bs, shuffle: c.train_sampling_strategy !== "sequential", group_by_length: c.group_by_length, drop_last: c.dataloader_drop_last };
+    this.orderBase = { seed: c.data_seed ?? c.seed, rows: data.rows.length, batch_size: gbs, shuffle: c.train_sampling_strategy !== "sequential", group_by_length: c.group_by_length, drop_last: c.dataloader_drop_last };
   }
 
   /**
@@ -247,7 +256,10 @@ export class Trainer {
     if (ck.loop.method !== c.method) throw new Error(`${dir} was written by method ${ck.loop.method}, this run's method is ${c.method}`);
     if (ck.loop.gradient_accumulation_steps !== ga) throw new Error(`${dir} was written with gradient_accumulation_steps ${ck.loop.gradient_accumulation_steps}, this run has ${ga}; use the same value to resume`);
     const mism = orderMismatch(ck.order, { ...this.orderBase, batches: this.plan.microBatchesPerEpoch });
-    if (mism) throw new Error(`${dir}: the data order cannot continue (${mism}); resume with the same dataset, batch size, seed and sampling settings`);
+    if (mism) {
+      const ranks = this.dp.world > 1 || ck.order.batch_size !== this.orderBase.batch_size ? ` (batch_size is per_device_train_batch_size × the number of ranks, ${this.dp.world} now: resume with as many ranks as wrote the checkpoint)` : "";
+      throw new Error(`${dir}: the data order cannot continue (${mism}); resume with the same dataset, batch size, seed and sampling settings${ranks}`);
+    }
     if (ck.trainerState.global_step > total) throw new Error(`${join(dir, "trainer_state.json")}: global_step ${ck.trainerState.global_step} is beyond this run's ${total} steps (max_steps / num_train_epochs); raise max_steps to continue it, or resume from an earlier checkpoint`);
     return ck;
   }
@@ -324,6 +336,7 @@ export class Trainer {
       const bs = c.precompute_ref_batch_size ?? c.per_device_eval_batch_size;
       const fp = refFingerprint(this.modelDir, this.modelFiles, data.rows, { method: c.method, ktoKl: this.ktoKl });
       this.trainTable = loadReferenceLogps(this.outputDir, { kind: data.kind, numRows: data.rows.length, fingerprint: fp });
+      if (this.dp.any(!this.trainTable)) this.trainTable = null;   // reused only when every rank has it: computing it is collective
       if (this.trainTable) this.print("reference log-probs: reusing ref_logps.safetensors");
       if (!this.trainTable || data.evalRows) {
         // Under LoRA the base model is the policy with its adapter disabled: no second copy is loaded.
@@ -332,10 +345,10 @@ export class Trainer {
         try {
           if (!this.trainTable) {
             this.print(`reference log-probs: computing over ${data.rows.length} training rows`);
-            this.trainTable = precomputeReference(ref, data.rows.length, this.indexed(data.rows, bs));
+            this.trainTable = this.sharedReference(ref, data.rows, bs);
             if (this.writes) saveReferenceLogps(this.outputDir, this.trainTable, fp);
           }
-          if (data.evalRows) this.evalTable = precomputeReference(ref, data.evalRows.length, this.indexed(data.evalRows, bs));
+          if (data.evalRows) this.evalTable = this.sharedReference(ref, data.evalRows, bs);
         } finally {
           loaded?.free();
         }
@@ -347,6 +360,13 @@ export class Trainer {
       this.refModel = loadReference(c.model_name_or_path!);
       this.reference = { kind: "model", model: this.refModel };
     }
+  }
+
+  /** Reference log-probs of every row of `rows`, in batches of bs, split over the ranks under mpirun. */
+  protected sharedReference(ref: LogpModel, rows: Rows, bs: number): RefTable {
+    const n = rows.length, nan = () => new Float64Array(n).fill(Number.NaN);
+    const empty = (): RefTable => this.unpaired ? { kind: "unpaired", logps: nan(), klLogps: this.ktoKl ? nan() : null } : { kind: "paired", chosen: nan(), rejected: nan() };
+    return this.dp.precompute(this.indexed(rows, bs), Math.ceil(n / bs), (mine) => precomputeReference(ref, n, mine), empty);
   }
 
   /** generate_during_eval: the reference decodes only when it is in memory (a second model, or the base under LoRA). */
@@ -366,9 +386,26 @@ export class Trainer {
     const b = this.collate(rows, idx);
     // a packed batch is padding-free in TRL (one row of every sequence end to end): its numel is its tokens
     this.batchNumel = isPacked(rows) ? b.batch.lengths.reduce((n, l) => n + l, 0) : b.batch.B * b.batch.T;
-    if (c.method === "sft") return sftStep(model, b as UnpairedBatch, { backward, lossScale });
-    if (this.unpaired) return unpairedStep(model, this.reference, b as UnpairedBatch, this.mcfg, { backward, lossScale, ref: table ? gatherUnpaired(table, idx) : undefined });
+    if (c.method === "sft") return sftStep(model, b as UnpairedBatch, { backward, lossScale, lossTokens: this.dp.world > 1 ? (n) => this.dp.sum(n) : undefined });
+    if (this.unpaired) return unpairedStep(model, this.reference, b as UnpairedBatch, this.mcfg, { backward, lossScale, ref: table ? gatherUnpaired(table, idx) : undefined, klMean: this.dp.world > 1 ? (m, n) => this.dp.klMean(m, n) : undefined });
     return pairedStep(model, this.reference, b as PairBatch, this.mcfg, { backward, lossScale, refLogps: table ? gatherPaired(table, idx) : undefined });
+  }
+
+  /**
+   * A global micro-batch: this rank runs its part (its loss scaled by its share of the rows), and the outputs of
+   * every rank are combined into the one-process values (src/parallel/shard.ts).
+   */
+  protected runGlobal(rows: Rows, table: RefTable | null, global: number[], backward: boolean, lossScale: number): GlobalStep {
+    const c = this.c, dp = this.dp;
+    const sh = dp.shard(global);
+    let part: StepOutput | null = null;
+    // SFT's loss is a token mean over every rank's tokens: sftStep weighs its batch by its share of them
+    if (sh.rows.length) part = this.runBatch(rows, table, sh.rows, backward, c.method === "sft" ? lossScale : sh.weight * lossScale);
+    else if (this.ktoKl) dp.klMean(0, 0);   // no rows here: still takes part in the KL average
+    else if (c.method === "sft") dp.sum(0);   // and in the count of loss tokens
+    const chosen = c.method === "kto" ? sh.rows.filter((i) => (rows as TokenizedUnpaired[])[i].label).length : 0;
+    const sides = c.method === "kto" ? { chosen, rejected: sh.rows.length - chosen } : undefined;
+    return dp.combine({ out: part, rows: sh.rows.length, numel: part ? this.batchNumel : 0, sides });
   }
 
   /** The loop's start: a checkpoint's weights and state (resume), or a fresh state and empty metrics files. */
@@ -427,10 +464,10 @@ export class Trainer {
     const t0 = performance.now();
     const acc: MetricSums = emptySums();
     let lossSum = 0, batches = 0;
-    const ebs = c.per_device_eval_batch_size;
+    const ebs = c.per_device_eval_batch_size * this.dp.world;   // every rank evaluates its part of each batch
     for (let s = 0; s < rows.length; s += ebs) {
       const idx = Array.from({ length: Math.min(ebs, rows.length - s) }, (_, i) => s + i);
-      const out = this.runBatch(rows, this.evalTable, idx, false, 1);
+      const out = this.runGlobal(rows, this.evalTable, idx, false, 1);
       lossSum += out.loss * idx.length;   // HF: per-example mean over the whole split
       addMetrics(acc, out.metrics);
       batches++;
@@ -451,7 +488,10 @@ export class Trainer {
     const c = this.c, state = this.state;
     if (!allFinite(this.trainable.params)) throw new TrainingDivergedError(state.global_step, "a weight", NaN, this.lastCheckpoint);
     state.epoch = this.epoch + this.position / this.plan.microBatchesPerEpoch;
-    if (!this.writes) return this.lastCheckpoint;
+    if (!this.writes) {   // rank 0 writes it
+      if (this.dp.world > 1) this.lastCheckpoint = join(this.outputDir, `checkpoint-${state.global_step}`);
+      return this.lastCheckpoint;
+    }
     const sched = this.sched;
     this.lastCheckpoint = saveCheckpoint(this.outputDir, state.global_step, {
       model: this.model, configJson: this.configJson, optimizer: this.opt,
@@ -476,17 +516,20 @@ export class Trainer {
     trainable.zeroGrad();
     let stepLoss = 0;
     for (let j = 0; j < k; j++) {
-      let out: StepOutput;
-      this.lora?.setDropoutSeed(c.seed, stepNo, j);   // LoRA dropout masks: a function of (seed, step, micro-batch), so resume draws the same
-      try { out = this.runBatch(this.data.rows, this.trainTable, order[this.position + j], true, 1 / k); } catch (e) { throw asDivergence(e, stepNo, this.lastCheckpoint, trainable.params); }
+      if (j === k - 1) this.dp.startGradientSum(trainable, order[this.position + j]);   // summed over the ranks during its backward
+      let out: GlobalStep;
+      // LoRA dropout masks: a function of (seed, step, micro-batch, rank), so resume draws the same and ranks differ
+      this.lora?.setDropoutSeed(c.seed, stepNo, j * this.dp.group.worldSize + this.dp.group.rank);
+      try { out = this.runGlobal(this.data.rows, this.trainTable, order[this.position + j], true, 1 / k); } catch (e) { throw asDivergence(e, stepNo, this.lastCheckpoint, trainable.params); }
       checkFinite("the loss", out.loss, stepNo, this.lastCheckpoint);
       stepLoss += out.loss / k;
-      state.total_flos += 6 * this.batchNumel * this.flopParams;
+      state.total_flos += 6 * out.numel * this.flopParams;
       addMetrics(loop.interval_metrics, out.metrics);
       loop.num_tokens += out.tokens;
       loop.interval_tokens += out.tokens;
     }
     this.position += k;
+    this.dp.reduceGradients(trainable);   // Σ over the ranks in place: every rank takes the same step
     this.gradNorm = c.max_grad_norm ? trainable.clipGradNorm(c.max_grad_norm) : trainable.gradNorm();
     checkFinite("the gradient norm", this.gradNorm, stepNo, this.lastCheckpoint);
     this.lrUsed = learningRate(this.sched, state.global_step);
@@ -505,7 +548,7 @@ export class Trainer {
   protected saveFinal(trainSeconds: number): void {
     const c = this.c, state = this.state, lora = this.lora, data = this.data, outputDir = this.outputDir;
     const steps = Math.max(state.global_step, 1);
-    const bs = c.per_device_train_batch_size, ga = c.gradient_accumulation_steps;
+    const bs = c.per_device_train_batch_size * this.dp.world, ga = c.gradient_accumulation_steps;   // the global batch
     this.emit({
       step: state.global_step, epoch: state.epoch, train_runtime: trainSeconds,
       train_samples_per_second: (state.global_step * bs * ga) / trainSeconds, train_steps_per_second: state.global_step / trainSeconds,
@@ -598,8 +641,8 @@ export class Trainer {
         if (c.save_strategy === "steps" && stepNo % this.saveSteps === 0) { this.checkpoint(); saved = true; }
         await o.onStep?.(stepNo);
         await tick();   // lets a SIGINT handler run
-        if (this.stopReason()) {
-          stoppedBy = this.stopReason();
+        if (this.dp.any(!!this.stopReason())) {   // a stop seen by any rank stops every rank after this step
+          stoppedBy = this.stopReason() ?? "SIGTERM";
           if (!saved) this.checkpoint();
           this.print(`stopped by ${stoppedBy} after step ${stepNo}; saved ${this.lastCheckpoint} (resume_from_checkpoint: true continues)`);
           break outer;
@@ -621,6 +664,7 @@ export class Trainer {
     this.progress.stop();
     const trainSeconds = this.loop.train_seconds + (performance.now() - this.tStart) / 1000;
     if (!stoppedBy) this.saveFinal(trainSeconds);
+    this.dp.barrier();   // every rank ends after rank 0's last write
     return this.result(stoppedBy);
   }
 }
