@@ -283,7 +283,7 @@ function checkTensorsToWrite(tensors: readonly TensorToWrite[], metadata: Record
     if (!t.shape.every(isCount)) throw new Error(`safetensors: tensor "${t.name}": bad shape ${JSON.stringify(t.shape)}`);
     if (t.data.length !== numel(t.shape)) throw new Error(`safetensors: tensor "${t.name}": ${t.data.length} values for shape [${t.shape.join(", ")}]`);
     const want = t.dtype === "I32" ? Int32Array : t.dtype === "U8" ? Uint8Array : Float32Array;
-    if (!(t.data instanceof want)) throw new Error(`safetensors: tensor "${t.name}": dtype ${t.dtype} needs a ${want.name}`);
+    if (!(t.data instanceof want)) throw new Error(`safetensors: tensor "${t.name}": dtype ${t.dtype} needs ${want === Int32Array ? "an" : "a"} ${want.name}`);
   }
   for (const [k, v] of Object.entries(metadata ?? {})) {
     if (typeof v !== "string") throw new Error(`safetensors: __metadata__["${k}"] must be a string`);
