@@ -36,8 +36,9 @@ bool get_int(Napi::Env env, const Napi::Object& o, const char* key, int32_t& out
   return true;
 }
 
-// A pt_config from the JavaScript object native.ts builds (snake_case keys); false after throwing.
-bool read_config(Napi::Env env, const Napi::Object& o, pt_config& c) {
+// A pt_config from the JavaScript object native.ts builds (snake_case keys); false after throwing. The optional
+// per-layer arrays layer_window and layer_rope are held in `layers` (2 x num_layers), which must outlive c's use.
+bool read_config(Napi::Env env, const Napi::Object& o, pt_config& c, std::vector<int32_t>& layers) {
   const std::pair<const char*, int32_t*> dims[] = {
       {"vocab_size", &c.vocab_size}, {"hidden_size", &c.hidden_size}, {"intermediate_size", &c.intermediate_size},
       {"num_layers", &c.num_layers}, {"num_heads", &c.num_heads}, {"num_kv_heads", &c.num_kv_heads},
@@ -63,6 +64,24 @@ bool read_config(Napi::Env env, const Napi::Object& o, pt_config& c) {
       Napi::Value v = o.Get(key);
       *dst = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : 0.0;
     }
+  }
+  layers.assign(2 * (size_t)c.num_layers, 0);
+  const std::pair<const char*, const int32_t**> arrays[] = {{"layer_window", &c.layer_window}, {"layer_rope", &c.layer_rope}};
+  for (size_t a = 0; a < 2; a++) {
+    Napi::Value v = o.Get(arrays[a].first);
+    if (v.IsUndefined()) continue;  // NULL: every layer full / with RoPE
+    if (throw_if(env, !v.IsArray() || v.As<Napi::Array>().Length() != (uint32_t)c.num_layers,
+                 std::string(arrays[a].first) + " must be an array of num_layers (" + std::to_string(c.num_layers) + ") numbers"))
+      return false;
+    auto arr = v.As<Napi::Array>();
+    int32_t* dst = layers.data() + a * c.num_layers;
+    for (uint32_t i = 0; i < arr.Length(); i++) {  // whole numbers here; their range is checked by the core
+      const std::string key = std::string(arrays[a].first) + "[" + std::to_string(i) + "]";
+      auto e = Napi::Object::New(env);
+      e.Set(key, arr.Get(i));
+      if (!get_int(env, e, key.c_str(), dst[i], -2147483648.0)) return false;
+    }
+    *arrays[a].second = dst;
   }
   return true;
 }
@@ -126,7 +145,8 @@ class Model : public Napi::ObjectWrap<Model> {
     Napi::Env env = info.Env();
     if (throw_if(env, info.Length() < 1 || !info[0].IsObject(), "Model(config): config object expected")) return;
     pt_config c{};
-    if (!read_config(env, info[0].As<Napi::Object>(), c)) return;
+    std::vector<int32_t> layers;
+    if (!read_config(env, info[0].As<Napi::Object>(), c, layers)) return;
     int32_t model_flags = 0;  // Model(config, flags?): PT_MODEL_* bits
     if (info.Length() > 1 && !info[1].IsUndefined()) {
       if (throw_if(env, !info[1].IsNumber(), "Model(config, flags): flags must be a number")) return;
@@ -488,7 +508,8 @@ Napi::Value ParamLayout(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (throw_if(env, info.Length() < 1 || !info[0].IsObject(), "paramLayout(config): config object expected")) return env.Undefined();
   pt_config c{};
-  if (!read_config(env, info[0].As<Napi::Object>(), c)) return env.Undefined();
+  std::vector<int32_t> layers;
+  if (!read_config(env, info[0].As<Napi::Object>(), c, layers)) return env.Undefined();
   int32_t n = 0;
   int64_t floats = 0;
   if (check_status(env, pt_param_layout(&c, nullptr, 0, &n, &floats))) return env.Undefined();

@@ -22,7 +22,7 @@
 extern "C" {
 #endif
 
-#define PT_ABI_VERSION 10   // 2: pt_forward takes PT_FORWARD_* flags; pt_lora_*. 3: pt_kv_*, pt_decode.
+#define PT_ABI_VERSION 11   // 2: pt_forward takes PT_FORWARD_* flags; pt_lora_*. 3: pt_kv_*, pt_decode.
                            // 4: pt_set_compute, pt_bf16_support (bf16 mixed precision); pt_model_create_ex with
                            // PT_MODEL_BF16_BASE (a frozen base held in bf16); the gradient buffer is allocated on
                            // first use (a LoRA model never allocates one)
@@ -35,6 +35,8 @@ extern "C" {
                            // 9: per-tensor AdamW with 8-bit state (pt_adamw8bit_tensor, pt_adamw_tensor,
                            // pt_*quantize_blockwise; pt_dynamic_map takes is_signed); pt_set_gradient_checkpointing
                            // 10: pt_mpi_* (data parallel)
+                           // 11: pt_config's per-layer pattern (layer_window: sliding-window attention; layer_rope:
+                           // layers without RoPE, SmolLM3's no_rope_layers)
 
 typedef enum {
   PT_OK = 0,
@@ -57,6 +59,9 @@ typedef struct {
   double rope_low_freq_factor, rope_high_freq_factor;  // llama3
   double rope_beta_fast, rope_beta_slow;               // yarn
   double rope_attention_factor;  // yarn: cos and sin are multiplied by it (1 for every other type)
+  // Per-layer attention pattern, num_layers entries each, read (copied) when a model is created; NULL: the default.
+  const int32_t* layer_window;  // 0: full causal attention; w > 0: query t sees keys t - w < s <= t (NULL: all 0)
+  const int32_t* layer_rope;    // 1: rotary embeddings on q and k; 0: none (SmolLM3's NoPE layers) (NULL: all 1)
 } pt_config;
 
 enum { PT_ROPE_DEFAULT = 0, PT_ROPE_LINEAR = 1, PT_ROPE_DYNAMIC = 2, PT_ROPE_YARN = 3, PT_ROPE_LLAMA3 = 4 };
@@ -327,7 +332,7 @@ void pt_mpi_abort(int32_t code);
 pt_status pt_mpi_finalize(void);
 
 // Finite-difference check of one op family in float64 ("rmsnorm", "rmsnorm_inplace", "rope",
-// "attention", "swiglu", "linear", "head", "embedding", "lora", "head_input"): returns the largest
+// "attention", "attention_window", "swiglu", "linear", "head", "embedding", "lora", "head_input"): returns the largest
 // relative error between analytic and numerical gradients over every input, or a negative value for an
 // unknown op.
 double pt_gradcheck(const char* op, uint64_t seed);

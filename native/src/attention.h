@@ -27,19 +27,24 @@ T* attn_scratch(int slot, size_t n) {
   return bufs[slot].need(n);
 }
 
-// One score row in place: softmax over its first nv entries (the visible keys), 0 for the rest of its width.
+// The first key a query at position t sees: 0, or with a sliding window w > 0 (transformers' sliding_window mask,
+// kv_idx > q_idx - w) t - w + 1, so it sees the w keys t - w < s <= t.
+inline int first_key(int t, int window) { return window > 0 && t >= window ? t - window + 1 : 0; }
+
+// One score row in place: softmax over its entries [lo, nv) (the visible keys), 0 for the rest of its width.
 // Returns the row's log-sum-exp, which the training forward keeps for the backward.
 template <typename T>
-T causal_softmax(T* s, int nv, int width) {
-  T m = s[0];
+T causal_softmax(T* s, int lo, int nv, int width) {
+  T m = s[lo];
 #pragma omp simd reduction(max : m)
-  for (int j = 1; j < nv; j++) m = s[j] > m ? s[j] : m;
+  for (int j = lo + 1; j < nv; j++) m = s[j] > m ? s[j] : m;
   T sum = 0;
 #pragma omp simd reduction(+ : sum)
-  for (int j = 0; j < nv; j++) { s[j] = texp(s[j] - m); sum += s[j]; }
+  for (int j = lo; j < nv; j++) { s[j] = texp(s[j] - m); sum += s[j]; }
   const T inv = (T)1 / sum;
 #pragma omp simd
-  for (int j = 0; j < nv; j++) s[j] *= inv;
+  for (int j = lo; j < nv; j++) s[j] *= inv;
+  for (int j = 0; j < lo; j++) s[j] = 0;
   for (int j = nv; j < width; j++) s[j] = 0;
   return m + std::log(sum);
 }
@@ -59,9 +64,9 @@ void unstack_heads(T* dst, const T* src, int64_t ld, int h0, int G, int r0, int 
 }
 
 // qkv (N, QKV) after RoPE: q heads at [0, NH*HS), k at [NH*HS, (NH+NKV)*HS), v after that.
-// out (N, NH*HS); lse (N, NH).
+// out (N, NH*HS); lse (N, NH). window: 0 for full causal attention, w > 0 for a sliding window (first_key).
 template <typename T>
-void attention_forward(T* out, T* lse, const T* qkv, const SeqSpan* seqs, int B, int NH, int NKV, int HS) {
+void attention_forward(T* out, T* lse, const T* qkv, const SeqSpan* seqs, int B, int NH, int NKV, int HS, int window) {
   const int64_t ld = (int64_t)(NH + 2 * NKV) * HS, ldo = (int64_t)NH * HS;
   const int G = NH / NKV;
   const T scale = (T)(1.0 / std::sqrt((double)HS));
@@ -83,8 +88,8 @@ void attention_forward(T* out, T* lse, const T* qkv, const SeqSpan* seqs, int B,
         gemm(false, true, G * br, r1, HS, scale, Qs, HS, K, (int)ld, (T)0, S, r1);  // (G*br, r1)
         for (int k = 0; k < G; k++) {
           for (int i = 0; i < br; i++) {
-            const int nv = r0 + i + 1;  // keys 0..r0+i are visible
-            lse[(s0 + r0 + i) * NH + g * G + k] = causal_softmax(S + ((size_t)k * br + i) * r1, nv, r1);
+            const int nv = r0 + i + 1;  // keys first_key .. r0+i are visible
+            lse[(s0 + r0 + i) * NH + g * G + k] = causal_softmax(S + ((size_t)k * br + i) * r1, first_key(r0 + i, window), nv, r1);
           }
         }
         gemm(false, false, G * br, HS, r1, (T)1, S, r1, Vv, (int)ld, (T)0, Os, HS);  // (G*br, HS)
@@ -97,7 +102,7 @@ void attention_forward(T* out, T* lse, const T* qkv, const SeqSpan* seqs, int B,
 // dqkv (N, QKV) is written (not accumulated) from dout (N, NH*HS), the forward's out and lse, and qkv.
 template <typename T>
 void attention_backward(T* dqkv, const T* dout, const T* out, const T* lse, const T* qkv, const SeqSpan* seqs,
-                        int B, int NH, int NKV, int HS) {
+                        int B, int NH, int NKV, int HS, int window) {
   const int64_t ld = (int64_t)(NH + 2 * NKV) * HS, ldo = (int64_t)NH * HS;
   const int G = NH / NKV;
   const T scale = (T)(1.0 / std::sqrt((double)HS));
@@ -142,10 +147,11 @@ void attention_backward(T* dqkv, const T* dout, const T* out, const T* lse, cons
           for (int i = 0; i < br; i++) {
             T* p = P + ((size_t)k * br + i) * r1;
             T* ds = dS + ((size_t)k * br + i) * r1;
-            const int nv = r0 + i + 1;
+            const int nv = r0 + i + 1, lo = first_key(r0 + i, window);
             const T l = lse[(s0 + r0 + i) * NH + g * G + k], Di = Dr[k * br + i];
+            for (int j = 0; j < lo; j++) { p[j] = 0; ds[j] = 0; }
 #pragma omp simd
-            for (int j = 0; j < nv; j++) {
+            for (int j = lo; j < nv; j++) {
               p[j] = texp(p[j] - l);
               ds[j] = p[j] * (ds[j] - Di);
             }
@@ -164,10 +170,11 @@ void attention_backward(T* dqkv, const T* dout, const T* out, const T* lse, cons
 // Decoding (no backward): new query rows against a KV cache. q (N, ldq) holds the packed new tokens after RoPE;
 // sequence i has seqs[i] = {first packed row, new tokens}, held past[i] tokens before them and lives in cache row
 // rows[i]. Kc, Vc: one layer's cache (B, NKV, Tmax, HS), the new tokens' keys and values already written at
-// positions past[i] ... So new token t of sequence i sees cache positions 0 .. past[i] + t. out (N, NH*HS).
+// positions past[i] ... So new token t of sequence i sees cache positions first_key(past[i] + t, window) .. past[i] + t.
+// out (N, NH*HS).
 template <typename T>
 void attention_cached(T* out, const T* q, int64_t ldq, const SeqSpan* seqs, const int32_t* past, const int32_t* rows,
-                      const T* Kc, const T* Vc, int Tmax, int n, int NH, int NKV, int HS) {
+                      const T* Kc, const T* Vc, int Tmax, int n, int NH, int NKV, int HS, int window) {
   const int64_t ldo = (int64_t)NH * HS;
   const int G = NH / NKV;
   const T scale = (T)(1.0 / std::sqrt((double)HS));
@@ -189,7 +196,8 @@ void attention_cached(T* out, const T* q, int64_t ldq, const SeqSpan* seqs, cons
         gemm(false, true, G * br, nk, HS, scale, Qs, HS, K, HS, (T)0, S, nk);  // (G*br, nk)
         for (int k = 0; k < G; k++) {
           for (int r = 0; r < br; r++) {
-            causal_softmax(S + ((size_t)k * br + r) * nk, p0 + r0 + r + 1, nk);
+            const int t = p0 + r0 + r;
+            causal_softmax(S + ((size_t)k * br + r) * nk, first_key(t, window), t + 1, nk);
           }
         }
         gemm(false, false, G * br, HS, nk, (T)1, S, nk, Vv, HS, (T)0, Os, HS);  // (G*br, HS)

@@ -123,6 +123,7 @@ struct pt_model {
   int64_t nfloats = 0;
   std::vector<Layer> P, G;
   float *embed, *normf, *head, *gembed, *gnormf, *ghead;
+  std::vector<int32_t> window, use_rope;  // (L) pt_config's layer_window and layer_rope, resolved (0 / 1 by default)
   RopeState rope;                       // the frequencies in use (rope.h; dynamic RoPE changes them per run)
   std::vector<float> cosv, sinv;        // (positions, HS/2) built from rope.inv
   std::unique_ptr<Adapter> lora;  // null: the base model trains
@@ -249,6 +250,12 @@ pt_status check_config(const pt_config* cfg) {
   if (cfg->head_dim % 2 != 0) return fail(PT_ERR_ARGUMENT, "head_dim must be even for rotary embeddings");
   const std::string rope_error = rope_check(rope_scaling_of(*cfg), cfg->head_dim);
   if (!rope_error.empty()) return fail(PT_ERR_ARGUMENT, rope_error);
+  for (int l = 0; l < cfg->num_layers; l++) {
+    if (cfg->layer_window && cfg->layer_window[l] < 0)
+      return fail(PT_ERR_ARGUMENT, "layer_window[" + std::to_string(l) + "] = " + std::to_string(cfg->layer_window[l]) + " must be 0 (full attention) or a positive sliding window");
+    if (cfg->layer_rope && cfg->layer_rope[l] != 0 && cfg->layer_rope[l] != 1)
+      return fail(PT_ERR_ARGUMENT, "layer_rope[" + std::to_string(l) + "] = " + std::to_string(cfg->layer_rope[l]) + " must be 1 (RoPE) or 0 (no RoPE)");
+  }
   const int64_t qkv = ((int64_t)cfg->num_heads + 2 * (int64_t)cfg->num_kv_heads) * cfg->head_dim;
   if (qkv > INT32_MAX || 2 * (int64_t)cfg->intermediate_size > INT32_MAX)
     return fail(PT_ERR_ARGUMENT, "the attention or MLP width of this config does not fit 32-bit indexing");
@@ -666,9 +673,9 @@ void layer_forward(pt_model* m, int l, int s, const float* x, float* xnext, cons
     adapt(G_QKV, q, QKV, h);
   }
   g_prof.lap(P_QKV);
-  rope_forward(q, m->pos.data(), m->cosv.data(), m->sinv.data(), N, 0, NH + NKV, HS, QKV);
+  if (m->use_rope[l]) rope_forward(q, m->pos.data(), m->cosv.data(), m->sinv.data(), N, 0, NH + NKV, HS, QKV);
   g_prof.lap(P_ROPE);
-  attention_forward(a, m->lse.p + (size_t)s * N * NH, q, m->seqs.data(), m->B, NH, NKV, HS);
+  attention_forward(a, m->lse.p + (size_t)s * N * NH, q, m->seqs.data(), m->B, NH, NKV, HS, m->window[l]);
   g_prof.lap(P_ATTN);
   lin(xm, a, P.wo, P.ho, P.qo, P.bo, AO, C);
   adapt(G_O, xm, C, a);
@@ -738,6 +745,12 @@ pt_status pt_model_create_ex(const pt_config* cfg, int32_t flags, pt_model** out
   try {
     m->nfloats = build_layout(m->cfg, m->table);
     rope_init(m->rope, rope_scaling_of(*cfg), m->HS);
+    m->window.assign(m->L, 0);
+    m->use_rope.assign(m->L, 1);
+    if (cfg->layer_window) m->window.assign(cfg->layer_window, cfg->layer_window + m->L);
+    if (cfg->layer_rope) m->use_rope.assign(cfg->layer_rope, cfg->layer_rope + m->L);
+    m->cfg.layer_window = m->window.data();  // the caller's arrays may not outlive this call
+    m->cfg.layer_rope = m->use_rope.data();
     bind_views(m, m->params, m->P, m->embed, m->normf, m->head);  // the layer views only (null buffers yet)
   } catch (const std::bad_alloc&) {
     pt_model_free(m);
@@ -1175,9 +1188,9 @@ pt_status pt_backward(pt_model* m, const float* dlogps) {
       g_prof.lap(P_NORM);
       lin_back(l, G_O, datt, G.wo, G.bo, dx, a, P.wo, P.ho, P.qo, AO, C);
       g_prof.lap(P_OPROJ);
-      attention_backward(dqkv, datt, a, m->lse.p + (size_t)s * N * NH, q, m->seqs.data(), m->B, NH, NKV, HS);
+      attention_backward(dqkv, datt, a, m->lse.p + (size_t)s * N * NH, q, m->seqs.data(), m->B, NH, NKV, HS, m->window[l]);
       g_prof.lap(P_ATTN);
-      rope_backward(dqkv, m->pos.data(), m->cosv.data(), m->sinv.data(), N, 0, NH + NKV, HS, QKV);
+      if (m->use_rope[l]) rope_backward(dqkv, m->pos.data(), m->cosv.data(), m->sinv.data(), N, 0, NH + NKV, HS, QKV);
       g_prof.lap(P_ROPE);
       if (m->cfg.qk_norm) {
         const float* qp = m->qkvpre.p + (size_t)s * N * QKV;
@@ -1458,7 +1471,7 @@ pt_status pt_decode(pt_model* m, pt_kv_cache* kv, const int32_t* rows, const int
         rmsnorm_forward(qkv, rstd, qkv, P.qn, N, NH, HS, QKV, eps);
         rmsnorm_forward(qkv + AO, rstd, qkv + AO, P.kn, N, NKV, HS, QKV, eps);
       }
-      rope_forward(qkv, kv->pos.data(), m->cosv.data(), m->sinv.data(), N, 0, NH + NKV, HS, QKV);
+      if (m->use_rope[l]) rope_forward(qkv, kv->pos.data(), m->cosv.data(), m->sinv.data(), N, 0, NH + NKV, HS, QKV);
       float* Kc = kv->k + l * layer;
       float* Vc = kv->v + l * layer;
       for (int i = 0; i < n; i++)
@@ -1470,7 +1483,7 @@ pt_status pt_decode(pt_model* m, pt_kv_cache* kv, const int32_t* rows, const int
             std::memcpy(Vc + at, src + (size_t)(NH + NKV + g) * HS, sizeof(float) * HS);
           }
         }
-      attention_cached(att, qkv, QKV, kv->seqs.data(), kv->past.data(), rows, Kc, Vc, kv->Tmax, n, NH, NKV, HS);
+      attention_cached(att, qkv, QKV, kv->seqs.data(), kv->past.data(), rows, Kc, Vc, kv->Tmax, n, NH, NKV, HS, m->window[l]);
       base_linear(m, false, xm, att, P.wo, P.ho, P.qo, P.bo, nN, AO, C);
       adapt(l, G_O, xm, C, att);
 #pragma omp parallel for schedule(static)

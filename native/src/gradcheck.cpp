@@ -122,7 +122,8 @@ Check rope_check(std::mt19937_64& rng, bool scaled) {
   return c;
 }
 
-Check attention_check(std::mt19937_64& rng) {
+// window 0: full causal attention; window > 0: a sliding window shorter than the long sequence and its blocks.
+Check attention_check(std::mt19937_64& rng, int window) {
   // A sequence longer than one 128-row block, an empty one and a short one, with grouped KV heads.
   const int NH = 4, NKV = 2, HS = 4, QKV = (NH + 2 * NKV) * HS, AO = NH * HS;
   std::vector<SeqSpan> seqs = {{0, 133}, {133, 0}, {133, 6}};
@@ -131,13 +132,13 @@ Check attention_check(std::mt19937_64& rng) {
   c.inputs = {randn(rng, (size_t)N * QKV)};
   c.forward = [=](std::vector<Vec>& in) {
     Vec out((size_t)N * AO), lse((size_t)N * NH);
-    attention_forward(out.data(), lse.data(), in[0].data(), seqs.data(), B, NH, NKV, HS);
+    attention_forward(out.data(), lse.data(), in[0].data(), seqs.data(), B, NH, NKV, HS, window);
     return out;
   };
   c.backward = [=](std::vector<Vec>& in, const Vec& dout) {
     Vec out((size_t)N * AO), lse((size_t)N * NH), dqkv((size_t)N * QKV);
-    attention_forward(out.data(), lse.data(), in[0].data(), seqs.data(), B, NH, NKV, HS);
-    attention_backward(dqkv.data(), dout.data(), out.data(), lse.data(), in[0].data(), seqs.data(), B, NH, NKV, HS);
+    attention_forward(out.data(), lse.data(), in[0].data(), seqs.data(), B, NH, NKV, HS, window);
+    attention_backward(dqkv.data(), dout.data(), out.data(), lse.data(), in[0].data(), seqs.data(), B, NH, NKV, HS, window);
     return std::vector<Vec>{dqkv};
   };
   return c;
@@ -396,7 +397,8 @@ extern "C" double pt_gradcheck(const char* op, uint64_t seed) {
   if (name == "rmsnorm_inplace") return run(rmsnorm_check(rng, true), rng);
   if (name == "rope") return run(rope_check(rng, false), rng);
   if (name == "rope_scaled") return run(rope_check(rng, true), rng);
-  if (name == "attention") return run(attention_check(rng), rng);
+  if (name == "attention") return run(attention_check(rng, 0), rng);
+  if (name == "attention_window") return run(attention_check(rng, 5), rng);
   if (name == "swiglu") return run(swiglu_check(rng), rng);
   if (name == "linear") return run(linear_check(rng), rng);
   if (name == "head") return run(head_check(rng), rng);

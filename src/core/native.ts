@@ -49,13 +49,13 @@ interface AddonKvCache {
   free(): void;
 }
 interface Addon {
-  Model: new (cfg: Record<string, number>, flags?: number) => AddonModel;
+  Model: new (cfg: Record<string, number | number[]>, flags?: number) => AddonModel;
   KvCache: new (model: AddonModel, rows: number, maxPositions: number) => AddonKvCache;
   setNumThreads(n: number): void;
   getNumThreads(): number;
   gradcheck(op: string, seed: number): number;
   bf16Support(): number;
-  paramLayout(cfg: Record<string, number>): { table: ParamInfo[]; numFloats: number };
+  paramLayout(cfg: Record<string, number | number[]>): { table: ParamInfo[]; numFloats: number };
   bf16Describe(): string;
   abiVersion: number;
   blasCore: string;
@@ -101,7 +101,7 @@ export function native(): Addon {
 }
 
 /** PT_ABI_VERSION of native/include/preftune.h that this file is written against. */
-const ABI_VERSION = 10;
+const ABI_VERSION = 11;
 
 /**
  * OpenBLAS picks its kernels from the CPU model at load time, and a release older than the CPU falls back to
@@ -124,7 +124,7 @@ export function blasCore(): string {
 }
 
 /** The core's pt_config of a decoder config. */
-function coreConfig(config: DecoderConfig): Record<string, number> {
+function coreConfig(config: DecoderConfig): Record<string, number | number[]> {
   return {
     vocab_size: config.vocabSize,
     hidden_size: config.hiddenSize,
@@ -142,6 +142,8 @@ function coreConfig(config: DecoderConfig): Record<string, number> {
     mlp_bias: config.mlpBias ? 1 : 0,
     qk_norm: config.qkNorm ? 1 : 0,
     ...ropeFields(config.ropeScaling),
+    ...(config.layerWindows ? { layer_window: config.layerWindows } : {}),
+    ...(config.layerRope ? { layer_rope: config.layerRope.map((r) => (r ? 1 : 0)) } : {}),
   };
 }
 

@@ -20,6 +20,10 @@ export interface DecoderConfig {
   mlpBias: boolean;             // Llama with mlp_bias
   qkNorm: boolean;              // Qwen3: RMSNorm over head_dim on q and k before RoPE
   ropeScaling: RopeScaling | null;  // null: plain RoPE (rope_type "default")
+  /** (L) per layer: 0 full causal attention, w > 0 a sliding window (query t sees keys t - w < s <= t); absent: all 0 */
+  layerWindows?: number[];
+  /** (L) per layer: false for no rotary embeddings (SmolLM3's no_rope_layers = 0); absent: all true */
+  layerRope?: boolean[];
 }
 
 /**

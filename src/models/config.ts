@@ -1,8 +1,8 @@
 // Hugging Face config.json -> DecoderConfig: what the native core runs today, decided from the family
 // description (src/models/family.ts). The core runs the Llama shape: Llama (3.1/3.2, SmolLM2), Mistral, Qwen2/2.5,
-// Qwen3 and SmolLM3 without NoPE layers, with RoPE scaling of rope_type linear, dynamic, yarn or llama3. Every other
-// feature of a description (Gemma's norms and soft-caps, Phi's parallel block, OPT's learned positions, fused
-// weights, partial rotary, longrope, sliding windows on some layers only, ...) is refused naming the config.json
+// Qwen3 and SmolLM3 (its NoPE layers too), with RoPE scaling of rope_type linear, dynamic, yarn or llama3 and
+// sliding-window attention on any layers. Every other feature of a description (Gemma's norms, soft-caps and local
+// RoPE base, Phi's parallel block, OPT's learned positions, fused weights, partial rotary, longrope, ...) is refused naming the config.json
 // field and value behind it. Also configToJson, the way back for the families we run.
 // Biases: Qwen2 always has q/k/v bias (never o); Llama attention_bias -> q/k/v/o bias, mlp_bias -> MLP bias;
 // Qwen3 attention_bias -> q/k/v/o bias, plus q_norm/k_norm; Mistral has no biases.
@@ -43,6 +43,9 @@ const FEATURES: Record<string, (d: FamilyDescription) => string> = {
   fused: (d) => (d.weights.qkv === "fused_interleaved" ? "a fused, head-interleaved query_key_value weight" : "fused qkv_proj and gate_up_proj weights"),
 };
 
+// Features of a description the native core runs (per-layer windows and NoPE layers, passed as layerWindows/layerRope).
+const RUNS = new Set(["sliding", "no_rope"]);
+
 /**
  * What keeps the native core from running a described model: one entry per config.json field (and value), naming
  * every feature behind it; empty when it runs.
@@ -50,6 +53,7 @@ const FEATURES: Record<string, (d: FamilyDescription) => string> = {
 export function nativeGaps(d: FamilyDescription): { field: string; value: unknown; needs: string[] }[] {
   const byField = new Map<string, { field: string; value: unknown; needs: string[] }>();
   for (const [feature, src] of Object.entries(d.sources)) {
+    if (RUNS.has(feature)) continue;
     const what = FEATURES[feature];
     if (!what) throw new Error(`internal: no description of feature "${feature}"`);
     const key = `${src.field}=${JSON.stringify(src.value)}`;
@@ -76,10 +80,9 @@ export function parseConfig(json: unknown, file: string): DecoderConfig {
   }
   const params = parameterCount(d);
   if (!Number.isSafeInteger(params)) throw new Error(`${file}: the sizes imply about ${params.toExponential(2)} parameters, more than can be counted exactly (2^53); check num_hidden_layers, hidden_size, intermediate_size and vocab_size`);
-  let maxPos = usableLength(d.maxPositionEmbeddings, d.rope.scaling);
-  // Every layer sliding with one window (Mistral, Phi-3): exact up to that length, so we cap the length there.
-  const windows = new Set(d.layers.map((l) => l.window));
-  if (windows.size === 1 && d.layers[0].window != null) maxPos = Math.min(maxPos, d.layers[0].window);
+  const maxPos = usableLength(d.maxPositionEmbeddings, d.rope.scaling);
+  const windows = d.layers.map((l) => (l.attention === "sliding" ? l.window! : 0));
+  const rope = d.layers.map((l) => l.rope !== "none");
   return {
     architecture: d.architecture,
     vocabSize: d.vocabSize,
@@ -98,6 +101,8 @@ export function parseConfig(json: unknown, file: string): DecoderConfig {
     mlpBias: d.mlp.bias,
     qkNorm: d.attention.qkNorm,
     ropeScaling: d.rope.scaling,
+    ...(windows.some((w) => w > 0) ? { layerWindows: windows } : {}),
+    ...(rope.some((r) => !r) ? { layerRope: rope } : {}),
   };
 }
 
@@ -114,7 +119,8 @@ function usableLength(maxPos: number, r: RopeScaling | null): number {
 
 /**
  * A config.json object transformers loads as the same model (v4 and v5): architecture, sizes, biases,
- * rope_theta (both the v4 top-level key and the v5 rope_parameters), sliding windows switched off.
+ * rope_theta (both the v4 top-level key and the v5 rope_parameters), the per-layer windows and NoPE layers in each
+ * family's own keys (and layer_types).
  * extra is merged last (bos_token_id, eos_token_id, torch_dtype, ...).
  */
 export function configToJson(cfg: DecoderConfig, extra: Record<string, unknown> = {}): Record<string, unknown> {
@@ -152,10 +158,25 @@ export function configToJson(cfg: DecoderConfig, extra: Record<string, unknown> 
     torch_dtype: "float32",
   };
   if (a === "LlamaForCausalLM" || smol) Object.assign(out, { attention_bias: cfg.qkvBias, mlp_bias: cfg.mlpBias });
-  if (smol) Object.assign(out, { no_rope_layers: new Array(cfg.numLayers).fill(1), use_sliding_window: false, sliding_window: null });
   if (a === "Qwen3ForCausalLM") out.attention_bias = cfg.qkvBias;
-  if (a === "MistralForCausalLM") out.sliding_window = null;
-  if (a === "Qwen2ForCausalLM" || a === "Qwen3ForCausalLM") Object.assign(out, { use_sliding_window: false, sliding_window: null });
+  const L = cfg.numLayers;
+  const win = cfg.layerWindows ?? new Array<number>(L).fill(0);
+  const rope = cfg.layerRope ?? new Array<boolean>(L).fill(true);
+  if (win.length !== L || rope.length !== L) throw bad(`layerWindows / layerRope of other than num_hidden_layers (${L}) entries`);
+  if (!smol && rope.some((r) => !r)) throw bad("layers without RoPE (only SmolLM3's no_rope_layers)");
+  const w = Math.max(0, ...win);
+  if (win.some((x) => x !== 0 && x !== w)) throw bad(`more than one sliding window (${brief(win)})`);
+  const types = win.map((x) => (x > 0 ? "sliding_attention" : "full_attention"));
+  if (a === "MistralForCausalLM") {
+    if (w > 0 && win.some((x) => x === 0)) throw bad("full attention on some layers only (sliding_window applies to all)");
+    out.sliding_window = w > 0 ? w : null;
+  }
+  if (a === "Qwen2ForCausalLM" || a === "Qwen3ForCausalLM" || smol) {
+    Object.assign(out, { use_sliding_window: w > 0, sliding_window: w > 0 ? w : null });
+    if (w > 0) out.layer_types = types;
+    if (a !== "SmolLM3ForCausalLM") out.max_window_layers = w > 0 ? Math.max(0, win.findIndex((x) => x > 0)) : L;
+  }
+  if (smol) out.no_rope_layers = rope.map((r) => (r ? 1 : 0));
   return { ...out, ...extra };
 }
 

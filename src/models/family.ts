@@ -276,6 +276,15 @@ function describeLayers(j: Json, file: string, family: FamilyName, L: number, ma
   note: (f: string, k: string, v: unknown) => void, int: (k: string, d: number | null) => number): LayerSpec[] {
   const own = (k: string): unknown => (Object.hasOwn(j, k) ? j[k] : undefined);
   const layers: LayerSpec[] = Array.from({ length: L }, () => ({ attention: "full", window: null, rope: family === "opt" ? "none" : "global" }));
+  // SmolLM3's no_rope_layers (1: RoPE, 0: none), default a NoPE layer every no_rope_layer_interval layers.
+  const noRopeList = (): number[] => {
+    const interval = typeof own("no_rope_layer_interval") === "number" ? (own("no_rope_layer_interval") as number) : 4;
+    const list = own("no_rope_layers") ?? Array.from({ length: L }, (_, i) => ((i + 1) % interval !== 0 ? 1 : 0));
+    if (!Array.isArray(list) || list.length !== L || list.some((v) => v !== 0 && v !== 1)) {
+      throw new Error(`${file}: "no_rope_layers" must hold 1 (RoPE) or 0 (no RoPE) for each of the ${L} layers, got ${brief(list)}`);
+    }
+    return list as number[];
+  };
   // The window (null: none) and which layers use it, as each config class derives its layer_types.
   let window: number | null = null;
   let sliding: (i: number) => boolean = () => false;
@@ -288,7 +297,8 @@ function describeLayers(j: Json, file: string, family: FamilyName, L: number, ma
     const on = own("use_sliding_window") === true;
     window = on && own("sliding_window") != null ? int("sliding_window", 4096) : null;
     const from = typeof own("max_window_layers") === "number" ? (own("max_window_layers") as number) : 28;
-    sliding = family === "smollm3" ? () => true : (i) => i >= from;
+    // SmolLM3Config slides only its NoPE layers (no_rope_layers[i] = 0); Qwen2/Qwen3 the layers from max_window_layers.
+    sliding = family === "smollm3" ? (i) => noRopeList()[i] === 0 : (i) => i >= from;
   } else if (family === "gemma2") {
     window = own("sliding_window") === null ? null : int("sliding_window", 4096);
     sliding = (i) => (i + 1) % 2 !== 0;
@@ -312,11 +322,7 @@ function describeLayers(j: Json, file: string, family: FamilyName, L: number, ma
   }
   if (localRope) for (const l of layers) if (l.attention === "sliding") l.rope = "local";
   if (family === "smollm3") {
-    const interval = typeof own("no_rope_layer_interval") === "number" ? (own("no_rope_layer_interval") as number) : 4;
-    const list = own("no_rope_layers") ?? Array.from({ length: L }, (_, i) => ((i + 1) % interval !== 0 ? 1 : 0));
-    if (!Array.isArray(list) || list.length !== L || list.some((v) => v !== 0 && v !== 1)) {
-      throw new Error(`${file}: "no_rope_layers" must hold 1 (RoPE) or 0 (no RoPE) for each of the ${L} layers, got ${brief(list)}`);
-    }
+    const list = noRopeList();
     list.forEach((v, i) => { if (v === 0) layers[i].rope = "none"; });
     if (list.includes(0)) note("no_rope", "no_rope_layers", list);
   }

@@ -6,8 +6,9 @@ import { native } from "../../src/core/native.ts";
 
 // rope_scaled: yarn's tables (cos and sin times its attention factor). lora: a frozen base linear plus a two-member
 // LoRA group; head_input: the frozen head LoRA training uses; lora_dropout, dora, dora_dropout: one member on the
-// member-wise path (dora.h), DoRA's row norm held constant.
-const OPS = ["rmsnorm", "rmsnorm_inplace", "rope", "rope_scaled", "attention", "swiglu", "linear", "head", "embedding", "lora", "head_input", "lora_dropout", "dora", "dora_dropout"];
+// member-wise path (dora.h), DoRA's row norm held constant. attention_window: a sliding window of 5 keys over a
+// 133-token sequence (two 128-row blocks) and a 6-token one.
+const OPS = ["rmsnorm", "rmsnorm_inplace", "rope", "rope_scaled", "attention", "attention_window", "swiglu", "linear", "head", "embedding", "lora", "head_input", "lora_dropout", "dora", "dora_dropout"];
 
 for (const op of OPS) {
   test(`${op}: analytic gradient equals central differences`, () => {

@@ -66,8 +66,10 @@ test("transformers class defaults fill missing keys", () => {
   const llamaBias = parseConfig({ ...minimal("LlamaForCausalLM"), attention_bias: true, mlp_bias: true }, "c");
   assert.deepEqual([llamaBias.qkvBias, llamaBias.oBias, llamaBias.mlpBias], [true, true, true]);
   const mistral = parseConfig({ ...minimal("MistralForCausalLM"), num_key_value_heads: 2, attention_bias: true }, "c");
-  assert.deepEqual([mistral.qkvBias, mistral.oBias, mistral.maxPositionEmbeddings], [false, false, 4096]); // capped at the default sliding_window
-  assert.equal(parseConfig({ ...minimal("MistralForCausalLM"), num_key_value_heads: 2, sliding_window: null }, "c").maxPositionEmbeddings, 131072);
+  // MistralConfig's default sliding_window (4096) on every layer, computed: the length is max_position_embeddings'.
+  assert.deepEqual([mistral.qkvBias, mistral.oBias, mistral.maxPositionEmbeddings, mistral.layerWindows], [false, false, 131072, [4096, 4096]]);
+  const noWindow = parseConfig({ ...minimal("MistralForCausalLM"), num_key_value_heads: 2, sliding_window: null }, "c");
+  assert.deepEqual([noWindow.maxPositionEmbeddings, noWindow.layerWindows], [131072, undefined]);
 });
 
 test("transformers v5 rope_parameters are read", () => {
@@ -94,10 +96,13 @@ test("features we do not run are refused with the reason", () => {
   assert.throws(() => parseConfig({ ...smollm2, rope_scaling: { rope_type: "llama3", factor: 8, low_freq_factor: 1 } }, "c"), /needs "high_freq_factor"/);
   assert.throws(() => parseConfig({ ...smollm2, rope_scaling: { rope_type: "dynamic", factor: -1 } }, "c"), /"rope_scaling\.factor" must be a positive number, got -1/);
   assert.throws(() => parseConfig({ ...smollm2, partial_rotary_factor: 0.5 }, "c"), /partial_rotary_factor 0\.5 \(RoPE over 32 of 64 head dims\)/);
-  // Qwen2.5's window on the layers from max_window_layers on: 0 of 24 layers, then all 24 (one window: capped), then some.
-  assert.equal(parseConfig({ ...qwen25, use_sliding_window: true }, "c").maxPositionEmbeddings, 32768);
-  assert.equal(parseConfig({ ...qwen25, use_sliding_window: true, max_window_layers: 0, sliding_window: 4096 }, "c").maxPositionEmbeddings, 4096);
-  assert.throws(() => parseConfig({ ...qwen25, use_sliding_window: true, max_window_layers: 20 }, "c"), /sliding_window 32768 \(sliding-window attention on 4 of 24 layers\)/);
+  // Qwen2.5's window on the layers from max_window_layers on (transformers' Qwen2Config): 0 of 24 layers, all 24, the last 4.
+  assert.equal(parseConfig({ ...qwen25, use_sliding_window: true }, "c").layerWindows, undefined);
+  const all = parseConfig({ ...qwen25, use_sliding_window: true, max_window_layers: 0, sliding_window: 4096 }, "c");
+  assert.deepEqual([all.maxPositionEmbeddings, all.layerWindows], [32768, new Array(24).fill(4096)]);
+  const some = parseConfig({ ...qwen25, use_sliding_window: true, max_window_layers: 20, sliding_window: 64 }, "c").layerWindows;
+  assert.deepEqual(some, [...new Array(20).fill(0), 64, 64, 64, 64]);
+  assert.equal(parseConfig({ ...qwen25, use_sliding_window: false, max_window_layers: 0, sliding_window: 64 }, "c").layerWindows, undefined);
   assert.throws(() => parseConfig({ ...smollm2, hidden_act: "gelu" }, "c"), /hidden_act "gelu" \(GELU MLP; the native MLP is SiLU\)/);
   assert.throws(() => parseConfig({ ...smollm2, hidden_act: "tanh" }, "c"), /hidden_act "tanh" is not an activation we know/);
   assert.throws(() => parseConfig({ ...smollm2, hidden_size: 577 }, "c"), /hidden_size \(577\) is not a multiple of num_attention_heads \(9\)/);
@@ -119,6 +124,25 @@ test("configToJson round-trips through parseConfig for every family", () => {
   assert.deepEqual(parseConfig(mj, "c"), mistral);
   const llamaBias = parseConfig({ ...smollm2, attention_bias: true, mlp_bias: true }, "c");
   assert.deepEqual(parseConfig(configToJson(llamaBias), "c"), llamaBias);
+  const minimal = (arch: string) => ({ architectures: [arch], hidden_size: 64, num_attention_heads: 4, num_hidden_layers: 2, intermediate_size: 128, vocab_size: 100 });
+  // Per-layer patterns are written back in each family's own keys: Mistral's window, Qwen2's from max_window_layers,
+  // SmolLM3's no_rope_layers (with its window on the NoPE layers).
+  const mw = parseConfig({ ...minimal("MistralForCausalLM"), num_key_value_heads: 2, sliding_window: 16 }, "c");
+  assert.equal(configToJson(mw).sliding_window, 16);
+  assert.deepEqual(parseConfig(configToJson(mw), "c"), mw);
+  const qw = parseConfig({ ...qwen25, use_sliding_window: true, max_window_layers: 20, sliding_window: 64 }, "c");
+  assert.deepEqual([configToJson(qw).max_window_layers, configToJson(qw).use_sliding_window], [20, true]);
+  assert.deepEqual(parseConfig(configToJson(qw), "c"), qw);
+  const smol = { ...minimal("SmolLM3ForCausalLM"), num_hidden_layers: 4, no_rope_layers: [1, 0, 1, 0] };
+  for (const extra of [{}, { use_sliding_window: true, sliding_window: 8 }]) {
+    const sc = parseConfig({ ...smol, ...extra }, "c");
+    assert.deepEqual(sc.layerRope, [true, false, true, false]);
+    assert.deepEqual(configToJson(sc).no_rope_layers, [1, 0, 1, 0]);
+    assert.deepEqual(parseConfig(configToJson(sc), "c"), sc);
+  }
+  assert.throws(() => configToJson({ ...mw, layerRope: [true, false] }), /MistralForCausalLM cannot express layers without RoPE/);
+  assert.throws(() => configToJson({ ...mw, layerWindows: [16, 8] }), /more than one sliding window/);
+  assert.throws(() => configToJson({ ...mw, layerWindows: [16, 0] }), /full attention on some layers only/);
   assert.throws(() => configToJson({ ...parseConfig(qwen25, "c"), qkvBias: false }), /Qwen2ForCausalLM cannot express/);
   assert.throws(() => configToJson({ ...parseConfig(smollm2, "c"), qkNorm: true }), /q\/k norms/);
 });

@@ -1,0 +1,130 @@
+// Parity of the native decoder's per-layer attention pattern with transformers' own modelling code
+// (tests/fixtures/window, written by tools/reference/window_fixtures.py): Mistral's sliding_window on every layer,
+// Qwen2's use_sliding_window from max_window_layers on, SmolLM3's NoPE layers (no_rope_layers) with and without its
+// sliding window, over sequences longer than the window: per-token log-probs, every gradient, and greedy decoding
+// with the KV cache past the window. Each fixture is also shown to depend on the pattern (without it the
+// log-probs are far off). Nothing here needs torch.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { NativeModel, setNumThreads } from "../../src/core/native.ts";
+import type { DecoderConfig, TokenBatch } from "../../src/core/types.ts";
+import { greedyIds } from "../../src/generate/greedy.ts";
+import { loadWeightsInto, readModelDir } from "../../src/models/checkpoint.ts";
+import { readHeader, readTensor } from "../../src/models/safetensors.ts";
+import { maxAbs, relErr } from "../helpers/compare.ts";
+
+const root = join(dirname(fileURLToPath(import.meta.url)), "..", "fixtures", "window");
+// The pattern each checkpoint's config.json must resolve to (windows per layer, 0 = full; RoPE per layer).
+const MODELS: Record<string, { windows?: number[]; rope?: boolean[] }> = {
+  "mistral-window": { windows: [8, 8] },
+  "qwen2-window": { windows: [0, 6, 6] },
+  "smollm3-nope": { windows: [0, 7, 0, 7], rope: [true, false, true, false] },
+  "smollm3-nope-full": { rope: [false, true, true, false] },
+};
+
+function load(name: string, override?: (c: DecoderConfig) => DecoderConfig) {
+  const dir = join(root, name);
+  const { config } = readModelDir(dir);
+  const model = new NativeModel(override ? override(config) : config);
+  loadWeightsInto(dir, model.table, model.params);
+  const fx = readHeader(join(dir, "fixture.safetensors"));
+  const get = (k: string) => readTensor(fx, k);
+  const [B, T] = fx.tensors.get("input_ids")!.shape;
+  const batch: TokenBatch = { ids: Int32Array.from(get("input_ids")), lengths: Int32Array.from(get("lengths")), B, T };
+  return { config, model, fx, get, batch };
+}
+
+function nll(logps: Float32Array, mask: Float32Array): { loss: number; dlogps: Float32Array } {
+  let s = 0, n = 0;
+  for (let i = 0; i < mask.length; i++) { s -= logps[i] * mask[i]; n += mask[i]; }
+  return { loss: s / n, dlogps: mask.map((m) => -m / n) };
+}
+
+setNumThreads(2);
+
+for (const [name, want] of Object.entries(MODELS)) {
+  test(`${name}: config.json resolves to the per-layer pattern transformers builds`, () => {
+    const { config, model, fx } = load(name);
+    model.free();
+    assert.deepEqual(config.layerWindows, want.windows);
+    assert.deepEqual(config.layerRope, want.rope);
+    const types = JSON.parse(fx.metadata?.layer_types ?? "null") as string[] | null;
+    if (types) assert.deepEqual(types.map((t) => t === "sliding_attention"), (config.layerWindows ?? types.map(() => 0)).map((w) => w > 0));
+    assert.equal(config.maxPositionEmbeddings, 256, "the length is not capped at the window");
+  });
+
+  test(`${name}: log-probs, loss and every gradient match transformers past the window`, (t) => {
+    const { model, get, batch, fx } = load(name);
+    try {
+      const stats = model.forward(batch, { train: true });
+      const d = maxAbs(stats.logps, get("logps"));
+      assert.ok(d <= 1e-5, `logps max abs diff ${d}`);
+      const { loss, dlogps } = nll(stats.logps, get("loss_mask"));
+      const ref = get("loss")[0];
+      assert.ok(Math.abs(loss - ref) / Math.abs(ref) <= 1e-6, `loss ${loss} vs ${ref}`);
+      model.zeroGrad();
+      model.backward(dlogps);
+      let worst = 0, checked = 0;
+      for (const p of model.table) {
+        const err = relErr(model.grad(p.name), get(`grad.${p.name}`));
+        assert.ok(err <= 1e-4, `grad ${p.name}: relative error ${err}`);
+        worst = Math.max(worst, err);
+        checked++;
+      }
+      assert.equal(checked, [...fx.tensors.keys()].filter((k) => k.startsWith("grad.")).length, "every reference gradient checked");
+      t.diagnostic(`logps max abs diff ${d.toExponential(2)}; worst of ${checked} gradient relative errors ${worst.toExponential(2)}`);
+    } finally {
+      model.free();
+    }
+  });
+
+  if (want.windows) {
+    test(`${name}: the fixture depends on the window (full attention is far off)`, () => {
+      const { model, get, batch } = load(name, (c) => ({ ...c, layerWindows: undefined }));
+      try {
+        const d = maxAbs(model.forward(batch, { train: false }).logps, get("logps"));
+        assert.ok(d > 1e-4, `full attention differs from the windowed fixture by only ${d}`);
+      } finally {
+        model.free();
+      }
+    });
+  }
+  if (want.rope) {
+    test(`${name}: the fixture depends on the NoPE layers (RoPE everywhere is far off)`, () => {
+      const { model, get, batch } = load(name, (c) => ({ ...c, layerRope: undefined }));
+      try {
+        const d = maxAbs(model.forward(batch, { train: false }).logps, get("logps"));
+        assert.ok(d > 1e-4, `RoPE on every layer differs from the fixture by only ${d}`);
+      } finally {
+        model.free();
+      }
+    });
+  }
+
+  test(`${name}: greedy decoding with the KV cache matches transformers' generate() past the window`, (t) => {
+    const fx = JSON.parse(readFileSync(join(root, name, "generate.json"), "utf8")) as { prompt: number[]; new_ids: number[]; margins: number[]; min_margin_required: number };
+    assert.ok(Math.min(...fx.margins) > fx.min_margin_required, "every step's logit margin is above the requirement");
+    const { model } = load(name);
+    try {
+      const out = greedyIds(model, [fx.prompt], fx.new_ids.length);
+      assert.deepEqual(out[0], fx.new_ids);
+      // and each is the argmax of the full (training-path) forward over prompt + continuation
+      const seq = [...fx.prompt, ...out[0]];
+      const stats = model.forward({ ids: Int32Array.from(seq), lengths: Int32Array.of(seq.length), B: 1, T: seq.length }, { train: false });
+      for (let i = fx.prompt.length; i < seq.length; i++) assert.equal(stats.correct[i], 1, `token ${i} is the argmax of the full forward`);
+    } finally {
+      model.free();
+    }
+    t.diagnostic(`${fx.prompt.length}-token prompt + ${fx.new_ids.length} new tokens; smallest logit margin ${Math.min(...fx.margins)}`);
+  });
+}
+
+test("the native core refuses a negative window or a RoPE flag other than 0/1, naming the layer", () => {
+  const { config, model } = load("qwen2-window");
+  model.free();
+  assert.throws(() => new NativeModel({ ...config, layerWindows: [0, -1, 6] }).free(), /layer_window\[1\] = -1 must be 0 \(full attention\) or a positive sliding window/);
+  assert.throws(() => new NativeModel({ ...config, layerWindows: [0, 6] }).free(), /layer_window must be an array of num_layers \(3\) numbers/);
+});
