@@ -2,7 +2,8 @@
 // backward. The forward keeps only the log-sum-exp of each score row; the backward recomputes the
 // probabilities from it block by block (flash-attention style), so no T x T matrix is ever stored.
 // The query heads that share a KV head are stacked into one matrix (G = NH / NKV heads x 128 query rows)
-// so each score and value product is one taller BLAS GEMM against the causal key prefix.
+// so each score and value product is one taller BLAS GEMM against the causal key prefix (with a sliding window,
+// against the keys some row of the block sees: first_key of its first row on).
 // Also the inference-only variant for decoding, whose keys and values come from a per-sequence KV cache.
 #pragma once
 #include <cmath>
@@ -84,15 +85,16 @@ void attention_forward(T* out, T* lse, const T* qkv, const SeqSpan* seqs, int B,
       T* Os = attn_scratch<T>(2, (size_t)rows * HS);
       for (int r0 = 0; r0 < len; r0 += kAttnBlock) {
         const int r1 = r0 + kAttnBlock < len ? r0 + kAttnBlock : len, br = r1 - r0;
+        const int k0 = first_key(r0, window), w = r1 - k0;  // the block's keys: k0 .. r1 - 1
         stack_heads(Qs, qkv + s0 * ld, ld, g * G, G, r0, br, HS);
-        gemm(false, true, G * br, r1, HS, scale, Qs, HS, K, (int)ld, (T)0, S, r1);  // (G*br, r1)
+        gemm(false, true, G * br, w, HS, scale, Qs, HS, K + k0 * ld, (int)ld, (T)0, S, w);  // (G*br, w)
         for (int k = 0; k < G; k++) {
-          for (int i = 0; i < br; i++) {
-            const int nv = r0 + i + 1;  // keys first_key .. r0+i are visible
-            lse[(s0 + r0 + i) * NH + g * G + k] = causal_softmax(S + ((size_t)k * br + i) * r1, first_key(r0 + i, window), nv, r1);
+          for (int i = 0; i < br; i++) {  // keys first_key(r0 + i) .. r0 + i are visible
+            const int lo = first_key(r0 + i, window) - k0, nv = r0 + i + 1 - k0;
+            lse[(s0 + r0 + i) * NH + g * G + k] = causal_softmax(S + ((size_t)k * br + i) * w, lo, nv, w);
           }
         }
-        gemm(false, false, G * br, HS, r1, (T)1, S, r1, Vv, (int)ld, (T)0, Os, HS);  // (G*br, HS)
+        gemm(false, false, G * br, HS, w, (T)1, S, w, Vv + k0 * ld, (int)ld, (T)0, Os, HS);  // (G*br, HS)
         unstack_heads(out + s0 * ldo, Os, ldo, g * G, G, r0, br, HS);
       }
     }
@@ -141,13 +143,14 @@ void attention_backward(T* dqkv, const T* dout, const T* out, const T* lse, cons
             for (int d = 0; d < HS; d++) dsum += o[d] * dor[d];
             Dr[k * br + i] = dsum;
           }
-        gemm(false, true, G * br, r1, HS, scale, Qs, HS, K, (int)ld, (T)0, P, r1);  // scores
-        gemm(false, true, G * br, r1, HS, (T)1, dOs, HS, Vv, (int)ld, (T)0, dS, r1);  // dP
+        const int k0 = first_key(r0, window), w = r1 - k0;  // the block's keys: k0 .. r1 - 1
+        gemm(false, true, G * br, w, HS, scale, Qs, HS, K + k0 * ld, (int)ld, (T)0, P, w);  // scores
+        gemm(false, true, G * br, w, HS, (T)1, dOs, HS, Vv + k0 * ld, (int)ld, (T)0, dS, w);  // dP
         for (int k = 0; k < G; k++) {
           for (int i = 0; i < br; i++) {
-            T* p = P + ((size_t)k * br + i) * r1;
-            T* ds = dS + ((size_t)k * br + i) * r1;
-            const int nv = r0 + i + 1, lo = first_key(r0 + i, window);
+            T* p = P + ((size_t)k * br + i) * w;
+            T* ds = dS + ((size_t)k * br + i) * w;
+            const int nv = r0 + i + 1 - k0, lo = first_key(r0 + i, window) - k0;
             const T l = lse[(s0 + r0 + i) * NH + g * G + k], Di = Dr[k * br + i];
             for (int j = 0; j < lo; j++) { p[j] = 0; ds[j] = 0; }
 #pragma omp simd
@@ -155,12 +158,12 @@ void attention_backward(T* dqkv, const T* dout, const T* out, const T* lse, cons
               p[j] = texp(p[j] - l);
               ds[j] = p[j] * (ds[j] - Di);
             }
-            for (int j = nv; j < r1; j++) { p[j] = 0; ds[j] = 0; }
+            for (int j = nv; j < w; j++) { p[j] = 0; ds[j] = 0; }
           }
         }
-        gemm(false, false, G * br, HS, r1, scale, dS, r1, K, (int)ld, (T)0, dQs, HS);  // dQ block
-        gemm(true, false, r1, HS, G * br, scale, dS, r1, Qs, HS, (T)1, dK, (int)ld);    // dK prefix
-        gemm(true, false, r1, HS, G * br, (T)1, P, r1, dOs, HS, (T)1, dV, (int)ld);     // dV prefix
+        gemm(false, false, G * br, HS, w, scale, dS, w, K + k0 * ld, (int)ld, (T)0, dQs, HS);  // dQ block
+        gemm(true, false, w, HS, G * br, scale, dS, w, Qs, HS, (T)1, dK + k0 * ld, (int)ld);    // dK of keys k0..
+        gemm(true, false, w, HS, G * br, (T)1, P, w, dOs, HS, (T)1, dV + k0 * ld, (int)ld);     // dV of keys k0..
         unstack_heads(dqkv + s0 * ld, dQs, ld, g * G, G, r0, br, HS);
       }
     }
@@ -191,16 +194,17 @@ void attention_cached(T* out, const T* q, int64_t ldq, const SeqSpan* seqs, cons
       T* Qs = attn_scratch<T>(1, (size_t)rows_max * HS);
       T* Os = attn_scratch<T>(2, (size_t)rows_max * HS);
       for (int r0 = 0; r0 < len; r0 += kAttnBlock) {
-        const int r1 = r0 + kAttnBlock < len ? r0 + kAttnBlock : len, br = r1 - r0, nk = p0 + r1;
+        const int r1 = r0 + kAttnBlock < len ? r0 + kAttnBlock : len, br = r1 - r0;
+        const int k0 = first_key(p0 + r0, window), nk = p0 + r1 - k0;  // the block's keys: k0 .. p0 + r1 - 1
         stack_heads(Qs, q + s0 * ldq, ldq, g * G, G, r0, br, HS);
-        gemm(false, true, G * br, nk, HS, scale, Qs, HS, K, HS, (T)0, S, nk);  // (G*br, nk)
+        gemm(false, true, G * br, nk, HS, scale, Qs, HS, K + (size_t)k0 * HS, HS, (T)0, S, nk);  // (G*br, nk)
         for (int k = 0; k < G; k++) {
           for (int r = 0; r < br; r++) {
             const int t = p0 + r0 + r;
-            causal_softmax(S + ((size_t)k * br + r) * nk, first_key(t, window), t + 1, nk);
+            causal_softmax(S + ((size_t)k * br + r) * nk, first_key(t, window) - k0, t + 1 - k0, nk);
           }
         }
-        gemm(false, false, G * br, HS, nk, (T)1, S, nk, Vv, HS, (T)0, Os, HS);  // (G*br, HS)
+        gemm(false, false, G * br, HS, nk, (T)1, S, nk, Vv + (size_t)k0 * HS, HS, (T)0, Os, HS);  // (G*br, HS)
         unstack_heads(out + s0 * ldo, Os, ldo, g * G, G, r0, br, HS);
       }
     }
