@@ -1,15 +1,15 @@
 // Parity of the native decoder's per-layer attention pattern with transformers' own modelling code
 // (tests/fixtures/window, written by tools/reference/window_fixtures.py): Mistral's sliding_window on every layer,
 // Qwen2's use_sliding_window from max_window_layers on, SmolLM3's NoPE layers (no_rope_layers) with and without its
-// sliding window, over sequences longer than the window: per-token log-probs, every gradient, and greedy decoding
-// with the KV cache past the window. Each fixture is also shown to depend on the pattern (without it the
+// sliding window, over sequences longer than the window: per-token log-probs, every gradient, 10 AdamW steps, and
+// greedy decoding with the KV cache past the window. Each fixture is also shown to depend on the pattern (without it the
 // log-probs are far off). Nothing here needs torch.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { NativeModel, setNumThreads } from "../../src/core/native.ts";
+import { AdamW, NativeModel, setNumThreads } from "../../src/core/native.ts";
 import type { DecoderConfig, TokenBatch } from "../../src/core/types.ts";
 import { greedyIds } from "../../src/generate/greedy.ts";
 import { loadWeightsInto, readModelDir } from "../../src/models/checkpoint.ts";
@@ -76,6 +76,31 @@ for (const [name, want] of Object.entries(MODELS)) {
       }
       assert.equal(checked, [...fx.tensors.keys()].filter((k) => k.startsWith("grad.")).length, "every reference gradient checked");
       t.diagnostic(`logps max abs diff ${d.toExponential(2)}; worst of ${checked} gradient relative errors ${worst.toExponential(2)}`);
+    } finally {
+      model.free();
+    }
+  });
+
+  test(`${name}: 10 AdamW steps with clipping follow the PyTorch trajectory`, (t) => {
+    const { model, get, batch, fx } = load(name);
+    try {
+      const md = fx.metadata ?? {};
+      const opt = new AdamW(model, { lr: Number(md.lr), beta1: 0.9, beta2: 0.999, eps: Number(md.eps), weightDecay: Number(md.weight_decay) });
+      const refLoss = get("traj_loss"), refNorm = get("traj_grad_norm"), mask = get("loss_mask");
+      assert.equal(refLoss.length, 10);
+      let worst = 0;
+      for (let step = 0; step < refLoss.length; step++) {
+        const { loss, dlogps } = nll(model.forward(batch, { train: true }).logps, mask);
+        model.zeroGrad();
+        model.backward(dlogps);
+        const norm = model.clipGradNorm(Number(md.max_grad_norm));
+        opt.update();
+        const e = Math.abs(loss - refLoss[step]) / Math.abs(refLoss[step]);
+        assert.ok(e <= 1e-4, `step ${step}: loss ${loss} vs ${refLoss[step]}`);
+        assert.ok(Math.abs(norm - refNorm[step]) / refNorm[step] <= 1e-4, `step ${step}: grad norm ${norm} vs ${refNorm[step]}`);
+        worst = Math.max(worst, e);
+      }
+      t.diagnostic(`worst loss relative error over ${refLoss.length} steps ${worst.toExponential(2)}`);
     } finally {
       model.free();
     }

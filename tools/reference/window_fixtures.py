@@ -1,8 +1,8 @@
 # Writes tests/fixtures/window/<model>/: tiny random checkpoints whose layers differ in their attention pattern
 # (Mistral's sliding_window on every layer, Qwen2's use_sliding_window from max_window_layers on, SmolLM3's NoPE
 # layers from no_rope_layers, which its config also slides), and what transformers' own modelling code computes on
-# them over sequences longer than the window: per-token log-probs, every gradient of a masked NLL, and greedy
-# continuations from generate() with the KV cache that run past the window.
+# them over sequences longer than the window: per-token log-probs, every gradient of a masked NLL, a 10-step AdamW
+# trajectory, and greedy continuations from generate() with the KV cache that run past the window.
 # Not the RoPE-scaling fixtures (rope_fixtures.py, whose helpers it reuses) and not a test: tests read these files.
 #
 # Needs a python3 with torch 2.x and transformers 5.x (written with torch 2.13, transformers 5.18). Usage, from
@@ -23,6 +23,7 @@ from transformers import AutoConfig, AutoModelForCausalLM  # noqa: E402
 from generate_fixtures import to_json  # noqa: E402
 from rope_fixtures import batch, init_weights, token_logps  # noqa: E402
 from safetensors_io import save_file  # noqa: E402
+from tiny_models import decays  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -53,6 +54,7 @@ WINDOW_MODELS = {
 LENGTHS = [40, 33, 21]          # padded to the longest row, as TRL's collators pad
 PROMPT_LENGTH, MAX_NEW_TOKENS, MIN_MARGIN, MAX_ATTEMPTS = 18, 16, 1e-3, 2000
 ATTN = "eager"
+TRAIN = {"steps": 10, "lr": 1e-3, "weight_decay": 0.01, "max_grad_norm": 1.0}
 
 
 def build(cfg_dict, dtype):
@@ -71,6 +73,24 @@ def row_logps(model, ids, lens, real):
         lp = token_logps(model, ids[b:b + 1, :n], real[b:b + 1, :n])
         rows.append(torch.cat([lp, torch.zeros((1, ids.shape[1] - n), dtype=lp.dtype)], 1))
     return torch.cat(rows, 0)
+
+
+def trajectory(model, loss_fn):
+    """HF Trainer order per step: loss, backward, clip_grad_norm_ (the pre-clip norm), AdamW (decay on every
+    parameter but biases and norm weights). Returns (losses, grad_norms) as float64 tensors."""
+    named = sorted(model.named_parameters())
+    groups = [{"params": [p for n, p in named if decays(n)], "weight_decay": TRAIN["weight_decay"]},
+              {"params": [p for n, p in named if not decays(n)], "weight_decay": 0.0}]
+    opt = torch.optim.AdamW(groups, lr=TRAIN["lr"], betas=(0.9, 0.999), eps=1e-8)
+    losses, norms = [], []
+    for _ in range(TRAIN["steps"]):
+        opt.zero_grad(set_to_none=True)
+        loss = loss_fn(model)
+        loss.backward()
+        norms.append(float(torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm=TRAIN["max_grad_norm"])))
+        opt.step()
+        losses.append(loss.item())
+    return torch.tensor(losses, dtype=torch.float64), torch.tensor(norms, dtype=torch.float64)
 
 
 def greedy(model, prompt):
@@ -135,9 +155,19 @@ def write_model(name, out_root):
     }
     for n, p in model.named_parameters():
         tensors["grad." + n] = (p.grad, "F32")
+    fresh = build(cfg, torch.float64)
+    fresh.load_state_dict(state, strict=False)
+    traj_loss, traj_norm = trajectory(fresh, lambda m: -(row_logps(m, ids, lens, real) * loss_mask).sum() / loss_mask.sum())
+    tensors["traj_loss"] = (traj_loss, "F32")
+    tensors["traj_grad_norm"] = (traj_norm, "F32")
     metadata = {"model": name, "torch_version": torch.__version__, "transformers_version": transformers.__version__,
                 "compute_dtype": "float64", "loss": "-sum(logps * loss_mask) / sum(loss_mask)", "rows": "one forward per row, unpadded",
-                "attn_implementation": ATTN, "layer_types": json.dumps(layer_types)}
+                "attn_implementation": ATTN, "layer_types": json.dumps(layer_types),
+                "optimizer": "torch.optim.AdamW", "lr": repr(TRAIN["lr"]), "betas": "0.9,0.999", "eps": "1e-08",
+                "weight_decay": repr(TRAIN["weight_decay"]), "max_grad_norm": repr(TRAIN["max_grad_norm"]),
+                "weight_decay_applies_to": "every parameter except *.bias and *norm.weight",
+                "clip": "torch.nn.utils.clip_grad_norm_ before each step; traj_grad_norm is the pre-clip norm",
+                "steps": str(TRAIN["steps"]), "traj_loss": "loss before each step, on the same batch every step"}
     save_file(tensors, os.path.join(folder, "fixture.safetensors"), metadata=metadata)
 
     case = generation_case(cfg, state, cfg["vocab_size"], seed * 1000)
@@ -148,7 +178,7 @@ def write_model(name, out_root):
            "min_margin_required": MIN_MARGIN, **case}
     with open(os.path.join(folder, "generate.json"), "w") as f:
         f.write(to_json(doc) + "\n")
-    print(f"{name}: layer_types {layer_types}, loss {loss.item():.6f}, generation seed {case['seed']}, "
+    print(f"{name}: layer_types {layer_types}, loss {loss.item():.6f}, traj {traj_loss[0]:.5f} -> {traj_loss[-1]:.5f}, generation seed {case['seed']}, "
           f"min margin {min(case['margins']):.4f}")
 
 
