@@ -294,8 +294,9 @@ function describeLayers(j: Json, file: string, family: FamilyName, L: number, ma
     window = w === null || (w === undefined && family === "phi3") ? null : int("sliding_window", 4096);
     sliding = () => true;
   } else if (family === "qwen2" || family === "qwen3" || family === "smollm3") {
-    const on = own("use_sliding_window") === true;
-    window = on && own("sliding_window") != null ? int("sliding_window", 4096) : null;
+    // Qwen2Config / Qwen3Config default sliding_window to 4096, SmolLM3Config to none.
+    const on = own("use_sliding_window") === true, w = own("sliding_window");
+    window = on && w !== null && (w !== undefined || family !== "smollm3") ? int("sliding_window", 4096) : null;
     const from = typeof own("max_window_layers") === "number" ? (own("max_window_layers") as number) : 28;
     // SmolLM3Config slides only its NoPE layers (no_rope_layers[i] = 0); Qwen2/Qwen3 the layers from max_window_layers.
     sliding = family === "smollm3" ? (i) => noRopeList()[i] === 0 : (i) => i >= from;

@@ -103,6 +103,11 @@ test("features we do not run are refused with the reason", () => {
   const some = parseConfig({ ...qwen25, use_sliding_window: true, max_window_layers: 20, sliding_window: 64 }, "c").layerWindows;
   assert.deepEqual(some, [...new Array(20).fill(0), 64, 64, 64, 64]);
   assert.equal(parseConfig({ ...qwen25, use_sliding_window: false, max_window_layers: 0, sliding_window: 64 }, "c").layerWindows, undefined);
+  // sliding_window absent: Qwen2Config's default 4096; SmolLM3Config's none
+  const { sliding_window: _w, ...noKey } = qwen25;
+  assert.deepEqual(parseConfig({ ...noKey, use_sliding_window: true, max_window_layers: 23 }, "c").layerWindows, [...new Array(23).fill(0), 4096]);
+  const smolNoKey = { architectures: ["SmolLM3ForCausalLM"], hidden_size: 64, num_attention_heads: 4, num_hidden_layers: 4, intermediate_size: 128, vocab_size: 100, use_sliding_window: true };
+  assert.equal(parseConfig(smolNoKey, "c").layerWindows, undefined);
   assert.throws(() => parseConfig({ ...smollm2, hidden_act: "gelu" }, "c"), /hidden_act "gelu" \(GELU MLP; the native MLP is SiLU\)/);
   assert.throws(() => parseConfig({ ...smollm2, hidden_act: "tanh" }, "c"), /hidden_act "tanh" is not an activation we know/);
   assert.throws(() => parseConfig({ ...smollm2, hidden_size: 577 }, "c"), /hidden_size \(577\) is not a multiple of num_attention_heads \(9\)/);
