@@ -10,7 +10,6 @@
 # Deterministic: one thread, seeded weights and ids, sorted safetensors keys; two runs write identical bytes.
 import argparse
 import json
-import math
 import os
 import sys
 
@@ -18,10 +17,10 @@ sys.dont_write_bytecode = True  # no __pycache__ left in the repo
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import torch  # noqa: E402
-import transformers  # noqa: E402
 from transformers import LlamaConfig, LlamaForCausalLM  # noqa: E402
 
-from generate_fixtures import to_json  # noqa: E402
+from hf_fixtures import (ATTN, batch, configure_torch, fixture_metadata, generation_case, nll_fixture,  # noqa: E402
+                         save_checkpoint, token_logps, write_generate)
 from safetensors_io import save_file  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -55,12 +54,9 @@ ROPE_MODELS = {
                                                  "beta_slow": 2, "mscale": 0.707, "mscale_all_dim": 1.0,
                                                  "truncate": False}), 2005),
 }
-LENGTHS = [40, 33, 21]          # padded to the longest row, as TRL's collators pad
 # The dynamic model's further runs, in order after the gradient run: 32 keeps the length-40 frequencies
 # (between max_position_embeddings and the longest so far), 20 restores the original ones, 30 grows again.
 DYNAMIC_RUNS = [[32, 30], [20, 17], [30, 9]]
-PROMPT_LENGTH, MAX_NEW_TOKENS, MIN_MARGIN, MAX_ATTEMPTS = 18, 16, 1e-3, 2000
-ATTN = "eager"
 
 
 def build(cfg_dict, dtype):
@@ -70,96 +66,16 @@ def build(cfg_dict, dtype):
     return LlamaForCausalLM(cfg).to(dtype).eval()
 
 
-def init_weights(model, seed):
-    """N(0, 0.02) for every matrix and embedding, 1 + N(0, 0.1) for norm weights, in sorted name order."""
-    torch.manual_seed(seed)
-    with torch.no_grad():
-        for name, p in sorted(model.named_parameters()):
-            if name.endswith("norm.weight"):
-                p.copy_(1.0 + 0.1 * torch.randn(p.shape))
-            else:
-                p.copy_(0.02 * torch.randn(p.shape))
-
-
-def batch(lengths, vocab, seed):
-    g = torch.Generator().manual_seed(seed)
-    T = max(lengths)
-    ids = torch.randint(1, vocab, (len(lengths), T), generator=g)
-    lens = torch.tensor(lengths)
-    real = torch.arange(T)[None, :] < lens[:, None]
-    return torch.where(real, ids, torch.zeros((), dtype=torch.int64)), lens, real
-
-
-def token_logps(model, ids, real):
-    """Label-aligned (B, T): entry t = log p(ids[t] | ids[<t]); 0 at t = 0 and on padding."""
-    logits = model(input_ids=ids, attention_mask=real.long()).logits
-    lp = torch.log_softmax(logits[:, :-1].to(torch.float64), -1).gather(-1, ids[:, 1:, None])[..., 0]
-    lp = torch.cat([torch.zeros_like(lp[:, :1]), lp], 1)
-    return torch.where(real & (torch.arange(ids.shape[1]) > 0)[None, :], lp, torch.zeros_like(lp))
-
-
-def greedy(model, prompt):
-    ids = torch.tensor([prompt])
-    with torch.no_grad():
-        out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False,
-                             max_new_tokens=MAX_NEW_TOKENS, eos_token_id=None, pad_token_id=0, use_cache=True,
-                             output_logits=True, return_dict_in_generate=True)
-    new = out.sequences[0, len(prompt):].tolist()
-    margins = []
-    for step, logits in enumerate(out.logits):
-        top = torch.topk(logits[0].to(torch.float64), 2).values
-        if int(torch.argmax(logits[0])) != new[step]:
-            sys.exit("generated token is not the argmax of its logits")
-        margins.append(float(top[0] - top[1]))
-    return new, margins
-
-
-def generation_case(cfg, state, vocab, seed_base):
-    """A prompt whose greedy continuation has every top-1/top-2 gap above MIN_MARGIN and two distinct tokens, the
-    same from a fresh float32 model and a fresh float64 one (fresh: dynamic RoPE keeps state between calls)."""
-    for attempt in range(MAX_ATTEMPTS):
-        seed = seed_base + attempt
-        g = torch.Generator().manual_seed(seed)
-        prompt = torch.randint(1, vocab, (PROMPT_LENGTH,), generator=g).tolist()
-        m32 = build(cfg, torch.float32)
-        m32.load_state_dict(state)
-        new, margins = greedy(m32, prompt)
-        if min(margins) > MIN_MARGIN and len(set(new)) >= 2:
-            m64 = build(cfg, torch.float64)
-            m64.load_state_dict(state)
-            if greedy(m64, prompt)[0] != new:
-                sys.exit(f"seed {seed}: float32 and float64 continuations differ")
-            return {"seed": seed, "prompt": prompt, "new_ids": new, "margins": [round(m, 6) for m in margins]}
-    sys.exit(f"no prompt with every margin > {MIN_MARGIN} in {MAX_ATTEMPTS} seeds")
-
-
 def write_model(name, out_root):
     cfg, seed = ROPE_MODELS[name]
     folder = os.path.join(out_root, name)
-    os.makedirs(folder, exist_ok=True)
-    model32 = build(cfg, torch.float32)
-    init_weights(model32, seed)
-    state = {k: v.clone() for k, v in model32.state_dict().items() if not k.endswith("inv_freq")}
-    params = {n: p for n, p in model32.named_parameters()}
-    with open(os.path.join(folder, "config.json"), "w") as f:
-        f.write(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
-    save_file({n: (p, "F32") for n, p in params.items()}, os.path.join(folder, "model.safetensors"),
-              metadata={"format": "pt"})
+    state = save_checkpoint(build, cfg, seed, folder)
 
     # float64 from the stored fp32 weights; RoPE tables stay fp32 in transformers whatever the model dtype.
     model = build(cfg, torch.float64)
     model.load_state_dict(state, strict=False)
-    ids, lens, real = batch(LENGTHS, cfg["vocab_size"], seed + 100)
-    loss_mask = (real & (torch.arange(ids.shape[1]) >= 2)[None, :]).to(torch.float64)
-    logps = token_logps(model, ids, real)
-    loss = -(logps * loss_mask).sum() / loss_mask.sum()
-    loss.backward()
-    tensors = {
-        "input_ids": (ids, "I32"), "lengths": (lens, "I32"), "loss_mask": (loss_mask, "F32"),
-        "logps": (logps.detach(), "F32"), "loss": (loss.detach().reshape(()), "F32"),
-    }
-    for n, p in model.named_parameters():
-        tensors["grad." + n] = (p.grad, "F32")
+    tensors, loss, _ = nll_fixture(model, lambda m, ids, lens, real: token_logps(m, ids, real),
+                                   cfg["vocab_size"], seed + 100)
     runs = DYNAMIC_RUNS if cfg["rope_scaling"]["rope_type"] == "dynamic" else []
     with torch.no_grad():
         for k, lengths in enumerate(runs):
@@ -167,18 +83,16 @@ def write_model(name, out_root):
             tensors[f"run{k}.input_ids"] = (rids, "I32")
             tensors[f"run{k}.lengths"] = (rlens, "I32")
             tensors[f"run{k}.logps"] = (token_logps(model, rids, rreal), "F32")
-    metadata = {"model": name, "torch_version": torch.__version__, "transformers_version": transformers.__version__,
-                "compute_dtype": "float64", "loss": "-sum(logps * loss_mask) / sum(loss_mask)",
-                "runs": str(len(runs)), "attn_implementation": ATTN}
+    metadata = {**fixture_metadata(name), "runs": str(len(runs)), "attn_implementation": ATTN}
     save_file(tensors, os.path.join(folder, "fixture.safetensors"), metadata=metadata)
 
-    case = generation_case(cfg, state, cfg["vocab_size"], seed * 1000)
-    doc = {"model": name, "torch": torch.__version__, "transformers": transformers.__version__,
-           "generate": {"do_sample": False, "max_new_tokens": MAX_NEW_TOKENS, "eos_token_id": None, "batch_size": 1,
-                        "dtype": "float32", "attn_implementation": ATTN},
-           "min_margin_required": MIN_MARGIN, **case}
-    with open(os.path.join(folder, "generate.json"), "w") as f:
-        f.write(to_json(doc) + "\n")
+    def load(dtype):
+        m = build(cfg, dtype)
+        m.load_state_dict(state)
+        return m
+
+    case = generation_case(load, cfg["vocab_size"], seed * 1000, fresh_per_prompt=True)
+    write_generate(folder, name, case)
     print(f"{name}: loss {loss.item():.6f}, generation seed {case['seed']}, min margin {min(case['margins']):.4f}")
 
 
@@ -186,9 +100,7 @@ def main():
     ap = argparse.ArgumentParser(description="RoPE-scaling parity fixtures written by transformers' LlamaForCausalLM")
     ap.add_argument("--out", default=os.path.join(REPO, "tests", "fixtures", "rope"))
     args = ap.parse_args()
-    torch.set_num_threads(1)
-    torch.use_deterministic_algorithms(True)
-    transformers.utils.logging.set_verbosity_error()
+    configure_torch()
     for name in ROPE_MODELS:
         write_model(name, args.out)
 

@@ -3,7 +3,7 @@
 # layers from no_rope_layers, which its config also slides), and what transformers' own modelling code computes on
 # them over sequences longer than the window: per-token log-probs, every gradient of a masked NLL, a 10-step AdamW
 # trajectory, and greedy continuations from generate() with the KV cache that run past the window.
-# Not the RoPE-scaling fixtures (rope_fixtures.py, whose helpers it reuses) and not a test: tests read these files.
+# Not the RoPE-scaling fixtures (rope_fixtures.py; both share hf_fixtures.py) and not a test: tests read these files.
 #
 # Needs a python3 with torch 2.x and transformers 5.x (written with torch 2.13, transformers 5.18). Usage, from
 # the repo root:  python3 tools/reference/window_fixtures.py [--out DIR]
@@ -17,11 +17,10 @@ sys.dont_write_bytecode = True  # no __pycache__ left in the repo
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import torch  # noqa: E402
-import transformers  # noqa: E402
 from transformers import AutoConfig, AutoModelForCausalLM  # noqa: E402
 
-from generate_fixtures import to_json  # noqa: E402
-from rope_fixtures import batch, init_weights, token_logps  # noqa: E402
+from hf_fixtures import (ATTN, configure_torch, fixture_metadata, generation_case, nll_fixture,  # noqa: E402
+                         save_checkpoint, token_logps, write_generate)
 from safetensors_io import save_file  # noqa: E402
 from tiny_models import decays  # noqa: E402
 
@@ -51,9 +50,6 @@ WINDOW_MODELS = {
     "smollm3-nope-full": (_base("SmolLM3ForCausalLM", "smollm3", 4, attention_bias=False, mlp_bias=False,
                                 pad_token_id=None, no_rope_layers=[0, 1, 1, 0], use_sliding_window=False, sliding_window=None), 3004),
 }
-LENGTHS = [40, 33, 21]          # padded to the longest row, as TRL's collators pad
-PROMPT_LENGTH, MAX_NEW_TOKENS, MIN_MARGIN, MAX_ATTEMPTS = 18, 16, 1e-3, 2000
-ATTN = "eager"
 TRAIN = {"steps": 10, "lr": 1e-3, "weight_decay": 0.01, "max_grad_norm": 1.0}
 
 
@@ -93,75 +89,21 @@ def trajectory(model, loss_fn):
     return torch.tensor(losses, dtype=torch.float64), torch.tensor(norms, dtype=torch.float64)
 
 
-def greedy(model, prompt):
-    ids = torch.tensor([prompt])
-    with torch.no_grad():
-        out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False,
-                             max_new_tokens=MAX_NEW_TOKENS, eos_token_id=None, pad_token_id=0, use_cache=True,
-                             output_logits=True, return_dict_in_generate=True)
-    new = out.sequences[0, len(prompt):].tolist()
-    margins = []
-    for step, logits in enumerate(out.logits):
-        top = torch.topk(logits[0].to(torch.float64), 2).values
-        if int(torch.argmax(logits[0])) != new[step]:
-            sys.exit("generated token is not the argmax of its logits")
-        margins.append(float(top[0] - top[1]))
-    return new, margins
-
-
-def generation_case(cfg, state, vocab, seed_base):
-    """A prompt whose greedy continuation has every top-1/top-2 gap above MIN_MARGIN and two distinct tokens, the
-    same from a float32 model and a float64 one."""
-    m32 = build(cfg, torch.float32)
-    m32.load_state_dict(state, strict=False)
-    m64 = build(cfg, torch.float64)
-    m64.load_state_dict(state, strict=False)
-    for attempt in range(MAX_ATTEMPTS):
-        seed = seed_base + attempt
-        g = torch.Generator().manual_seed(seed)
-        prompt = torch.randint(1, vocab, (PROMPT_LENGTH,), generator=g).tolist()
-        new, margins = greedy(m32, prompt)
-        if min(margins) > MIN_MARGIN and len(set(new)) >= 2:
-            if greedy(m64, prompt)[0] != new:
-                sys.exit(f"seed {seed}: float32 and float64 continuations differ")
-            return {"seed": seed, "prompt": prompt, "new_ids": new, "margins": [round(m, 6) for m in margins]}
-    sys.exit(f"no prompt with every margin > {MIN_MARGIN} in {MAX_ATTEMPTS} seeds")
-
-
 def write_model(name, out_root):
     cfg, seed = WINDOW_MODELS[name]
     folder = os.path.join(out_root, name)
-    os.makedirs(folder, exist_ok=True)
-    model32 = build(cfg, torch.float32)
-    init_weights(model32, seed)
-    state = {k: v.clone() for k, v in model32.state_dict().items() if not k.endswith("inv_freq")}
-    params = {n: p for n, p in model32.named_parameters()}
-    with open(os.path.join(folder, "config.json"), "w") as f:
-        f.write(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
-    save_file({n: (p, "F32") for n, p in params.items()}, os.path.join(folder, "model.safetensors"),
-              metadata={"format": "pt"})
+    state = save_checkpoint(build, cfg, seed, folder)
 
     model = build(cfg, torch.float64)
     model.load_state_dict(state, strict=False)
     layer_types = list(model.config.layer_types) if getattr(model.config, "layer_types", None) else None
-    ids, lens, real = batch(LENGTHS, cfg["vocab_size"], seed + 100)
-    loss_mask = (real & (torch.arange(ids.shape[1]) >= 2)[None, :]).to(torch.float64)
-    logps = row_logps(model, ids, lens, real)
-    loss = -(logps * loss_mask).sum() / loss_mask.sum()
-    loss.backward()
-    tensors = {
-        "input_ids": (ids, "I32"), "lengths": (lens, "I32"), "loss_mask": (loss_mask, "F32"),
-        "logps": (logps.detach(), "F32"), "loss": (loss.detach().reshape(()), "F32"),
-    }
-    for n, p in model.named_parameters():
-        tensors["grad." + n] = (p.grad, "F32")
+    tensors, loss, (ids, lens, real, loss_mask) = nll_fixture(model, row_logps, cfg["vocab_size"], seed + 100)
     fresh = build(cfg, torch.float64)
     fresh.load_state_dict(state, strict=False)
     traj_loss, traj_norm = trajectory(fresh, lambda m: -(row_logps(m, ids, lens, real) * loss_mask).sum() / loss_mask.sum())
     tensors["traj_loss"] = (traj_loss, "F32")
     tensors["traj_grad_norm"] = (traj_norm, "F32")
-    metadata = {"model": name, "torch_version": torch.__version__, "transformers_version": transformers.__version__,
-                "compute_dtype": "float64", "loss": "-sum(logps * loss_mask) / sum(loss_mask)", "rows": "one forward per row, unpadded",
+    metadata = {**fixture_metadata(name), "rows": "one forward per row, unpadded",
                 "attn_implementation": ATTN, "layer_types": json.dumps(layer_types),
                 "optimizer": "torch.optim.AdamW", "lr": repr(TRAIN["lr"]), "betas": "0.9,0.999", "eps": "1e-08",
                 "weight_decay": repr(TRAIN["weight_decay"]), "max_grad_norm": repr(TRAIN["max_grad_norm"]),
@@ -170,14 +112,13 @@ def write_model(name, out_root):
                 "steps": str(TRAIN["steps"]), "traj_loss": "loss before each step, on the same batch every step"}
     save_file(tensors, os.path.join(folder, "fixture.safetensors"), metadata=metadata)
 
-    case = generation_case(cfg, state, cfg["vocab_size"], seed * 1000)
-    doc = {"model": name, "torch": torch.__version__, "transformers": transformers.__version__,
-           "layer_types": layer_types,
-           "generate": {"do_sample": False, "max_new_tokens": MAX_NEW_TOKENS, "eos_token_id": None, "batch_size": 1,
-                        "dtype": "float32", "attn_implementation": ATTN},
-           "min_margin_required": MIN_MARGIN, **case}
-    with open(os.path.join(folder, "generate.json"), "w") as f:
-        f.write(to_json(doc) + "\n")
+    def load(dtype):
+        m = build(cfg, dtype)
+        m.load_state_dict(state, strict=False)
+        return m
+
+    case = generation_case(load, cfg["vocab_size"], seed * 1000, fresh_per_prompt=False)
+    write_generate(folder, name, case, layer_types=layer_types)
     print(f"{name}: layer_types {layer_types}, loss {loss.item():.6f}, traj {traj_loss[0]:.5f} -> {traj_loss[-1]:.5f}, generation seed {case['seed']}, "
           f"min margin {min(case['margins']):.4f}")
 
@@ -186,9 +127,7 @@ def main():
     ap = argparse.ArgumentParser(description="Per-layer attention-pattern parity fixtures written by transformers")
     ap.add_argument("--out", default=os.path.join(REPO, "tests", "fixtures", "window"))
     args = ap.parse_args()
-    torch.set_num_threads(1)
-    torch.use_deterministic_algorithms(True)
-    transformers.utils.logging.set_verbosity_error()
+    configure_torch()
     for name in WINDOW_MODELS:
         write_model(name, args.out)
 
