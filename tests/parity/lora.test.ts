@@ -6,35 +6,22 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { AdamW, NativeModel, setNumThreads } from "../../src/core/native.ts";
-import { loadWeightsInto, readModelDir } from "../../src/models/checkpoint.ts";
+import { AdamW, setNumThreads } from "../../src/core/native.ts";
 import { loadAdapter } from "../../src/models/peft.ts";
-import { readHeader, readTensor } from "../../src/models/safetensors.ts";
 import { pairedStep } from "../../src/train/objectives.ts";
 import { relErr, maxAbs } from "../helpers/compare.ts";
+import { gradKeys, loadCheckpoint, nll, nllTrainStep, readFixture } from "../helpers/parity.ts";
 
 const fixtures = join(dirname(fileURLToPath(import.meta.url)), "..", "fixtures");
 
 const rel = (a: number, b: number) => Math.abs(a - b) / Math.abs(b);
 
 function setup(name: string, file = `${name}.safetensors`) {
-  const dir = join(fixtures, "core", name);
-  const model = new NativeModel(readModelDir(dir).config);
-  loadWeightsInto(dir, model.table, model.params);
+  const { model } = loadCheckpoint(join(fixtures, "core", name));
   const { adapter } = loadAdapter(join(fixtures, "lora", `${name}-adapter`), model);
-  const fx = readHeader(join(fixtures, "lora", file));
-  const get = (k: string) => readTensor(fx, k);
-  const [B, T] = fx.tensors.get("input_ids")!.shape;
-  const batch = { ids: Int32Array.from(get("input_ids")), lengths: Int32Array.from(get("lengths")), B, T };
-  return { model, adapter, fx, get, batch };
+  const { fx, get, batchOf } = readFixture(join(fixtures, "lora", file));
+  return { model, adapter, fx, get, batch: batchOf() };
 }
-
-function nll(logps: Float32Array, mask: Float32Array): { loss: number; dlogps: Float32Array } {
-  let s = 0, n = 0;
-  for (let i = 0; i < mask.length; i++) { s -= logps[i] * mask[i]; n += mask[i]; }
-  return { loss: s / n, dlogps: mask.map((m) => -m / n) };
-}
-const gradKeys = (fx: ReturnType<typeof readHeader>) => [...fx.tensors.keys()].filter((k) => k.startsWith("grad."));
 
 setNumThreads(2);
 
@@ -70,11 +57,7 @@ test("llama-tiny: 10 AdamW steps over the adapters follow PyTorch; the base weig
   assert.equal(opt.expAvg.length, adapter.params.length, "optimizer state covers the adapter only");
   const mask = get("loss_mask"), refLoss = get("traj_loss"), refNorm = get("traj_grad_norm");
   for (let step = 0; step < refLoss.length; step++) {
-    const { loss, dlogps } = nll(model.forward(batch, { train: true }).logps, mask);
-    adapter.zeroGrad();
-    model.backward(dlogps);
-    const norm = adapter.clipGradNorm(Number(md.max_grad_norm));
-    opt.update();
+    const { loss, norm } = nllTrainStep(model, batch, mask, adapter, opt, Number(md.max_grad_norm));
     assert.ok(rel(loss, refLoss[step]) <= 1e-4, `step ${step}: loss ${loss} vs ${refLoss[step]}`);
     assert.ok(rel(norm, refNorm[step]) <= 1e-4, `step ${step}: grad norm ${norm} vs ${refNorm[step]}`);
   }

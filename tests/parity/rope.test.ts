@@ -5,37 +5,20 @@
 // Nothing here needs torch.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { readFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { NativeModel, setNumThreads } from "../../src/core/native.ts";
-import type { DecoderConfig, TokenBatch } from "../../src/core/types.ts";
+import type { DecoderConfig } from "../../src/core/types.ts";
 import { greedyIds } from "../../src/generate/greedy.ts";
-import { loadWeightsInto, readModelDir } from "../../src/models/checkpoint.ts";
-import { readHeader, readTensor } from "../../src/models/safetensors.ts";
-import { maxAbs, relErr } from "../helpers/compare.ts";
+import { maxAbs } from "../helpers/compare.ts";
+import { checkGrads, loadCheckpoint, nll, readFixture, readGenerateFixture } from "../helpers/parity.ts";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..", "fixtures", "rope");
 const MODELS = ["llama-llama3", "llama-linear", "llama-dynamic", "llama-yarn", "llama-yarn-mscale"];
 
 function load(name: string, override?: (c: DecoderConfig) => DecoderConfig) {
   const dir = join(root, name);
-  const { config } = readModelDir(dir);
-  const model = new NativeModel(override ? override(config) : config);
-  loadWeightsInto(dir, model.table, model.params);
-  const fx = readHeader(join(dir, "fixture.safetensors"));
-  const get = (k: string) => readTensor(fx, k);
-  const batchOf = (prefix: string): TokenBatch => {
-    const [B, T] = fx.tensors.get(`${prefix}input_ids`)!.shape;
-    return { ids: Int32Array.from(get(`${prefix}input_ids`)), lengths: Int32Array.from(get(`${prefix}lengths`)), B, T };
-  };
-  return { config, model, fx, get, batchOf };
-}
-
-function nll(logps: Float32Array, mask: Float32Array): { loss: number; dlogps: Float32Array } {
-  let s = 0, n = 0;
-  for (let i = 0; i < mask.length; i++) { s -= logps[i] * mask[i]; n += mask[i]; }
-  return { loss: s / n, dlogps: mask.map((m) => -m / n) };
+  return { ...loadCheckpoint(dir, override), ...readFixture(join(dir, "fixture.safetensors")) };
 }
 
 setNumThreads(2);
@@ -55,14 +38,7 @@ for (const name of MODELS) {
       assert.ok(Math.abs(loss - ref) / Math.abs(ref) <= 1e-6, `loss ${loss} vs ${ref}`);
       model.zeroGrad();
       model.backward(dlogps);
-      let worst = 0, checked = 0;
-      for (const p of model.table) {
-        const err = relErr(model.grad(p.name), get(`grad.${p.name}`));
-        assert.ok(err <= 1e-4, `grad ${p.name}: relative error ${err}`);
-        worst = Math.max(worst, err);
-        checked++;
-      }
-      assert.equal(checked, [...fx.tensors.keys()].filter((k) => k.startsWith("grad.")).length, "every reference gradient checked");
+      const { worst, checked } = checkGrads(model, fx, get);
       t.diagnostic(`${config.ropeScaling.type}: logps max abs diff ${d.toExponential(2)}; worst of ${checked} gradient relative errors ${worst.toExponential(2)}`);
     } finally {
       model.free();
@@ -80,8 +56,7 @@ for (const name of MODELS) {
   });
 
   test(`${name}: greedy decoding with the KV cache matches transformers' generate() across the threshold`, (t) => {
-    const fx = JSON.parse(readFileSync(join(root, name, "generate.json"), "utf8")) as { prompt: number[]; new_ids: number[]; margins: number[]; min_margin_required: number };
-    assert.ok(Math.min(...fx.margins) > fx.min_margin_required, "every step's logit margin is above the requirement");
+    const fx = readGenerateFixture(join(root, name));
     const { model } = load(name);
     try {
       const out = greedyIds(model, [fx.prompt], fx.new_ids.length);
@@ -117,7 +92,7 @@ test("llama-dynamic: frequencies follow transformers' run-to-run state (grow, ke
 });
 
 test("llama-llama3: greedy tokens are the argmax of the full forward over prompt + continuation", () => {
-  const fx = JSON.parse(readFileSync(join(root, "llama-llama3", "generate.json"), "utf8")) as { prompt: number[]; new_ids: number[] };
+  const fx = readGenerateFixture(join(root, "llama-llama3"));
   const { model } = load("llama-llama3");
   try {
     const seq = [...fx.prompt, ...greedyIds(model, [fx.prompt], fx.new_ids.length)[0]];

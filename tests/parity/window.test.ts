@@ -6,15 +6,13 @@
 // log-probs are far off). Nothing here needs torch.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { readFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { AdamW, NativeModel, setNumThreads } from "../../src/core/native.ts";
-import type { DecoderConfig, TokenBatch } from "../../src/core/types.ts";
+import type { DecoderConfig } from "../../src/core/types.ts";
 import { greedyIds } from "../../src/generate/greedy.ts";
-import { loadWeightsInto, readModelDir } from "../../src/models/checkpoint.ts";
-import { readHeader, readTensor } from "../../src/models/safetensors.ts";
-import { maxAbs, relErr } from "../helpers/compare.ts";
+import { maxAbs } from "../helpers/compare.ts";
+import { checkGrads, loadCheckpoint, nll, nllTrainStep, readFixture, readGenerateFixture } from "../helpers/parity.ts";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..", "fixtures", "window");
 // The pattern each checkpoint's config.json must resolve to (windows per layer, 0 = full; RoPE per layer).
@@ -27,20 +25,8 @@ const MODELS: Record<string, { windows?: number[]; rope?: boolean[] }> = {
 
 function load(name: string, override?: (c: DecoderConfig) => DecoderConfig) {
   const dir = join(root, name);
-  const { config } = readModelDir(dir);
-  const model = new NativeModel(override ? override(config) : config);
-  loadWeightsInto(dir, model.table, model.params);
-  const fx = readHeader(join(dir, "fixture.safetensors"));
-  const get = (k: string) => readTensor(fx, k);
-  const [B, T] = fx.tensors.get("input_ids")!.shape;
-  const batch: TokenBatch = { ids: Int32Array.from(get("input_ids")), lengths: Int32Array.from(get("lengths")), B, T };
-  return { config, model, fx, get, batch };
-}
-
-function nll(logps: Float32Array, mask: Float32Array): { loss: number; dlogps: Float32Array } {
-  let s = 0, n = 0;
-  for (let i = 0; i < mask.length; i++) { s -= logps[i] * mask[i]; n += mask[i]; }
-  return { loss: s / n, dlogps: mask.map((m) => -m / n) };
+  const fixture = readFixture(join(dir, "fixture.safetensors"));
+  return { ...loadCheckpoint(dir, override), ...fixture, batch: fixture.batchOf() };
 }
 
 setNumThreads(2);
@@ -67,14 +53,7 @@ for (const [name, want] of Object.entries(MODELS)) {
       assert.ok(Math.abs(loss - ref) / Math.abs(ref) <= 1e-6, `loss ${loss} vs ${ref}`);
       model.zeroGrad();
       model.backward(dlogps);
-      let worst = 0, checked = 0;
-      for (const p of model.table) {
-        const err = relErr(model.grad(p.name), get(`grad.${p.name}`));
-        assert.ok(err <= 1e-4, `grad ${p.name}: relative error ${err}`);
-        worst = Math.max(worst, err);
-        checked++;
-      }
-      assert.equal(checked, [...fx.tensors.keys()].filter((k) => k.startsWith("grad.")).length, "every reference gradient checked");
+      const { worst, checked } = checkGrads(model, fx, get);
       t.diagnostic(`logps max abs diff ${d.toExponential(2)}; worst of ${checked} gradient relative errors ${worst.toExponential(2)}`);
     } finally {
       model.free();
@@ -90,11 +69,7 @@ for (const [name, want] of Object.entries(MODELS)) {
       assert.equal(refLoss.length, 10);
       let worst = 0;
       for (let step = 0; step < refLoss.length; step++) {
-        const { loss, dlogps } = nll(model.forward(batch, { train: true }).logps, mask);
-        model.zeroGrad();
-        model.backward(dlogps);
-        const norm = model.clipGradNorm(Number(md.max_grad_norm));
-        opt.update();
+        const { loss, norm } = nllTrainStep(model, batch, mask, model, opt, Number(md.max_grad_norm));
         const e = Math.abs(loss - refLoss[step]) / Math.abs(refLoss[step]);
         assert.ok(e <= 1e-4, `step ${step}: loss ${loss} vs ${refLoss[step]}`);
         assert.ok(Math.abs(norm - refNorm[step]) / refNorm[step] <= 1e-4, `step ${step}: grad norm ${norm} vs ${refNorm[step]}`);
@@ -130,8 +105,7 @@ for (const [name, want] of Object.entries(MODELS)) {
   }
 
   test(`${name}: greedy decoding with the KV cache matches transformers' generate() past the window`, (t) => {
-    const fx = JSON.parse(readFileSync(join(root, name, "generate.json"), "utf8")) as { prompt: number[]; new_ids: number[]; margins: number[]; min_margin_required: number };
-    assert.ok(Math.min(...fx.margins) > fx.min_margin_required, "every step's logit margin is above the requirement");
+    const fx = readGenerateFixture(join(root, name));
     const { model } = load(name);
     try {
       const out = greedyIds(model, [fx.prompt], fx.new_ids.length);
