@@ -1,14 +1,16 @@
 // What the parity tests share around their fixture files: a checkpoint loaded into the native core, a
 // fixture.safetensors reader (tensors and token batches), generate.json, the masked NLL, one training step in
-// the HF Trainer's order and the every-gradient check. Not the fixtures' expected values: those are in the files.
+// the HF Trainer's order, and the log-prob / loss / every-gradient and greedy-decoding checks.
+// Not the fixtures' expected values: those are in the files.
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { NativeModel, type Optimizer, type Trainable } from "../../src/core/native.ts";
 import type { DecoderConfig, TokenBatch } from "../../src/core/types.ts";
+import { greedyIds } from "../../src/generate/greedy.ts";
 import { loadWeightsInto, readModelDir } from "../../src/models/checkpoint.ts";
 import { readHeader, readTensor, type SafetensorsHeader } from "../../src/models/safetensors.ts";
-import { relErr } from "./compare.ts";
+import { maxAbs, relErr } from "./compare.ts";
 
 /** A checkpoint folder (config.json + model.safetensors) in a NativeModel; override edits the config first. */
 export function loadCheckpoint(dir: string, override?: (c: DecoderConfig) => DecoderConfig): { config: DecoderConfig; model: NativeModel } {
@@ -71,4 +73,36 @@ export function checkGrads(model: NativeModel, fx: SafetensorsHeader, get: (k: s
   }
   assert.equal(checked, gradKeys(fx).length, "every reference gradient checked");
   return { worst, checked };
+}
+
+/** The fixture's gradient run: a training forward on batch with log-probs within 1e-5 of `logps`, the masked NLL
+ * (`loss_mask`) within 1e-6 relative of `loss`, then backward and checkGrads. Returns the log-prob max abs diff too. */
+export function checkLogpsLossGrads(model: NativeModel, batch: TokenBatch, fx: SafetensorsHeader, get: (k: string) => Float32Array): { d: number; worst: number; checked: number } {
+  const stats = model.forward(batch, { train: true });
+  const d = maxAbs(stats.logps, get("logps"));
+  assert.ok(d <= 1e-5, `logps max abs diff ${d}`);
+  const { loss, dlogps } = nll(stats.logps, get("loss_mask"));
+  const ref = get("loss")[0];
+  assert.ok(Math.abs(loss - ref) / Math.abs(ref) <= 1e-6, `loss ${loss} vs ${ref}`);
+  model.zeroGrad();
+  model.backward(dlogps);
+  return { d, ...checkGrads(model, fx, get) };
+}
+
+/** max |logps − the fixture's logps| of an inference forward on batch (for the tests that a fixture depends on a feature). */
+export const logpsDiff = (model: NativeModel, batch: TokenBatch, get: (k: string) => Float32Array): number =>
+  maxAbs(model.forward(batch, { train: false }).logps, get("logps"));
+
+/** Greedy decoding with the KV cache from g.prompt gives exactly g.new_ids; returns them. */
+export function checkGreedy(model: NativeModel, g: GenerateFixture): number[] {
+  const out = greedyIds(model, [g.prompt], g.new_ids.length)[0];
+  assert.deepEqual(out, g.new_ids);
+  return out;
+}
+
+/** Each continuation token is the argmax of one full (training-path, no cache) forward over prompt + continuation. */
+export function checkFullForwardArgmax(model: NativeModel, prompt: number[], continuation: number[]): void {
+  const seq = [...prompt, ...continuation];
+  const stats = model.forward({ ids: Int32Array.from(seq), lengths: Int32Array.of(seq.length), B: 1, T: seq.length }, { train: false });
+  for (let i = prompt.length; i < seq.length; i++) assert.equal(stats.correct[i], 1, `token ${i} is the argmax of the full forward`);
 }

@@ -11,7 +11,7 @@ import { NativeModel, setNumThreads } from "../../src/core/native.ts";
 import type { DecoderConfig } from "../../src/core/types.ts";
 import { greedyIds } from "../../src/generate/greedy.ts";
 import { maxAbs } from "../helpers/compare.ts";
-import { checkGrads, loadCheckpoint, nll, readFixture, readGenerateFixture } from "../helpers/parity.ts";
+import { checkFullForwardArgmax, checkGreedy, checkLogpsLossGrads, loadCheckpoint, logpsDiff, readFixture, readGenerateFixture } from "../helpers/parity.ts";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..", "fixtures", "rope");
 const MODELS = ["llama-llama3", "llama-linear", "llama-dynamic", "llama-yarn", "llama-yarn-mscale"];
@@ -30,15 +30,7 @@ for (const name of MODELS) {
       assert.ok(config.ropeScaling, "the checkpoint has RoPE scaling");
       const batch = batchOf("");
       if (config.ropeScaling.type === "dynamic") assert.ok(batch.T > config.ropeScaling.originalMaxPositionEmbeddings, "the batch runs past max_position_embeddings");
-      const stats = model.forward(batch, { train: true });
-      const d = maxAbs(stats.logps, get("logps"));
-      assert.ok(d <= 1e-5, `logps max abs diff ${d}`);
-      const { loss, dlogps } = nll(stats.logps, get("loss_mask"));
-      const ref = get("loss")[0];
-      assert.ok(Math.abs(loss - ref) / Math.abs(ref) <= 1e-6, `loss ${loss} vs ${ref}`);
-      model.zeroGrad();
-      model.backward(dlogps);
-      const { worst, checked } = checkGrads(model, fx, get);
+      const { d, worst, checked } = checkLogpsLossGrads(model, batch, fx, get);
       t.diagnostic(`${config.ropeScaling.type}: logps max abs diff ${d.toExponential(2)}; worst of ${checked} gradient relative errors ${worst.toExponential(2)}`);
     } finally {
       model.free();
@@ -48,7 +40,7 @@ for (const name of MODELS) {
   test(`${name}: the fixture depends on the scaling (plain RoPE is far off)`, () => {
     const { model, get, batchOf } = load(name, (c) => ({ ...c, ropeScaling: null }));
     try {
-      const d = maxAbs(model.forward(batchOf(""), { train: false }).logps, get("logps"));
+      const d = logpsDiff(model, batchOf(""), get);
       assert.ok(d > 1e-4, `plain RoPE differs from the scaled fixture by only ${d} (10x the parity tolerance needed)`);
     } finally {
       model.free();
@@ -59,8 +51,7 @@ for (const name of MODELS) {
     const fx = readGenerateFixture(join(root, name));
     const { model } = load(name);
     try {
-      const out = greedyIds(model, [fx.prompt], fx.new_ids.length);
-      assert.deepEqual(out[0], fx.new_ids);
+      checkGreedy(model, fx);
     } finally {
       model.free();
     }
@@ -95,9 +86,7 @@ test("llama-llama3: greedy tokens are the argmax of the full forward over prompt
   const fx = readGenerateFixture(join(root, "llama-llama3"));
   const { model } = load("llama-llama3");
   try {
-    const seq = [...fx.prompt, ...greedyIds(model, [fx.prompt], fx.new_ids.length)[0]];
-    const stats = model.forward({ ids: Int32Array.from(seq), lengths: Int32Array.of(seq.length), B: 1, T: seq.length }, { train: false });
-    for (let t = fx.prompt.length; t < seq.length; t++) assert.equal(stats.correct[t], 1, `token ${t} is the argmax of the full forward`);
+    checkFullForwardArgmax(model, fx.prompt, greedyIds(model, [fx.prompt], fx.new_ids.length)[0]);
   } finally {
     model.free();
   }

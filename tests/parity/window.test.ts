@@ -10,9 +10,9 @@ import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { AdamW, NativeModel, setNumThreads } from "../../src/core/native.ts";
 import type { DecoderConfig } from "../../src/core/types.ts";
-import { greedyIds } from "../../src/generate/greedy.ts";
-import { maxAbs } from "../helpers/compare.ts";
-import { checkGrads, loadCheckpoint, nll, nllTrainStep, readFixture, readGenerateFixture } from "../helpers/parity.ts";
+import {
+  checkFullForwardArgmax, checkGreedy, checkLogpsLossGrads, loadCheckpoint, logpsDiff, nllTrainStep, readFixture, readGenerateFixture,
+} from "../helpers/parity.ts";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..", "fixtures", "window");
 // The pattern each checkpoint's config.json must resolve to (windows per layer, 0 = full; RoPE per layer).
@@ -45,15 +45,7 @@ for (const [name, want] of Object.entries(MODELS)) {
   test(`${name}: log-probs, loss and every gradient match transformers past the window`, (t) => {
     const { model, get, batch, fx } = load(name);
     try {
-      const stats = model.forward(batch, { train: true });
-      const d = maxAbs(stats.logps, get("logps"));
-      assert.ok(d <= 1e-5, `logps max abs diff ${d}`);
-      const { loss, dlogps } = nll(stats.logps, get("loss_mask"));
-      const ref = get("loss")[0];
-      assert.ok(Math.abs(loss - ref) / Math.abs(ref) <= 1e-6, `loss ${loss} vs ${ref}`);
-      model.zeroGrad();
-      model.backward(dlogps);
-      const { worst, checked } = checkGrads(model, fx, get);
+      const { d, worst, checked } = checkLogpsLossGrads(model, batch, fx, get);
       t.diagnostic(`logps max abs diff ${d.toExponential(2)}; worst of ${checked} gradient relative errors ${worst.toExponential(2)}`);
     } finally {
       model.free();
@@ -85,7 +77,7 @@ for (const [name, want] of Object.entries(MODELS)) {
     test(`${name}: the fixture depends on the window (full attention is far off)`, () => {
       const { model, get, batch } = load(name, (c) => ({ ...c, layerWindows: undefined }));
       try {
-        const d = maxAbs(model.forward(batch, { train: false }).logps, get("logps"));
+        const d = logpsDiff(model, batch, get);
         assert.ok(d > 1e-4, `full attention differs from the windowed fixture by only ${d}`);
       } finally {
         model.free();
@@ -96,7 +88,7 @@ for (const [name, want] of Object.entries(MODELS)) {
     test(`${name}: the fixture depends on the NoPE layers (RoPE everywhere is far off)`, () => {
       const { model, get, batch } = load(name, (c) => ({ ...c, layerRope: undefined }));
       try {
-        const d = maxAbs(model.forward(batch, { train: false }).logps, get("logps"));
+        const d = logpsDiff(model, batch, get);
         assert.ok(d > 1e-4, `RoPE on every layer differs from the fixture by only ${d}`);
       } finally {
         model.free();
@@ -108,12 +100,7 @@ for (const [name, want] of Object.entries(MODELS)) {
     const fx = readGenerateFixture(join(root, name));
     const { model } = load(name);
     try {
-      const out = greedyIds(model, [fx.prompt], fx.new_ids.length);
-      assert.deepEqual(out[0], fx.new_ids);
-      // and each is the argmax of the full (training-path) forward over prompt + continuation
-      const seq = [...fx.prompt, ...out[0]];
-      const stats = model.forward({ ids: Int32Array.from(seq), lengths: Int32Array.of(seq.length), B: 1, T: seq.length }, { train: false });
-      for (let i = fx.prompt.length; i < seq.length; i++) assert.equal(stats.correct[i], 1, `token ${i} is the argmax of the full forward`);
+      checkFullForwardArgmax(model, fx.prompt, checkGreedy(model, fx));
     } finally {
       model.free();
     }

@@ -1,8 +1,9 @@
 # What the fixture writers that run transformers' own modelling classes share (rope_fixtures.py,
 # window_fixtures.py): seeded weights and batches, the checkpoint files, label-aligned log-probs, the masked-NLL
-# gradient fixture and the greedy-generation search with its generate.json.
+# gradient fixture, the greedy-generation search with its generate.json, and the command line.
 # Not a fixture writer and not the hand-written model's helpers (tiny_models.py): each script builds its own model
 # class and writes its own extra tensors and metadata.
+import argparse
 import json
 import os
 import sys
@@ -135,8 +136,14 @@ def write_generate(folder, name, case, **extra):
         f.write(to_json(doc) + "\n")
 
 
-def configure_torch():
-    """One thread, deterministic kernels, transformers' warnings off: two runs write identical bytes."""
+def fixture_main(description, default_out, names, write_model):
+    """The scripts' command line: --out DIR (default default_out), then write_model(name, out) for each name on
+    one thread with deterministic kernels and transformers' warnings off, so that two runs write identical bytes."""
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--out", default=default_out)
+    args = ap.parse_args()
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True)
     transformers.utils.logging.set_verbosity_error()
+    for name in names:
+        write_model(name, args.out)

@@ -8,7 +8,6 @@
 # Needs a python3 with torch 2.x and transformers 5.x (written with torch 2.13, transformers 5.18). Usage, from
 # the repo root:  python3 tools/reference/rope_fixtures.py [--out DIR]
 # Deterministic: one thread, seeded weights and ids, sorted safetensors keys; two runs write identical bytes.
-import argparse
 import json
 import os
 import sys
@@ -19,7 +18,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import torch  # noqa: E402
 from transformers import LlamaConfig, LlamaForCausalLM  # noqa: E402
 
-from hf_fixtures import (ATTN, batch, configure_torch, fixture_metadata, generation_case, nll_fixture,  # noqa: E402
+from hf_fixtures import (ATTN, batch, fixture_main, fixture_metadata, generation_case, nll_fixture,  # noqa: E402
                          save_checkpoint, token_logps, write_generate)
 from safetensors_io import save_file  # noqa: E402
 
@@ -96,14 +95,6 @@ def write_model(name, out_root):
     print(f"{name}: loss {loss.item():.6f}, generation seed {case['seed']}, min margin {min(case['margins']):.4f}")
 
 
-def main():
-    ap = argparse.ArgumentParser(description="RoPE-scaling parity fixtures written by transformers' LlamaForCausalLM")
-    ap.add_argument("--out", default=os.path.join(REPO, "tests", "fixtures", "rope"))
-    args = ap.parse_args()
-    configure_torch()
-    for name in ROPE_MODELS:
-        write_model(name, args.out)
-
-
 if __name__ == "__main__":
-    main()
+    fixture_main("RoPE-scaling parity fixtures written by transformers' LlamaForCausalLM",
+                 os.path.join(REPO, "tests", "fixtures", "rope"), ROPE_MODELS, write_model)

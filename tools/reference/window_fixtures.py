@@ -8,7 +8,6 @@
 # Needs a python3 with torch 2.x and transformers 5.x (written with torch 2.13, transformers 5.18). Usage, from
 # the repo root:  python3 tools/reference/window_fixtures.py [--out DIR]
 # Deterministic: one thread, seeded weights and ids, sorted safetensors keys; two runs write identical bytes.
-import argparse
 import json
 import os
 import sys
@@ -19,7 +18,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import torch  # noqa: E402
 from transformers import AutoConfig, AutoModelForCausalLM  # noqa: E402
 
-from hf_fixtures import (ATTN, configure_torch, fixture_metadata, generation_case, nll_fixture,  # noqa: E402
+from hf_fixtures import (ATTN, fixture_main, fixture_metadata, generation_case, nll_fixture,  # noqa: E402
                          save_checkpoint, token_logps, write_generate)
 from safetensors_io import save_file  # noqa: E402
 from tiny_models import decays  # noqa: E402
@@ -123,14 +122,6 @@ def write_model(name, out_root):
           f"min margin {min(case['margins']):.4f}")
 
 
-def main():
-    ap = argparse.ArgumentParser(description="Per-layer attention-pattern parity fixtures written by transformers")
-    ap.add_argument("--out", default=os.path.join(REPO, "tests", "fixtures", "window"))
-    args = ap.parse_args()
-    configure_torch()
-    for name in WINDOW_MODELS:
-        write_model(name, args.out)
-
-
 if __name__ == "__main__":
-    main()
+    fixture_main("Per-layer attention-pattern parity fixtures written by transformers",
+                 os.path.join(REPO, "tests", "fixtures", "window"), WINDOW_MODELS, write_model)
