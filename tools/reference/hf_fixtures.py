@@ -63,6 +63,13 @@ def save_checkpoint(build, cfg, seed, folder):
     return state
 
 
+def loaded(build, cfg, state, dtype, strict=False):
+    """build(cfg, dtype) with the checkpoint's state loaded (strict: the state must hold every key the model saves)."""
+    model = build(cfg, dtype)
+    model.load_state_dict(state, strict=strict)
+    return model
+
+
 def nll_fixture(model, logps_fn, vocab, seed):
     """The masked NLL (every real token from position 2 on) of a seeded LENGTHS batch, backpropagated.
     logps_fn(model, ids, lens, real) -> label-aligned (B, T) log-probs. Returns (tensors with input_ids, lengths,

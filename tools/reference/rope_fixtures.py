@@ -18,7 +18,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import torch  # noqa: E402
 from transformers import LlamaConfig, LlamaForCausalLM  # noqa: E402
 
-from hf_fixtures import (ATTN, batch, fixture_main, fixture_metadata, generation_case, nll_fixture,  # noqa: E402
+from hf_fixtures import (ATTN, batch, fixture_main, fixture_metadata, generation_case, loaded, nll_fixture,  # noqa: E402
                          save_checkpoint, token_logps, write_generate)
 from safetensors_io import save_file  # noqa: E402
 
@@ -71,8 +71,7 @@ def write_model(name, out_root):
     state = save_checkpoint(build, cfg, seed, folder)
 
     # float64 from the stored fp32 weights; RoPE tables stay fp32 in transformers whatever the model dtype.
-    model = build(cfg, torch.float64)
-    model.load_state_dict(state, strict=False)
+    model = loaded(build, cfg, state, torch.float64)
     tensors, loss, _ = nll_fixture(model, lambda m, ids, lens, real: token_logps(m, ids, real),
                                    cfg["vocab_size"], seed + 100)
     runs = DYNAMIC_RUNS if cfg["rope_scaling"]["rope_type"] == "dynamic" else []
@@ -85,12 +84,8 @@ def write_model(name, out_root):
     metadata = {**fixture_metadata(name), "runs": str(len(runs)), "attn_implementation": ATTN}
     save_file(tensors, os.path.join(folder, "fixture.safetensors"), metadata=metadata)
 
-    def load(dtype):
-        m = build(cfg, dtype)
-        m.load_state_dict(state)
-        return m
-
-    case = generation_case(load, cfg["vocab_size"], seed * 1000, fresh_per_prompt=True)
+    case = generation_case(lambda dtype: loaded(build, cfg, state, dtype, strict=True), cfg["vocab_size"], seed * 1000,
+                           fresh_per_prompt=True)
     write_generate(folder, name, case)
     print(f"{name}: loss {loss.item():.6f}, generation seed {case['seed']}, min margin {min(case['margins']):.4f}")
 

@@ -18,7 +18,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import torch  # noqa: E402
 from transformers import AutoConfig, AutoModelForCausalLM  # noqa: E402
 
-from hf_fixtures import (ATTN, fixture_main, fixture_metadata, generation_case, nll_fixture,  # noqa: E402
+from hf_fixtures import (ATTN, fixture_main, fixture_metadata, generation_case, loaded, nll_fixture,  # noqa: E402
                          save_checkpoint, token_logps, write_generate)
 from safetensors_io import save_file  # noqa: E402
 from tiny_models import decays  # noqa: E402
@@ -93,13 +93,10 @@ def write_model(name, out_root):
     folder = os.path.join(out_root, name)
     state = save_checkpoint(build, cfg, seed, folder)
 
-    model = build(cfg, torch.float64)
-    model.load_state_dict(state, strict=False)
+    model = loaded(build, cfg, state, torch.float64)
     layer_types = list(model.config.layer_types) if getattr(model.config, "layer_types", None) else None
     tensors, loss, (ids, lens, real, loss_mask) = nll_fixture(model, row_logps, cfg["vocab_size"], seed + 100)
-    fresh = build(cfg, torch.float64)
-    fresh.load_state_dict(state, strict=False)
-    traj_loss, traj_norm = trajectory(fresh, lambda m: -(row_logps(m, ids, lens, real) * loss_mask).sum() / loss_mask.sum())
+    traj_loss, traj_norm = trajectory(loaded(build, cfg, state, torch.float64), lambda m: -(row_logps(m, ids, lens, real) * loss_mask).sum() / loss_mask.sum())
     tensors["traj_loss"] = (traj_loss, "F32")
     tensors["traj_grad_norm"] = (traj_norm, "F32")
     metadata = {**fixture_metadata(name), "rows": "one forward per row, unpadded",
@@ -111,12 +108,8 @@ def write_model(name, out_root):
                 "steps": str(TRAIN["steps"]), "traj_loss": "loss before each step, on the same batch every step"}
     save_file(tensors, os.path.join(folder, "fixture.safetensors"), metadata=metadata)
 
-    def load(dtype):
-        m = build(cfg, dtype)
-        m.load_state_dict(state, strict=False)
-        return m
-
-    case = generation_case(load, cfg["vocab_size"], seed * 1000, fresh_per_prompt=False)
+    case = generation_case(lambda dtype: loaded(build, cfg, state, dtype), cfg["vocab_size"], seed * 1000,
+                           fresh_per_prompt=False)
     write_generate(folder, name, case, layer_types=layer_types)
     print(f"{name}: layer_types {layer_types}, loss {loss.item():.6f}, traj {traj_loss[0]:.5f} -> {traj_loss[-1]:.5f}, generation seed {case['seed']}, "
           f"min margin {min(case['margins']):.4f}")
