@@ -5,7 +5,7 @@
 # of tests/fixtures/lora. Per case: every quantized tensor's blocks (packed nibbles and scales), then the model with
 # those blocks dequantized (code * absmax in float32) run in float64: per-token log-probs with the adapters on and
 # off, the masked mean NLL and every adapter gradient.
-# Usage (repo root, a python3 with torch 2.x):  /work/venv/bin/python tools/reference/qlora_fixtures.py
+# Usage (repo root, a python3 with torch 2.x):  python3 tools/reference/qlora_fixtures.py
 # Not bitsandbytes (not installed; no GPU) and not a trainer. Deterministic: rerunning rewrites identical bytes.
 import argparse
 import os
