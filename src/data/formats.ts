@@ -225,7 +225,14 @@ function detectSchema(r: Record<string, unknown>, cols: ReturnType<typeof column
   if (kind === "text") return { kind, conversational: false, implicit: false };
   const main = kind === "paired" ? (has(cols.chosen) ? col(r, cols.chosen) : col(r, cols.rejected)) : col(r, cols.completion);
   const conversational = isConversational(main) || (main === undefined && isConversational(col(r, cols.prompt)));
-  return { kind, conversational, implicit: kind === "paired" && !has(cols.prompt) };
+  // TRL's maybe_extract_prompt: the prompt is extracted from chosen/rejected when there is none, or when the given
+  // one's format differs from chosen's (UltraFeedback-binarized: a string prompt beside full conversations).
+  return { kind, conversational, implicit: kind === "paired" && (!has(cols.prompt) || promptFormatDiffers(col(r, cols.prompt), conversational)) };
+}
+
+/** A given prompt whose format (conversation or text) is not chosen's: TRL then ignores it and extracts its own. */
+function promptFormatDiffers(prompt: unknown, conversational: boolean): boolean {
+  return prompt !== undefined && isConversational(prompt) !== conversational;
 }
 
 function extraFields(r: Record<string, unknown>): ExtraFields {
@@ -252,7 +259,8 @@ function pairFromRow(r: Record<string, unknown>, cols: ReturnType<typeof columnN
   let chosen = textField(r, cols.chosen, conv, part);
   let rejected = textField(r, cols.rejected, conv, part);
   if (implicit) {
-    if (col(r, cols.prompt) !== undefined) throw new RowProblem(cols.prompt, "this row has a prompt but the first row did not", "Give every row a prompt, or none");
+    const given = col(r, cols.prompt);
+    if (given !== undefined && !promptFormatDiffers(given, conv)) throw new RowProblem(cols.prompt, `this row's prompt is in chosen's format, but the first row's was missing or in another format (so the prompt is extracted from chosen and rejected, as TRL does)`, "Give every row a prompt in chosen's format, or none");
     ({ prompt, chosen, rejected } = extractPrompt(chosen, rejected));
     if (prompt.length === 0) {
       throw new RowProblem(cols.chosen, "chosen and rejected share no prefix, so the implicit prompt is empty", `Add a "${cols.prompt}" column`);

@@ -140,3 +140,25 @@ test("dataset-level problems: unknown columns, custom column names, an empty fil
   writeFileSync(i, JSON.stringify({ chosen: "yes", rejected: "no" }) + "\n");
   await assert.rejects(loadExamples(i), /line 1, field "chosen": chosen and rejected share no prefix.*Add a "prompt" column/);
 });
+
+test("UltraFeedback-binarized rows (a string prompt beside full conversations): the prompt is extracted from chosen and rejected, as TRL's maybe_extract_prompt does", async () => {
+  const f = join(tmp, "ultrafeedback.jsonl");
+  const row = (q: string, good: string, bad: string) => ({
+    prompt: q, prompt_id: "x", score_chosen: 8, score_rejected: 3,
+    chosen: [{ role: "user", content: q }, { role: "assistant", content: good }],
+    rejected: [{ role: "user", content: q }, { role: "assistant", content: bad }],
+  });
+  writeFileSync(f, [row("What is 2+2?", "4", "5"), row("Capital of France?", "Paris", "Lyon")].map((r) => JSON.stringify(r)).join("\n") + "\n");
+  const d = await loadExamples(f);
+  assert.equal(d.implicitPrompt, true);
+  assert.equal(d.conversational, true);
+  // what trl 1.13's maybe_extract_prompt returns for the first row
+  assert.deepEqual([d.paired[0].prompt, d.paired[0].chosen, d.paired[0].rejected], [
+    [{ role: "user", content: "What is 2+2?" }], [{ role: "assistant", content: "4" }], [{ role: "assistant", content: "5" }],
+  ]);
+  // a later row whose prompt is already a conversation (chosen's format) does not fit the first row's reading
+  const g = join(tmp, "mixed.jsonl");
+  const second = { ...row("Q2", "a", "b"), prompt: [{ role: "user", content: "Q2" }] };
+  writeFileSync(g, [row("Q1", "a", "b"), second].map((r) => JSON.stringify(r)).join("\n") + "\n");
+  await assert.rejects(loadExamples(g), /line 2, field "prompt": this row's prompt is in chosen's format, but the first row's was missing or in another format/);
+});
