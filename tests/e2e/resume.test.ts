@@ -5,12 +5,12 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { spawn, type ChildProcess } from "node:child_process";
-import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { join } from "node:path";
 import { score } from "../../src/cli/train.ts";
 import { latestCheckpoint } from "../../src/train/checkpoint.ts";
-import { makeTinyModel, scratch } from "../helpers/tiny-model.ts";
+import { makeTinyModel, scratch, writeWordPairs } from "../helpers/tiny-model.ts";
 
 const ROOT = fileURLToPath(new URL("../..", import.meta.url));
 const TIMING = /runtime|per_second/;
@@ -20,14 +20,7 @@ let cfgFile: string;
 before(() => {
   tmp = scratch();
   makeTinyModel(join(tmp.dir, "model"), { tokenizer: "llama2", hidden: 16, intermediate: 32, seed: 5 });
-  const words = ["red", "green", "blue", "cat", "dog", "sun", "rain", "tree", "river", "stone"];
-  const rows = (n: number, off: number) => Array.from({ length: n }, (_, i) => {
-    const a = words[(i + off) % 10], b = words[(3 * i + off + 1) % 10];
-    return JSON.stringify({ prompt: `Name something like a ${a} and a ${b}.`, chosen: ` A ${a} ${b} is nice.`, rejected: ` No ${b}s here, ever, ${a}.` });
-  });
-  mkdirSync(join(tmp.dir, "data"));
-  writeFileSync(join(tmp.dir, "data", "train.jsonl"), rows(24, 0).join("\n") + "\n");
-  writeFileSync(join(tmp.dir, "data", "test.jsonl"), rows(6, 4).join("\n") + "\n");
+  writeWordPairs(join(tmp.dir, "data"), 24, 6);
   cfgFile = join(tmp.dir, "dpo.yaml");
   writeFileSync(cfgFile, [
     "method: dpo", `model_name_or_path: ${join(tmp.dir, "model")}`, `dataset: ${join(tmp.dir, "data")}`,

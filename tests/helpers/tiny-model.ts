@@ -1,6 +1,6 @@
-// Test helpers: the tiny model builder (src/models/tiny.ts), random pre-tokenized preference rows, and a
-// scratch-folder maker. Not fixtures of expected values: tests compute.
-import { mkdtempSync, rmSync } from "node:fs";
+// Test helpers: the tiny model builder (src/models/tiny.ts), random pre-tokenized preference rows, a small text
+// preference dataset folder, and a scratch-folder maker. Not fixtures of expected values: tests compute.
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { seededRandom } from "../../src/data/sampler.ts";
@@ -31,4 +31,16 @@ export function randomUnpaired(n: number, o: { vocab?: number; seed?: number } =
 export function scratch(prefix = "preftune-test-"): { dir: string; cleanup: () => void } {
   const dir = mkdtempSync(join(tmpdir(), prefix));
   return { dir, cleanup: () => rmSync(dir, { recursive: true, force: true }) };
+}
+
+/** A text preference dataset folder (prompt / chosen / rejected rows) with `train` and `test` JSONL splits. */
+export function writeWordPairs(dir: string, train: number, test: number): void {
+  const words = ["red", "green", "blue", "cat", "dog", "sun", "rain", "tree", "river", "stone"];
+  const rows = (n: number, off: number) => Array.from({ length: n }, (_, i) => {
+    const a = words[(i + off) % 10], b = words[(3 * i + off + 1) % 10];
+    return JSON.stringify({ prompt: `Name something like a ${a} and a ${b}.`, chosen: ` A ${a} ${b} is nice.`, rejected: ` No ${b}s here, ever, ${a}.` });
+  });
+  mkdirSync(dir, { recursive: true });
+  writeFileSync(join(dir, "train.jsonl"), rows(train, 0).join("\n") + "\n");
+  writeFileSync(join(dir, "test.jsonl"), rows(test, 4).join("\n") + "\n");
 }

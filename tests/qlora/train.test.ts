@@ -11,6 +11,7 @@ import { fileURLToPath } from "node:url";
 import { stringify } from "yaml";
 import { saveModel, readModelDir } from "../../src/models/checkpoint.ts";
 import { dequantizedCopy, loadQuantizedModel } from "../../src/models/quantize.ts";
+import type { Quant4Config } from "../../src/core/native.ts";
 import { loadConfig, readConfigFile, resolveConfig } from "../../src/train/config.ts";
 import { train } from "../../src/train/loop.ts";
 import { Generator, loadGenerationModel } from "../../src/generate/engine.ts";
@@ -73,10 +74,11 @@ test("the ORPO QLoRA walkthrough's YAML trains end to end on a 4-bit base: eval 
   assert.ok(!existsSync(join(outDir, "model.safetensors")));
 });
 
-test("training on the 4-bit base equals training on an fp32 folder of its dequantized weights", async () => {
-  const deqDir = join(tmp.dir, "dequantized");
+/** An fp32 model folder (with the tokenizer) holding what `model` dequantizes to under `quant`: the reference run. */
+function writeDequantized(name: string, quant: Quant4Config): string {
+  const deqDir = join(tmp.dir, name);
   const { config: dcfg, configJson } = readModelDir(model);
-  const q = loadQuantizedModel(model, dcfg, { quantType: "nf4", doubleQuant: true }, "fp32");
+  const q = loadQuantizedModel(model, dcfg, quant, "fp32");
   const full = dequantizedCopy(q);
   q.free();
   try {
@@ -84,6 +86,11 @@ test("training on the 4-bit base equals training on an fp32 folder of its dequan
   } finally {
     full.free();
   }
+  return deqDir;
+}
+
+test("training on the 4-bit base equals training on an fp32 folder of its dequantized weights", async () => {
+  const deqDir = writeDequantized("dequantized", { quantType: "nf4", doubleQuant: true });
   const run = async (modelDir: string, quant: boolean, out: string) => {
     const { config, notes } = loadConfig(null, [
       "--method", "orpo", "--model_name_or_path", modelDir, "--dataset", pairs, "--output_dir", join(tmp.dir, out), "--max_steps", "3",
@@ -106,16 +113,7 @@ test("training on the 4-bit base equals training on an fp32 folder of its dequan
 });
 
 test("generation (src/generate) on a 4-bit base: the greedy tokens of an fp32 model holding its dequantized weights", async () => {
-  const deqDir = join(tmp.dir, "dequantized-gen");
-  const { config: dcfg, configJson } = readModelDir(model);
-  const q = loadQuantizedModel(model, dcfg, { quantType: "fp4", doubleQuant: false }, "fp32");
-  const full = dequantizedCopy(q);
-  q.free();
-  try {
-    saveModel(deqDir, configJson, full.table, full.params, { extra: (d) => { for (const f of ["tokenizer.json", "tokenizer_config.json"]) copyFileSync(join(model, f), join(d, f)); } });
-  } finally {
-    full.free();
-  }
+  const deqDir = writeDequantized("dequantized-gen", { quantType: "fp4", doubleQuant: false });
   const a = await loadGenerationModel(model, { quantization: { quantType: "fp4", doubleQuant: false } });
   const b = await loadGenerationModel(deqDir);
   try {

@@ -14,7 +14,7 @@ import { startJudgeServer } from "../eval/judge-server.ts";
 import { TIMING_KEY } from "../../src/sweep/table.ts";
 import { writeSweepReport } from "../../src/report/sweep-report.ts";
 import { drawnSeries } from "../report/svg-read.ts";
-import { makeTinyModel, scratch } from "../helpers/tiny-model.ts";
+import { makeTinyModel, scratch, writeWordPairs } from "../helpers/tiny-model.ts";
 
 const ROOT = fileURLToPath(new URL("../..", import.meta.url));
 let tmp: ReturnType<typeof scratch>;
@@ -23,14 +23,7 @@ let base: string;
 before(() => {
   tmp = scratch();
   makeTinyModel(join(tmp.dir, "model"), { tokenizer: "llama2", hidden: 16, intermediate: 32, seed: 5 });
-  const words = ["red", "green", "blue", "cat", "dog", "sun", "rain", "tree", "river", "stone"];
-  const rows = (n: number, off: number) => Array.from({ length: n }, (_, i) => {
-    const a = words[(i + off) % 10], b = words[(3 * i + off + 1) % 10];
-    return JSON.stringify({ prompt: `Name something like a ${a} and a ${b}.`, chosen: ` A ${a} ${b} is nice.`, rejected: ` No ${b}s here, ever, ${a}.` });
-  });
-  mkdirSync(join(tmp.dir, "data"));
-  writeFileSync(join(tmp.dir, "data", "train.jsonl"), rows(16, 0).join("\n") + "\n");
-  writeFileSync(join(tmp.dir, "data", "test.jsonl"), rows(6, 4).join("\n") + "\n");
+  writeWordPairs(join(tmp.dir, "data"), 16, 6);
   base = join(tmp.dir, "base.yaml");
   writeFileSync(base, [
     `model_name_or_path: ${join(tmp.dir, "model")}`, `dataset_name: ${join(tmp.dir, "data")}`, `dataset_cache_dir: ${join(tmp.dir, "cache")}`,
