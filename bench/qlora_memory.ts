@@ -19,7 +19,7 @@ import { collatePairs } from "../src/data/collate.ts";
 import { buildParamTable, readModelDir } from "../src/models/checkpoint.ts";
 import { parseConfig } from "../src/models/config.ts";
 import { initLora } from "../src/models/peft.ts";
-import { isQuantizedWeight, loadQuantizedModel, quantizedWeightBytes } from "../src/models/quantize.ts";
+import { loadQuantizedModel, quantizedWeightBytes } from "../src/models/quantize.ts";
 import { encodeHeader, type TensorToWrite } from "../src/models/safetensors.ts";
 import { pairedStep } from "../src/train/objectives.ts";
 import { writeNewFile } from "../src/util/durable.ts";
@@ -143,7 +143,7 @@ function main(): void {
     const table = buildParamTable(parseConfig(configJson, "config.json"));
     const params = table.reduce((s, p) => s + p.size, 0);
     const q = quantizedWeightBytes(table, { quantType: "nf4", doubleQuant: true }, "bf16");
-    const quantized = table.filter((p) => isQuantizedWeight(p.name)).reduce((s, p) => s + p.size, 0);
+    const quantized = table.filter((p) => p.quant4).reduce((s, p) => s + p.size, 0);
     // what the same step keeps without 4-bit: the weights, plus the activations of 1,024 tokens (measured step's
     // activations are the peak minus the 4-bit weights; a full-precision base also keeps every layer's gate|up)
     const tokens = 2 * (SEQ_PROMPT + SEQ_COMPLETION);

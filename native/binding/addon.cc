@@ -99,6 +99,7 @@ Napi::Array table_array(Napi::Env env, int32_t n, const std::function<const pt_p
     o.Set("offset", Napi::Number::New(env, (double)p->offset));
     o.Set("size", Napi::Number::New(env, (double)p->size));
     o.Set("decay", Napi::Boolean::New(env, p->decay != 0));
+    o.Set("quant4", Napi::Boolean::New(env, p->quant4 != 0));
     arr.Set((uint32_t)i, o);
   }
   return arr;

@@ -22,7 +22,7 @@
 extern "C" {
 #endif
 
-#define PT_ABI_VERSION 11   // 2: pt_forward takes PT_FORWARD_* flags; pt_lora_*. 3: pt_kv_*, pt_decode.
+#define PT_ABI_VERSION 12   // 2: pt_forward takes PT_FORWARD_* flags; pt_lora_*. 3: pt_kv_*, pt_decode.
                            // 4: pt_set_compute, pt_bf16_support (bf16 mixed precision); pt_model_create_ex with
                            // PT_MODEL_BF16_BASE (a frozen base held in bf16); the gradient buffer is allocated on
                            // first use (a LoRA model never allocates one)
@@ -37,6 +37,7 @@ extern "C" {
                            // 10: pt_mpi_* (data parallel)
                            // 11: pt_config's per-layer pattern (layer_window: sliding-window attention; layer_rope:
                            // layers without RoPE, SmolLM3's no_rope_layers)
+                           // 12: pt_param.quant4 (which tensors a 4-bit base quantizes)
 
 typedef enum {
   PT_OK = 0,
@@ -74,6 +75,8 @@ typedef struct {
                            // PT_MODEL_BF16_BASE model
   int64_t size;
   int32_t decay;           // weight_decay applies (not to biases and norm weights)
+  int32_t quant4;          // a 4-bit base (PT_MODEL_NF4_BASE / PT_MODEL_FP4_BASE) holds it quantized: the layers'
+                           // projection weights (bitsandbytes' Linear4bit), never embeddings, norms, biases or the head
 } pt_param;
 
 typedef struct pt_model pt_model;

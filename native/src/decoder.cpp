@@ -175,6 +175,17 @@ struct pt_kv_cache {
 
 namespace {
 
+// The projection weights a 4-bit base quantizes (pt_param.quant4, the one statement of the rule): every nn.Linear of
+// the layers (bitsandbytes' Linear4bit); embeddings and norms are not Linear, and transformers keeps the output
+// embedding (lm_head) out.
+bool quantized_name(const std::string& n) {
+  static const char* ends[] = {"q_proj.weight", "k_proj.weight", "v_proj.weight", "o_proj.weight", "gate_proj.weight",
+                               "up_proj.weight", "down_proj.weight"};
+  for (const char* e : ends)
+    if (n.size() > std::strlen(e) && n.compare(n.size() - std::strlen(e), std::string::npos, e) == 0) return true;
+  return false;
+}
+
 void add_to(std::vector<pt_param>& table, const std::string& name, int64_t d0, int64_t d1, bool decay,
             int64_t& off) {
   pt_param p{};
@@ -185,6 +196,7 @@ void add_to(std::vector<pt_param>& table, const std::string& name, int64_t d0, i
   p.size = d0 * (d1 > 0 ? d1 : 1);
   p.offset = off;
   p.decay = decay;
+  p.quant4 = quantized_name(name);
   table.push_back(p);
   off += p.size;
 }
@@ -414,15 +426,6 @@ bool bf16_base(const pt_model* m) { return m->flags & PT_MODEL_BF16_BASE; }
 bool q4_base(const pt_model* m) { return m->flags & (PT_MODEL_NF4_BASE | PT_MODEL_FP4_BASE); }
 bool frozen_base(const pt_model* m) { return bf16_base(m) || q4_base(m); }
 
-// The projection weights a 4-bit base quantizes: every nn.Linear of the layers (bitsandbytes' Linear4bit);
-// embeddings, norms, biases and the LM head stay as they are.
-bool quantized_name(const std::string& n) {
-  static const char* ends[] = {"q_proj.weight", "k_proj.weight", "v_proj.weight", "o_proj.weight", "gate_proj.weight",
-                               "up_proj.weight", "down_proj.weight"};
-  for (const char* e : ends)
-    if (n.size() > std::strlen(e) && n.compare(n.size() - std::strlen(e), std::string::npos, e) == 0) return true;
-  return false;
-}
 
 // Storage of every quantized tensor (zeroed: an unloaded tensor reads as 0) and the layers' 4-bit views.
 bool build_q4(pt_model* m) {
@@ -430,7 +433,7 @@ bool build_q4(pt_model* m) {
   m->q4.assign(m->table.size(), Q4Tensor{});
   for (size_t i = 0; i < m->table.size(); i++) {
     const pt_param& p = m->table[i];
-    if (!quantized_name(p.name)) continue;
+    if (!p.quant4) continue;
     Q4Tensor& t = m->q4[i];
     t.size = p.size;
     const int64_t nb = t.nblocks();

@@ -50,6 +50,7 @@ export interface ParamInfo {
   offset: number;               // in floats, into NativeModel.params / .grads
   size: number;
   decay: boolean;               // HF Trainer applies weight_decay to it (not to biases or norm weights)
+  quant4: boolean;              // a 4-bit base (load_in_4bit) holds it quantized: the layers' projection weights
 }
 
 /** A right-padded batch of token ids. ids has B*T entries; lengths[b] <= T real tokens in row b. */

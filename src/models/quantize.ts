@@ -8,18 +8,11 @@ import type { DecoderConfig, ParamInfo } from "../core/types.ts";
 import { checkWeightFiles, readWeightFiles } from "./checkpoint.ts";
 import { forEachTensorChunk } from "./safetensors.ts";
 
-/**
- * The tensors a 4-bit base quantizes: every projection of the layers (the nn.Linear modules bitsandbytes' Linear4bit
- * replaces). Embeddings and norms are not Linear; transformers keeps the output embedding (lm_head) out. The native
- * core applies the same rule (quantized_name in native/src/decoder.cpp); tests/qlora checks they agree.
- */
-export const isQuantizedWeight = (name: string): boolean => /\.(q|k|v|o|gate|up|down)_proj\.weight$/.test(name);
-
 /** Bytes the weights of a 4-bit base take: 4 bits a value plus the block scales, the other tensors at 2 or 4 bytes. */
 export function quantizedWeightBytes(table: readonly ParamInfo[], q: Quant4Config, rest: "fp32" | "bf16"): number {
   let bytes = 0;
   for (const p of table) {
-    if (!isQuantizedWeight(p.name)) { bytes += p.size * (rest === "bf16" ? 2 : 4); continue; }
+    if (!p.quant4) { bytes += p.size * (rest === "bf16" ? 2 : 4); continue; }
     const blocks = Math.ceil(p.size / 64);
     bytes += Math.ceil(p.size / 2) + (q.doubleQuant ? blocks + 4 * Math.ceil(blocks / 256) + 4 : 4 * blocks);
   }
@@ -38,7 +31,7 @@ export function loadQuantizedModel(dir: string, config: DecoderConfig, q: Quant4
     checkWeightFiles(files, model.table);
     for (const p of model.table) {
       const h = files.tensors.get(p.name)!;
-      if (isQuantizedWeight(p.name)) forEachTensorChunk(h, p.name, (v, start) => model.quantize4bit(p.name, v, start));
+      if (p.quant4) forEachTensorChunk(h, p.name, (v, start) => model.quantize4bit(p.name, v, start));
       else forEachTensorChunk(h, p.name, (v, start) => model.writeTensor(p.name, v, start));
     }
   } catch (e) {

@@ -42,7 +42,7 @@ test("combined loss is the global row mean; metrics weigh ranks by rows; KTO sid
 });
 
 test("layer layout: each layer's contiguous range, the rest around them; null when a layer is split", () => {
-  const p = (name: string, offset: number, size: number) => ({ name, offset, size, shape: [size], decay: true });
+  const p = (name: string, offset: number, size: number) => ({ name, offset, size, shape: [size], decay: true, quant4: false });
   const table = [p("model.embed_tokens.weight", 0, 10), p("model.layers.0.a", 10, 4), p("model.layers.0.b", 14, 2), p("model.layers.1.a", 16, 6), p("model.norm.weight", 22, 2)];
   const l = layerLayout({ table }, 26)!;
   assert.deepEqual(Array.from(l.ranges), [10, 16, 16, 22]);

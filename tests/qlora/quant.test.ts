@@ -13,7 +13,7 @@ import { AdamW, NativeModel, dequantize4bit, dynamicMap, quantize4bit, quantizeA
 import { loadModelFolder, readModelDir, readWeightFiles } from "../../src/models/checkpoint.ts";
 import { randomInit } from "../../src/models/params.ts";
 import { initLora, loadAdapter, saveMergedModel } from "../../src/models/peft.ts";
-import { dequantizedCopy, isQuantizedWeight, loadQuantizedModel, quantizedWeightBytes } from "../../src/models/quantize.ts";
+import { dequantizedCopy, loadQuantizedModel, quantizedWeightBytes } from "../../src/models/quantize.ts";
 import { readHeader, readTensor, type SafetensorsHeader } from "../../src/models/safetensors.ts";
 import { maxAbs, relErr } from "../helpers/compare.ts";
 
@@ -118,7 +118,7 @@ for (const [name, c] of Object.entries(CASES)) {
       let quantized = 0, worstOffset = 0;
       for (const p of model.table) {
         const w = readTensor(files.tensors.get(p.name)!, p.name);
-        if (!isQuantizedWeight(p.name)) {
+        if (!p.quant4) {
           assert.ok(!fx.has(`q.${p.name}.packed`), `${p.name} is not quantized by the reference either`);
           assert.deepEqual(model.dequantize(p.name), w, `${p.name} is held as loaded`);
           continue;
@@ -183,7 +183,7 @@ function wideModel(q: { quantType: Quant4Type; doubleQuant: boolean }): { held: 
     randomInit(src.table, src.params, 11);
     for (const p of src.table) {
       const v = src.params.subarray(p.offset, p.offset + p.size);
-      if (!isQuantizedWeight(p.name)) { held.params.set(v, p.offset); continue; }
+      if (!p.quant4) { held.params.set(v, p.offset); continue; }
       for (let s = 0; s < p.size; s += 4096) held.quantize4bit(p.name, v.subarray(s, Math.min(p.size, s + 4096)), s);
     }
   } finally {
@@ -279,9 +279,9 @@ test("a 4-bit base is frozen and refuses what it cannot do, naming why", () => {
     assert.throws(() => new AdamW(model, { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0 }).update(), /held in 4 bits and is frozen/);
     model.forward(fx.batch, { train: true });
     assert.throws(() => model.backward(fx.dlogps), /held in 4 bits \(frozen\): attach a LoRA adapter/);
-    // the native rule of what is quantized agrees with isQuantizedWeight
+    // the layout's quant4 flag agrees with what the core lets be quantized
     for (const p of model.table) {
-      if (isQuantizedWeight(p.name)) continue;
+      if (p.quant4) continue;
       assert.throws(() => model.quantize4bit(p.name, new Float32Array(64), 0), /not a quantized tensor/);
     }
     const qn = "model.layers.0.self_attn.q_proj.weight";

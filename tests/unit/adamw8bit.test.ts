@@ -84,7 +84,7 @@ test("quantization: nearest code, a value exactly between two codes takes the lo
 /** A parameter set of plain arrays (no model), enough for an optimizer. */
 function fakeTrainable(sizes: number[], decay = true): Trainable {
   let off = 0;
-  const table: ParamInfo[] = sizes.map((n, i) => { const p = { name: `t${i}`, shape: [n], offset: off, size: n, decay }; off += n; return p; });
+  const table: ParamInfo[] = sizes.map((n, i) => { const p = { name: `t${i}`, shape: [n], offset: off, size: n, decay, quant4: false }; off += n; return p; });
   const params = new Float32Array(off), grads = new Float32Array(off);
   return {
     table, params, grads, zeroGrad: () => grads.fill(0), gradNorm: () => 0, scaleGrads: () => {}, clipGradNorm: () => 0,

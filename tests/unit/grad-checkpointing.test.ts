@@ -9,7 +9,6 @@ import { fileURLToPath } from "node:url";
 import { bf16Support, LORA_TARGETS, NativeModel, type Trainable } from "../../src/core/native.ts";
 import type { DecoderConfig, TokenBatch } from "../../src/core/types.ts";
 import { readModelDir } from "../../src/models/checkpoint.ts";
-import { isQuantizedWeight } from "../../src/models/quantize.ts";
 
 const FIXTURES = join(dirname(fileURLToPath(import.meta.url)), "..", "fixtures", "core");
 
@@ -106,7 +105,7 @@ test("a 4-bit (nf4, double-quantized) base under LoRA with dropout: the same ada
     for (const m of held) {
       for (const p of src.table) {
         const v = src.params.subarray(p.offset, p.offset + p.size);
-        if (isQuantizedWeight(p.name)) m.quantize4bit(p.name, v, 0);
+        if (p.quant4) m.quantize4bit(p.name, v, 0);
         else m.params.set(v, p.offset);
       }
     }
