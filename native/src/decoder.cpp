@@ -18,6 +18,9 @@
 #include <vector>
 #include <omp.h>
 #include <sys/mman.h>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 #include <xmmintrin.h>
 #include "preftune.h"
 #include "attention.h"
@@ -845,6 +848,11 @@ void pt_model_free(pt_model* m) {
   }
   std::free(m->grads);
   delete m;
+#if defined(__GLIBC__)
+  // glibc raises its mmap threshold after the first large free, so later model-sized buffers come from the heap and
+  // their freed pages stay resident; hand them back, so a freed model leaves the resident set where it was.
+  malloc_trim(0);
+#endif
 }
 
 int64_t pt_model_num_floats(const pt_model* m) { return m->nfloats; }
