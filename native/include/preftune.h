@@ -22,7 +22,7 @@
 extern "C" {
 #endif
 
-#define PT_ABI_VERSION 12   // 2: pt_forward takes PT_FORWARD_* flags; pt_lora_*. 3: pt_kv_*, pt_decode.
+#define PT_ABI_VERSION 13   // 2: pt_forward takes PT_FORWARD_* flags; pt_lora_*. 3: pt_kv_*, pt_decode.
                            // 4: pt_set_compute, pt_bf16_support (bf16 mixed precision); pt_model_create_ex with
                            // PT_MODEL_BF16_BASE (a frozen base held in bf16); the gradient buffer is allocated on
                            // first use (a LoRA model never allocates one)
@@ -38,6 +38,9 @@ extern "C" {
                            // 11: pt_config's per-layer pattern (layer_window: sliding-window attention; layer_rope:
                            // layers without RoPE, SmolLM3's no_rope_layers)
                            // 12: pt_param.quant4 (which tensors a 4-bit base quantizes)
+                           // 13: pt_config's family features (arch, LayerNorm, Gemma's norms and soft-caps, plain
+                           // MLPs and their activations, partial rotary, parallel residual, learned positions, biases
+                           // on the head); layer_rope 2 (the local RoPE base)
 
 typedef enum {
   PT_OK = 0,
@@ -62,8 +65,48 @@ typedef struct {
   double rope_attention_factor;  // yarn: cos and sin are multiplied by it (1 for every other type)
   // Per-layer attention pattern, num_layers entries each, read (copied) when a model is created; NULL: the default.
   const int32_t* layer_window;  // 0: full causal attention; w > 0: query t sees keys t - w < s <= t (NULL: all 0)
-  const int32_t* layer_rope;    // 1: rotary embeddings on q and k; 0: none (SmolLM3's NoPE layers) (NULL: all 1)
+  const int32_t* layer_rope;    // 1: rotary embeddings on q and k; 0: none (SmolLM3's NoPE layers); 2: with the
+                                // local base rope_local_theta, unscaled (Gemma 3's sliding layers) (NULL: all 1)
+  // The family (src/models/family.ts describes each family with these); 0 in every field is the Llama shape.
+  int32_t arch;                // PT_ARCH_*: the tensor names and which weights are fused
+  int32_t norm_type;           // PT_NORM_RMS, or PT_NORM_LAYER: LayerNorm with a bias (rms_norm_eps is its eps)
+  int32_t norm_unit_offset;    // RMSNorm weights apply as (1 + w), the q/k norms too (Gemma)
+  int32_t sandwich_norms;      // Gemma: post_attention_layernorm normalizes the attention output before its residual
+                               // add, pre_feedforward_layernorm feeds the MLP, post_feedforward_layernorm normalizes
+                               // the MLP output before its residual add
+  int32_t parallel_residual;   // 0: sequential; 1: x + attn(n1(x)) + mlp(n1(x)) (Phi-2); 2: x + attn(n1(x)) +
+                               // mlp(n2(x)) (GPT-NeoX's use_parallel_residual)
+  int32_t mlp_plain;           // 1: fc1 -> act -> fc2, no gate (the up projection is (I, C)); 0: act(gate) * up
+  int32_t mlp_act;             // PT_ACT_*: on the gate (gated MLP) or on fc1's output (plain)
+  int32_t rotary_dim;          // rotary embeddings on the first rotary_dim of each head only (0: all head_dim); even
+  int32_t head_bias;           // lm_head.bias (Phi-2)
+  int32_t position_rows;       // learned absolute positions (OPT): rows of the position table (0: none); position t
+  int32_t position_offset;     // reads row t + position_offset (OPT's 2)
+  float embed_scale;           // token embeddings multiplied by it (Gemma: sqrt(hidden_size) as a float); 0: 1
+  float attn_scale;            // the attention score scale (Gemma: query_pre_attn_scalar^-0.5); 0: 1/sqrt(head_dim)
+  float attn_softcap;          // scores -> c tanh(s / c) before the mask (Gemma 2's attn_logit_softcapping); 0: none
+  float final_softcap;         // logits -> c tanh(z / c) (Gemma 2's final_logit_softcapping); 0: none
+  float rope_local_theta;      // the base of the layers whose layer_rope is 2
 } pt_config;
+
+// Tensor names per arch (HF names of the family's checkpoint; PEFT's module names are these without ".weight"):
+//   PT_ARCH_LLAMA    model.embed_tokens, model.layers.{i}.{input_layernorm, self_attn.{q,k,v,o}_proj,
+//                    self_attn.{q,k}_norm, post_attention_layernorm, [pre,post]_feedforward_layernorm,
+//                    mlp.{gate,up,down}_proj}, model.norm, lm_head: Llama, Mistral, Qwen2/3, SmolLM3, Gemma 2/3
+//   PT_ARCH_PHI3     the same with self_attn.qkv_proj (q|k|v rows) and mlp.gate_up_proj (gate|up rows) fused
+//   PT_ARCH_PHI      model.layers.{i}.{input_layernorm, self_attn.{q,k,v}_proj, self_attn.dense, mlp.fc1, mlp.fc2},
+//                    model.final_layernorm, lm_head (+ bias)
+//   PT_ARCH_GPT_NEOX gpt_neox.embed_in, gpt_neox.layers.{i}.{input_layernorm, post_attention_layernorm,
+//                    attention.query_key_value, attention.dense, mlp.dense_h_to_4h, mlp.dense_4h_to_h},
+//                    gpt_neox.final_layer_norm, embed_out. query_key_value is held in q|k|v row order (the stacked
+//                    layout every arch has); the checkpoint's per-head [q_h | k_h | v_h] rows are permuted by the
+//                    loader and back by the saver (and so its LoRA B rows)
+//   PT_ARCH_OPT      model.decoder.{embed_tokens, embed_positions}, model.decoder.layers.{i}.{self_attn.{q,k,v}_proj,
+//                    self_attn.out_proj, self_attn_layer_norm, fc1, fc2, final_layer_norm}, model.decoder.final_layer_norm
+enum { PT_ARCH_LLAMA = 0, PT_ARCH_PHI3 = 1, PT_ARCH_PHI = 2, PT_ARCH_GPT_NEOX = 3, PT_ARCH_OPT = 4 };
+enum { PT_NORM_RMS = 0, PT_NORM_LAYER = 1 };
+// silu; GELU with the tanh approximation (gelu_pytorch_tanh, gelu_new); exact GELU (erf); relu
+enum { PT_ACT_SILU = 0, PT_ACT_GELU_TANH = 1, PT_ACT_GELU = 2, PT_ACT_RELU = 3 };
 
 enum { PT_ROPE_DEFAULT = 0, PT_ROPE_LINEAR = 1, PT_ROPE_DYNAMIC = 2, PT_ROPE_YARN = 3, PT_ROPE_LLAMA3 = 4 };
 
@@ -217,8 +260,11 @@ void pt_adamw8bit_tensor(float* p, const float* g, uint8_t* state1, uint8_t* sta
 enum {
   PT_LORA_Q_PROJ = 1, PT_LORA_K_PROJ = 2, PT_LORA_V_PROJ = 4, PT_LORA_O_PROJ = 8,
   PT_LORA_GATE_PROJ = 16, PT_LORA_UP_PROJ = 32, PT_LORA_DOWN_PROJ = 64,
-  PT_LORA_ALL_LINEAR = 127,    // PEFT's "all-linear" on a Llama decoder
+  PT_LORA_ALL_LINEAR = 127,    // PEFT's "all-linear": every linear layer of the decoder layers
 };
+// Fused weights carry one adapter each (PEFT adapts the module as it is): on PT_ARCH_PHI3 any of the q/k/v bits
+// selects qkv_proj and gate/up select gate_up_proj; on PT_ARCH_GPT_NEOX q/k/v select query_key_value. A plain MLP
+// (mlp_plain) has no gate: its fc1 is the up bit and fc2 the down bit. Module names follow the arch's tensor names.
 
 typedef struct {
   int32_t r;                   // rank, >= 1
