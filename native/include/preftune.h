@@ -380,8 +380,8 @@ pt_status pt_mpi_barrier(void);
 void pt_mpi_abort(int32_t code);
 pt_status pt_mpi_finalize(void);
 
-// Finite-difference check of one op family in float64 ("rmsnorm", "rmsnorm_inplace", "rope",
-// "attention", "attention_window", "swiglu", "linear", "head", "embedding", "lora", "head_input"): returns the largest
+// Finite-difference check of one op family in float64 (the names pt_gradcheck in native/src/gradcheck.cpp lists:
+// "rmsnorm", "layernorm", "rope_partial", "attention_softcap", "geglu_tanh", "head_bias_softcap", ...): returns the largest
 // relative error between analytic and numerical gradients over every input, or a negative value for an
 // unknown op.
 double pt_gradcheck(const char* op, uint64_t seed);

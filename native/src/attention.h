@@ -4,6 +4,8 @@
 // The query heads that share a KV head are stacked into one matrix (G = NH / NKV heads x 128 query rows)
 // so each score and value product is one taller BLAS GEMM against the causal key prefix (with a sliding window,
 // against the keys some row of the block sees: first_key of its first row on).
+// Scores are q.k * scale (default 1/sqrt(HS); Gemma's query_pre_attn_scalar^-0.5), optionally soft-capped to
+// c tanh(s / c) before the mask (Gemma 2's attn_logit_softcapping); the backward recomputes the cap's tanh.
 // Also the inference-only variant for decoding, whose keys and values come from a per-sequence KV cache.
 #pragma once
 #include <cmath>
@@ -26,6 +28,21 @@ template <typename T>
 T* attn_scratch(int slot, size_t n) {
   thread_local Buf<T> bufs[6];
   return bufs[slot].need(n);
+}
+
+// The score scale and soft-cap (0: none) of a model.
+struct AttnScore {
+  double scale = 0;    // 0: 1/sqrt(HS)
+  double softcap = 0;
+  template <typename T> T scale_for(int HS) const { return (T)(scale > 0 ? scale : 1.0 / std::sqrt((double)HS)); }
+};
+
+// Soft-caps the visible scores [lo, nv) of one row in place: s -> c tanh(s / c).
+template <typename T>
+inline void softcap_row(T* s, int lo, int nv, double cap) {
+  if (cap <= 0) return;
+  const T c = (T)cap, ic = (T)(1.0 / cap);
+  for (int j = lo; j < nv; j++) s[j] = c * std::tanh(s[j] * ic);
 }
 
 // The first key a query at position t sees: 0, or with a sliding window w > 0 (transformers' sliding_window mask,
@@ -67,10 +84,11 @@ void unstack_heads(T* dst, const T* src, int64_t ld, int h0, int G, int r0, int 
 // qkv (N, QKV) after RoPE: q heads at [0, NH*HS), k at [NH*HS, (NH+NKV)*HS), v after that.
 // out (N, NH*HS); lse (N, NH). window: 0 for full causal attention, w > 0 for a sliding window (first_key).
 template <typename T>
-void attention_forward(T* out, T* lse, const T* qkv, const SeqSpan* seqs, int B, int NH, int NKV, int HS, int window) {
+void attention_forward(T* out, T* lse, const T* qkv, const SeqSpan* seqs, int B, int NH, int NKV, int HS, int window,
+                       const AttnScore& sc = {}) {
   const int64_t ld = (int64_t)(NH + 2 * NKV) * HS, ldo = (int64_t)NH * HS;
   const int G = NH / NKV;
-  const T scale = (T)(1.0 / std::sqrt((double)HS));
+  const T scale = sc.scale_for<T>(HS);
 #pragma omp parallel for schedule(dynamic, 1) collapse(2)
   for (int b = 0; b < B; b++) {
     for (int g = 0; g < NKV; g++) {
@@ -91,6 +109,7 @@ void attention_forward(T* out, T* lse, const T* qkv, const SeqSpan* seqs, int B,
         for (int k = 0; k < G; k++) {
           for (int i = 0; i < br; i++) {  // keys first_key(r0 + i) .. r0 + i are visible
             const int lo = first_key(r0 + i, window) - k0, nv = r0 + i + 1 - k0;
+            softcap_row(S + ((size_t)k * br + i) * w, lo, nv, sc.softcap);
             lse[(s0 + r0 + i) * NH + g * G + k] = causal_softmax(S + ((size_t)k * br + i) * w, lo, nv, w);
           }
         }
@@ -104,10 +123,11 @@ void attention_forward(T* out, T* lse, const T* qkv, const SeqSpan* seqs, int B,
 // dqkv (N, QKV) is written (not accumulated) from dout (N, NH*HS), the forward's out and lse, and qkv.
 template <typename T>
 void attention_backward(T* dqkv, const T* dout, const T* out, const T* lse, const T* qkv, const SeqSpan* seqs,
-                        int B, int NH, int NKV, int HS, int window) {
+                        int B, int NH, int NKV, int HS, int window, const AttnScore& sc = {}) {
   const int64_t ld = (int64_t)(NH + 2 * NKV) * HS, ldo = (int64_t)NH * HS;
   const int G = NH / NKV;
-  const T scale = (T)(1.0 / std::sqrt((double)HS));
+  const T scale = sc.scale_for<T>(HS);
+  const T cap = (T)sc.softcap, icap = sc.softcap > 0 ? (T)(1.0 / sc.softcap) : (T)0;
   // A KV head collects dK, dV from all G query heads of its group, so one task per (b, kv head).
 #pragma omp parallel for schedule(dynamic, 1) collapse(2)
   for (int b = 0; b < B; b++) {
@@ -153,10 +173,18 @@ void attention_backward(T* dqkv, const T* dout, const T* out, const T* lse, cons
             const int nv = r0 + i + 1 - k0, lo = first_key(r0 + i, window) - k0;
             const T l = lse[(s0 + r0 + i) * NH + g * G + k], Di = Dr[k * br + i];
             for (int j = 0; j < lo; j++) { p[j] = 0; ds[j] = 0; }
+            if (cap > 0) {  // through the cap: d s / d raw = 1 - tanh^2
+              for (int j = lo; j < nv; j++) {
+                const T th = std::tanh(p[j] * icap);
+                p[j] = texp(cap * th - l);
+                ds[j] = p[j] * (ds[j] - Di) * ((T)1 - th * th);
+              }
+            } else {
 #pragma omp simd
-            for (int j = lo; j < nv; j++) {
-              p[j] = texp(p[j] - l);
-              ds[j] = p[j] * (ds[j] - Di);
+              for (int j = lo; j < nv; j++) {
+                p[j] = texp(p[j] - l);
+                ds[j] = p[j] * (ds[j] - Di);
+              }
             }
             for (int j = nv; j < w; j++) { p[j] = 0; ds[j] = 0; }
           }
@@ -177,10 +205,11 @@ void attention_backward(T* dqkv, const T* dout, const T* out, const T* lse, cons
 // out (N, NH*HS).
 template <typename T>
 void attention_cached(T* out, const T* q, int64_t ldq, const SeqSpan* seqs, const int32_t* past, const int32_t* rows,
-                      const T* Kc, const T* Vc, int Tmax, int n, int NH, int NKV, int HS, int window) {
+                      const T* Kc, const T* Vc, int Tmax, int n, int NH, int NKV, int HS, int window,
+                      const AttnScore& sc = {}) {
   const int64_t ldo = (int64_t)NH * HS;
   const int G = NH / NKV;
-  const T scale = (T)(1.0 / std::sqrt((double)HS));
+  const T scale = sc.scale_for<T>(HS);
 #pragma omp parallel for schedule(dynamic, 1) collapse(2)
   for (int i = 0; i < n; i++) {
     for (int g = 0; g < NKV; g++) {
@@ -201,6 +230,7 @@ void attention_cached(T* out, const T* q, int64_t ldq, const SeqSpan* seqs, cons
         for (int k = 0; k < G; k++) {
           for (int r = 0; r < br; r++) {
             const int t = p0 + r0 + r;
+            softcap_row(S + ((size_t)k * br + r) * nk, first_key(t, window) - k0, t + 1 - k0, sc.softcap);
             causal_softmax(S + ((size_t)k * br + r) * nk, first_key(t, window) - k0, t + 1 - k0, nk);
           }
         }

@@ -34,6 +34,13 @@ const char* bf16_describe();
 // is read once at 2 bytes a weight, widened in registers and dotted with every row of A (gemm_few_rows' scheme).
 void gemm_few_rows_bf16(int M, int N, int K, const float* A, int lda, const bf16* B, int ldb, float* C, int ldc);
 
+inline float bf16_to_f32(bf16 v) {
+  const uint32_t u = (uint32_t)v << 16;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+
 // x (N, C) = E[ids] with E (V, C) held in bf16.
 inline void embedding_forward_bf16(float* x, const int32_t* ids, const bf16* E, int64_t N, int C) {
 #pragma omp parallel for schedule(static)

@@ -1,7 +1,9 @@
-// The Llama-family decoder: parameter layout, forward to per-token log-probs and backward into the
-// flat gradient buffer, over right-padded batches packed into their real tokens (padding costs nothing).
-// Per layer:  h = rmsnorm(x); qkv = h Wqkv^T (+b); [q/k rmsnorm]; rope; a = attn(qkv);
-//             x' = x + a Wo^T (+b);  h = rmsnorm(x'); gu = h Wgu^T (+b); x'' = x' + swiglu(gu) Wd^T (+b)
+// The decoder of every family (pt_config's family fields; one layer sequence, layer_body): parameter layout, forward
+// to per-token log-probs and backward into the flat gradient buffer, over right-padded batches packed into their real
+// tokens (padding costs nothing). Per layer, Llama's shape:
+//             h = norm(x); qkv = h Wqkv^T (+b); [q/k norm]; rope; a = attn(qkv);
+//             x' = x + a Wo^T (+b);  h = norm(x'); gu = h Wgu^T (+b); x'' = x' + act(gu) Wd^T (+b)
+// with Gemma's post-norms, Phi-2's and GPT-NeoX's parallel branches, plain MLPs and learned positions as variants.
 // With a LoRA adapter attached (pt_lora_*), each targeted projection also runs its low-rank path (lora.h; with
 // dropout in training, or DoRA, one member at a time: dora.h) and the backward skips every base weight gradient. In bf16 compute mode (pt_set_compute) the linear layers' and
 // the head's GEMMs take bf16 operands (bf16.h), weights converted per call from the fp32 masters. Decoding
@@ -30,11 +32,11 @@
 #include "head.h"
 #include "linear.h"
 #include "lora.h"
+#include "mlp_act.h"
 #include "norm.h"
 #include "optim.h"
 #include "quant4.h"
 #include "rope.h"
-#include "swiglu.h"
 
 using namespace pt;
 
@@ -78,10 +80,26 @@ namespace {
 struct Layer {  // pointers into the parameter buffer or, for G, the gradient buffer
   float *ln1 = nullptr, *wqkv = nullptr, *bqkv = nullptr, *qn = nullptr, *kn = nullptr, *wo = nullptr,
         *bo = nullptr, *ln2 = nullptr, *wgu = nullptr, *wd = nullptr, *bgu = nullptr, *bd = nullptr;
+  // LayerNorm biases of ln1 / ln2; Gemma's post-norms of the attention and MLP outputs (null where absent).
+  float *ln1b = nullptr, *ln2b = nullptr, *lna = nullptr, *lnm = nullptr;
   // A bf16-held base (PT_MODEL_BF16_BASE): the matrices live here only and the float ones above are null.
   const uint16_t *hqkv = nullptr, *ho = nullptr, *hgu = nullptr, *hd = nullptr;
   // A 4-bit base (PT_MODEL_NF4_BASE / PT_MODEL_FP4_BASE): the matrices live here only (float and bf16 ones null).
   Q4Matrix qqkv, qo, qgu, qd;
+};
+
+// The model-level tensors besides embed, normf and head: LayerNorm's final bias, the head bias, learned positions.
+struct Extras {
+  float *normfb = nullptr, *headb = nullptr, *positions = nullptr;
+};
+
+// The module names of an arch (preftune.h lists them): the one place they are written. A name left empty does not
+// exist in that arch; qkv / gate_up are set when the arch fuses those projections into one weight.
+struct Names {
+  std::string embed, positions, normf, head;   // model-level modules
+  std::string layer_prefix;                    // + layer index + "."
+  std::string ln1, ln2, ln_attn_out, ln_mlp_out;  // ln2: the MLP's input norm; the last two: Gemma's post-norms
+  std::string q, k, v, qkv, qn, kn, o, gate, up, gate_up, down;
 };
 
 // The four linear GEMMs of a layer, in the order an adapter's groups are laid out.
@@ -120,15 +138,24 @@ struct pt_model {
   size_t params16_mapped = 0;           // bytes of params16 when it is an anonymous mapping (bf16 + 4-bit base)
   const uint16_t *embed16 = nullptr, *head16 = nullptr;
   int C, I, V, L, NH, NKV, HS, QKV, AO;  // AO = NH * HS, the attention output width
+  int GU = 0;                           // width of the up projection: 2I gated (gate|up), I plain (fc1)
+  int R = 0;                            // rotary dims of each head (partial rotary: < HS)
+  Names names;                          // the arch's module names
+  Norm<float> norm;                     // RMSNorm (Gemma's 1 + w) or LayerNorm, every norm of the model
+  AttnScore score;                      // attention scale and soft-cap
   std::vector<pt_param> table;
   float* params = nullptr;
   float* grads = nullptr;
   int64_t nfloats = 0;
   std::vector<Layer> P, G;
   float *embed, *normf, *head, *gembed, *gnormf, *ghead;
+  Extras ex, gex;                       // final-norm bias, head bias, position table (params, grads)
+  const uint16_t* pos16 = nullptr;      // the position table of a bf16-held base
   std::vector<int32_t> window, use_rope;  // (L) pt_config's layer_window and layer_rope, resolved (0 / 1 by default)
-  RopeState rope;                       // the frequencies in use (rope.h; dynamic RoPE changes them per run)
-  std::vector<float> cosv, sinv;        // (positions, HS/2) built from rope.inv
+  RopeState rope, rope_local;           // the frequencies in use (rope.h; dynamic RoPE changes them per run); the
+                                        // local base's (layer_rope 2), unscaled
+  std::vector<float> cosv, sinv;        // (positions, R/2) built from rope.inv
+  std::vector<float> cosl, sinl;        // the same from rope_local.inv
   std::unique_ptr<Adapter> lora;  // null: the base model trains
   int32_t compute = PT_COMPUTE_FP32;
   bool checkpoint = false;  // gradient checkpointing: a training forward keeps only each layer's input
@@ -142,7 +169,8 @@ struct pt_model {
   std::vector<int64_t> out_index;         // (N) index into (B, T) outputs of the label row n predicts
   // Activations, (L, ...) when training, one slot otherwise.
   Buf<float> xin, rstd1, qkv, qkvpre, qkrstd, att, lse, xmid, rstd2, gu, hf, rstdf, headlse;
-  Buf<float> h, act, tmp, dx, dh, dact, dgu, datt, dqkv, headwork;
+  Buf<float> aout, rstda, mout, rstdm;  // Gemma: the attention and MLP outputs before their post-norms, and rstds
+  Buf<float> h, h2, act, tmp, dx, dh, dh2, dact, dgu, datt, dqkv, headwork;
   Buf<float> r_logp, r_mean, r_ent;
   Buf<float> xscratch;  // (N, C) the discarded output of a layer recomputed in the backward
   Buf<float> lora_u, lora_du, lora_sink;  // (L, N, uwidth) or one slot; (N, max_group); (max(C, HS))
@@ -168,7 +196,7 @@ struct pt_kv_cache {
   // Scratch of one pt_decode over N new tokens of n rows.
   std::vector<SeqSpan> seqs;     // (n)
   std::vector<int32_t> tok, pos, past;
-  Buf<float> x, xm, h, rstd, qkv, att, gu, act, lu, hf;
+  Buf<float> x, xm, h, h2, rstd, rstd2, qkv, qkvpre, att, ao, mo, gu, act, lu, hf;
   Buf<float> dn;                 // DoRA: one member's row norms
   ~pt_kv_cache() {
     std::free(k);
@@ -178,19 +206,8 @@ struct pt_kv_cache {
 
 namespace {
 
-// The projection weights a 4-bit base quantizes (pt_param.quant4, the one statement of the rule): every nn.Linear of
-// the layers (bitsandbytes' Linear4bit); embeddings and norms are not Linear, and transformers keeps the output
-// embedding (lm_head) out.
-bool quantized_name(const std::string& n) {
-  static const char* ends[] = {"q_proj.weight", "k_proj.weight", "v_proj.weight", "o_proj.weight", "gate_proj.weight",
-                               "up_proj.weight", "down_proj.weight"};
-  for (const char* e : ends)
-    if (n.size() > std::strlen(e) && n.compare(n.size() - std::strlen(e), std::string::npos, e) == 0) return true;
-  return false;
-}
-
 void add_to(std::vector<pt_param>& table, const std::string& name, int64_t d0, int64_t d1, bool decay,
-            int64_t& off) {
+            int64_t& off, bool quant4 = false) {
   pt_param p{};
   std::snprintf(p.name, sizeof p.name, "%s", name.c_str());
   p.ndim = d1 > 0 ? 2 : 1;
@@ -199,7 +216,7 @@ void add_to(std::vector<pt_param>& table, const std::string& name, int64_t d0, i
   p.size = d0 * (d1 > 0 ? d1 : 1);
   p.offset = off;
   p.decay = decay;
-  p.quant4 = quantized_name(name);
+  p.quant4 = quant4;
   table.push_back(p);
   off += p.size;
 }
@@ -208,49 +225,118 @@ void add_to(std::vector<pt_param>& table, const std::string& name, int64_t d0, i
 // starts on a 64-byte boundary.
 void align(int64_t& off) { off = (off + 15) / 16 * 16; }
 
+Names names_of(const pt_config& c) {
+  Names n;
+  switch (c.arch) {
+    case PT_ARCH_PHI:
+      n = {"model.embed_tokens", "", "model.final_layernorm", "lm_head", "model.layers.", "input_layernorm", "", "", "",
+           "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "", "", "", "self_attn.dense", "", "mlp.fc1", "",
+           "mlp.fc2"};
+      break;
+    case PT_ARCH_GPT_NEOX:
+      n = {"gpt_neox.embed_in", "", "gpt_neox.final_layer_norm", "embed_out", "gpt_neox.layers.", "input_layernorm",
+           "post_attention_layernorm", "", "", "", "", "", "attention.query_key_value", "", "", "attention.dense", "",
+           "mlp.dense_h_to_4h", "", "mlp.dense_4h_to_h"};
+      break;
+    case PT_ARCH_OPT:
+      n = {"model.decoder.embed_tokens", "model.decoder.embed_positions", "model.decoder.final_layer_norm", "lm_head",
+           "model.decoder.layers.", "self_attn_layer_norm", "final_layer_norm", "", "", "self_attn.q_proj",
+           "self_attn.k_proj", "self_attn.v_proj", "", "", "", "self_attn.out_proj", "", "fc1", "", "fc2"};
+      break;
+    default:  // PT_ARCH_LLAMA, PT_ARCH_PHI3
+      n = {"model.embed_tokens", "", "model.norm", "lm_head", "model.layers.", "input_layernorm",
+           c.sandwich_norms ? "pre_feedforward_layernorm" : "post_attention_layernorm",
+           c.sandwich_norms ? "post_attention_layernorm" : "", c.sandwich_norms ? "post_feedforward_layernorm" : "",
+           "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "", "self_attn.q_norm", "self_attn.k_norm",
+           "self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj", "", "mlp.down_proj"};
+      if (c.arch == PT_ARCH_PHI3) {
+        n.q = n.k = n.v = n.gate = n.up = "";
+        n.qkv = "self_attn.qkv_proj";
+        n.gate_up = "mlp.gate_up_proj";
+      }
+  }
+  return n;
+}
+
 // The parameter layout of a config, appended to `table`; returns the buffer length in floats. The one definition
-// of the layout: models are built on it and pt_param_layout hands it out before any buffer exists.
+// of the layout: models are built on it and pt_param_layout hands it out before any buffer exists. Projection
+// weights of the layers are marked quant4 (bitsandbytes' Linear4bit replaces every nn.Linear but the head).
 int64_t build_layout(const pt_config& cfg, std::vector<pt_param>& table) {
   int64_t off = 0;
   const int64_t C = cfg.hidden_size, I = cfg.intermediate_size, V = cfg.vocab_size, NH = cfg.num_heads,
-                NKV = cfg.num_kv_heads, HS = cfg.head_dim;
-  auto add = [&](const std::string& name, int64_t d0, int64_t d1, bool decay) { add_to(table, name, d0, d1, decay, off); };
-  add("model.embed_tokens.weight", V, C, true);
+                NKV = cfg.num_kv_heads, HS = cfg.head_dim, GU = cfg.mlp_plain ? I : 2 * I;
+  const Names nm = names_of(cfg);
+  const bool ln = cfg.norm_type == PT_NORM_LAYER;
+  auto add = [&](const std::string& name, int64_t d0, int64_t d1, bool decay, bool q4 = false) {
+    add_to(table, name, d0, d1, decay, off, q4);
+  };
+  auto norm = [&](const std::string& name, int64_t D) {
+    align(off); add(name + ".weight", D, 0, false);
+    if (ln) { align(off); add(name + ".bias", D, 0, false); }
+  };
+  // One stacked matrix (rows of each member back to back) and, with bias, its stacked bias.
+  auto stacked = [&](const std::string& p, std::initializer_list<std::pair<const std::string*, int64_t>> members, int64_t in,
+                     bool bias) {
+    align(off);
+    for (const auto& [name, rows] : members) if (!name->empty()) add(p + *name + ".weight", rows, in, true, true);
+    if (!bias) return;
+    align(off);
+    for (const auto& [name, rows] : members) if (!name->empty()) add(p + *name + ".bias", rows, 0, false);
+  };
+  add(nm.embed + ".weight", V, C, true);
+  if (cfg.position_rows > 0) { align(off); add(nm.positions + ".weight", cfg.position_rows, C, true); }
   for (int l = 0; l < cfg.num_layers; l++) {
-    const std::string p = "model.layers." + std::to_string(l) + ".";
-    align(off); add(p + "input_layernorm.weight", C, 0, false);
-    align(off);
-    add(p + "self_attn.q_proj.weight", NH * HS, C, true);
-    add(p + "self_attn.k_proj.weight", NKV * HS, C, true);
-    add(p + "self_attn.v_proj.weight", NKV * HS, C, true);
-    if (cfg.qkv_bias) {
-      align(off);
-      add(p + "self_attn.q_proj.bias", NH * HS, 0, false);
-      add(p + "self_attn.k_proj.bias", NKV * HS, 0, false);
-      add(p + "self_attn.v_proj.bias", NKV * HS, 0, false);
-    }
+    const std::string p = nm.layer_prefix + std::to_string(l) + ".";
+    norm(p + nm.ln1, C);
+    if (!nm.qkv.empty()) stacked(p, {{&nm.qkv, (NH + 2 * NKV) * HS}}, C, cfg.qkv_bias);
+    else stacked(p, {{&nm.q, NH * HS}, {&nm.k, NKV * HS}, {&nm.v, NKV * HS}}, C, cfg.qkv_bias);
     if (cfg.qk_norm) {
-      align(off); add(p + "self_attn.q_norm.weight", HS, 0, false);
-      align(off); add(p + "self_attn.k_norm.weight", HS, 0, false);
+      align(off); add(p + nm.qn + ".weight", HS, 0, false);
+      align(off); add(p + nm.kn + ".weight", HS, 0, false);
     }
-    align(off); add(p + "self_attn.o_proj.weight", C, NH * HS, true);
-    if (cfg.o_bias) { align(off); add(p + "self_attn.o_proj.bias", C, 0, false); }
-    align(off); add(p + "post_attention_layernorm.weight", C, 0, false);
-    align(off);
-    add(p + "mlp.gate_proj.weight", I, C, true);
-    add(p + "mlp.up_proj.weight", I, C, true);
-    align(off); add(p + "mlp.down_proj.weight", C, I, true);
-    if (cfg.mlp_bias) {
-      align(off);
-      add(p + "mlp.gate_proj.bias", I, 0, false);
-      add(p + "mlp.up_proj.bias", I, 0, false);
-      align(off); add(p + "mlp.down_proj.bias", C, 0, false);
-    }
+    stacked(p, {{&nm.o, C}}, NH * HS, cfg.o_bias);
+    if (!nm.ln_attn_out.empty()) norm(p + nm.ln_attn_out, C);
+    if (!nm.ln2.empty()) norm(p + nm.ln2, C);
+    if (!nm.gate_up.empty()) stacked(p, {{&nm.gate_up, GU}}, C, cfg.mlp_bias);
+    else if (cfg.mlp_plain) stacked(p, {{&nm.up, I}}, C, cfg.mlp_bias);
+    else stacked(p, {{&nm.gate, I}, {&nm.up, I}}, C, cfg.mlp_bias);
+    stacked(p, {{&nm.down, C}}, I, cfg.mlp_bias);
+    if (!nm.ln_mlp_out.empty()) norm(p + nm.ln_mlp_out, C);
   }
-  align(off); add("model.norm.weight", C, 0, false);
-  if (!cfg.tie_word_embeddings) { align(off); add("lm_head.weight", V, C, true); }
+  norm(nm.normf, C);
+  if (!cfg.tie_word_embeddings) { align(off); add(nm.head + ".weight", V, C, true); }
+  if (cfg.head_bias) { align(off); add(nm.head + ".bias", V, 0, false); }
   align(off);
   return off;
+}
+
+// "" when the family fields of a config are consistent, else what is wrong.
+std::string family_check(const pt_config& c) {
+  auto in = [](int32_t v, int32_t lo, int32_t hi) { return v >= lo && v <= hi; };
+  auto nonneg = [](float v) { return std::isfinite(v) && v >= 0; };
+  if (!in(c.arch, PT_ARCH_LLAMA, PT_ARCH_OPT)) return "unknown arch " + std::to_string(c.arch);
+  if (!in(c.norm_type, PT_NORM_RMS, PT_NORM_LAYER)) return "unknown norm_type " + std::to_string(c.norm_type);
+  if (!in(c.mlp_act, PT_ACT_SILU, PT_ACT_RELU)) return "unknown mlp_act " + std::to_string(c.mlp_act);
+  if (!in(c.parallel_residual, 0, 2)) return "parallel_residual must be 0, 1 or 2";
+  for (int32_t f : {c.norm_unit_offset, c.sandwich_norms, c.mlp_plain, c.head_bias})
+    if (!in(f, 0, 1)) return "norm_unit_offset, sandwich_norms, mlp_plain and head_bias are 0 or 1";
+  if (c.rotary_dim < 0 || c.rotary_dim > c.head_dim || c.rotary_dim % 2 != 0)
+    return "rotary_dim = " + std::to_string(c.rotary_dim) + " must be even and at most head_dim (0: all of it)";
+  if (c.position_rows < 0 || c.position_offset < 0) return "position_rows and position_offset must not be negative";
+  if (c.position_rows > 0 && (int64_t)c.max_position_embeddings + c.position_offset > c.position_rows)
+    return "the position table (" + std::to_string(c.position_rows) + " rows) must cover max_position_embeddings + position_offset";
+  if (!nonneg(c.embed_scale) || !nonneg(c.attn_scale) || !nonneg(c.attn_softcap) || !nonneg(c.final_softcap) || !nonneg(c.rope_local_theta))
+    return "embed_scale, attn_scale, attn_softcap, final_softcap and rope_local_theta must be finite and not negative";
+  // What each arch's names can express.
+  const bool plain_arch = c.arch == PT_ARCH_PHI || c.arch == PT_ARCH_GPT_NEOX || c.arch == PT_ARCH_OPT;
+  if (plain_arch != (c.mlp_plain != 0)) return "this arch's MLP is " + std::string(plain_arch ? "plain (fc1, fc2): set mlp_plain" : "gated: mlp_plain must be 0");
+  if ((c.arch == PT_ARCH_PHI) != (c.parallel_residual == 1)) return "parallel_residual 1 (one shared norm) is Phi-2's layout and only it";
+  if (c.parallel_residual == 2 && c.arch != PT_ARCH_GPT_NEOX) return "parallel_residual 2 is GPT-NeoX's layout";
+  if (c.sandwich_norms && (c.arch != PT_ARCH_LLAMA || c.parallel_residual)) return "sandwich_norms needs arch PT_ARCH_LLAMA, sequential";
+  if (c.qk_norm && (c.arch != PT_ARCH_LLAMA || c.norm_type != PT_NORM_RMS)) return "qk_norm is an RMSNorm of the PT_ARCH_LLAMA names";
+  if (c.position_rows > 0 && c.arch != PT_ARCH_OPT) return "learned positions are OPT's (arch PT_ARCH_OPT)";
+  if (c.norm_unit_offset && c.norm_type != PT_NORM_RMS) return "norm_unit_offset applies to RMSNorm";
+  return "";
 }
 
 // The checks every config passes before a layout or a model is made of it.
@@ -268,9 +354,13 @@ pt_status check_config(const pt_config* cfg) {
   for (int l = 0; l < cfg->num_layers; l++) {
     if (cfg->layer_window && cfg->layer_window[l] < 0)
       return fail(PT_ERR_ARGUMENT, "layer_window[" + std::to_string(l) + "] = " + std::to_string(cfg->layer_window[l]) + " must be 0 (full attention) or a positive sliding window");
-    if (cfg->layer_rope && cfg->layer_rope[l] != 0 && cfg->layer_rope[l] != 1)
-      return fail(PT_ERR_ARGUMENT, "layer_rope[" + std::to_string(l) + "] = " + std::to_string(cfg->layer_rope[l]) + " must be 1 (RoPE) or 0 (no RoPE)");
+    if (cfg->layer_rope && (cfg->layer_rope[l] < 0 || cfg->layer_rope[l] > 2))
+      return fail(PT_ERR_ARGUMENT, "layer_rope[" + std::to_string(l) + "] = " + std::to_string(cfg->layer_rope[l]) + " must be 1 (RoPE), 2 (RoPE with the local base) or 0 (no RoPE)");
+    if (cfg->layer_rope && cfg->layer_rope[l] == 2 && !(cfg->rope_local_theta > 0))
+      return fail(PT_ERR_ARGUMENT, "layer_rope[" + std::to_string(l) + "] = 2 needs a positive rope_local_theta");
   }
+  const std::string family = family_check(*cfg);
+  if (!family.empty()) return fail(PT_ERR_ARGUMENT, family);
   const int64_t qkv = ((int64_t)cfg->num_heads + 2 * (int64_t)cfg->num_kv_heads) * cfg->head_dim;
   if (qkv > INT32_MAX || 2 * (int64_t)cfg->intermediate_size > INT32_MAX)
     return fail(PT_ERR_ARGUMENT, "the attention or MLP width of this config does not fit 32-bit indexing");
@@ -282,47 +372,66 @@ float* find(pt_model* m, float* base, const std::string& name) {
   return nullptr;
 }
 
-void bind_views(pt_model* m, float* base, std::vector<Layer>& Ls, float*& embed, float*& normf, float*& head) {
+void bind_views(pt_model* m, float* base, std::vector<Layer>& Ls, float*& embed, float*& normf, float*& head, Extras& ex) {
+  const Names& n = m->names;
+  // name.weight or name.bias of a module (null: absent, or no such module in this arch)
+  auto get = [&](const std::string& p, const std::string& mod, const char* what) {
+    return mod.empty() ? nullptr : find(m, base, p + mod + what);
+  };
   Ls.assign(m->L, Layer{});
   for (int l = 0; l < m->L; l++) {
-    const std::string p = "model.layers." + std::to_string(l) + ".";
+    const std::string p = n.layer_prefix + std::to_string(l) + ".";
     Layer& y = Ls[l];
-    y.ln1 = find(m, base, p + "input_layernorm.weight");
-    y.wqkv = find(m, base, p + "self_attn.q_proj.weight");
-    y.bqkv = find(m, base, p + "self_attn.q_proj.bias");
-    y.qn = find(m, base, p + "self_attn.q_norm.weight");
-    y.kn = find(m, base, p + "self_attn.k_norm.weight");
-    y.wo = find(m, base, p + "self_attn.o_proj.weight");
-    y.bo = find(m, base, p + "self_attn.o_proj.bias");
-    y.ln2 = find(m, base, p + "post_attention_layernorm.weight");
-    y.wgu = find(m, base, p + "mlp.gate_proj.weight");
-    y.bgu = find(m, base, p + "mlp.gate_proj.bias");
-    y.wd = find(m, base, p + "mlp.down_proj.weight");
-    y.bd = find(m, base, p + "mlp.down_proj.bias");
+    y.ln1 = get(p, n.ln1, ".weight");
+    y.ln1b = get(p, n.ln1, ".bias");
+    y.wqkv = get(p, n.qkv.empty() ? n.q : n.qkv, ".weight");
+    y.bqkv = get(p, n.qkv.empty() ? n.q : n.qkv, ".bias");
+    y.qn = get(p, n.qn, ".weight");
+    y.kn = get(p, n.kn, ".weight");
+    y.wo = get(p, n.o, ".weight");
+    y.bo = get(p, n.o, ".bias");
+    y.lna = get(p, n.ln_attn_out, ".weight");
+    // the MLP's input norm: its own, or (Phi-2) the shared ln1
+    y.ln2 = n.ln2.empty() ? y.ln1 : get(p, n.ln2, ".weight");
+    y.ln2b = n.ln2.empty() ? y.ln1b : get(p, n.ln2, ".bias");
+    const std::string& up = !n.gate_up.empty() ? n.gate_up : m->cfg.mlp_plain ? n.up : n.gate;
+    y.wgu = get(p, up, ".weight");
+    y.bgu = get(p, up, ".bias");
+    y.wd = get(p, n.down, ".weight");
+    y.bd = get(p, n.down, ".bias");
+    y.lnm = get(p, n.ln_mlp_out, ".weight");
   }
-  embed = find(m, base, "model.embed_tokens.weight");
-  normf = find(m, base, "model.norm.weight");
-  head = m->cfg.tie_word_embeddings ? embed : find(m, base, "lm_head.weight");
+  embed = find(m, base, n.embed + ".weight");
+  normf = find(m, base, n.normf + ".weight");
+  head = m->cfg.tie_word_embeddings ? embed : find(m, base, n.head + ".weight");
+  ex.normfb = find(m, base, n.normf + ".bias");
+  ex.headb = find(m, base, n.head + ".bias");
+  ex.positions = n.positions.empty() ? nullptr : find(m, base, n.positions + ".weight");
 }
+
 
 // The adapter's table and views (layout documented in preftune.h). Allocates zeroed buffers.
 bool build_adapter(const pt_model* m, Adapter& a) {
-  struct Member { const char* name; int bit, col, out; };
+  struct Member { std::string name; int bit, col, out; };
   const int AO = m->AO, KV = m->NKV * m->HS, C = m->C, I = m->I, r = a.cfg.r;
+  const Names& nm = m->names;
   const int in[NGROUPS] = {C, AO, C, I};
-  const std::vector<Member> spec[NGROUPS] = {
-      {{"self_attn.q_proj", PT_LORA_Q_PROJ, 0, AO}, {"self_attn.k_proj", PT_LORA_K_PROJ, AO, KV},
-       {"self_attn.v_proj", PT_LORA_V_PROJ, AO + KV, KV}},
-      {{"self_attn.o_proj", PT_LORA_O_PROJ, 0, C}},
-      {{"mlp.gate_proj", PT_LORA_GATE_PROJ, 0, I}, {"mlp.up_proj", PT_LORA_UP_PROJ, I, I}},
-      {{"mlp.down_proj", PT_LORA_DOWN_PROJ, 0, C}},
-  };
+  // A fused weight is one member that any of its parts' bits selects (PEFT adapts the module as it is).
+  const int QKV_BITS = PT_LORA_Q_PROJ | PT_LORA_K_PROJ | PT_LORA_V_PROJ, GU_BITS = PT_LORA_GATE_PROJ | PT_LORA_UP_PROJ;
+  std::vector<Member> spec[NGROUPS];
+  if (!nm.qkv.empty()) spec[G_QKV] = {{nm.qkv, QKV_BITS, 0, m->QKV}};
+  else spec[G_QKV] = {{nm.q, PT_LORA_Q_PROJ, 0, AO}, {nm.k, PT_LORA_K_PROJ, AO, KV}, {nm.v, PT_LORA_V_PROJ, AO + KV, KV}};
+  spec[G_O] = {{nm.o, PT_LORA_O_PROJ, 0, C}};
+  if (!nm.gate_up.empty()) spec[G_GU] = {{nm.gate_up, GU_BITS, 0, m->GU}};
+  else if (m->cfg.mlp_plain) spec[G_GU] = {{nm.up, PT_LORA_UP_PROJ, 0, I}};
+  else spec[G_GU] = {{nm.gate, PT_LORA_GATE_PROJ, 0, I}, {nm.up, PT_LORA_UP_PROJ, I, I}};
+  spec[G_DOWN] = {{nm.down, PT_LORA_DOWN_PROJ, 0, C}};
   struct Offsets { int64_t A = 0, B[3] = {0, 0, 0}, M[3] = {0, 0, 0}; };
   std::vector<std::array<Offsets, NGROUPS>> offs(m->L);
   a.P.assign(m->L, {});
   int64_t off = 0;
   for (int l = 0; l < m->L; l++) {
-    const std::string p = "base_model.model.model.layers." + std::to_string(l) + ".";
+    const std::string p = "base_model.model." + nm.layer_prefix + std::to_string(l) + ".";
     for (int k = 0; k < NGROUPS; k++) {
       LoraGroup<float>& g = a.P[l][k];
       std::vector<Member> on;
@@ -404,13 +513,15 @@ bool build_adapter(const pt_model* m, Adapter& a) {
 // max_position_embeddings costs nothing until such lengths are run; dynamic RoPE may first change the
 // frequencies (rope_update), which rebuilds them and drops a saved training forward. Throws std::bad_alloc.
 void ensure_rope(pt_model* m, int64_t positions) {
-  const size_t half = m->HS / 2;
+  const size_t half = m->R / 2;
   const int64_t have = (int64_t)(m->cosv.size() / half);
   const bool changed = rope_update(m->rope, positions);
   if (changed) m->saved = false;
   if (!changed && have >= positions) return;
   const int64_t grown = std::max<int64_t>(positions, std::min<int64_t>(2 * have + 64, m->cfg.max_position_embeddings));
   rope_tables(m->cosv, m->sinv, (int)grown, m->rope.inv, m->rope.scale);
+  if (std::find(m->use_rope.begin(), m->use_rope.end(), 2) != m->use_rope.end())
+    rope_tables(m->cosl, m->sinl, (int)grown, m->rope_local.inv, m->rope_local.scale);
 }
 
 double l2norm(const float* g, int64_t n) {
@@ -456,22 +567,27 @@ bool build_q4(pt_model* m) {
     for (size_t i = 0; i < m->table.size(); i++) if (name == m->table[i].name) return &m->q4[i];
     return nullptr;
   };
+  const Names& nm = m->names;
+  const int KV = m->NKV * m->HS;
   for (int l = 0; l < m->L; l++) {
-    const std::string p = "model.layers." + std::to_string(l) + ".";
-    auto mat = [&](Q4Matrix& q, std::initializer_list<std::pair<const char*, int>> members, int cols) {
+    const std::string p = nm.layer_prefix + std::to_string(l) + ".";
+    auto mat = [&](Q4Matrix& q, std::initializer_list<std::pair<const std::string*, int>> members, int cols) {
       q.cols = cols;
       q.code = code;
       for (const auto& [name, rows] : members) {
-        q.t[q.n] = tensor(p + name);
+        if (name->empty()) continue;
+        q.t[q.n] = tensor(p + *name + ".weight");
         q.rows[q.n++] = rows;
       }
     };
     Layer& y = m->P[l];
-    mat(y.qqkv, {{"self_attn.q_proj.weight", m->NH * m->HS}, {"self_attn.k_proj.weight", m->NKV * m->HS},
-                 {"self_attn.v_proj.weight", m->NKV * m->HS}}, m->C);
-    mat(y.qo, {{"self_attn.o_proj.weight", m->C}}, m->AO);
-    mat(y.qgu, {{"mlp.gate_proj.weight", m->I}, {"mlp.up_proj.weight", m->I}}, m->C);
-    mat(y.qd, {{"mlp.down_proj.weight", m->C}}, m->I);
+    if (!nm.qkv.empty()) mat(y.qqkv, {{&nm.qkv, m->QKV}}, m->C);
+    else mat(y.qqkv, {{&nm.q, m->AO}, {&nm.k, KV}, {&nm.v, KV}}, m->C);
+    mat(y.qo, {{&nm.o, m->C}}, m->AO);
+    if (!nm.gate_up.empty()) mat(y.qgu, {{&nm.gate_up, m->GU}}, m->C);
+    else if (m->cfg.mlp_plain) mat(y.qgu, {{&nm.up, m->I}}, m->C);
+    else mat(y.qgu, {{&nm.gate, m->I}, {&nm.up, m->I}}, m->C);
+    mat(y.qd, {{&nm.down, m->C}}, m->I);
     y.wqkv = y.wo = y.wgu = y.wd = nullptr;
     y.hqkv = y.ho = y.hgu = y.hd = nullptr;
   }
@@ -487,7 +603,7 @@ bool ensure_grads(pt_model* m) {
   if (!m->grads) return false;
   std::memset(m->grads, 0, bytes);
   try {
-    bind_views(m, m->grads, m->G, m->gembed, m->gnormf, m->ghead);
+    bind_views(m, m->grads, m->G, m->gembed, m->gnormf, m->ghead, m->gex);
   } catch (const std::bad_alloc&) {
     std::free(m->grads);
     m->grads = nullptr;
@@ -636,24 +752,123 @@ void release_member_scratch(pt_model* m) {
     b->release();
 }
 
-// One decoder layer of a training or eval forward: x (N, C) -> xnext (N, C), keeping this layer's activations in
-// activation slot s of the model's buffers (and its LoRA u = x A^T in slot s of lora_u). h and act are
-// single-slot scratch. The backward calls it again, into slot 0, to recompute a checkpointed layer: the same
-// code on the same input gives the same activations bit for bit.
-void layer_forward(pt_model* m, int l, int s, const float* x, float* xnext, const Adapter* lo, bool mixed, bool train) {
-  const int C = m->C, I = m->I, NH = m->NH, NKV = m->NKV, HS = m->HS, QKV = m->QKV, AO = m->AO;
-  const int64_t N = m->N;
+// Where one layer's forward writes, each sized for its N rows: an activation slot of a training forward, or the
+// scratch of a decoding step.
+struct LayerIO {
+  float *h, *h2;             // (N, C) the normed input of attention, and of the MLP when it has its own norm
+  float *rstd1, *rstd2;      // (N) their rstd
+  float *qkv, *qkvpre, *qkr; // (N, QKV) after RoPE; q/k norms: (N, QKV) before them, (N, NH + NKV) their rstd
+  float* att;                // (N, AO)
+  float* xm;                 // (N, C) x + the attention branch
+  float *ao, *rstda;         // Gemma: (N, C) the attention output before post_attention_layernorm, (N) its rstd
+  float *mo, *rstdm;         // Gemma: (N, C) the MLP output before post_feedforward_layernorm, (N) its rstd
+  float *gu, *act;           // (N, GU), (N, I)
+};
+
+// The RoPE tables of layer l: (positions, R/2) cos and sin of its base, or null for a layer without RoPE.
+std::pair<const float*, const float*> rope_of(const pt_model* m, int l) {
+  if (m->use_rope[l] == 0) return {nullptr, nullptr};
+  if (m->use_rope[l] == 2) return {m->cosl.data(), m->sinl.data()};
+  return {m->cosv.data(), m->sinv.data()};
+}
+
+// One decoder layer, x (N, C) -> xnext (N, C), for every family (xnext may be x: x is not read after the MLP's
+// input is formed). The layout is the config's:
+//   sequential  xm = x + post_a(attn(n1(x)));  xnext = xm + post_m(mlp(n2(xm)))   (post_*: Gemma's norms, else none)
+//   parallel 1  xm = x + attn(n1(x));          xnext = xm + mlp(n1(x))            (Phi-2)
+//   parallel 2  xm = x + attn(n1(x));          xnext = xm + mlp(n2(x))            (GPT-NeoX)
+// adapt(k, y, ldy, in) adds the adapter terms of GEMM group k; attend(qkv, att) runs attention over the rows.
+template <class Adapt, class Attend>
+void layer_body(pt_model* m, int l, const LayerIO& io, const float* x, float* xnext, int64_t N, const int32_t* pos,
+                bool mixed, const Adapt& adapt, const Attend& attend) {
+  const int C = m->C, I = m->I, NH = m->NH, NKV = m->NKV, HS = m->HS, QKV = m->QKV, AO = m->AO, GU = m->GU;
   const int nN = (int)N;
-  const float eps = m->cfg.rms_norm_eps;
   const Layer& P = m->P[l];
-  float* h = m->h.p;
-  float* act = m->act.p;
-  float* q = m->qkv.p + (size_t)s * N * QKV;
-  float* a = m->att.p + (size_t)s * N * AO;
-  float* xm = m->xmid.p + (size_t)s * N * C;
-  float* g = m->gu.p + (size_t)(q4_base(m) ? 0 : s) * N * 2 * I;
+  const Norm<float>& nm = m->norm;
   auto lin = [&](float* y, const float* in, const float* W, const uint16_t* Wh, const Q4Matrix& Q, const float* b, int nin,
                  int nout) { base_linear(m, mixed, y, in, W, Wh, Q, b, nN, nin, nout); };
+  nm.forward(io.h, io.rstd1, x, P.ln1, P.ln1b, N, 1, C, C);
+  g_prof.lap(P_NORM);
+  if (m->cfg.qk_norm) {
+    lin(io.qkvpre, io.h, P.wqkv, P.hqkv, P.qqkv, P.bqkv, C, QKV);
+    adapt(G_QKV, io.qkvpre, QKV, io.h);
+    std::memcpy(io.qkv, io.qkvpre, sizeof(float) * N * QKV);
+    nm.forward(io.qkv, io.qkr, io.qkvpre, P.qn, nullptr, N, NH, HS, QKV);
+    nm.forward(io.qkv + AO, io.qkr + N * NH, io.qkvpre + AO, P.kn, nullptr, N, NKV, HS, QKV);
+  } else {
+    lin(io.qkv, io.h, P.wqkv, P.hqkv, P.qqkv, P.bqkv, C, QKV);
+    adapt(G_QKV, io.qkv, QKV, io.h);
+  }
+  g_prof.lap(P_QKV);
+  const auto [cs, sn] = rope_of(m, l);
+  if (cs) rope_forward(io.qkv, pos, cs, sn, N, 0, NH + NKV, HS, QKV, m->R);
+  g_prof.lap(P_ROPE);
+  attend(io.qkv, io.att);
+  g_prof.lap(P_ATTN);
+  float* o = io.ao ? io.ao : io.xm;
+  lin(o, io.att, P.wo, P.ho, P.qo, P.bo, AO, C);
+  adapt(G_O, o, C, io.att);
+  if (io.ao) nm.forward(io.xm, io.rstda, io.ao, P.lna, nullptr, N, 1, C, C);
+  g_prof.lap(P_OPROJ);
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < N * C; i++) io.xm[i] += x[i];
+  g_prof.lap(P_RESID);
+  const float* hin = io.h;  // parallel 1: the MLP reads n1(x) too
+  if (m->cfg.parallel_residual != 1) {
+    nm.forward(io.h2, io.rstd2, m->cfg.parallel_residual == 2 ? x : io.xm, P.ln2, P.ln2b, N, 1, C, C);
+    hin = io.h2;
+  }
+  g_prof.lap(P_NORM);
+  lin(io.gu, hin, P.wgu, P.hgu, P.qgu, P.bgu, C, GU);
+  adapt(G_GU, io.gu, GU, hin);
+  g_prof.lap(P_UP);
+  mlp_act_forward(io.act, io.gu, N, I, !m->cfg.mlp_plain, m->cfg.mlp_act);
+  g_prof.lap(P_SWIGLU);
+  float* d = io.mo ? io.mo : xnext;
+  lin(d, io.act, P.wd, P.hd, P.qd, P.bd, I, C);
+  adapt(G_DOWN, d, C, io.act);
+  if (io.mo) nm.forward(xnext, io.rstdm, io.mo, P.lnm, nullptr, N, 1, C, C);
+  g_prof.lap(P_DOWN);
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < N * C; i++) xnext[i] += io.xm[i];
+  g_prof.lap(P_RESID);
+}
+
+// Activation slot s of a training or eval forward over m->N rows (h, h2 and act single-slot scratch; gu one slot
+// for a 4-bit base, whose backward recomputes it).
+LayerIO slot_io(pt_model* m, int s) {
+  const size_t N = (size_t)m->N;
+  const bool sandwich = m->cfg.sandwich_norms;
+  LayerIO io{};
+  io.h = m->h.p;
+  io.h2 = m->h2.p;
+  io.rstd1 = m->rstd1.p + s * N;
+  io.rstd2 = m->rstd2.p + s * N;
+  io.qkv = m->qkv.p + s * N * m->QKV;
+  if (m->cfg.qk_norm) {
+    io.qkvpre = m->qkvpre.p + s * N * m->QKV;
+    io.qkr = m->qkrstd.p + s * N * (m->NH + m->NKV);
+  }
+  io.att = m->att.p + s * N * m->AO;
+  io.xm = m->xmid.p + s * N * m->C;
+  if (sandwich) {
+    io.ao = m->aout.p + s * N * m->C;
+    io.rstda = m->rstda.p + s * N;
+    io.mo = m->mout.p + s * N * m->C;
+    io.rstdm = m->rstdm.p + s * N;
+  }
+  io.gu = m->gu.p + (q4_base(m) ? 0 : s) * N * m->GU;
+  io.act = m->act.p;
+  return io;
+}
+
+// One decoder layer of a training or eval forward: x (N, C) -> xnext (N, C), keeping this layer's activations in
+// activation slot s of the model's buffers (and its LoRA u = x A^T in slot s of lora_u). The backward calls it
+// again, into slot 0, to recompute a checkpointed layer: the same code on the same input gives the same
+// activations bit for bit.
+void layer_forward(pt_model* m, int l, int s, const float* x, float* xnext, const Adapter* lo, bool mixed, bool train) {
+  const int64_t N = m->N;
+  const int nN = (int)N;
   // LoRA: after each adapted base GEMM, y += s (x~ A^T) B^T, keeping u = x~ A^T for the backward; member by
   // member for DoRA or dropout (whose masks depend only on this training forward's key, so a recompute draws the
   // same ones), else lora.h's fused path.
@@ -664,44 +879,60 @@ void layer_forward(pt_model* m, int l, int s, const float* x, float* xnext, cons
     if (members) members_forward(m, *lo, train, l, k, y, ldy, u, in, nN, nullptr);
     else lora_forward(y, ldy, u, in, lo->P[l][k], nN, (float)lo->scaling);
   };
-  rmsnorm_forward(h, m->rstd1.p + (size_t)s * N, x, P.ln1, N, 1, C, C, eps);
-  g_prof.lap(P_NORM);
-  if (m->cfg.qk_norm) {
-    float* qp = m->qkvpre.p + (size_t)s * N * QKV;
-    float* qr = m->qkrstd.p + (size_t)s * N * (NH + NKV);
-    lin(qp, h, P.wqkv, P.hqkv, P.qqkv, P.bqkv, C, QKV);
-    adapt(G_QKV, qp, QKV, h);
-    std::memcpy(q, qp, sizeof(float) * N * QKV);
-    rmsnorm_forward(q, qr, qp, P.qn, N, NH, HS, QKV, eps);
-    rmsnorm_forward(q + AO, qr + N * NH, qp + AO, P.kn, N, NKV, HS, QKV, eps);
-  } else {
-    lin(q, h, P.wqkv, P.hqkv, P.qqkv, P.bqkv, C, QKV);
-    adapt(G_QKV, q, QKV, h);
+  float* lse = m->lse.p + (size_t)s * N * m->NH;
+  auto attend = [&](const float* qkv, float* att) {
+    attention_forward(att, lse, qkv, m->seqs.data(), m->B, m->NH, m->NKV, m->HS, m->window[l], m->score);
+  };
+  layer_body(m, l, slot_io(m, s), x, xnext, N, m->pos.data(), mixed, adapt, attend);
+}
+
+// x (N, C) = the token embeddings (times embed_scale) plus, with learned positions, row pos + position_offset of
+// the position table.
+void embed_tokens(pt_model* m, float* x, const int32_t* tok, const int32_t* pos, int64_t N) {
+  const int C = m->C;
+  if (m->embed16) embedding_forward_bf16(x, tok, m->embed16, N, C);
+  else embedding_forward(x, tok, m->embed, N, C);
+  const float sc = m->cfg.embed_scale;
+  const int off = m->cfg.position_offset;
+  const float* P = m->ex.positions;
+  const uint16_t* P16 = m->pos16;
+  if ((sc <= 0 || sc == 1.0f) && !P && !P16) return;
+#pragma omp parallel for schedule(static)
+  for (int64_t n = 0; n < N; n++) {
+    float* xr = x + n * C;
+    if (sc > 0 && sc != 1.0f)
+      for (int i = 0; i < C; i++) xr[i] *= sc;
+    const size_t row = (size_t)(pos[n] + off) * C;
+    if (P)
+      for (int i = 0; i < C; i++) xr[i] += P[row + i];
+    else if (P16)
+      for (int i = 0; i < C; i++) xr[i] += bf16_to_f32(P16[row + i]);
   }
-  g_prof.lap(P_QKV);
-  if (m->use_rope[l]) rope_forward(q, m->pos.data(), m->cosv.data(), m->sinv.data(), N, 0, NH + NKV, HS, QKV);
-  g_prof.lap(P_ROPE);
-  attention_forward(a, m->lse.p + (size_t)s * N * NH, q, m->seqs.data(), m->B, NH, NKV, HS, m->window[l]);
-  g_prof.lap(P_ATTN);
-  lin(xm, a, P.wo, P.ho, P.qo, P.bo, AO, C);
-  adapt(G_O, xm, C, a);
-  g_prof.lap(P_OPROJ);
-#pragma omp parallel for schedule(static)
-  for (int64_t i = 0; i < N * C; i++) xm[i] += x[i];
-  g_prof.lap(P_RESID);
-  rmsnorm_forward(h, m->rstd2.p + (size_t)s * N, xm, P.ln2, N, 1, C, C, eps);
-  g_prof.lap(P_NORM);
-  lin(g, h, P.wgu, P.hgu, P.qgu, P.bgu, C, 2 * I);
-  adapt(G_GU, g, 2 * I, h);
-  g_prof.lap(P_UP);
-  swiglu_forward(act, g, N, I);
-  g_prof.lap(P_SWIGLU);
-  lin(xnext, act, P.wd, P.hd, P.qd, P.bd, I, C);
-  adapt(G_DOWN, xnext, C, act);
-  g_prof.lap(P_DOWN);
-#pragma omp parallel for schedule(static)
-  for (int64_t i = 0; i < N * C; i++) xnext[i] += xm[i];
-  g_prof.lap(P_RESID);
+}
+
+// The backward of embed_tokens into the gradient buffer (dx is scaled in place).
+void embed_tokens_backward(pt_model* m, float* dx, int64_t N) {
+  const int C = m->C;
+  if (m->gex.positions) {
+    const int off = m->cfg.position_offset;
+    for (int64_t n = 0; n < N; n++) {
+      float* g = m->gex.positions + (size_t)(m->pos[n] + off) * C;
+      const float* d = dx + n * C;
+      for (int i = 0; i < C; i++) g[i] += d[i];
+    }
+  }
+  const float sc = m->cfg.embed_scale;
+  if (sc > 0 && sc != 1.0f) scale(dx, N * C, sc);
+  embedding_backward(m->gembed, dx, m->tok.data(), N, C);
+}
+
+// The head's bias and soft-cap (and, in a backward of a trained base, where the bias gradient goes).
+HeadPost<float> head_post(const pt_model* m, bool grads) {
+  HeadPost<float> p;
+  p.bias = m->ex.headb;
+  p.dbias = grads ? m->gex.headb : nullptr;
+  p.softcap = m->cfg.final_softcap;
+  return p;
 }
 
 }  // namespace
@@ -748,16 +979,27 @@ pt_status pt_model_create_ex(const pt_config* cfg, int32_t flags, pt_model** out
   m->NH = cfg->num_heads; m->NKV = cfg->num_kv_heads; m->HS = cfg->head_dim;
   m->QKV = (int)qkv;
   m->AO = m->NH * m->HS;
+  m->GU = cfg->mlp_plain ? m->I : 2 * m->I;
+  m->R = cfg->rotary_dim > 0 ? cfg->rotary_dim : m->HS;
+  m->norm.layer = cfg->norm_type == PT_NORM_LAYER;
+  m->norm.eps = cfg->rms_norm_eps;
+  m->norm.off = cfg->norm_unit_offset ? 1.0f : 0.0f;
+  m->score.scale = cfg->attn_scale;
+  m->score.softcap = cfg->attn_softcap;
   try {
+    m->names = names_of(*cfg);
     m->nfloats = build_layout(m->cfg, m->table);
-    rope_init(m->rope, rope_scaling_of(*cfg), m->HS);
+    rope_init(m->rope, rope_scaling_of(*cfg), m->R);
+    RopeScaling local;
+    local.theta = cfg->rope_local_theta > 0 ? cfg->rope_local_theta : cfg->rope_theta;
+    rope_init(m->rope_local, local, m->R);
     m->window.assign(m->L, 0);
     m->use_rope.assign(m->L, 1);
     if (cfg->layer_window) m->window.assign(cfg->layer_window, cfg->layer_window + m->L);
     if (cfg->layer_rope) m->use_rope.assign(cfg->layer_rope, cfg->layer_rope + m->L);
     m->cfg.layer_window = m->window.data();  // the caller's arrays may not outlive this call
     m->cfg.layer_rope = m->use_rope.data();
-    bind_views(m, m->params, m->P, m->embed, m->normf, m->head);  // the layer views only (null buffers yet)
+    bind_views(m, m->params, m->P, m->embed, m->normf, m->head, m->ex);  // the layer views only (null buffers yet)
   } catch (const std::bad_alloc&) {
     pt_model_free(m);
     return fail(PT_ERR_MEMORY, "out of memory for the parameter table of " + std::to_string(cfg->num_layers) + " layers");
@@ -806,7 +1048,7 @@ pt_status pt_model_create_ex(const pt_config* cfg, int32_t flags, pt_model** out
     }
     std::memset(m->params, 0, bytes);
   }
-  bind_views(m, m->params, m->P, m->embed, m->normf, m->head);
+  bind_views(m, m->params, m->P, m->embed, m->normf, m->head, m->ex);
   if (bf16_base(m)) {  // the matrices: bf16 views only
     const uint16_t* b = m->params16;
     auto at = [&](const float* f) { return b + (f - m->params); };
@@ -817,6 +1059,8 @@ pt_status pt_model_create_ex(const pt_config* cfg, int32_t flags, pt_model** out
     m->embed16 = at(m->embed);
     m->head16 = at(m->head);
     m->embed = m->head = nullptr;
+    if (m->ex.positions) m->pos16 = at(m->ex.positions);
+    m->ex.positions = nullptr;
   }
   bool q4_ok = true;
   try {
@@ -830,6 +1074,7 @@ pt_status pt_model_create_ex(const pt_config* cfg, int32_t flags, pt_model** out
   }
   m->G.assign(m->L, Layer{});  // gradient views stay null until the buffer exists (ensure_grads)
   m->gembed = m->gnormf = m->ghead = nullptr;
+  m->gex = Extras{};
   *out = m;
   return PT_OK;
 }
@@ -1028,22 +1273,27 @@ pt_status pt_forward(pt_model* m, const int32_t* ids, const int32_t* lengths, in
     m->lse.need((size_t)S * N * NH);
     m->xmid.need((size_t)S * N * C);
     m->rstd2.need((size_t)S * N);
+    if (m->cfg.sandwich_norms) {
+      m->aout.need((size_t)S * N * C);
+      m->rstda.need((size_t)S * N);
+      m->mout.need((size_t)S * N * C);
+      m->rstdm.need((size_t)S * N);
+    }
     // A 4-bit base keeps one gate|up slot: the backward recomputes it (gu is the widest activation; QLoRA trades
-    // one more dequantized GEMM per layer for (L - 1) N 2I floats).
-    m->gu.need((size_t)(q4_base(m) ? 1 : S) * N * 2 * I);
+    // one more dequantized GEMM per layer for (L - 1) N GU floats).
+    m->gu.need((size_t)(q4_base(m) ? 1 : S) * N * m->GU);
     m->h.need((size_t)N * C);
+    m->h2.need((size_t)N * C);
     m->act.need((size_t)N * I);
     float* hf = m->hf.need((size_t)N * C);
     float* rstdf = m->rstdf.need((size_t)N);
     float* headlse = m->headlse.need((size_t)N);
-    const float eps = m->cfg.rms_norm_eps;
     const Adapter* lo = m->lora && !(flags & PT_FORWARD_NO_ADAPTERS) ? m->lora.get() : nullptr;
     if (lo) m->lora_u.need((size_t)S * N * lo->uwidth);
     const bool mixed = m->compute == PT_COMPUTE_BF16;
 
     g_prof.start();
-    if (m->embed16) embedding_forward_bf16(xin, m->tok.data(), m->embed16, N, C);
-    else embedding_forward(xin, m->tok.data(), m->embed, N, C);
+    embed_tokens(m, xin, m->tok.data(), m->pos.data(), N);
     g_prof.lap(P_EMBED);
     for (int l = 0; l < L; l++) {
       const float* x = xin + (size_t)(train ? l : (l & 1)) * N * C;
@@ -1051,14 +1301,14 @@ pt_status pt_forward(pt_model* m, const int32_t* ids, const int32_t* lengths, in
       layer_forward(m, l, S == L ? l : 0, x, xnext, lo, mixed, train);
     }
     const float* xL = xin + (size_t)(train ? L : (L & 1)) * N * C;
-    rmsnorm_forward(hf, rstdf, xL, m->normf, N, 1, C, C, eps);
+    m->norm.forward(hf, rstdf, xL, m->normf, m->ex.normfb, N, 1, C, C);
     float* r_logp = m->r_logp.need(N);
     float* r_mean = m->r_mean.need(N);
     float* r_ent = m->r_ent.need(N);
     uint8_t* r_correct = m->r_correct.need(N);
     HeadBf16 hw;
     head_forward(r_logp, headlse, r_mean, r_ent, r_correct, hf, m->labels.data(), m->head, N, C, m->V,
-                 m->headwork, head_bf16(m, mixed, hw));
+                 m->headwork, head_bf16(m, mixed, hw), head_post(m, false));
     g_prof.lap(P_HEAD);
     const size_t BT = (size_t)B * T;
     if (out->logps) std::memset(out->logps, 0, BT * sizeof(float));
@@ -1105,25 +1355,28 @@ pt_status pt_backward(pt_model* m, const float* dlogps) {
   try {
     float* dx = m->dx.need((size_t)N * C);
     float* dh = m->dh.need((size_t)N * C);
-    float* h = m->h.need((size_t)N * C);
+    // the MLP's input gradient when it is not dh's (parallel layouts), or Gemma's post-norm input gradients
+    float* dh2 = m->dh2.need((size_t)N * C);
     float* act = m->act.need((size_t)N * I);
     float* dact = m->dact.need((size_t)N * I);
-    float* dgu = m->dgu.need((size_t)N * 2 * I);
+    float* dgu = m->dgu.need((size_t)N * m->GU);
     float* datt = m->datt.need((size_t)N * AO);
     float* dqkv = m->dqkv.need((size_t)N * QKV);
     float* dlogp_r = m->r_logp.need(N);  // reuse: per packed row d loss / d logp
     for (int64_t n = 0; n < N; n++) dlogp_r[n] = m->out_index[n] >= 0 ? dlogps[m->out_index[n]] : 0.0f;
-    const float eps = m->cfg.rms_norm_eps;
+    const Norm<float>& nm = m->norm;
+    const int par = m->cfg.parallel_residual;
     // With an adapter the base is frozen: input gradients only, plus the adapter's dA, dB. Norm-weight
     // gradients (a few floats) go to a sink instead of branching inside the norm kernel.
     const Adapter* lo = m->lora.get();
     float* du = lo ? m->lora_du.need((size_t)N * lo->max_group) : nullptr;
     float* sink = nullptr;
     if (lo) {
-      sink = m->lora_sink.need((size_t)std::max(C, HS));
-      std::memset(sink, 0, sizeof(float) * std::max(C, HS));
+      sink = m->lora_sink.need((size_t)2 * std::max(C, HS));
+      std::memset(sink, 0, sizeof(float) * 2 * std::max(C, HS));
     }
     auto gw = [&](float* w) { return lo ? sink : w; };
+    auto gb = [&](float* b) { return lo ? sink + std::max(C, HS) : b; };
     const bool mixed = m->compute == PT_COMPUTE_BF16;
     auto base_back = [&](float* dxo, float* dW, float* db, const float* dy, const float* x, const float* W,
                          const uint16_t* Wh, const Q4Matrix& Q, int in, int out) {
@@ -1152,9 +1405,10 @@ pt_status pt_backward(pt_model* m, const float* dlogps) {
     g_prof.start();
     HeadBf16 hw;
     head_backward(dh, lo ? nullptr : m->ghead, dlogp_r, m->hf.p, m->labels.data(), m->headlse.p, m->head, N, C,
-                  m->V, m->headwork, head_bf16(m, mixed, hw));  // a frozen head under LoRA: no (V, C) weight gradient
+                  m->V, m->headwork, head_bf16(m, mixed, hw), head_post(m, !lo));  // a frozen head under LoRA: no (V, C) weight gradient
     g_prof.lap(P_HEAD);
-    rmsnorm_backward(dx, gw(m->gnormf), dh, m->xin.p + (size_t)L * N * C, m->normf, m->rstdf.p, N, 1, C, C, false);
+    nm.backward(dx, gw(m->gnormf), gb(m->gex.normfb), dh, m->xin.p + (size_t)L * N * C, m->normf, m->rstdf.p, N, 1, C, C, false);
+    float* tmp_rstd = m->tmp.need(N);
     for (int l = L - 1; l >= 0; l--) {
       const Layer& P = m->P[l];
       const Layer& G = m->G[l];
@@ -1163,59 +1417,71 @@ pt_status pt_backward(pt_model* m, const float* dlogps) {
         layer_forward(m, l, 0, x, xscratch, lo, mixed, true);  // a training forward always runs with the adapters on
         g_prof.lap(P_RECOMPUTE);
       }
-      const int s = slot(l);
-      const float* q = m->qkv.p + (size_t)s * N * QKV;
-      const float* a = m->att.p + (size_t)s * N * AO;
-      const float* xm = m->xmid.p + (size_t)s * N * C;
-      const float* g = m->gu.p + (size_t)(q4_base(m) ? 0 : s) * N * 2 * I;
-      const float* rstd2 = m->rstd2.p + (size_t)s * N;
-      const float* rstd1 = m->rstd1.p + (size_t)s * N;
-      // MLP block: x'' = x' + swiglu(gu) Wd^T
-      float* tmp_rstd = m->tmp.need(N);
-      rmsnorm_forward(h, tmp_rstd, xm, P.ln2, N, 1, C, C, eps);
+      const LayerIO io = slot_io(m, slot(l));
+      // MLP branch: xnext = xm + post_m(down(act(up(hin)))); hin = n2(xm), n1(x) (parallel 1) or n2(x) (parallel 2)
+      const float* dmlp = dx;
+      if (io.mo) {
+        nm.backward(dh2, gw(G.lnm), nullptr, dx, io.mo, P.lnm, io.rstdm, N, 1, C, C, false);
+        dmlp = dh2;
+      }
+      float* hin = par == 1 ? m->h.p : m->h2.p;
+      if (par == 1) nm.forward(hin, tmp_rstd, x, P.ln1, P.ln1b, N, 1, C, C);
+      else nm.forward(hin, tmp_rstd, par == 2 ? x : io.xm, P.ln2, P.ln2b, N, 1, C, C);
       g_prof.lap(P_NORM);
-      // gu = h Wgu^T (+b) + LoRA, as the forward computed it (u rewritten with the same values); a checkpointed
+      // up = hin Wgu^T (+b) + LoRA, as the forward computed it (u rewritten with the same values); a checkpointed
       // layer was just recomputed whole
       if (q4_base(m) && !recompute) {
-        base_linear(m, mixed, m->gu.p, h, P.wgu, P.hgu, P.qgu, P.bgu, nN, C, 2 * I);
+        base_linear(m, mixed, io.gu, hin, P.wgu, P.hgu, P.qgu, P.bgu, nN, C, m->GU);
         if (lo && lo->P[l][G_GU].members) {  // the forward's adapter path: dropout masks and DoRA as it drew them
           float* u = m->lora_u.p + (size_t)l * N * lo->uwidth + (size_t)N * lo->ucol[G_GU];
-          if (member_path(*lo, true)) members_forward(m, *lo, true, l, G_GU, m->gu.p, 2 * I, u, h, nN, nullptr);
-          else lora_forward(m->gu.p, 2 * I, u, h, lo->P[l][G_GU], nN, (float)lo->scaling);
+          if (member_path(*lo, true)) members_forward(m, *lo, true, l, G_GU, io.gu, m->GU, u, hin, nN, nullptr);
+          else lora_forward(io.gu, m->GU, u, hin, lo->P[l][G_GU], nN, (float)lo->scaling);
         }
         g_prof.lap(P_UP);
       }
-      swiglu_forward(act, g, N, I);
+      mlp_act_forward(act, io.gu, N, I, !m->cfg.mlp_plain, m->cfg.mlp_act);
       g_prof.lap(P_SWIGLU);
-      lin_back(l, G_DOWN, dact, G.wd, G.bd, dx, act, P.wd, P.hd, P.qd, I, C);
+      lin_back(l, G_DOWN, dact, G.wd, G.bd, dmlp, act, P.wd, P.hd, P.qd, I, C);
       g_prof.lap(P_DOWN);
-      swiglu_backward(dgu, dact, g, N, I);
+      mlp_act_backward(dgu, dact, io.gu, N, I, !m->cfg.mlp_plain, m->cfg.mlp_act);
       g_prof.lap(P_SWIGLU);
-      lin_back(l, G_GU, dh, G.wgu, G.bgu, dgu, h, P.wgu, P.hgu, P.qgu, C, 2 * I);
+      float* dhin = par ? dh2 : dh;
+      lin_back(l, G_GU, dhin, G.wgu, G.bgu, dgu, hin, P.wgu, P.hgu, P.qgu, C, m->GU);
       g_prof.lap(P_UP);
-      rmsnorm_backward(dx, gw(G.ln2), dh, xm, P.ln2, rstd2, N, 1, C, C, true);
-      // Attention block: x' = x + attn(...) Wo^T
-      rmsnorm_forward(h, tmp_rstd, x, P.ln1, N, 1, C, C, eps);
+      if (!par) nm.backward(dx, gw(G.ln2), gb(G.ln2b), dh, io.xm, P.ln2, io.rstd2, N, 1, C, C, true);  // dx = d xm
+      // Attention branch: xm = x + post_a(attn(n1(x)) Wo^T)
+      const float* dao = dx;
+      if (io.ao) {
+        nm.backward(dh2, gw(G.lna), nullptr, dx, io.ao, P.lna, io.rstda, N, 1, C, C, false);
+        dao = dh2;
+      }
+      float* h = m->h.p;
+      if (par != 1) nm.forward(h, tmp_rstd, x, P.ln1, P.ln1b, N, 1, C, C);
       g_prof.lap(P_NORM);
-      lin_back(l, G_O, datt, G.wo, G.bo, dx, a, P.wo, P.ho, P.qo, AO, C);
+      lin_back(l, G_O, datt, G.wo, G.bo, dao, io.att, P.wo, P.ho, P.qo, AO, C);
       g_prof.lap(P_OPROJ);
-      attention_backward(dqkv, datt, a, m->lse.p + (size_t)s * N * NH, q, m->seqs.data(), m->B, NH, NKV, HS, m->window[l]);
+      attention_backward(dqkv, datt, io.att, m->lse.p + (size_t)slot(l) * N * NH, io.qkv, m->seqs.data(), m->B, NH, NKV, HS,
+                         m->window[l], m->score);
       g_prof.lap(P_ATTN);
-      if (m->use_rope[l]) rope_backward(dqkv, m->pos.data(), m->cosv.data(), m->sinv.data(), N, 0, NH + NKV, HS, QKV);
+      const auto [cs, sn] = rope_of(m, l);
+      if (cs) rope_backward(dqkv, m->pos.data(), cs, sn, N, 0, NH + NKV, HS, QKV, m->R);
       g_prof.lap(P_ROPE);
       if (m->cfg.qk_norm) {
-        const float* qp = m->qkvpre.p + (size_t)s * N * QKV;
-        const float* qr = m->qkrstd.p + (size_t)s * N * (NH + NKV);
-        rmsnorm_backward(dqkv, gw(G.qn), dqkv, qp, P.qn, qr, N, NH, HS, QKV, false);
-        rmsnorm_backward(dqkv + AO, gw(G.kn), dqkv + AO, qp + AO, P.kn, qr + N * NH, N, NKV, HS, QKV, false);
+        nm.backward(dqkv, gw(G.qn), nullptr, dqkv, io.qkvpre, P.qn, io.qkr, N, NH, HS, QKV, false);
+        nm.backward(dqkv + AO, gw(G.kn), nullptr, dqkv + AO, io.qkvpre + AO, P.kn, io.qkr + N * NH, N, NKV, HS, QKV, false);
       }
       lin_back(l, G_QKV, dh, G.wqkv, G.bqkv, dqkv, h, P.wqkv, P.hqkv, P.qqkv, C, QKV);
       g_prof.lap(P_QKV);
-      rmsnorm_backward(dx, gw(G.ln1), dh, x, P.ln1, rstd1, N, 1, C, C, true);
+      if (par == 1) {  // one shared norm: its output feeds both branches
+#pragma omp parallel for schedule(static)
+        for (int64_t i = 0; i < N * C; i++) dh[i] += dh2[i];
+      }
+      nm.backward(dx, gw(G.ln1), gb(G.ln1b), dh, x, P.ln1, io.rstd1, N, 1, C, C, true);
+      if (par == 2) nm.backward(dx, gw(G.ln2), gb(G.ln2b), dh2, x, P.ln2, io.rstd2, N, 1, C, C, true);
       g_prof.lap(P_NORM);
       layer_grads_ready(l);
     }
-    if (!lo) embedding_backward(m->gembed, dx, m->tok.data(), N, C);
+    if (!lo) embed_tokens_backward(m, dx, N);
     g_prof.lap(P_EMBED);
     g_prof.print();
   } catch (const std::bad_alloc&) {
@@ -1231,9 +1497,9 @@ pt_status pt_backward(pt_model* m, const float* dlogps) {
 void pt_release_activations(pt_model* m) {
   m->saved = false;
   for (Buf<float>* b : {&m->xin, &m->rstd1, &m->qkv, &m->qkvpre, &m->qkrstd, &m->att, &m->lse, &m->xmid,
-                        &m->rstd2, &m->gu, &m->hf, &m->rstdf, &m->headlse, &m->h, &m->act, &m->tmp, &m->dx,
-                        &m->dh, &m->dact, &m->dgu, &m->datt, &m->dqkv, &m->headwork, &m->lora_u, &m->lora_du,
-                        &m->lora_sink, &m->xscratch})
+                        &m->rstd2, &m->aout, &m->rstda, &m->mout, &m->rstdm, &m->gu, &m->hf, &m->rstdf, &m->headlse,
+                        &m->h, &m->h2, &m->act, &m->tmp, &m->dx, &m->dh, &m->dh2, &m->dact, &m->dgu, &m->datt,
+                        &m->dqkv, &m->headwork, &m->lora_u, &m->lora_du, &m->lora_sink, &m->xscratch})
     b->release();
   release_member_scratch(m);
   for (Buf<bf16>* b : {&m->bs.a, &m->bs.g, &m->wb, &m->headwb}) b->release();
@@ -1341,7 +1607,7 @@ pt_status pt_lora_merge(pt_model* m) {
     return fail(PT_ERR_STATE, "a 4-bit base cannot hold a merged weight: merge into a full-precision copy (every tensor "
                               "read with pt_model_dequantize) instead");
   const Adapter& a = *m->lora;
-  const int64_t rows[NGROUPS] = {m->QKV, m->C, 2 * (int64_t)m->I, m->C};
+  const int64_t rows[NGROUPS] = {m->QKV, m->C, m->GU, m->C};
   try {
     for (int l = 0; l < m->L; l++) {
       const Layer& P = m->P[l];
@@ -1447,73 +1713,66 @@ pt_status pt_decode(pt_model* m, pt_kv_cache* kv, const int32_t* rows, const int
   if (alone) omp_set_num_threads(1);
   struct Restore { int n; bool on; ~Restore() { if (on) omp_set_num_threads(n); } } restore{threads, alone};
   flush_denormals();
-  const int C = m->C, I = m->I, NH = m->NH, NKV = m->NKV, HS = m->HS, QKV = m->QKV, AO = m->AO, nN = (int)N;
-  const float eps = m->cfg.rms_norm_eps;
+  const int C = m->C, NH = m->NH, NKV = m->NKV, HS = m->HS, QKV = m->QKV, nN = (int)N;
   const Adapter* lo = m->lora && !(flags & PT_FORWARD_NO_ADAPTERS) ? m->lora.get() : nullptr;
   try {
     int longest = 0;
     for (int i = 0; i < n; i++) longest = std::max(longest, kv->past[i] + lengths[i]);
     ensure_rope(m, longest);
+    LayerIO io{};
     float* x = kv->x.need((size_t)N * C);
-    float* xm = kv->xm.need((size_t)N * C);
-    float* h = kv->h.need((size_t)N * C);
-    float* rstd = kv->rstd.need((size_t)N * (NH + NKV));
-    float* qkv = kv->qkv.need((size_t)N * QKV);
-    float* att = kv->att.need((size_t)N * AO);
-    float* gu = kv->gu.need((size_t)N * 2 * I);
-    float* act = kv->act.need((size_t)N * I);
+    io.xm = kv->xm.need((size_t)N * C);
+    io.h = kv->h.need((size_t)N * C);
+    io.h2 = kv->h2.need((size_t)N * C);
+    io.rstd1 = kv->rstd.need((size_t)N * (NH + NKV));  // also the q/k norms' (rows are normed in place)
+    io.rstd2 = kv->rstd2.need((size_t)N);
+    io.qkv = kv->qkv.need((size_t)N * QKV);
+    if (m->cfg.qk_norm) {
+      io.qkvpre = kv->qkvpre.need((size_t)N * QKV);
+      io.qkr = io.rstd1;
+    }
+    io.att = kv->att.need((size_t)N * m->AO);
+    if (m->cfg.sandwich_norms) {
+      io.ao = kv->ao.need((size_t)N * C);
+      io.mo = kv->mo.need((size_t)N * C);
+      io.rstda = io.rstdm = io.rstd2;
+    }
+    io.gu = kv->gu.need((size_t)N * m->GU);
+    io.act = kv->act.need((size_t)N * m->I);
     float* lu = lo ? kv->lu.need((size_t)N * lo->max_group) : nullptr;
     float* dn = lo && lo->dora ? kv->dn.need((size_t)lo->max_out) : nullptr;
-    auto adapt = [&](int l, int k, float* y, int ldy, const float* in) {  // y += s (in A^T) B^T, or DoRA's terms
-      if (!lo || !lo->P[l][k].members) return;
-      if (lo->dora) members_forward(m, *lo, false, l, k, y, ldy, lu, in, nN, dn);
-      else lora_forward(y, ldy, lu, in, lo->P[l][k], nN, (float)lo->scaling);
-    };
     const size_t layer = (size_t)kv->B * NKV * kv->Tmax * HS;
     refresh_small(m);
-    if (m->embed16) embedding_forward_bf16(x, kv->tok.data(), m->embed16, N, C);
-    else embedding_forward(x, kv->tok.data(), m->embed, N, C);
+    embed_tokens(m, x, kv->tok.data(), kv->pos.data(), N);
     for (int l = 0; l < m->L; l++) {
-      const Layer& P = m->P[l];
-      rmsnorm_forward(h, rstd, x, P.ln1, N, 1, C, C, eps);
-      base_linear(m, false, qkv, h, P.wqkv, P.hqkv, P.qqkv, P.bqkv, nN, C, QKV);
-      adapt(l, G_QKV, qkv, QKV, h);
-      if (m->cfg.qk_norm) {  // in place: each element is read before it is written
-        rmsnorm_forward(qkv, rstd, qkv, P.qn, N, NH, HS, QKV, eps);
-        rmsnorm_forward(qkv + AO, rstd, qkv + AO, P.kn, N, NKV, HS, QKV, eps);
-      }
-      if (m->use_rope[l]) rope_forward(qkv, kv->pos.data(), m->cosv.data(), m->sinv.data(), N, 0, NH + NKV, HS, QKV);
+      auto adapt = [&](int k, float* y, int ldy, const float* in) {  // y += s (in A^T) B^T, or DoRA's terms
+        if (!lo || !lo->P[l][k].members) return;
+        if (lo->dora) members_forward(m, *lo, false, l, k, y, ldy, lu, in, nN, dn);
+        else lora_forward(y, ldy, lu, in, lo->P[l][k], nN, (float)lo->scaling);
+      };
       float* Kc = kv->k + l * layer;
       float* Vc = kv->v + l * layer;
-      for (int i = 0; i < n; i++)
-        for (int t = 0; t < kv->seqs[i].len; t++) {
-          const float* src = qkv + (kv->seqs[i].start + t) * QKV;
-          for (int g = 0; g < NKV; g++) {
-            const size_t at = (((size_t)rows[i] * NKV + g) * kv->Tmax + kv->past[i] + t) * HS;
-            std::memcpy(Kc + at, src + (size_t)(NH + g) * HS, sizeof(float) * HS);
-            std::memcpy(Vc + at, src + (size_t)(NH + NKV + g) * HS, sizeof(float) * HS);
+      auto attend = [&](const float* qkv, float* att) {  // the new keys and values into the cache, then attention
+        for (int i = 0; i < n; i++)
+          for (int t = 0; t < kv->seqs[i].len; t++) {
+            const float* src = qkv + (kv->seqs[i].start + t) * QKV;
+            for (int g = 0; g < NKV; g++) {
+              const size_t at = (((size_t)rows[i] * NKV + g) * kv->Tmax + kv->past[i] + t) * HS;
+              std::memcpy(Kc + at, src + (size_t)(NH + g) * HS, sizeof(float) * HS);
+              std::memcpy(Vc + at, src + (size_t)(NH + NKV + g) * HS, sizeof(float) * HS);
+            }
           }
-        }
-      attention_cached(att, qkv, QKV, kv->seqs.data(), kv->past.data(), rows, Kc, Vc, kv->Tmax, n, NH, NKV, HS, m->window[l]);
-      base_linear(m, false, xm, att, P.wo, P.ho, P.qo, P.bo, nN, AO, C);
-      adapt(l, G_O, xm, C, att);
-#pragma omp parallel for schedule(static)
-      for (int64_t j = 0; j < N * C; j++) xm[j] += x[j];
-      rmsnorm_forward(h, rstd, xm, P.ln2, N, 1, C, C, eps);
-      base_linear(m, false, gu, h, P.wgu, P.hgu, P.qgu, P.bgu, nN, C, 2 * I);
-      adapt(l, G_GU, gu, 2 * I, h);
-      swiglu_forward(act, gu, N, I);
-      base_linear(m, false, x, act, P.wd, P.hd, P.qd, P.bd, nN, I, C);
-      adapt(l, G_DOWN, x, C, act);
-#pragma omp parallel for schedule(static)
-      for (int64_t j = 0; j < N * C; j++) x[j] += xm[j];
+        attention_cached(att, qkv, QKV, kv->seqs.data(), kv->past.data(), rows, Kc, Vc, kv->Tmax, n, NH, NKV, HS,
+                         m->window[l], m->score);
+      };
+      layer_body(m, l, io, x, x, N, kv->pos.data(), false, adapt, attend);
     }
     // Only each row's last new token reaches the head: (n, C) -> logits (n, V).
     float* last = kv->h.need((size_t)N * C);
     for (int i = 0; i < n; i++)
       std::memcpy(last + (size_t)i * C, x + (kv->seqs[i].start + kv->seqs[i].len - 1) * C, sizeof(float) * C);
     float* hf = kv->hf.need((size_t)n * C);
-    rmsnorm_forward(hf, rstd, last, m->normf, n, 1, C, C, eps);
+    m->norm.forward(hf, io.rstd1, last, m->normf, m->ex.normfb, n, 1, C, C);
     if (!m->head16) {
       gemm(false, true, n, m->V, C, 1.0f, hf, C, m->head, C, 0.0f, logits, m->V);
     } else if (n <= kFewRows) {
@@ -1522,6 +1781,9 @@ pt_status pt_decode(pt_model* m, pt_kv_cache* kv, const int32_t* rows, const int
       HeadBf16 hw;
       head_logits(logits, hf, (const float*)nullptr, head_bf16(m, false, hw), nullptr, n, C, m->V);
     }
+    const HeadPost<float> post = head_post(m, false);
+    if (post.any())
+      for (int i = 0; i < n; i++) post.apply(logits + (size_t)i * m->V, m->V);
   } catch (const std::bad_alloc&) {
     return fail(PT_ERR_MEMORY, "out of memory decoding " + std::to_string(N) + " tokens");
   }

@@ -13,9 +13,9 @@
 #include "head.h"
 #include "linear.h"
 #include "lora.h"
+#include "mlp_act.h"
 #include "norm.h"
 #include "rope.h"
-#include "swiglu.h"
 
 using namespace pt;
 using Vec = std::vector<double>;
@@ -65,30 +65,38 @@ double run(Check c, std::mt19937_64& rng) {
   return worst;
 }
 
-Check rmsnorm_check(std::mt19937_64& rng, bool in_place) {
+// The model's Norm: RMSNorm (unit_offset: Gemma's 1 + w) or LayerNorm with its bias (the third input).
+Check norm_check(std::mt19937_64& rng, bool in_place, bool layer = false, bool unit_offset = false) {
   const int N = 3, H = 2, D = 6, ld = H * D + 3;  // strided heads inside wider rows
+  Norm<double> nm;
+  nm.layer = layer;
+  nm.eps = 1e-5;
+  nm.off = unit_offset ? 1.0 : 0.0;
   Check c;
-  c.inputs = {randn(rng, N * ld), randn(rng, D, 0.3, 1.0)};
+  c.inputs = {randn(rng, N * ld, 1.0, 0.5), randn(rng, D, 0.3, unit_offset ? 0.0 : 1.0)};
+  if (layer) c.inputs.push_back(randn(rng, D));
   c.forward = [=](std::vector<Vec>& in) {
     Vec y(N * ld, 0.0), rstd(N * H);
-    rmsnorm_forward(y.data(), rstd.data(), in[0].data(), in[1].data(), N, H, D, ld, 1e-5);
+    nm.forward(y.data(), rstd.data(), in[0].data(), in[1].data(), layer ? in[2].data() : nullptr, N, H, D, ld);
     return y;
   };
   c.backward = [=](std::vector<Vec>& in, const Vec& dy) {
-    Vec y(N * ld, 0.0), rstd(N * H), dx(N * ld, 0.0), dw(D, 0.0);
-    rmsnorm_forward(y.data(), rstd.data(), in[0].data(), in[1].data(), N, H, D, ld, 1e-5);
+    Vec y(N * ld, 0.0), rstd(N * H), dx(N * ld, 0.0), dw(D, 0.0), db(D, 0.0);
+    const double* b = layer ? in[2].data() : nullptr;
+    nm.forward(y.data(), rstd.data(), in[0].data(), in[1].data(), b, N, H, D, ld);
     Vec dyc = dy;
     for (int n = 0; n < N; n++)  // columns outside the heads carry no output
       for (int j = H * D; j < ld; j++) dyc[n * ld + j] = 0;
     // In place (dx aliasing dy) is how the Qwen3 q/k norms call it.
     if (in_place) {
-      rmsnorm_backward(dyc.data(), dw.data(), dyc.data(), in[0].data(), in[1].data(), rstd.data(), N, H, D, ld, false);
+      nm.backward(dyc.data(), dw.data(), db.data(), dyc.data(), in[0].data(), in[1].data(), rstd.data(), N, H, D, ld, false);
       dx = dyc;
     } else {
-      rmsnorm_backward(dx.data(), dw.data(), dyc.data(), in[0].data(), in[1].data(), rstd.data(), N, H, D, ld, false);
+      nm.backward(dx.data(), dw.data(), db.data(), dyc.data(), in[0].data(), in[1].data(), rstd.data(), N, H, D, ld, false);
     }
     for (int n = 0; n < N; n++)
       for (int j = H * D; j < ld; j++) dx[n * ld + j] = 0;
+    if (layer) return std::vector<Vec>{dx, dw, db};
     return std::vector<Vec>{dx, dw};
   };
   // Outputs outside the heads are 0 regardless of x, so the forward must report them as 0 too.
@@ -96,34 +104,36 @@ Check rmsnorm_check(std::mt19937_64& rng, bool in_place) {
 }
 
 // scaled: yarn's tables, whose cos and sin carry the attention factor (a scaled rotation, not a rotation).
-Check rope_check(std::mt19937_64& rng, bool scaled) {
+// R < HS: partial rotary over the first R dims of each head.
+Check rope_check(std::mt19937_64& rng, bool scaled, int R = 8) {
   const int N = 4, H = 3, HS = 8, col0 = 2, ld = col0 + H * HS + 1;
   std::vector<double> cosv, sinv;
   if (scaled) {
     RopeScaling s;
     s.type = PT_ROPE_YARN; s.factor = 4; s.original_max = 8; s.attention_factor = 1.25;
-    rope_tables(cosv, sinv, 16, rope_inv_freq(s, HS), (float)s.attention_factor);
+    rope_tables(cosv, sinv, 16, rope_inv_freq(s, R), (float)s.attention_factor);
   } else {
-    rope_tables(cosv, sinv, 16, HS, 10000.0f);
+    rope_tables(cosv, sinv, 16, R, 10000.0f);
   }
   std::vector<int32_t> pos = {0, 5, 2, 15};
   Check c;
   c.inputs = {randn(rng, N * ld)};
   c.forward = [=](std::vector<Vec>& in) {
     Vec x = in[0];
-    rope_forward(x.data(), pos.data(), cosv.data(), sinv.data(), N, col0, H, HS, ld);
+    rope_forward(x.data(), pos.data(), cosv.data(), sinv.data(), N, col0, H, HS, ld, R);
     return x;
   };
   c.backward = [=](std::vector<Vec>&, const Vec& dy) {
     Vec dx = dy;
-    rope_backward(dx.data(), pos.data(), cosv.data(), sinv.data(), N, col0, H, HS, ld);
+    rope_backward(dx.data(), pos.data(), cosv.data(), sinv.data(), N, col0, H, HS, ld, R);
     return std::vector<Vec>{dx};
   };
   return c;
 }
 
 // window 0: full causal attention; window > 0: a sliding window shorter than the long sequence and its blocks.
-Check attention_check(std::mt19937_64& rng, int window) {
+// sc: a score scale other than 1/sqrt(HS) and a soft-cap (Gemma 2).
+Check attention_check(std::mt19937_64& rng, int window, AttnScore sc = {}) {
   // A sequence longer than one 128-row block, an empty one and a short one, with grouped KV heads.
   const int NH = 4, NKV = 2, HS = 4, QKV = (NH + 2 * NKV) * HS, AO = NH * HS;
   std::vector<SeqSpan> seqs = {{0, 133}, {133, 0}, {133, 6}};
@@ -132,30 +142,32 @@ Check attention_check(std::mt19937_64& rng, int window) {
   c.inputs = {randn(rng, (size_t)N * QKV)};
   c.forward = [=](std::vector<Vec>& in) {
     Vec out((size_t)N * AO), lse((size_t)N * NH);
-    attention_forward(out.data(), lse.data(), in[0].data(), seqs.data(), B, NH, NKV, HS, window);
+    attention_forward(out.data(), lse.data(), in[0].data(), seqs.data(), B, NH, NKV, HS, window, sc);
     return out;
   };
   c.backward = [=](std::vector<Vec>& in, const Vec& dout) {
     Vec out((size_t)N * AO), lse((size_t)N * NH), dqkv((size_t)N * QKV);
-    attention_forward(out.data(), lse.data(), in[0].data(), seqs.data(), B, NH, NKV, HS, window);
-    attention_backward(dqkv.data(), dout.data(), out.data(), lse.data(), in[0].data(), seqs.data(), B, NH, NKV, HS, window);
+    attention_forward(out.data(), lse.data(), in[0].data(), seqs.data(), B, NH, NKV, HS, window, sc);
+    attention_backward(dqkv.data(), dout.data(), out.data(), lse.data(), in[0].data(), seqs.data(), B, NH, NKV, HS, window, sc);
     return std::vector<Vec>{dqkv};
   };
   return c;
 }
 
-Check swiglu_check(std::mt19937_64& rng) {
-  const int N = 3, I = 5;
+// The MLP activation: gated (f(gate) * up) or plain (f(h)), f = PT_ACT_*. relu's kink at 0 is never sampled.
+Check mlp_act_check(std::mt19937_64& rng, bool gated, int act) {
+  const int N = 3, I = 5, W = gated ? 2 * I : I;
   Check c;
-  c.inputs = {randn(rng, N * 2 * I, 2.0)};
+  c.inputs = {randn(rng, N * W, 2.0)};
+  for (double& v : c.inputs[0]) if (std::fabs(v) < 1e-3) v = 0.5;
   c.forward = [=](std::vector<Vec>& in) {
     Vec a(N * I);
-    swiglu_forward(a.data(), in[0].data(), N, I);
+    mlp_act_forward(a.data(), in[0].data(), N, I, gated, act);
     return a;
   };
   c.backward = [=](std::vector<Vec>& in, const Vec& da) {
-    Vec dgu(N * 2 * I);
-    swiglu_backward(dgu.data(), da.data(), in[0].data(), N, I);
+    Vec dgu(N * W);
+    mlp_act_backward(dgu.data(), da.data(), in[0].data(), N, I, gated, act);
     return std::vector<Vec>{dgu};
   };
   return c;
@@ -178,27 +190,35 @@ Check linear_check(std::mt19937_64& rng) {
   return c;
 }
 
-Check head_check(std::mt19937_64& rng) {
+// post: lm_head's bias (the third input) and a logit soft-cap (Gemma 2), or neither.
+Check head_check(std::mt19937_64& rng, bool post = false) {
   const int R = 5, C = 3, V = 7;
   std::vector<int32_t> labels = {3, 0, -1, 6, 3};
   Check c;
-  c.inputs = {randn(rng, R * C), randn(rng, V * C)};
+  c.inputs = {randn(rng, R * C, 1.5), randn(rng, V * C, 1.5)};
+  if (post) c.inputs.push_back(randn(rng, V));
+  auto hp = [=](std::vector<Vec>& in, double* db) {
+    HeadPost<double> p;
+    if (post) { p.bias = in[2].data(); p.dbias = db; p.softcap = 2.0; }
+    return p;
+  };
   c.forward = [=](std::vector<Vec>& in) {
     Vec logp(R, 0.0), lse(R, 0.0);
     Buf<double> work;
     head_forward<double>(logp.data(), lse.data(), nullptr, nullptr, nullptr, in[0].data(), labels.data(),
-                         in[1].data(), R, C, V, work);
+                         in[1].data(), R, C, V, work, nullptr, hp(in, nullptr));
     return logp;
   };
   c.backward = [=](std::vector<Vec>& in, const Vec& dlogp) {
-    Vec logp(R, 0.0), lse(R, 0.0), dH(R * C), dW(V * C, 0.0);
+    Vec logp(R, 0.0), lse(R, 0.0), dH(R * C), dW(V * C, 0.0), db(V, 0.0);
     Buf<double> work;
     head_forward<double>(logp.data(), lse.data(), nullptr, nullptr, nullptr, in[0].data(), labels.data(),
-                         in[1].data(), R, C, V, work);
+                         in[1].data(), R, C, V, work, nullptr, hp(in, nullptr));
     Vec g = dlogp;
     for (int r = 0; r < R; r++) if (labels[r] < 0) g[r] = 0;
     head_backward<double>(dH.data(), dW.data(), g.data(), in[0].data(), labels.data(), lse.data(), in[1].data(),
-                          R, C, V, work);
+                          R, C, V, work, nullptr, hp(in, db.data()));
+    if (post) return std::vector<Vec>{dH, dW, db};
     return std::vector<Vec>{dH, dW};
   };
   return c;
@@ -393,15 +413,25 @@ double dropout_stats_error() {
 extern "C" double pt_gradcheck(const char* op, uint64_t seed) {
   std::mt19937_64 rng(seed);
   const std::string name = op;
-  if (name == "rmsnorm") return run(rmsnorm_check(rng, false), rng);
-  if (name == "rmsnorm_inplace") return run(rmsnorm_check(rng, true), rng);
+  if (name == "rmsnorm") return run(norm_check(rng, false), rng);
+  if (name == "rmsnorm_inplace") return run(norm_check(rng, true), rng);
+  if (name == "rmsnorm_unit_offset") return run(norm_check(rng, false, false, true), rng);
+  if (name == "layernorm") return run(norm_check(rng, false, true), rng);
+  if (name == "layernorm_inplace") return run(norm_check(rng, true, true), rng);
   if (name == "rope") return run(rope_check(rng, false), rng);
   if (name == "rope_scaled") return run(rope_check(rng, true), rng);
+  if (name == "rope_partial") return run(rope_check(rng, false, 4), rng);
   if (name == "attention") return run(attention_check(rng, 0), rng);
   if (name == "attention_window") return run(attention_check(rng, 5), rng);
-  if (name == "swiglu") return run(swiglu_check(rng), rng);
+  if (name == "attention_softcap") return run(attention_check(rng, 5, AttnScore{0.3, 1.5}), rng);
+  if (name == "swiglu") return run(mlp_act_check(rng, true, PT_ACT_SILU), rng);
+  if (name == "geglu_tanh") return run(mlp_act_check(rng, true, PT_ACT_GELU_TANH), rng);
+  if (name == "gelu_tanh") return run(mlp_act_check(rng, false, PT_ACT_GELU_TANH), rng);
+  if (name == "gelu") return run(mlp_act_check(rng, false, PT_ACT_GELU), rng);
+  if (name == "relu") return run(mlp_act_check(rng, false, PT_ACT_RELU), rng);
   if (name == "linear") return run(linear_check(rng), rng);
   if (name == "head") return run(head_check(rng), rng);
+  if (name == "head_bias_softcap") return run(head_check(rng, true), rng);
   if (name == "embedding") return run(embedding_check(rng), rng);
   if (name == "lora") return run(lora_check(rng), rng);
   if (name == "head_input") return run(head_input_check(rng), rng);

@@ -2,6 +2,8 @@
 // backward, in chunks of rows so the (rows, V) logits never exist at once. Per row it also yields
 // the statistics TRL logs: mean logit, entropy, and whether the argmax is the label.
 // Rows with label < 0 (the last token of each sequence) produce nothing and get no gradient.
+// A HeadPost adds lm_head's bias (Phi-2) and soft-caps the logits to c tanh(z / c) (Gemma 2's
+// final_logit_softcapping) before the softmax; the backward carries both (d bias += d z).
 // With a HeadBf16 (fp32 only) the weight is bf16: either the GEMMs take bf16 operands and accumulate in fp32
 // (bf16 compute), or a weight held only in bf16 is widened to fp32 block by block right before each GEMM (fp32
 // compute over a frozen bf16 base). The log-softmax and statistics stay fp32 either way.
@@ -18,6 +20,24 @@ namespace pt {
 
 constexpr int kHeadChunk = 256;
 constexpr int kHeadWidenRows = 2048;  // rows of a bf16-held W widened at once (2048 x C floats)
+
+// What follows the head GEMM: bias (V) or null, softcap 0 for none; dbias (V) +=, in the backward, or null.
+template <typename T>
+struct HeadPost {
+  const T* bias = nullptr;
+  T* dbias = nullptr;
+  double softcap = 0;
+  bool any() const { return bias || softcap > 0; }
+  // One row of logits (V) in place: z + b, then the cap.
+  void apply(T* x, int V) const {
+    if (bias)
+      for (int v = 0; v < V; v++) x[v] += bias[v];
+    if (softcap > 0) {
+      const T c = (T)softcap, ic = (T)(1.0 / softcap);
+      for (int v = 0; v < V; v++) x[v] = c * std::tanh(x[v] * ic);
+    }
+  }
+};
 
 // The head weight W (V, C) in bf16 (see the file comment).
 struct HeadBf16 {
@@ -54,7 +74,8 @@ void head_logits(T* logits, const T* Hc, const T* W, const HeadBf16* hw, bf16* h
 // hw: the weight in bf16 (W then unused), or null.
 template <typename T>
 void head_forward(T* logp, T* lse, T* mean, T* ent, uint8_t* correct, const T* H, const int32_t* labels,
-                  const T* W, int64_t R, int C, int V, Buf<T>& work, const HeadBf16* hw = nullptr) {
+                  const T* W, int64_t R, int C, int V, Buf<T>& work, const HeadBf16* hw = nullptr,
+                  const HeadPost<T>& post = {}) {
   std::vector<int64_t> rows;
   for (int64_t r = 0; r < R; r++) if (labels[r] >= 0) rows.push_back(r);
   T* logits = work.need((size_t)kHeadChunk * V + (size_t)kHeadChunk * C);
@@ -67,7 +88,8 @@ void head_forward(T* logp, T* lse, T* mean, T* ent, uint8_t* correct, const T* H
 #pragma omp parallel for schedule(static)
     for (int i = 0; i < n; i++) {
       const int64_t r = rows[c0 + i];
-      const T* x = logits + (size_t)i * V;
+      T* x = logits + (size_t)i * V;
+      post.apply(x, V);
       T m = x[0], sx = 0;
 #pragma omp simd reduction(max : m) reduction(+ : sx)
       for (int v = 0; v < V; v++) { m = x[v] > m ? x[v] : m; sx += x[v]; }
@@ -96,7 +118,7 @@ void head_forward(T* logp, T* lse, T* mean, T* ent, uint8_t* correct, const T* H
 // d logits = dlogp * (onehot(label) - softmax), recomputed chunk by chunk from lse.
 template <typename T>
 void head_backward(T* dH, T* dW, const T* dlogp, const T* H, const int32_t* labels, const T* lse, const T* W,
-                   int64_t R, int C, int V, Buf<T>& work, const HeadBf16* hw = nullptr) {
+                   int64_t R, int C, int V, Buf<T>& work, const HeadBf16* hw = nullptr, const HeadPost<T>& post = {}) {
   std::vector<int64_t> rows;
   for (int64_t r = 0; r < R; r++) {
     if (labels[r] >= 0 && dlogp[r] != 0) rows.push_back(r);
@@ -117,9 +139,28 @@ void head_backward(T* dH, T* dW, const T* dlogp, const T* H, const int32_t* labe
       const int64_t r = rows[c0 + i];
       T* x = logits + (size_t)i * V;
       const T l = lse[r], g = dlogp[r];
+      if (post.softcap > 0) {  // d z = d y (1 - tanh^2), y = c tanh(z / c)
+        const T c = (T)post.softcap, ic = (T)(1.0 / post.softcap);
+        const int lab = labels[r];
+        for (int v = 0; v < V; v++) {
+          const T th = std::tanh((x[v] + (post.bias ? post.bias[v] : (T)0)) * ic);
+          x[v] = (-g * texp(c * th - l) + (v == lab ? g : (T)0)) * ((T)1 - th * th);
+        }
+        continue;
+      }
+      if (post.bias)
+        for (int v = 0; v < V; v++) x[v] += post.bias[v];
 #pragma omp simd
       for (int v = 0; v < V; v++) x[v] = -g * texp(x[v] - l);
       x[labels[r]] += g;
+    }
+    if (post.dbias) {
+#pragma omp parallel for schedule(static)
+      for (int v = 0; v < V; v++) {
+        T s = 0;
+        for (int i = 0; i < n; i++) s += logits[(size_t)i * V + v];
+        post.dbias[v] += s;
+      }
     }
     bool done = false;
     if constexpr (std::is_same_v<T, float>) {

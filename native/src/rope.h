@@ -1,12 +1,14 @@
 // Rotary position embedding, forward and backward, in Hugging Face's rotate_half convention:
 // out[i] = x[i] cos - x[i + HS/2] sin,  out[i + HS/2] = x[i + HS/2] cos + x[i] sin  (i < HS/2),
-// with angle pos * inv_freq[i]. Applied in place to H heads of width HS inside rows of width ld.
+// with angle pos * inv_freq[i]. Applied in place to H heads of width HS inside rows of width ld, over the first R
+// dims of each head (partial rotary: Phi-2, GPT-NeoX, Phi-4-mini; the frequencies, tables and rotate_half are then
+// those of dimension R, and dims R.. pass through).
 // The backward is the transpose (rotation by -angle; with yarn's attention factor the tables are scaled
 // rotations and the transpose is still exact).
 // The inverse frequencies follow transformers' rope_type (modeling_rope_utils, v5.18): default (theta^(-2i/HS)),
 // linear, dynamic (NTK, recomputed from the run-time length as transformers' dynamic_rope_update does), yarn
 // (with its cos/sin attention factor) and llama3, each in the precision transformers computes it: Python-number
-// arithmetic in double, tensor arithmetic in fp32. Not here: longrope, partial rotary, per-layer bases.
+// arithmetic in double, tensor arithmetic in fp32. Not here: longrope; a per-layer base is a second RopeState.
 #pragma once
 #include <algorithm>
 #include <cmath>
@@ -200,11 +202,12 @@ inline bool rope_update(RopeState& st, int64_t seq_len) {
   return changed;
 }
 
-// x (N, ld): H heads of width HS starting at column col0. pos (N) position of each token.
+// x (N, ld): H heads of width HS starting at column col0, the first R (<= HS, even) dims of each rotated with
+// tables (positions, R/2). pos (N) position of each token.
 template <typename T>
 void rope_apply(T* x, const int32_t* pos, const T* cosv, const T* sinv, int64_t N, int col0, int H, int HS,
-                int64_t ld, bool inverse) {
-  int half = HS / 2;
+                int64_t ld, bool inverse, int R) {
+  int half = R / 2;
   T sgn = inverse ? (T)-1 : (T)1;
 #pragma omp parallel for schedule(static)
   for (int64_t n = 0; n < N; n++) {
@@ -223,13 +226,13 @@ void rope_apply(T* x, const int32_t* pos, const T* cosv, const T* sinv, int64_t 
 
 template <typename T>
 void rope_forward(T* x, const int32_t* pos, const T* cosv, const T* sinv, int64_t N, int col0, int H, int HS,
-                  int64_t ld) {
-  rope_apply(x, pos, cosv, sinv, N, col0, H, HS, ld, false);
+                  int64_t ld, int R = 0) {
+  rope_apply(x, pos, cosv, sinv, N, col0, H, HS, ld, false, R > 0 ? R : HS);
 }
 template <typename T>
 void rope_backward(T* dx, const int32_t* pos, const T* cosv, const T* sinv, int64_t N, int col0, int H,
-                   int HS, int64_t ld) {
-  rope_apply(dx, pos, cosv, sinv, N, col0, H, HS, ld, true);
+                   int HS, int64_t ld, int R = 0) {
+  rope_apply(dx, pos, cosv, sinv, N, col0, H, HS, ld, true, R > 0 ? R : HS);
 }
 
 }  // namespace pt

@@ -55,7 +55,7 @@ test("buildParamTable: order, 16-float alignment, stacked q/k/v and gate/up, dec
   const names = tied.map((p) => p.name.replace("model.layers.1.", "L1.")).filter((s) => s.startsWith("L1."));
   assert.deepEqual(names, ["L1.input_layernorm.weight", "L1.self_attn.q_proj.weight", "L1.self_attn.k_proj.weight", "L1.self_attn.v_proj.weight",
     "L1.self_attn.o_proj.weight", "L1.self_attn.o_proj.bias", "L1.post_attention_layernorm.weight", "L1.mlp.gate_proj.weight", "L1.mlp.up_proj.weight",
-    "L1.mlp.down_proj.weight", "L1.mlp.gate_proj.bias", "L1.mlp.up_proj.bias", "L1.mlp.down_proj.bias"]);
+    "L1.mlp.gate_proj.bias", "L1.mlp.up_proj.bias", "L1.mlp.down_proj.weight", "L1.mlp.down_proj.bias"]);
   const up = tied.find((p) => p.name === "model.layers.1.mlp.up_proj.bias")!;
   const gate = tied.find((p) => p.name === "model.layers.1.mlp.gate_proj.bias")!;
   assert.equal(up.offset, gate.offset + gate.size);
