@@ -56,13 +56,13 @@ typedef struct {
   int32_t tie_word_embeddings, qkv_bias, o_bias, mlp_bias, qk_norm;  // 0 or 1
   // RoPE scaling, transformers' rope_parameters (rope_scaling) resolved to numbers; see native/src/rope.h.
   int32_t rope_type;           // PT_ROPE_*; 0 (PT_ROPE_DEFAULT) ignores every field below
-  int32_t rope_original_max_position_embeddings;  // llama3, yarn: original_max_position_embeddings;
+  int32_t rope_original_max_position_embeddings;  // llama3, yarn, longrope: original_max_position_embeddings;
                                                    // dynamic: max_position_embeddings (its threshold)
   int32_t rope_truncate;       // yarn: round the correction range outward (transformers' default 1)
   double rope_factor;          // linear, dynamic, llama3, yarn (> 0)
   double rope_low_freq_factor, rope_high_freq_factor;  // llama3
   double rope_beta_fast, rope_beta_slow;               // yarn
-  double rope_attention_factor;  // yarn: cos and sin are multiplied by it (1 for every other type)
+  double rope_attention_factor;  // yarn, longrope: cos and sin are multiplied by it (1 for every other type)
   // Per-layer attention pattern, num_layers entries each, read (copied) when a model is created; NULL: the default.
   const int32_t* layer_window;  // 0: full causal attention; w > 0: query t sees keys t - w < s <= t (NULL: all 0)
   const int32_t* layer_rope;    // 1: rotary embeddings on q and k; 0: none (SmolLM3's NoPE layers); 2: with the
@@ -87,6 +87,10 @@ typedef struct {
   float attn_softcap;          // scores -> c tanh(s / c) before the mask (Gemma 2's attn_logit_softcapping); 0: none
   float final_softcap;         // logits -> c tanh(z / c) (Gemma 2's final_logit_softcapping); 0: none
   float rope_local_theta;      // the base of the layers whose layer_rope is 2
+  // longrope (Phi-3 128k, Phi-3.5, Phi-4-mini): per-frequency divisors, rotary_dim / 2 each (read when a model is
+  // created); the long ones apply while a run's positions reach past rope_original_max_position_embeddings
+  const float* rope_short_factor;
+  const float* rope_long_factor;
 } pt_config;
 
 // Tensor names per arch (HF names of the family's checkpoint; PEFT's module names are these without ".weight"):
@@ -108,7 +112,7 @@ enum { PT_NORM_RMS = 0, PT_NORM_LAYER = 1 };
 // silu; GELU with the tanh approximation (gelu_pytorch_tanh, gelu_new); exact GELU (erf); relu
 enum { PT_ACT_SILU = 0, PT_ACT_GELU_TANH = 1, PT_ACT_GELU = 2, PT_ACT_RELU = 3 };
 
-enum { PT_ROPE_DEFAULT = 0, PT_ROPE_LINEAR = 1, PT_ROPE_DYNAMIC = 2, PT_ROPE_YARN = 3, PT_ROPE_LLAMA3 = 4 };
+enum { PT_ROPE_DEFAULT = 0, PT_ROPE_LINEAR = 1, PT_ROPE_DYNAMIC = 2, PT_ROPE_YARN = 3, PT_ROPE_LLAMA3 = 4, PT_ROPE_LONGROPE = 5 };
 
 typedef struct {
   char name[96];           // Hugging Face weight name

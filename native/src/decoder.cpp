@@ -349,7 +349,7 @@ pt_status check_config(const pt_config* cfg) {
                                      ") must be a multiple of num_key_value_heads (" +
                                      std::to_string(cfg->num_kv_heads) + ")");
   if (cfg->head_dim % 2 != 0) return fail(PT_ERR_ARGUMENT, "head_dim must be even for rotary embeddings");
-  const std::string rope_error = rope_check(rope_scaling_of(*cfg), cfg->head_dim);
+  const std::string rope_error = rope_check(rope_scaling_of(*cfg), cfg->rotary_dim > 0 ? cfg->rotary_dim : cfg->head_dim);
   if (!rope_error.empty()) return fail(PT_ERR_ARGUMENT, rope_error);
   for (int l = 0; l < cfg->num_layers; l++) {
     if (cfg->layer_window && cfg->layer_window[l] < 0)
@@ -999,6 +999,7 @@ pt_status pt_model_create_ex(const pt_config* cfg, int32_t flags, pt_model** out
     if (cfg->layer_rope) m->use_rope.assign(cfg->layer_rope, cfg->layer_rope + m->L);
     m->cfg.layer_window = m->window.data();  // the caller's arrays may not outlive this call
     m->cfg.layer_rope = m->use_rope.data();
+    m->cfg.rope_short_factor = m->cfg.rope_long_factor = nullptr;  // copied into m->rope
     bind_views(m, m->params, m->P, m->embed, m->normf, m->head, m->ex);  // the layer views only (null buffers yet)
   } catch (const std::bad_alloc&) {
     pt_model_free(m);

@@ -7,8 +7,9 @@
 // rotations and the transpose is still exact).
 // The inverse frequencies follow transformers' rope_type (modeling_rope_utils, v5.18): default (theta^(-2i/HS)),
 // linear, dynamic (NTK, recomputed from the run-time length as transformers' dynamic_rope_update does), yarn
-// (with its cos/sin attention factor) and llama3, each in the precision transformers computes it: Python-number
-// arithmetic in double, tensor arithmetic in fp32. Not here: longrope; a per-layer base is a second RopeState.
+// (with its cos/sin attention factor), llama3 and longrope (short or long per-frequency divisors by the run's length,
+// with its attention factor), each in the precision transformers computes it: Python-number arithmetic in double,
+// tensor arithmetic in fp32. A per-layer base is a second RopeState.
 #pragma once
 #include <algorithm>
 #include <cmath>
@@ -24,8 +25,9 @@ struct RopeScaling {
   int type = PT_ROPE_DEFAULT;
   double theta = 10000, factor = 1, low_freq_factor = 0, high_freq_factor = 0, beta_fast = 32, beta_slow = 1;
   double attention_factor = 1;
-  int64_t original_max = 0;  // llama3/yarn: original_max_position_embeddings; dynamic: max_position_embeddings
+  int64_t original_max = 0;  // llama3/yarn/longrope: original_max_position_embeddings; dynamic: max_position_embeddings
   bool truncate = true;
+  std::vector<float> short_factor, long_factor;  // longrope (HS/2 each)
 };
 
 inline RopeScaling rope_scaling_of(const pt_config& c) {
@@ -38,16 +40,21 @@ inline RopeScaling rope_scaling_of(const pt_config& c) {
   s.high_freq_factor = c.rope_high_freq_factor;
   s.beta_fast = c.rope_beta_fast;
   s.beta_slow = c.rope_beta_slow;
-  s.attention_factor = s.type == PT_ROPE_YARN ? c.rope_attention_factor : 1.0;
+  s.attention_factor = s.type == PT_ROPE_YARN || s.type == PT_ROPE_LONGROPE ? c.rope_attention_factor : 1.0;
   s.original_max = c.rope_original_max_position_embeddings;
   s.truncate = c.rope_truncate != 0;
+  const int half = (c.rotary_dim > 0 ? c.rotary_dim : c.head_dim) / 2;
+  if (s.type == PT_ROPE_LONGROPE && c.rope_short_factor && c.rope_long_factor) {
+    s.short_factor.assign(c.rope_short_factor, c.rope_short_factor + half);
+    s.long_factor.assign(c.rope_long_factor, c.rope_long_factor + half);
+  }
   return s;
 }
 
 // "" when the scaling is usable, else what is wrong (pt_model_create reports it).
 inline std::string rope_check(const RopeScaling& s, int HS) {
   auto pos = [](double v) { return std::isfinite(v) && v > 0; };
-  if (s.type < PT_ROPE_DEFAULT || s.type > PT_ROPE_LLAMA3) return "unknown rope_type " + std::to_string(s.type);
+  if (s.type < PT_ROPE_DEFAULT || s.type > PT_ROPE_LONGROPE) return "unknown rope_type " + std::to_string(s.type);
   if (!pos(s.theta)) return "rope_theta must be a positive number";
   if (s.type == PT_ROPE_DEFAULT) return "";
   if (!pos(s.factor)) return "the RoPE scaling factor must be a positive number";
@@ -59,6 +66,12 @@ inline std::string rope_check(const RopeScaling& s, int HS) {
     return "llama3 RoPE needs low_freq_factor > 0 and high_freq_factor != low_freq_factor";
   if (s.type == PT_ROPE_YARN && !(pos(s.beta_fast) && pos(s.beta_slow) && pos(s.attention_factor)))
     return "yarn RoPE needs positive beta_fast, beta_slow and attention_factor";
+  if (s.type == PT_ROPE_LONGROPE) {
+    if (!pos(s.attention_factor)) return "longrope needs a positive attention_factor";
+    if (s.short_factor.empty() || s.long_factor.empty()) return "longrope needs rope_short_factor and rope_long_factor";
+    for (size_t i = 0; i < s.short_factor.size(); i++)
+      if (!pos(s.short_factor[i]) || !pos(s.long_factor[i])) return "longrope's short_factor and long_factor must be positive numbers";
+  }
   return "";
 }
 
@@ -135,6 +148,13 @@ inline std::vector<float> rope_inv_freq(const RopeScaling& s, int HS, int64_t se
       }
       return inv;
     }
+    case PT_ROPE_LONGROPE: {
+      // 1 / (ext * base^(2i/dim)): the long divisors once the run's positions pass the pretraining length.
+      const std::vector<float>& ext = seq_len > s.original_max ? s.long_factor : s.short_factor;
+      std::vector<float> inv(half);
+      for (int i = 0; i < half; i++) inv[i] = 1.0f / (ext[i] * std::pow((float)s.theta, (float)(2 * i) / (float)HS));
+      return inv;
+    }
     default:
       return rope_default_inv((float)s.theta, HS);
   }
@@ -184,8 +204,15 @@ inline void rope_init(RopeState& st, const RopeScaling& s, int HS) {
   st.cached = s.original_max;
 }
 
-// Applies the dynamic rule for a run whose positions reach seq_len - 1; true when the frequencies changed.
+// Applies the dynamic rule (or longrope's choice of divisors) for a run whose positions reach seq_len - 1; true when
+// the frequencies changed.
 inline bool rope_update(RopeState& st, int64_t seq_len) {
+  if (st.s.type == PT_ROPE_LONGROPE) {
+    std::vector<float> inv = rope_inv_freq(st.s, st.HS, seq_len);
+    if (inv == st.inv) return false;
+    st.inv = std::move(inv);
+    return true;
+  }
   if (st.s.type != PT_ROPE_DYNAMIC) return false;
   const int64_t before = st.cached, original = st.s.original_max;
   bool changed = false;
