@@ -206,9 +206,10 @@ def write_generate(folder, name, case, **extra):
 def write_trained_fixture(name, cfg, seed, folder, build=build_auto, init=None, file_name=str, metadata=None):
     """A case folder: config.json + model.safetensors (save_checkpoint), fixture.safetensors (nll_fixture on rows
     run one at a time, unpadded, then trajectory() from the same weights; fixture_metadata, the layer_types the
-    model built, trajectory_metadata and `metadata`) and generate.json (generation_case).
-    Returns a dict: state, the float64 gradient-run model, batch (ids, lens, real, loss_mask), loss, traj_loss,
-    layer_types and the generation case."""
+    model built, trajectory_metadata and `metadata`: a dict, or metadata(state, batch, logps) -> dict) and
+    generate.json (generation_case).
+    Returns a dict: state, batch (ids, lens, real, loss_mask), its logps, loss, traj_loss, layer_types and the
+    generation case."""
     state = save_checkpoint(build, cfg, seed, folder, init=init, file_name=file_name)
     model = loaded(build, cfg, state, torch.float64)
     layer_types = list(model.config.layer_types) if getattr(model.config, "layer_types", None) else None
@@ -219,13 +220,16 @@ def write_trained_fixture(name, cfg, seed, folder, build=build_auto, init=None, 
     tensors["traj_loss"] = (traj_loss, "F32")
     tensors["traj_grad_norm"] = (traj_norm, "F32")
     meta = {**fixture_metadata(name), "rows": "one forward per row, unpadded", "attn_implementation": ATTN,
-            "layer_types": json.dumps(layer_types), **trajectory_metadata(), **(metadata or {})}
+            "layer_types": json.dumps(layer_types), **trajectory_metadata()}
+    if metadata is not None:
+        batch = (ids, lens, real, loss_mask)
+        meta.update(metadata(state, batch, tensors["logps"][0]) if callable(metadata) else metadata)
     save_file(tensors, os.path.join(folder, "fixture.safetensors"), metadata=meta)
 
     case = generation_case(lambda dtype: loaded(build, cfg, state, dtype), cfg["vocab_size"], seed * 1000,
                            fresh_per_prompt=False)
     write_generate(folder, name, case, layer_types=layer_types)
-    return {"state": state, "model": model, "batch": (ids, lens, real, loss_mask), "loss": loss.item(),
+    return {"state": state, "batch": (ids, lens, real, loss_mask), "logps": tensors["logps"][0], "loss": loss.item(),
             "traj_loss": traj_loss, "layer_types": layer_types, "case": case}
 
 
