@@ -75,8 +75,9 @@ def _neox(parallel):
 # few units against attn_logit_softcapping 2, logits a few units against final_logit_softcapping 3 (the published 50
 # and 30 stay in tanh's linear part at this size). Gemma 2's layer_types default alternates sliding (even layers)
 # and full; Gemma 3's sliding_window_pattern 3 slides layers 0 and 1 (with rope_local_base_freq 10) and keeps layer 2
-# full (rope_theta 1e5); a window of MAX_POS removes the window alone. The rest use std 0.1: attention far from uniform, so partial rotary and residual order
-# show in the log-probs. rotary_emb_base 1000 (Pythia's is 10000) so a loader that ignored the key would fail.
+# full (rope_theta 1e5); a window of MAX_POS removes the window alone. The rest use std 0.1: attention far from
+# uniform, so partial rotary and residual order show in the log-probs. rotary_emb_base 1000 (Pythia's is 10000), so
+# a loader that ignored the key would fail.
 CASES = {
     "gemma2": (_gemma("Gemma2ForCausalLM", "gemma2", 4, attn_logit_softcapping=2.0, final_logit_softcapping=3.0,
                       hidden_act="gelu_pytorch_tanh", num_key_value_heads=2, query_pre_attn_scalar=24,
