@@ -1,11 +1,11 @@
 // What the parity tests share around their fixture files: a checkpoint loaded into the native core, a
 // fixture.safetensors reader (tensors and token batches), generate.json, the masked NLL, one training step in
-// the HF Trainer's order, and the log-prob / loss / every-gradient and greedy-decoding checks.
+// the HF Trainer's order, and the log-prob / loss / every-gradient, AdamW-trajectory and greedy-decoding checks.
 // Not the fixtures' expected values: those are in the files.
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import { NativeModel, type Optimizer, type Trainable } from "../../src/core/native.ts";
+import { AdamW, NativeModel, type Optimizer, type Trainable } from "../../src/core/native.ts";
 import type { DecoderConfig, TokenBatch } from "../../src/core/types.ts";
 import { greedyIds } from "../../src/generate/greedy.ts";
 import { loadWeightsInto, readModelDir } from "../../src/models/checkpoint.ts";
@@ -61,14 +61,26 @@ export function nllTrainStep(model: NativeModel, batch: TokenBatch, mask: Float3
   return { loss, norm };
 }
 
-/** Every parameter's gradient against the fixture's grad.<name> (relative error <= tol), and no reference
- * gradient left unchecked. Returns the worst relative error and how many were checked. */
-export function checkGrads(model: NativeModel, fx: SafetensorsHeader, get: (k: string) => Float32Array, tol = 1e-4): { worst: number; checked: number } {
+/** How checkGrads compares: tol, the relative error allowed (default 1e-4); reference(name), the fixture's
+ * gradient in the core's layout (default: grad.<name> as stored); zero, gradients that are 0 in exact arithmetic,
+ * whose stored value is rounding noise: each entry must be within zeroAbs (default 1e-6) of 0 instead. */
+export interface GradCheck { tol?: number; reference?: (name: string) => Float32Array; zero?: RegExp; zeroAbs?: number }
+
+/** Every gradient of a parameter set (a model or its adapter) against the fixture's grad.<name> (relative error
+ * <= tol, or |g| <= zeroAbs where `zero` matches), and no reference gradient left unchecked. Returns the worst
+ * relative error and how many were checked. */
+export function checkGrads(set: Pick<Trainable, "table"> & { grad(name: string): Float32Array }, fx: SafetensorsHeader, get: (k: string) => Float32Array, opts: GradCheck = {}): { worst: number; checked: number } {
+  const tol = opts.tol ?? 1e-4, reference = opts.reference ?? ((n: string) => get(`grad.${n}`));
   let worst = 0, checked = 0;
-  for (const p of model.table) {
-    const err = relErr(model.grad(p.name), get(`grad.${p.name}`));
-    assert.ok(err <= tol, `grad ${p.name}: relative error ${err}`);
-    worst = Math.max(worst, err);
+  for (const p of set.table) {
+    if (opts.zero?.test(p.name)) {
+      const m = maxAbs(set.grad(p.name), new Float32Array(p.size));
+      assert.ok(m <= (opts.zeroAbs ?? 1e-6), `grad ${p.name} is 0 in exact arithmetic; largest entry ${m}`);
+    } else {
+      const err = relErr(set.grad(p.name), reference(p.name));
+      assert.ok(err <= tol, `grad ${p.name}: relative error ${err}`);
+      worst = Math.max(worst, err);
+    }
     checked++;
   }
   assert.equal(checked, gradKeys(fx).length, "every reference gradient checked");
@@ -77,7 +89,7 @@ export function checkGrads(model: NativeModel, fx: SafetensorsHeader, get: (k: s
 
 /** The fixture's gradient run: a training forward on batch with log-probs within 1e-5 of `logps`, the masked NLL
  * (`loss_mask`) within 1e-6 relative of `loss`, then backward and checkGrads. Returns the log-prob max abs diff too. */
-export function checkLogpsLossGrads(model: NativeModel, batch: TokenBatch, fx: SafetensorsHeader, get: (k: string) => Float32Array): { d: number; worst: number; checked: number } {
+export function checkLogpsLossGrads(model: NativeModel, batch: TokenBatch, fx: SafetensorsHeader, get: (k: string) => Float32Array, opts: GradCheck = {}): { d: number; worst: number; checked: number } {
   const stats = model.forward(batch, { train: true });
   const d = maxAbs(stats.logps, get("logps"));
   assert.ok(d <= 1e-5, `logps max abs diff ${d}`);
@@ -86,7 +98,26 @@ export function checkLogpsLossGrads(model: NativeModel, batch: TokenBatch, fx: S
   assert.ok(Math.abs(loss - ref) / Math.abs(ref) <= 1e-6, `loss ${loss} vs ${ref}`);
   model.zeroGrad();
   model.backward(dlogps);
-  return { d, ...checkGrads(model, fx, get) };
+  return { d, ...checkGrads(model, fx, get, opts) };
+}
+
+/** The fixture's AdamW trajectory (traj_loss, traj_grad_norm, with lr, eps, weight_decay and max_grad_norm from
+ * its metadata) on batch with loss_mask: every step's loss and pre-clip norm within 1e-4 relative. Returns the
+ * worst loss error and the number of steps. */
+export function checkTrajectory(model: NativeModel, batch: TokenBatch, fx: SafetensorsHeader, get: (k: string) => Float32Array): { worst: number; steps: number } {
+  const md = fx.metadata ?? {};
+  const opt = new AdamW(model, { lr: Number(md.lr), beta1: 0.9, beta2: 0.999, eps: Number(md.eps), weightDecay: Number(md.weight_decay) });
+  const refLoss = get("traj_loss"), refNorm = get("traj_grad_norm"), mask = get("loss_mask");
+  assert.equal(refLoss.length, Number(md.steps));
+  let worst = 0;
+  for (let step = 0; step < refLoss.length; step++) {
+    const { loss, norm } = nllTrainStep(model, batch, mask, model, opt, Number(md.max_grad_norm));
+    const e = Math.abs(loss - refLoss[step]) / Math.abs(refLoss[step]);
+    assert.ok(e <= 1e-4, `step ${step}: loss ${loss} vs ${refLoss[step]}`);
+    assert.ok(Math.abs(norm - refNorm[step]) / refNorm[step] <= 1e-4, `step ${step}: grad norm ${norm} vs ${refNorm[step]}`);
+    worst = Math.max(worst, e);
+  }
+  return { worst, steps: refLoss.length };
 }
 
 /** max |logps − the fixture's logps| of an inference forward on batch (for the tests that a fixture depends on a feature). */
