@@ -68,6 +68,13 @@ def _neox(parallel):
             "torch_dtype": "float32", "use_cache": True, "use_parallel_residual": parallel, "vocab_size": V}
 
 
+# longrope divisors: rotary_dim / 2 of them (12 / 2 for Phi-4-mini's 0.75 of 16, 16 / 2 for Phi-3).
+LONGROPE_SHORT = [1.0, 1.1, 1.3, 1.6, 2.0, 2.5]
+LONGROPE_LONG = [1.0, 1.5, 2.5, 4.0, 6.0, 9.0]
+LONGROPE_SHORT_FULL = [1.0, 1.05, 1.2, 1.4, 1.7, 2.1, 2.6, 3.2]
+LONGROPE_LONG_FULL = [1.0, 1.6, 2.8, 4.5, 7.0, 10.0, 14.0, 19.0]
+
+
 # name -> (config.json, seed, init_weights options, {feature: what removes it}): a config override (dict), or a
 # function that edits the loaded model.
 # Gemma: no tie_word_embeddings key (tied by default, as the published configs); norms are applied as (1 + w), so
@@ -106,6 +113,24 @@ CASES = {
     "phi4mini": (_phi3(lm_head_bias=False, mlp_bias=False, num_key_value_heads=2, partial_rotary_factor=0.75,
                        tie_word_embeddings=True),
                  4005, {"std": 0.1}, {"partial_rotary_factor": {"partial_rotary_factor": 1.0}}),
+    # longrope (Phi-3 128k, Phi-3.5, Phi-4-mini): the divisors and attention factor sqrt(1 + ln(max / original) /
+    # ln(original)) from max_position_embeddings over original_max_position_embeddings. transformers picks the long
+    # divisors when a forward's positions pass the original length: 16 puts every row (40, 33, 21 tokens) and the
+    # 18-token generation prompt past it, 64 keeps every one below, so a batch and its rows agree.
+    "phi4mini-longrope": (_phi3(lm_head_bias=False, mlp_bias=False, num_key_value_heads=2, partial_rotary_factor=0.75,
+                                tie_word_embeddings=True, original_max_position_embeddings=16,
+                                rope_scaling={"type": "longrope", "short_factor": LONGROPE_SHORT,
+                                              "long_factor": LONGROPE_LONG}),
+                          4009, {"std": 0.1},
+                          {"long_factor": {"rope_scaling": {"type": "longrope", "short_factor": LONGROPE_SHORT,
+                                                            "long_factor": LONGROPE_SHORT}}}),
+    "phi3-longrope-short": (_phi3(num_key_value_heads=HEADS, tie_word_embeddings=False,
+                                  original_max_position_embeddings=64,
+                                  rope_scaling={"type": "longrope", "short_factor": LONGROPE_SHORT_FULL,
+                                                "long_factor": LONGROPE_LONG_FULL}),
+                            4010, {"std": 0.1},
+                            {"short_factor": {"rope_scaling": {"type": "longrope", "short_factor": [1.0] * 8,
+                                                               "long_factor": LONGROPE_LONG_FULL}}}),
     "neox": (_neox(True), 4006, {"std": 0.1},
              {"use_parallel_residual": {"use_parallel_residual": False}, "rotary_pct": {"rotary_pct": 1.0},
               "rotary_emb_base": {"rotary_emb_base": 10000}}),
