@@ -11,7 +11,7 @@ import { basename, join } from "node:path";
 import { embeddingOf } from "../core/arch.ts";
 import { NativeModel, paramLayout } from "../core/native.ts";
 import type { DecoderConfig, ParamInfo } from "../core/types.ts";
-import { parseConfig } from "./config.ts";
+import { configJsonText, parseConfig } from "./config.ts";
 import { describeModel } from "./family.ts";
 import { isNeoxQkv, neoxHeadsOfJson, neoxQkvToStacked, stackedToNeoxQkv } from "./neox.ts";
 import { DTYPE_SIZES, forEachTensorChunk, readHeader, readTensor, writeSafetensors, type SafetensorsHeader, type TensorToWrite } from "./safetensors.ts";
@@ -413,7 +413,7 @@ function planModelFiles(configJson: Record<string, unknown>, table: readonly Par
   return (tmp) => {
     const cfg = { ...configJson };
     cfg["dtype" in cfg ? "dtype" : "torch_dtype"] = TORCH_DTYPE[dtype];
-    writeNewFile(join(tmp, "config.json"), JSON.stringify(cfg, null, 2) + "\n");
+    writeNewFile(join(tmp, "config.json"), configJsonText(cfg));
     opts.onFileWritten?.(join(tmp, "config.json"));
     const meta = { format: "pt" };
     if (shards.length === 1) {

@@ -9,13 +9,13 @@
 // do_layer_norm_before false, project_in/out (word_embed_proj_dim), norms without weights or without the final one,
 // Phi-2's qk_layernorm, Gemma's bidirectional attention or a scaled local RoPE, and partial rotary embeddings where
 // the family's transformers class rotates whole heads.
-import type { Activation, DecoderArch, DecoderConfig, RopeScaling } from "../core/types.ts";
-import { brief, describeModel, type FamilyDescription, type FamilyName, KNOWN_ARCHITECTURES, MAX_DIMENSION, parameterCount } from "./family.ts";
+import type { DecoderArch, DecoderConfig, RopeScaling } from "../core/types.ts";
+import { activationName, brief, describeModel, type FamilyDescription, type FamilyName, KNOWN_ARCHITECTURES, MAX_DIMENSION, parameterCount } from "./family.ts";
 
 export { brief, MAX_DIMENSION, parseRope } from "./family.ts";
 
 // Every described family, with its config.json model_type and the core's tensor-name arch.
-const NATIVE: Record<FamilyName, { architecture: string; modelType: string; arch: DecoderArch }> = {
+const NATIVE: Record<FamilyName, { architecture: string; modelType: FamilyName; arch: DecoderArch }> = {
   llama: { architecture: "LlamaForCausalLM", modelType: "llama", arch: "llama" },
   mistral: { architecture: "MistralForCausalLM", modelType: "mistral", arch: "llama" },
   qwen2: { architecture: "Qwen2ForCausalLM", modelType: "qwen2", arch: "llama" },
@@ -142,9 +142,6 @@ function usableLength(maxPos: number, r: RopeScaling | null): number {
   return Math.min(MAX_DIMENSION, Math.max(maxPos, Math.floor(r.factor * r.originalMaxPositionEmbeddings)));
 }
 
-// transformers' ACT2FN name written back for each activation.
-const ACT_NAME: Record<Activation, string> = { silu: "silu", gelu_tanh: "gelu_pytorch_tanh", gelu: "gelu", relu: "relu" };
-
 /** A DecoderConfig with every optional field filled in with its Llama default: what two configs are compared on. */
 function filled(c: DecoderConfig): Required<DecoderConfig> {
   return {
@@ -174,6 +171,7 @@ export function configToJson(cfg: DecoderConfig, extra: Record<string, unknown> 
   const a = cfg.architecture;
   const bad = (why: string) => new Error(`configToJson: ${a} cannot express ${why}`);
   const f = filled(cfg);
+  const act = activationName(fam.modelType, f.mlpAct);
   if (f.arch !== fam.arch) throw bad(`arch "${f.arch}" (its tensor names are the "${fam.arch}" ones)`);
   const smol = a === "SmolLM3ForCausalLM";
   const llamaAttnBias = a === "LlamaForCausalLM" || a === "Qwen3ForCausalLM" || smol || fam.modelType.startsWith("gemma") || a === "GPTNeoXForCausalLM";
@@ -207,7 +205,7 @@ export function configToJson(cfg: DecoderConfig, extra: Record<string, unknown> 
   if (fam.arch === "opt") {
     wholeHeads();
     Object.assign(out, {
-      ...common, ffn_dim: cfg.intermediateSize, activation_function: ACT_NAME[f.mlpAct], do_layer_norm_before: true, word_embed_proj_dim: cfg.hiddenSize,
+      ...common, ffn_dim: cfg.intermediateSize, activation_function: act, do_layer_norm_before: true, word_embed_proj_dim: cfg.hiddenSize,
       enable_bias: cfg.qkvBias, layer_norm_elementwise_affine: true, _remove_final_layer_norm: false,
       // OPTLearnedPositionalEmbedding: max_position_embeddings + 2 rows
       max_position_embeddings: f.positionRows - f.positionOffset,
@@ -216,7 +214,7 @@ export function configToJson(cfg: DecoderConfig, extra: Record<string, unknown> 
     wholeHeads();
     const pct = partialFactor();
     Object.assign(out, {
-      ...common, intermediate_size: cfg.intermediateSize, hidden_act: ACT_NAME[f.mlpAct], layer_norm_eps: cfg.rmsNormEps, attention_bias: cfg.qkvBias,
+      ...common, intermediate_size: cfg.intermediateSize, hidden_act: act, layer_norm_eps: cfg.rmsNormEps, attention_bias: cfg.qkvBias,
       use_parallel_residual: f.parallelResidual === 2, rotary_pct: pct, rotary_emb_base: cfg.ropeTheta, rope_theta: cfg.ropeTheta,
       rope_scaling: ropeScaling, rope_parameters: ropeParameters({ partial_rotary_factor: pct }),
     });
@@ -224,7 +222,7 @@ export function configToJson(cfg: DecoderConfig, extra: Record<string, unknown> 
     wholeHeads();
     const factor = partialFactor();
     Object.assign(out, {
-      ...common, intermediate_size: cfg.intermediateSize, num_key_value_heads: cfg.numKvHeads, hidden_act: ACT_NAME[f.mlpAct], layer_norm_eps: cfg.rmsNormEps,
+      ...common, intermediate_size: cfg.intermediateSize, num_key_value_heads: cfg.numKvHeads, hidden_act: act, layer_norm_eps: cfg.rmsNormEps,
       partial_rotary_factor: factor, qk_layernorm: false, rope_theta: cfg.ropeTheta, rope_scaling: ropeScaling,
       rope_parameters: ropeParameters({ partial_rotary_factor: factor }),
     });
@@ -233,7 +231,7 @@ export function configToJson(cfg: DecoderConfig, extra: Record<string, unknown> 
     if (fam.arch === "phi3") wholeHeads();
     Object.assign(out, {
       ...common, intermediate_size: cfg.intermediateSize, num_key_value_heads: cfg.numKvHeads, rms_norm_eps: cfg.rmsNormEps,
-      [gemma ? "hidden_activation" : "hidden_act"]: ACT_NAME[f.mlpAct], rope_theta: cfg.ropeTheta, rope_scaling: ropeScaling,
+      [gemma ? "hidden_activation" : "hidden_act"]: act, rope_theta: cfg.ropeTheta, rope_scaling: ropeScaling,
     });
     if (fam.arch !== "phi3") out.head_dim = cfg.headDim;
     if (fam.arch === "phi3") {
@@ -295,6 +293,24 @@ export function configToJson(cfg: DecoderConfig, extra: Record<string, unknown> 
   }
   if (diff.length) throw bad(diff.join(", "));
   return { ...out, ...extra };
+}
+
+// config.json keys the config classes of transformers 5 declare float only: their strict validation refuses an
+// integer there, so a soft-cap of 50 must be written 50.0 (JSON.stringify writes 50).
+const FLOAT_KEYS = new Set(["rms_norm_eps", "layer_norm_eps", "initializer_range", "init_std", "attn_logit_softcapping", "final_logit_softcapping"]);
+
+/** A config.json object as the file text (2-space indent, newline-terminated), its float keys written as floats. */
+export function configJsonText(cfg: Record<string, unknown>): string {
+  let marked = 0;
+  const text = JSON.stringify(cfg, function (this: unknown, k: string, v: unknown) {
+    if (this !== cfg || !FLOAT_KEYS.has(k) || !Number.isInteger(v)) return v;
+    marked++;
+    return `\u0000float:${v}`;
+  }, 2);
+  let replaced = 0;
+  const out = text.replace(/"\\u0000float:(-?\d+)"/g, (_, n: string) => (replaced++, `${n}.0`));
+  if (replaced !== marked) throw new Error("configJsonText: a string value of the config looks like an internal float mark");
+  return out + "\n";
 }
 
 /** rope_scaling keys (v4 layout, no rope_theta) that parseRope reads back as cfg.ropeScaling; null for plain RoPE. */

@@ -113,6 +113,16 @@ const ACTIVATIONS: Record<string, Activation> = {
   silu: "silu", swish: "silu", gelu_pytorch_tanh: "gelu_tanh", gelu_new: "gelu_tanh", gelu_fast: "gelu_tanh", gelu: "gelu", relu: "relu",
 };
 
+/**
+ * The ACT2FN name a family's config.json writes for an activation: the family's own default when it computes it
+ * (Phi-2's gelu_new, Gemma's gelu_pytorch_tanh: the same function, rounded differently by torch), else the plain name.
+ */
+export function activationName(family: FamilyName, a: Activation): string {
+  const own = DEFAULTS[family].act;
+  if (ACTIVATIONS[own] === a) return own;
+  return ({ silu: "silu", gelu_tanh: "gelu_pytorch_tanh", gelu: "gelu", relu: "relu" } as const)[a];
+}
+
 /** A config.json object described; file is only used in error messages. Throws on malformed or unknown input. */
 export function describeModel(json: unknown, file: string): FamilyDescription {
   if (json === null || typeof json !== "object" || Array.isArray(json)) throw new Error(`${file}: config must be a JSON object`);
