@@ -9,13 +9,14 @@ import assert from "node:assert/strict";
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { NativeModel } from "../../src/core/native.ts";
+import { dequantize4bit, NativeModel, quantize4bit } from "../../src/core/native.ts";
 import type { ParamInfo } from "../../src/core/types.ts";
 import { buildParamTable, loadModelFolder, loadWeightsInto, loadWeightsIntoBf16, randomInit, saveModel } from "../../src/models/checkpoint.ts";
 import { configToJson, parseConfig } from "../../src/models/config.ts";
 import { f32ToBf16 } from "../../src/models/dtype.ts";
 import { describeModel, tensorShapes } from "../../src/models/family.ts";
 import { neoxQkvToStacked, stackedToNeoxQkv } from "../../src/models/neox.ts";
+import { loadQuantizedModel } from "../../src/models/quantize.ts";
 import { readHeader, readTensor, writeSafetensors } from "../../src/models/safetensors.ts";
 import { mulberry32 } from "../../src/util/random.ts";
 import { TINY_FAMILY_JSON, tinyFamily, waitsForCore } from "../helpers/families.ts";
@@ -192,3 +193,20 @@ for (const name of Object.keys(TINY_FAMILY_JSON)) {
     }
   });
 }
+
+test("GPT-NeoX 4-bit base: query_key_value is quantized in the core's q | k | v order, its bias kept exact in that order", { skip: waitsForCore() }, () => {
+  const cfg = tinyFamily("gpt_neox");
+  const json = configToJson(cfg);
+  const dir = freshDir();
+  const file = writeFolder(dir, json, buildParamTable(cfg));
+  const model = loadQuantizedModel(dir, cfg, { quantType: "nf4", doubleQuant: false }, "fp32");
+  try {
+    for (const name of ["gpt_neox.layers.1.attention.query_key_value.weight", "gpt_neox.layers.1.attention.query_key_value.bias"]) {
+      const stacked = neoxQkvToStacked(file.get(name)!, cfg.numHeads, cfg.headDim);
+      const q = model.info(name).quant4 ? quantize4bit(stacked, "nf4") : null;
+      assert.deepEqual(model.dequantize(name), q ? dequantize4bit(q.packed, q.absmax, stacked.length, "nf4") : stacked, name);
+    }
+  } finally {
+    model.free();
+  }
+});
