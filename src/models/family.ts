@@ -6,22 +6,15 @@
 // Families: Llama (3.1/3.2, SmolLM2), Mistral, Qwen2/2.5, Qwen3, Gemma 2, Gemma 3 text, Phi-2, Phi-3/Phi-4-mini,
 // SmolLM3, OPT, GPT-NeoX (Pythia).
 //
-// How the native core should consume this next (the flags it needs; one decoder, no per-family copies):
-//   per model:  norm.type (rmsnorm | layernorm, + norm.bias), norm.unitOffset (Gemma's 1 + w), norm.placement
-//               (pre | post | sandwich: extra post-attention and pre/post-feedforward norms), embedding.scale
-//               (multiply embeddings by sqrt(C) in the embedding dtype), embedding.positions ("learned": add row
-//               pos + learnedOffset of a second table; no RoPE), embedding.projectDim (OPT's project_in/out GEMMs),
-//               mlp.gated + mlp.activation (silu | gelu_tanh | gelu | relu; a plain fc1 -> act -> fc2 MLP when not
-//               gated), residual (parallel: x + attn(n1(x)) + mlp(n2(x)), n2 = n1 when parallelNorms is 1),
-//               attention.scale (replaces 1/sqrt(HS)), attention.softcap (tanh(s / c) * c on the scores before the
-//               mask), head.softcap, head.bias, attention.qkNorm (+ unitOffset), rope.rotaryDim (rotate the first
-//               rotaryDim of each head only, rotate_half within them), weights.qkv ("fused_interleaved": NeoX's
-//               per-head [q|k|v] rows, to be permuted into the q|k|v stack at load and back at save).
-//   per layer:  layers[i].attention (full | sliding, + window: keys t - window < s <= t) and layers[i].rope
-//               (global | local | none: which frequency table, or no rotation), so the RoPE state of rope.h becomes
-//               one table per distinct (theta, scaling) and the layer picks it.
-//   Weight names stay in `weights` (HF names per family, fused ones included), so the loader, the adapter names
-//   (PEFT targets by these module names) and the saver all read one place.
+// src/models/config.ts maps a description onto DecoderConfig, the TypeScript face of the core's pt_config (ABI 13):
+// norm.type / unitOffset / placement "sandwich" -> normType, normUnitOffset, sandwichNorms; mlp.gated / activation
+// -> mlpPlain, mlpAct; residual + parallelNorms -> parallelResidual; rope.rotaryDim -> rotaryDim; head.bias /
+// softcap -> headBias, finalSoftcap; embedding.positions "learned" -> positionRows / positionOffset; embedding.scale
+// -> embedScale; attention.scale / softcap -> attnScale, attnSoftcap; layers[i].rope "local" + rope.localTheta ->
+// layerRope "local", ropeLocalTheta; the family -> arch (the tensor names; weights.qkv "fused_interleaved" is GPT-NeoX's
+// per-head query_key_value, permuted into the core's q|k|v stack by src/models/neox.ts at load and back at save).
+// What the core does not run (placement "post", embedding.projectDim, norm.noFinal, ...) is refused there, by the
+// config.json field and value each feature notes in `sources`.
 import type { Activation, RopeScaling } from "../core/types.ts";
 
 export type { Activation };
