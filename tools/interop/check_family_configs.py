@@ -1,6 +1,6 @@
 # configToJson against transformers: every published config under tests/fixtures/configs (shrunk to a few layers
 # and a small width, its family keys kept: layer pattern, RoPE, soft-caps, partial rotary, biases, ...) is read by
-# parseConfig and written back by configToJson (family-configs.mts); transformers builds a model from each of the
+# parseConfig and written back by configToJson (family-configs.ts); transformers builds a model from each of the
 # two config.json files, the written one gets the original's weights (load_state_dict, strict: the same tensor names
 # and shapes) and both score the same random ids. The written config is the same model when the logits agree bit
 # for bit. Also a few variants (VARIANTS) with family keys the published configs leave at their defaults. Configs
@@ -90,7 +90,7 @@ def main():
             with open(os.path.join(FOLDER, base + ".json")) as f:
                 with open(os.path.join(tmp, name + ".orig.json"), "w") as g:
                     json.dump(shrink({**json.load(f), **more}), g)
-        subprocess.run(["node", "--import", "tsx", os.path.join(REPO, "tools", "interop", "family-configs.mts"), tmp], check=True, cwd=REPO)
+        subprocess.run(["node", "--import", "tsx", os.path.join(REPO, "tools", "interop", "family-configs.ts"), tmp], check=True, cwd=REPO)
         for name in names:
             refused = os.path.join(tmp, name + ".refused.txt")
             if os.path.exists(refused):
