@@ -12,7 +12,7 @@ import { embeddingOf } from "../core/arch.ts";
 import { NativeModel, paramLayout } from "../core/native.ts";
 import type { DecoderConfig, ParamInfo } from "../core/types.ts";
 import { configJsonText, parseConfig } from "./config.ts";
-import { describeModel } from "./family.ts";
+import { describeModel, KNOWN_ARCHITECTURES } from "./family.ts";
 import { isNeoxQkv, neoxHeadsOfJson, neoxQkvToStacked, stackedToNeoxQkv } from "./neox.ts";
 import { DTYPE_SIZES, forEachTensorChunk, readHeader, readTensor, writeSafetensors, type SafetensorsHeader, type TensorToWrite } from "./safetensors.ts";
 import { f32ToBf16 } from "./dtype.ts";
@@ -383,7 +383,9 @@ function planModelFiles(configJson: Record<string, unknown>, table: readonly Par
   const maxShard = opts.maxShardBytes ?? 5_000_000_000;
   checkTable(table, params.length, "saveModel");
   // tie_word_embeddings as transformers reads it: the key, else the family's default (Gemma and OPT tie)
-  const tied = typeof configJson.tie_word_embeddings === "boolean" || !Array.isArray(configJson.architectures)
+  const archs = configJson.architectures;
+  const described = Array.isArray(archs) && archs.length === 1 && KNOWN_ARCHITECTURES.includes(archs[0]);
+  const tied = typeof configJson.tie_word_embeddings === "boolean" || !described
     ? configJson.tie_word_embeddings === true : describeModel(configJson, "saveModel config").head.tied;
   const head = embeddingOf(table)?.head ?? "lm_head.weight";
   const hasHead = table.some((p) => p.name === head);
