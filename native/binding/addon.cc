@@ -37,7 +37,8 @@ bool get_int(Napi::Env env, const Napi::Object& o, const char* key, int32_t& out
 }
 
 // A pt_config from the JavaScript object native.ts builds (snake_case keys); false after throwing. The optional
-// per-layer arrays layer_window and layer_rope are held in `layers` (2 x num_layers), which must outlive c's use.
+// per-layer arrays layer_window and layer_rope (0 none, 1 RoPE, 2 the local base) are held in `layers`
+// (2 x num_layers), which must outlive c's use.
 bool read_config(Napi::Env env, const Napi::Object& o, pt_config& c, std::vector<int32_t>& layers) {
   const std::pair<const char*, int32_t*> dims[] = {
       {"vocab_size", &c.vocab_size}, {"hidden_size", &c.hidden_size}, {"intermediate_size", &c.intermediate_size},
@@ -64,6 +65,22 @@ bool read_config(Napi::Env env, const Napi::Object& o, pt_config& c, std::vector
       Napi::Value v = o.Get(key);
       *dst = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : 0.0;
     }
+  }
+  // The family features (ABI 13): optional keys, absent = 0 (the Llama shape); their ranges are checked by the core.
+  const std::pair<const char*, int32_t*> family[] = {
+      {"arch", &c.arch}, {"norm_type", &c.norm_type}, {"norm_unit_offset", &c.norm_unit_offset},
+      {"sandwich_norms", &c.sandwich_norms}, {"parallel_residual", &c.parallel_residual}, {"mlp_plain", &c.mlp_plain},
+      {"mlp_act", &c.mlp_act}, {"rotary_dim", &c.rotary_dim}, {"head_bias", &c.head_bias},
+      {"position_rows", &c.position_rows}, {"position_offset", &c.position_offset}};
+  for (const auto& [key, dst] : family) if (!get_int(env, o, key, *dst, 0, true)) return false;
+  const std::pair<const char*, float*> family_reals[] = {
+      {"embed_scale", &c.embed_scale}, {"attn_scale", &c.attn_scale}, {"attn_softcap", &c.attn_softcap},
+      {"final_softcap", &c.final_softcap}, {"rope_local_theta", &c.rope_local_theta}};
+  for (const auto& [key, dst] : family_reals) {
+    Napi::Value v = o.Get(key);
+    if (v.IsUndefined()) continue;  // 0: the default
+    if (throw_if(env, !v.IsNumber(), std::string(key) + " must be a number")) return false;
+    *dst = v.As<Napi::Number>().FloatValue();
   }
   layers.assign(2 * (size_t)c.num_layers, 0);
   const std::pair<const char*, const int32_t**> arrays[] = {{"layer_window", &c.layer_window}, {"layer_rope", &c.layer_rope}};

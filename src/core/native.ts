@@ -5,6 +5,7 @@
 // Not here: file formats (src/models, PEFT files in src/models/peft.ts), losses, the training loop (src/train).
 import { readFileSync } from "node:fs";
 import { createRequire } from "node:module";
+import { ACT_CODE, ARCH_CODE, loraModules } from "./arch.ts";
 import type { AdamWConfig, Bf16Support, ComputeChoice, ComputeDtype, DecoderConfig, LoraConfig, LoraTarget, ParamInfo, RopeScaling, TokenBatch, TokenStats } from "./types.ts";
 
 interface AddonModel {
@@ -143,7 +144,24 @@ function coreConfig(config: DecoderConfig): Record<string, number | number[]> {
     qk_norm: config.qkNorm ? 1 : 0,
     ...ropeFields(config.ropeScaling),
     ...(config.layerWindows ? { layer_window: config.layerWindows } : {}),
-    ...(config.layerRope ? { layer_rope: config.layerRope.map((r) => (r ? 1 : 0)) } : {}),
+    ...(config.layerRope ? { layer_rope: config.layerRope.map((r) => (r === "local" ? 2 : r ? 1 : 0)) } : {}),
+    // the family features: 0 is the Llama shape
+    arch: ARCH_CODE[config.arch ?? "llama"],
+    norm_type: config.normType === "layernorm" ? 1 : 0,
+    norm_unit_offset: config.normUnitOffset ? 1 : 0,
+    sandwich_norms: config.sandwichNorms ? 1 : 0,
+    parallel_residual: config.parallelResidual ?? 0,
+    mlp_plain: config.mlpPlain ? 1 : 0,
+    mlp_act: ACT_CODE[config.mlpAct ?? "silu"],
+    rotary_dim: config.rotaryDim ?? 0,
+    head_bias: config.headBias ? 1 : 0,
+    position_rows: config.positionRows ?? 0,
+    position_offset: config.positionOffset ?? 0,
+    embed_scale: config.embedScale ?? 0,
+    attn_scale: config.attnScale ?? 0,
+    attn_softcap: config.attnSoftcap ?? 0,
+    final_softcap: config.finalSoftcap ?? 0,
+    rope_local_theta: config.ropeLocalTheta ?? 0,
   };
 }
 
@@ -203,11 +221,8 @@ export function chooseCompute(flags: { bf16?: boolean; fp16?: boolean }, opts: {
 const FORWARD_TRAIN = 1;
 const FORWARD_NO_ADAPTERS = 2;
 
-/** The LoRA target bits of the native core, in PEFT's module names; "all-linear" on a Llama = all seven. */
-export const LORA_TARGET_BITS: Readonly<Record<LoraTarget, number>> = {
-  q_proj: 1, k_proj: 2, v_proj: 4, o_proj: 8, gate_proj: 16, up_proj: 32, down_proj: 64,
-};
-export const LORA_TARGETS = Object.keys(LORA_TARGET_BITS) as LoraTarget[];
+/** A Llama's seven LoRA targets, in PEFT's module names ("all-linear" on a Llama); other archs: loraModules (src/core/arch.ts). */
+export const LORA_TARGETS: LoraTarget[] = loraModules({}).map((x) => x.name);
 
 export interface ForwardOptions {
   train: boolean;
@@ -297,8 +312,8 @@ export class LoraAdapter extends NamedParams implements Trainable {
   readonly scaling: number;
   /** @internal */ alive = true;
 
-  /** @internal created by NativeModel.attachLora */
-  constructor(private readonly h: AddonModel, readonly config: LoraConfig) {
+  /** @internal created by NativeModel.attachLora; modelConfig: the config of the model it adapts */
+  constructor(private readonly h: AddonModel, readonly config: LoraConfig, readonly modelConfig: DecoderConfig) {
     super(h.loraTable(), h.loraParams(), h.loraGrads(), "adapter tensor");
     this.scaling = h.loraScaling();
   }
@@ -531,14 +546,16 @@ export class NativeModel extends NamedParams implements Trainable {
     const h = this.h();
     if (this.adapter) throw new Error("a LoRA adapter is already attached to this model; detach it first");
     if (!Array.isArray(config.targetModules) || config.targetModules.length === 0) throw new Error("LoRA target_modules must name at least one projection");
+    const modules = loraModules(this.config);
     let targets = 0;
     for (const t of config.targetModules) {
-      const bit = LORA_TARGET_BITS[t];
-      if (bit === undefined) throw new Error(`LoRA target_modules: "${t}" is not a projection of this decoder; use ${LORA_TARGETS.join(", ")} or "all-linear"`);
-      targets |= bit;
+      const mod = modules.find((x) => x.name === t);
+      if (!mod) throw new Error(`LoRA target_modules: "${t}" is not a module of this ${this.config.architecture}; use ${modules.map((x) => x.name).join(", ")} or "all-linear"`);
+      targets |= mod.bits;
     }
     h.loraAttach({ r: config.r, lora_alpha: config.loraAlpha, use_rslora: config.useRslora ? 1 : 0, targets, lora_dropout: config.loraDropout, use_dora: config.useDora ? 1 : 0 });
-    this.adapter = new LoraAdapter(h, { ...config, useDora: config.useDora === true, targetModules: LORA_TARGETS.filter((t) => targets & LORA_TARGET_BITS[t]) });
+    const targetModules = modules.filter((x) => (x.bits & targets) !== 0).map((x) => x.name);
+    this.adapter = new LoraAdapter(h, { ...config, useDora: config.useDora === true, targetModules }, this.config);
     return this.adapter;
   }
   /** The attached adapter, or null. */

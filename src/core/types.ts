@@ -1,9 +1,17 @@
 // The TypeScript face of the native decoder core: plain data types shared by the binding and its users.
 // Not the binding itself (src/core/native.ts) and no math: everything numeric happens in native/.
 
-/** A Llama-family decoder, as read from a Hugging Face config.json (see src/models/config.ts). */
+/** The tensor-name families of the native core (PT_ARCH_*): which names a checkpoint uses and which weights are fused. */
+export type DecoderArch = "llama" | "phi3" | "phi" | "gpt_neox" | "opt";
+/** MLP activations of the native core (PT_ACT_*): silu, GELU with the tanh approximation, exact GELU, ReLU. */
+export type Activation = "silu" | "gelu_tanh" | "gelu" | "relu";
+
+/**
+ * A decoder as read from a Hugging Face config.json (see src/models/config.ts), mirroring the core's pt_config.
+ * The optional fields are the family features (Gemma, Phi, GPT-NeoX, OPT); absent, each is the Llama shape.
+ */
 export interface DecoderConfig {
-  architecture: string;         // "LlamaForCausalLM" | "MistralForCausalLM" | "Qwen2ForCausalLM" | "Qwen3ForCausalLM"
+  architecture: string;         // the config.json class: "LlamaForCausalLM", "Gemma2ForCausalLM", "GPTNeoXForCausalLM", ...
   vocabSize: number;            // V
   hiddenSize: number;           // C
   intermediateSize: number;     // I
@@ -22,8 +30,29 @@ export interface DecoderConfig {
   ropeScaling: RopeScaling | null;  // null: plain RoPE (rope_type "default")
   /** (L) per layer: 0 full causal attention, w > 0 a sliding window (query t sees keys t - w < s <= t); absent: all 0 */
   layerWindows?: number[];
-  /** (L) per layer: false for no rotary embeddings (SmolLM3's no_rope_layers = 0); absent: all true */
-  layerRope?: boolean[];
+  /**
+   * (L) per layer: true for rotary embeddings with ropeTheta (and ropeScaling), false for none (SmolLM3's
+   * no_rope_layers = 0, every OPT layer), "local" for the unscaled local base ropeLocalTheta (Gemma 3's sliding
+   * layers); absent: all true
+   */
+  layerRope?: (boolean | "local")[];
+  // ---- family features (pt_config's arch ... rope_local_theta); absent: the Llama shape --------------------------
+  arch?: DecoderArch;           // tensor names and fused weights; absent: "llama" (also Mistral, Qwen, SmolLM3, Gemma)
+  normType?: "rmsnorm" | "layernorm";  // layernorm: LayerNorm with a bias, rmsNormEps its eps (Phi-2, GPT-NeoX, OPT)
+  normUnitOffset?: boolean;     // RMSNorm weights (q/k norms too) apply as (1 + w) (Gemma)
+  sandwichNorms?: boolean;      // Gemma: post-attention, pre- and post-feedforward norms
+  parallelResidual?: 0 | 1 | 2; // 1: x + attn(n1(x)) + mlp(n1(x)) (Phi-2); 2: x + attn(n1(x)) + mlp(n2(x)) (GPT-NeoX)
+  mlpPlain?: boolean;           // fc1 -> act -> fc2 without a gate (Phi-2, GPT-NeoX, OPT)
+  mlpAct?: Activation;          // on the gate, or on fc1's output; absent: silu
+  rotaryDim?: number;           // RoPE on the first rotaryDim of each head (Phi, Phi-3, GPT-NeoX); absent or 0: all of it
+  headBias?: boolean;           // lm_head.bias (Phi-2)
+  positionRows?: number;        // learned absolute positions (OPT): rows of the table; absent or 0: none
+  positionOffset?: number;      // position t reads row t + positionOffset (OPT's 2)
+  embedScale?: number;          // token embeddings times it (Gemma: sqrt(hidden_size) as a float32); absent or 0: 1
+  attnScale?: number;           // attention score scale (Gemma: query_pre_attn_scalar^-0.5); absent or 0: 1/sqrt(head_dim)
+  attnSoftcap?: number;         // scores -> c tanh(s / c) (Gemma 2's attn_logit_softcapping); absent or 0: none
+  finalSoftcap?: number;        // logits -> c tanh(z / c) (Gemma 2's final_logit_softcapping); absent or 0: none
+  ropeLocalTheta?: number;      // the base of the layers whose layerRope is "local" (Gemma 3's rope_local_base_freq)
 }
 
 /**
@@ -80,8 +109,14 @@ export interface AdamWConfig {
   weightDecay: number;          // weight_decay, 0
 }
 
-/** The seven Llama projections a LoRA adapter can target (PEFT's target_modules names). */
-export type LoraTarget = "q_proj" | "k_proj" | "v_proj" | "o_proj" | "gate_proj" | "up_proj" | "down_proj";
+/**
+ * The linear modules of a decoder layer a LoRA adapter can target, by PEFT's target_modules names: Llama and Gemma's
+ * seven, Phi-3's fused qkv_proj and gate_up_proj, Phi-2's dense / fc1 / fc2, GPT-NeoX's query_key_value, dense,
+ * dense_h_to_4h, dense_4h_to_h, OPT's out_proj / fc1 / fc2 (src/core/arch.ts lists each family's).
+ */
+export type LoraTarget =
+  | "q_proj" | "k_proj" | "v_proj" | "o_proj" | "gate_proj" | "up_proj" | "down_proj"
+  | "qkv_proj" | "gate_up_proj" | "dense" | "fc1" | "fc2" | "query_key_value" | "dense_h_to_4h" | "dense_4h_to_h" | "out_proj";
 
 /**
  * A LoRA adapter set on every layer of a decoder (PEFT's LoraConfig, the parts the core runs):
@@ -91,7 +126,7 @@ export interface LoraConfig {
   r: number;                    // rank
   loraAlpha: number;            // lora_alpha
   useRslora: boolean;           // use_rslora
-  targetModules: LoraTarget[];  // target_modules, resolved to projection names
+  targetModules: LoraTarget[];  // target_modules, resolved to the model's module names
   loraDropout: number;          // lora_dropout, in [0, 1): dropout on the adapter input in training forwards
   useDora?: boolean;            // use_dora: PEFT's DoRA (a lora_magnitude_vector per projection); default false
 }

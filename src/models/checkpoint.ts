@@ -1,14 +1,19 @@
 // Hugging Face model folders in and out: config.json + model.safetensors, or shards listed in
 // model.safetensors.index.json. Opening a folder checks every tensor name and shape the config implies against
 // the weight files' headers, and the memory the model needs against the machine's, before any buffer exists;
-// loading then reads the data; saving writes a folder transformers loads, atomically (src/util/durable.ts).
-// Not the training checkpoint (optimizer state, trainer_state.json) and not adapters (PEFT files).
+// loading then reads the data (a checkpoint of the base model, without its model. / gpt_neox. prefix, reads too, as
+// transformers reads it; GPT-NeoX's per-head query_key_value rows are put into the core's q | k | v order);
+// saving writes a folder transformers loads (those rows back in the checkpoint's order), atomically
+// (src/util/durable.ts). Not the training checkpoint (optimizer state, trainer_state.json) and not adapters (PEFT files).
 import { existsSync, lstatSync } from "node:fs";
 import { freemem, totalmem } from "node:os";
 import { basename, join } from "node:path";
+import { embeddingOf } from "../core/arch.ts";
 import { NativeModel, paramLayout } from "../core/native.ts";
 import type { DecoderConfig, ParamInfo } from "../core/types.ts";
-import { parseConfig } from "./config.ts";
+import { configJsonText, parseConfig } from "./config.ts";
+import { describeModel, KNOWN_ARCHITECTURES } from "./family.ts";
+import { isNeoxQkv, neoxHeadsOfJson, neoxQkvToStacked, stackedToNeoxQkv } from "./neox.ts";
 import { DTYPE_SIZES, forEachTensorChunk, readHeader, readTensor, writeSafetensors, type SafetensorsHeader, type TensorToWrite } from "./safetensors.ts";
 import { f32ToBf16 } from "./dtype.ts";
 import { checkTable } from "./params.ts";
@@ -95,39 +100,70 @@ export function readModelDir(dir: string): { config: DecoderConfig; configJson: 
 }
 
 const FLOAT_DTYPES = new Set(["F32", "F16", "BF16"]);
-// Old Llama checkpoints carry the RoPE frequency buffer; transformers recomputes and ignores it, and so do we.
-const IGNORED = /\.rotary_emb\.inv_freq$/;
+// Buffers transformers recomputes and ignores: old Llama checkpoints' RoPE frequencies, old GPT-NeoX checkpoints'
+// causal mask (attention.bias, attention.masked_bias) and rotary frequencies.
+const IGNORED = /(\.rotary_emb\.inv_freq|^(gpt_neox\.)?layers\.\d+\.attention\.(bias|masked_bias))$/;
 const fmt = (s: readonly number[]) => `[${s.join(", ")}]`;
+
+/** Where a table tensor's data is: its file and the name it has there. */
+export interface TensorSource { header: SafetensorsHeader; name: string }
+
+/**
+ * The file name of each table tensor: the table's own name, or, for a checkpoint of the base model (transformers'
+ * OPTModel / GPTNeoXModel / LlamaModel ... without the ForCausalLM wrapper, e.g. facebook/opt-*), that name without
+ * its base-model prefix (model. or gpt_neox.), as transformers reads such a checkpoint into the ForCausalLM; and
+ * GPT-NeoX's head under transformers v5's name lm_head.weight when embed_out.weight is absent.
+ */
+function sourceNames(files: ModelFiles, table: readonly ParamInfo[]): Map<string, string> {
+  const prefix = /^(model|gpt_neox)\./.exec(embeddingOf(table)?.embed.name ?? "")?.[0];
+  const baseOnly = prefix !== undefined && files.tensors.size > 0 && ![...files.tensors.keys()].some((n) => n.startsWith(prefix));
+  const out = new Map<string, string>();
+  for (const p of table) {
+    let name = p.name;
+    if (!files.tensors.has(name) && baseOnly && name.startsWith(prefix)) name = name.slice(prefix.length);
+    if (!files.tensors.has(name) && name === "embed_out.weight" && files.tensors.has("lm_head.weight")) name = "lm_head.weight";
+    out.set(p.name, name);
+  }
+  return out;
+}
 
 /**
  * Checks the weight files' headers against a parameter table without reading any tensor data: every table name
  * must be present with its exact shape and a float dtype, and no unknown tensor may be left over; all problems are
- * reported in one error. Tied models (no lm_head.weight in the table) may carry a copy of the embeddings as
- * lm_head.weight; its header is returned so loadWeightsInto can check that it equals the embeddings.
+ * reported in one error. Tied models (no head in the table) may carry a copy of the embeddings as the head
+ * (lm_head.weight, GPT-NeoX's embed_out.weight); its source is returned so loadWeightsInto can check that it equals
+ * the embeddings. sources: where each table tensor is read from.
  */
-export function checkWeightFiles(files: ModelFiles, table: readonly ParamInfo[]): { tiedHead: SafetensorsHeader | null } {
-  const names = new Set(table.map((p) => p.name));
-  const embed = table.find((p) => p.name === "model.embed_tokens.weight");
+export function checkWeightFiles(files: ModelFiles, table: readonly ParamInfo[]): { tiedHead: TensorSource | null; sources: Map<string, TensorSource> } {
+  const names = sourceNames(files, table);
+  const used = new Set(names.values());
+  const eh = embeddingOf(table);
+  const headNames = eh ? [eh.head, "lm_head.weight"] : [];
   const problems: string[] = [];
+  const sources = new Map<string, TensorSource>();
   for (const p of table) {
-    const h = files.tensors.get(p.name);
+    const name = names.get(p.name)!;
+    const h = files.tensors.get(name);
     if (!h) {
-      const hint = p.name === "lm_head.weight" ? " (if the model ties embeddings, set tie_word_embeddings: true in config.json)" : "";
+      const hint = p.name === eh?.head ? " (if the model ties embeddings, set tie_word_embeddings: true in config.json)" : "";
       problems.push(`missing tensor ${p.name}, expected shape ${fmt(p.shape)}${hint}`);
       continue;
     }
-    const t = h.tensors.get(p.name)!;
-    if (fmt(t.shape) !== fmt(p.shape)) problems.push(`${p.name}: expected shape ${fmt(p.shape)}, found ${fmt(t.shape)} in ${basename(h.file)}`);
-    else if (!FLOAT_DTYPES.has(t.dtype)) problems.push(`${p.name}: dtype ${t.dtype} in ${basename(h.file)}; expected F32, F16 or BF16`);
-  }
-  let tiedHead: SafetensorsHeader | null = null;
-  for (const [name, h] of files.tensors) {
-    if (names.has(name) || IGNORED.test(name)) continue;
     const t = h.tensors.get(name)!;
-    if (name === "lm_head.weight" && embed) {
-      if (fmt(t.shape) !== fmt(embed.shape)) problems.push(`lm_head.weight: tied to model.embed_tokens.weight ${fmt(embed.shape)} but found ${fmt(t.shape)} in ${basename(h.file)}`);
-      else if (!FLOAT_DTYPES.has(t.dtype)) problems.push(`lm_head.weight: dtype ${t.dtype} in ${basename(h.file)}; expected F32, F16 or BF16`);
-      else tiedHead = h;
+    const as = name === p.name ? "" : ` (as ${name})`;
+    if (fmt(t.shape) !== fmt(p.shape)) problems.push(`${p.name}${as}: expected shape ${fmt(p.shape)}, found ${fmt(t.shape)} in ${basename(h.file)}`);
+    else if (!FLOAT_DTYPES.has(t.dtype)) problems.push(`${p.name}${as}: dtype ${t.dtype} in ${basename(h.file)}; expected F32, F16 or BF16`);
+    else sources.set(p.name, { header: h, name });
+  }
+  let tiedHead: TensorSource | null = null;
+  for (const [name, h] of files.tensors) {
+    if (used.has(name) || IGNORED.test(name)) continue;
+    const t = h.tensors.get(name)!;
+    if (eh && headNames.includes(name) && !table.some((p) => p.name === eh.head) && !tiedHead) {
+      const embed = eh.embed;
+      if (fmt(t.shape) !== fmt(embed.shape)) problems.push(`${name}: tied to ${embed.name} ${fmt(embed.shape)} but found ${fmt(t.shape)} in ${basename(h.file)}`);
+      else if (!FLOAT_DTYPES.has(t.dtype)) problems.push(`${name}: dtype ${t.dtype} in ${basename(h.file)}; expected F32, F16 or BF16`);
+      else tiedHead = { header: h, name };
       continue;
     }
     problems.push(`unexpected tensor ${name} ${fmt(t.shape)} in ${basename(h.file)} (not part of this model)`);
@@ -143,29 +179,48 @@ export function checkWeightFiles(files: ModelFiles, table: readonly ParamInfo[])
       `config.json implies ${expected.toLocaleString("en-US")} parameters, the weight files hold ${found.toLocaleString("en-US")}:\n${shown.join("\n")}`,
     );
   }
-  return { tiedHead };
+  return { tiedHead, sources };
+}
+
+/**
+ * The heads behind GPT-NeoX's per-head query_key_value rows in the table (read from the folder's config.json, the
+ * config that says how its files are laid out), or null when the table has no such tensor.
+ */
+export function qkvHeadsOfFolder(files: ModelFiles, table: readonly ParamInfo[]): { numHeads: number; headSize: number } | null {
+  if (!table.some((p) => isNeoxQkv(p.name))) return null;
+  const heads = neoxHeadsOfJson(readJson(files.configPath), files.configPath);
+  if (!heads) throw new Error(`${files.configPath}: the model has GPT-NeoX's query_key_value tensors but config.json is not a GPTNeoXForCausalLM config`);
+  return heads;
 }
 
 /**
  * Fill params (the native flat buffer) from the folder's safetensors, converting F16/BF16 to fp32, after
- * checkWeightFiles. Tied models: a checkpoint's lm_head.weight is accepted only if it equals
- * model.embed_tokens.weight value for value (transformers sometimes saves the tied copy); if it differs the
- * config and weights disagree, and we refuse.
+ * checkWeightFiles. Tied models: a checkpoint's copy of the head is accepted only if it equals the embeddings value
+ * for value (transformers sometimes saves the tied copy); if it differs the config and weights disagree, and we
+ * refuse.
  */
 export function loadWeightsInto(dir: string, table: readonly ParamInfo[], params: Float32Array): void {
   checkTable(table, params.length, "loadWeightsInto");
   const files = readWeightFiles(dir);
-  const { tiedHead } = checkWeightFiles(files, table);
-  const embed = table.find((p) => p.name === "model.embed_tokens.weight");
-  for (const p of table) readTensor(files.tensors.get(p.name)!, p.name, params, p.offset);
+  const { tiedHead, sources } = checkWeightFiles(files, table);
+  const heads = qkvHeadsOfFolder(files, table);
+  for (const p of table) {
+    const src = sources.get(p.name)!;
+    readTensor(src.header, src.name, params, p.offset);
+    if (heads && isNeoxQkv(p.name)) {
+      const v = params.subarray(p.offset, p.offset + p.size);
+      v.set(neoxQkvToStacked(v, heads.numHeads, heads.headSize));
+    }
+  }
+  const embed = embeddingOf(table)?.embed;
   if (tiedHead && embed) {
     const e = params.subarray(embed.offset, embed.offset + embed.size);
-    forEachTensorChunk(tiedHead, "lm_head.weight", (v, start) => {
+    forEachTensorChunk(tiedHead.header, tiedHead.name, (v, start) => {
       for (let i = 0; i < v.length; i++) {
         const a = v[i], b = e[start + i];
         if (a !== b && !(a !== a && b !== b)) {
           throw new Error(
-            `${tiedHead!.file}: lm_head.weight differs from model.embed_tokens.weight (element ${start + i}: ${a} vs ${b}) although config.json ` +
+            `${tiedHead!.header.file}: ${tiedHead!.name} differs from ${embed.name} (element ${start + i}: ${a} vs ${b}) although config.json ` +
               `says tie_word_embeddings: true; set it to false if the head is meant to be separate`,
           );
         }
@@ -182,8 +237,16 @@ export function loadWeightsInto(dir: string, table: readonly ParamInfo[], params
 export function loadWeightsIntoBf16(dir: string, table: readonly ParamInfo[], bits: Uint16Array): void {
   checkTable(table, bits.length, "loadWeightsIntoBf16");
   const files = readWeightFiles(dir);
-  checkWeightFiles(files, table);
-  for (const p of table) forEachTensorChunk(files.tensors.get(p.name)!, p.name, (v, start) => bits.set(f32ToBf16(v), p.offset + start));
+  const { sources } = checkWeightFiles(files, table);
+  const heads = qkvHeadsOfFolder(files, table);
+  for (const p of table) {
+    const src = sources.get(p.name)!;
+    forEachTensorChunk(src.header, src.name, (v, start) => bits.set(f32ToBf16(v), p.offset + start));
+    if (heads && isNeoxQkv(p.name)) {
+      const v = bits.subarray(p.offset, p.offset + p.size);
+      v.set(neoxQkvToStacked(v, heads.numHeads, heads.headSize));
+    }
+  }
 }
 
 const GiB = 1024 ** 3;
@@ -319,12 +382,23 @@ function planModelFiles(configJson: Record<string, unknown>, table: readonly Par
   if (!(dtype in TORCH_DTYPE)) throw new Error(`saveModel: dtype must be F32, BF16 or F16, got ${JSON.stringify(dtype)}`);
   const maxShard = opts.maxShardBytes ?? 5_000_000_000;
   checkTable(table, params.length, "saveModel");
-  const tied = configJson.tie_word_embeddings === true;
-  const hasHead = table.some((p) => p.name === "lm_head.weight");
+  // tie_word_embeddings as transformers reads it: the key, else the family's default (Gemma and OPT tie)
+  const archs = configJson.architectures;
+  const described = Array.isArray(archs) && archs.length === 1 && KNOWN_ARCHITECTURES.includes(archs[0]);
+  const tied = typeof configJson.tie_word_embeddings === "boolean" || !described
+    ? configJson.tie_word_embeddings === true : describeModel(configJson, "saveModel config").head.tied;
+  const head = embeddingOf(table)?.head ?? "lm_head.weight";
+  const hasHead = table.some((p) => p.name === head);
   if (tied === hasHead) {
-    throw new Error(`saveModel: config says tie_word_embeddings=${tied} but the parameter table ${hasHead ? "has" : "has no"} lm_head.weight`);
+    throw new Error(`saveModel: config says tie_word_embeddings=${tied} but the parameter table ${hasHead ? "has" : "has no"} ${head}`);
   }
-  const tensors: TensorToWrite[] = table.map((p) => ({ name: p.name, dtype, shape: p.shape, data: params.subarray(p.offset, p.offset + p.size) }));
+  // GPT-NeoX: query_key_value's rows back in the checkpoint's per-head order (copies; the model is untouched)
+  const heads = table.some((p) => isNeoxQkv(p.name)) ? neoxHeadsOfJson(configJson, "saveModel config") : null;
+  if (table.some((p) => isNeoxQkv(p.name)) && !heads) throw new Error("saveModel: the table has GPT-NeoX's query_key_value tensors but the config is not a GPTNeoXForCausalLM config");
+  const tensors: TensorToWrite[] = table.map((p) => {
+    const data = params.subarray(p.offset, p.offset + p.size);
+    return { name: p.name, dtype, shape: p.shape, data: heads && isNeoxQkv(p.name) ? stackedToNeoxQkv(data, heads.numHeads, heads.headSize) : data };
+  });
   // Greedy shards in table order, as transformers does; a tensor larger than the limit gets a shard of its own.
   const shards: TensorToWrite[][] = [[]];
   let bytes = 0;
@@ -341,7 +415,7 @@ function planModelFiles(configJson: Record<string, unknown>, table: readonly Par
   return (tmp) => {
     const cfg = { ...configJson };
     cfg["dtype" in cfg ? "dtype" : "torch_dtype"] = TORCH_DTYPE[dtype];
-    writeNewFile(join(tmp, "config.json"), JSON.stringify(cfg, null, 2) + "\n");
+    writeNewFile(join(tmp, "config.json"), configJsonText(cfg));
     opts.onFileWritten?.(join(tmp, "config.json"));
     const meta = { format: "pt" };
     if (shards.length === 1) {

@@ -6,23 +6,18 @@
 // Families: Llama (3.1/3.2, SmolLM2), Mistral, Qwen2/2.5, Qwen3, Gemma 2, Gemma 3 text, Phi-2, Phi-3/Phi-4-mini,
 // SmolLM3, OPT, GPT-NeoX (Pythia).
 //
-// How the native core should consume this next (the flags it needs; one decoder, no per-family copies):
-//   per model:  norm.type (rmsnorm | layernorm, + norm.bias), norm.unitOffset (Gemma's 1 + w), norm.placement
-//               (pre | post | sandwich: extra post-attention and pre/post-feedforward norms), embedding.scale
-//               (multiply embeddings by sqrt(C) in the embedding dtype), embedding.positions ("learned": add row
-//               pos + learnedOffset of a second table; no RoPE), embedding.projectDim (OPT's project_in/out GEMMs),
-//               mlp.gated + mlp.activation (silu | gelu_tanh | gelu | relu; a plain fc1 -> act -> fc2 MLP when not
-//               gated), residual (parallel: x + attn(n1(x)) + mlp(n2(x)), n2 = n1 when parallelNorms is 1),
-//               attention.scale (replaces 1/sqrt(HS)), attention.softcap (tanh(s / c) * c on the scores before the
-//               mask), head.softcap, head.bias, attention.qkNorm (+ unitOffset), rope.rotaryDim (rotate the first
-//               rotaryDim of each head only, rotate_half within them), weights.qkv ("fused_interleaved": NeoX's
-//               per-head [q|k|v] rows, to be permuted into the q|k|v stack at load and back at save).
-//   per layer:  layers[i].attention (full | sliding, + window: keys t - window < s <= t) and layers[i].rope
-//               (global | local | none: which frequency table, or no rotation), so the RoPE state of rope.h becomes
-//               one table per distinct (theta, scaling) and the layer picks it.
-//   Weight names stay in `weights` (HF names per family, fused ones included), so the loader, the adapter names
-//   (PEFT targets by these module names) and the saver all read one place.
-import type { RopeScaling } from "../core/types.ts";
+// src/models/config.ts maps a description onto DecoderConfig, the TypeScript face of the core's pt_config (ABI 13):
+// norm.type / unitOffset / placement "sandwich" -> normType, normUnitOffset, sandwichNorms; mlp.gated / activation
+// -> mlpPlain, mlpAct; residual + parallelNorms -> parallelResidual; rope.rotaryDim -> rotaryDim; head.bias /
+// softcap -> headBias, finalSoftcap; embedding.positions "learned" -> positionRows / positionOffset; embedding.scale
+// -> embedScale; attention.scale / softcap -> attnScale, attnSoftcap; layers[i].rope "local" + rope.localTheta ->
+// layerRope "local", ropeLocalTheta; the family -> arch (the tensor names; weights.qkv "fused_interleaved" is GPT-NeoX's
+// per-head query_key_value, permuted into the core's q|k|v stack by src/models/neox.ts at load and back at save).
+// What the core does not run (placement "post", embedding.projectDim, norm.noFinal, ...) is refused there, by the
+// config.json field and value each feature notes in `sources`.
+import type { Activation, RopeScaling } from "../core/types.ts";
+
+export type { Activation };
 
 type Json = Record<string, unknown>;
 
@@ -44,7 +39,6 @@ export function brief(v: unknown, max = 60): string {
 }
 
 export type FamilyName = "llama" | "mistral" | "qwen2" | "qwen3" | "gemma2" | "gemma3_text" | "phi" | "phi3" | "smollm3" | "opt" | "gpt_neox";
-export type Activation = "silu" | "gelu_tanh" | "gelu" | "relu";
 
 /** Where a described feature came from: the config.json key and its value (or the class default). */
 export interface Source { field: string; value: unknown }
@@ -67,9 +61,13 @@ export interface FamilyDescription {
   headDim: number;                 // HS
   maxPositionEmbeddings: number;
   embedding: { scale: "none" | "sqrt_hidden"; positions: "rotary" | "learned"; learnedOffset: number; projectDim: number | null };
-  norm: { type: "rmsnorm" | "layernorm"; eps: number; bias: boolean; unitOffset: boolean; placement: "pre" | "post" | "sandwich"; noFinal: boolean };
-  attention: { qkvBias: boolean; oBias: boolean; qkNorm: boolean; scale: number; softcap: number | null };
-  rope: { theta: number; rotaryDim: number; scaling: RopeScaling | null; otherScaling: string | null; localTheta: number | null };
+  // affine: norms have weights (and biases); OPT's layer_norm_elementwise_affine false drops them
+  norm: { type: "rmsnorm" | "layernorm"; eps: number; bias: boolean; affine: boolean; unitOffset: boolean; placement: "pre" | "post" | "sandwich"; noFinal: boolean };
+  // bidirectional: Gemma's use_bidirectional_attention (no causal mask)
+  attention: { qkvBias: boolean; oBias: boolean; qkNorm: boolean; scale: number; softcap: number | null; bidirectional: boolean };
+  // otherScaling: a rope_type the core has no formula for (longrope, ...); localScaling: Gemma 3's sliding layers' own
+  // rope_type when it is not "default"
+  rope: { theta: number; rotaryDim: number; scaling: RopeScaling | null; otherScaling: string | null; localTheta: number | null; localScaling: string | null };
   layers: LayerSpec[];
   mlp: { gated: boolean; activation: Activation; bias: boolean };
   residual: "sequential" | "parallel";
@@ -107,6 +105,16 @@ const DEFAULTS: Record<FamilyName, Defaults> = {
 const ACTIVATIONS: Record<string, Activation> = {
   silu: "silu", swish: "silu", gelu_pytorch_tanh: "gelu_tanh", gelu_new: "gelu_tanh", gelu_fast: "gelu_tanh", gelu: "gelu", relu: "relu",
 };
+
+/**
+ * The ACT2FN name a family's config.json writes for an activation: the family's own default when it computes it
+ * (Phi-2's gelu_new, Gemma's gelu_pytorch_tanh: the same function, rounded differently by torch), else the plain name.
+ */
+export function activationName(family: FamilyName, a: Activation): string {
+  const own = DEFAULTS[family].act;
+  if (ACTIVATIONS[own] === a) return own;
+  return ({ silu: "silu", gelu_tanh: "gelu_pytorch_tanh", gelu: "gelu", relu: "relu" } as const)[a];
+}
 
 /** A config.json object described; file is only used in error messages. Throws on malformed or unknown input. */
 export function describeModel(json: unknown, file: string): FamilyDescription {
@@ -160,8 +168,8 @@ export function describeModel(json: unknown, file: string): FamilyDescription {
   const numLayers = int("num_hidden_layers", d.layers);
   const maxPos = int("max_position_embeddings", d.maxPos);
 
-  // MLP activation: the key each config class reads.
-  const actKey = isOpt ? "activation_function" : isGemma ? (get("hidden_activation") != null ? "hidden_activation" : "hidden_act") : "hidden_act";
+  // MLP activation: the key each config class reads (Gemma's MLP reads hidden_activation only, never hidden_act).
+  const actKey = isOpt ? "activation_function" : isGemma ? "hidden_activation" : "hidden_act";
   const actName = get(actKey) ?? d.act;
   const activation = typeof actName === "string" && Object.hasOwn(ACTIVATIONS, actName) ? ACTIVATIONS[actName] : undefined;
   if (!activation) throw new Error(`${file}: ${actKey} ${brief(actName)} is not an activation we know; known: ${Object.keys(ACTIVATIONS).join(", ")}`);
@@ -179,6 +187,11 @@ export function describeModel(json: unknown, file: string): FamilyDescription {
   if (layernorm) note("norm", "model_type", family);
   let placement: FamilyDescription["norm"]["placement"] = isGemma ? "sandwich" : "pre";
   if (isOpt && !bool("do_layer_norm_before", true)) { placement = "post"; note("placement", "do_layer_norm_before", false); }
+  const affine = !isOpt || bool("layer_norm_elementwise_affine", true);
+  if (!affine) note("norm_affine", "layer_norm_elementwise_affine", false);
+  // OPT drops the final LayerNorm when it normalises after each block, or with _remove_final_layer_norm.
+  const noFinal = isOpt && (placement === "post" || bool("_remove_final_layer_norm", false));
+  if (noFinal && placement !== "post") note("final_norm", "_remove_final_layer_norm", true);
   if (isGemma) note("norm", "model_type", family);
   const parallel = isPhi || (isNeox && bool("use_parallel_residual", true));
   if (parallel) note("residual", isNeox ? "use_parallel_residual" : "model_type", isNeox ? true : family);
@@ -207,9 +220,12 @@ export function describeModel(json: unknown, file: string): FamilyDescription {
   const headSoftcap = family === "gemma2" ? optNum2(get, num, "final_logit_softcapping", 30) : family === "gemma3_text" ? optNum("final_logit_softcapping") : null;
   if (headSoftcap != null) note("head_softcap", "final_logit_softcapping", headSoftcap);
   const qkNorm = family === "qwen3" || family === "gemma3_text" || (isPhi && bool("qk_layernorm", false));
+  if (isPhi && qkNorm) note("qk_layernorm", "qk_layernorm", true);
+  const bidirectional = isGemma && bool("use_bidirectional_attention", false);
+  if (bidirectional) note("bidirectional", "use_bidirectional_attention", true);
 
   // Per-layer attention pattern.
-  const layers = describeLayers(j, file, family, numLayers, maxPos, rope.localTheta != null, note, int);
+  const layers = describeLayers(j, file, family, numLayers, rope.localTheta != null, note, int);
 
   // Embeddings and head.
   const tied = bool("tie_word_embeddings", d.tie);
@@ -226,10 +242,9 @@ export function describeModel(json: unknown, file: string): FamilyDescription {
     family, architecture, vocabSize, hiddenSize: hidden, intermediateSize, numLayers, numHeads: heads, numKvHeads: kvHeads, headDim,
     maxPositionEmbeddings: maxPos,
     embedding: { scale: isGemma ? "sqrt_hidden" : "none", positions: isOpt ? "learned" : "rotary", learnedOffset: isOpt ? 2 : 0, projectDim },
-    // OPT drops the final LayerNorm when it normalises after each block, or with _remove_final_layer_norm.
-    norm: { type: layernorm ? "layernorm" : "rmsnorm", eps, bias: layernorm, unitOffset: isGemma, placement, noFinal: isOpt && (placement === "post" || bool("_remove_final_layer_norm", false)) },
-    attention: { qkvBias, oBias, qkNorm, scale, softcap },
-    rope: rope.desc,
+    norm: { type: layernorm ? "layernorm" : "rmsnorm", eps, bias: layernorm && affine, affine, unitOffset: isGemma, placement, noFinal },
+    attention: { qkvBias, oBias, qkNorm, scale, softcap, bidirectional },
+    rope,
     layers,
     mlp: { gated, activation, bias: mlpBias },
     residual: parallel ? "parallel" : "sequential",
@@ -249,30 +264,49 @@ function optNum2(get: (k: string) => unknown, num: (k: string, v: unknown) => nu
 
 function describeRope(j: Json, file: string, family: FamilyName, headDim: number, maxPos: number, note: (f: string, k: string, v: unknown) => void) {
   const own = (k: string): unknown => (Object.hasOwn(j, k) ? j[k] : undefined);
-  if (family === "opt") {
-    return { desc: { theta: 0, rotaryDim: 0, scaling: null, otherScaling: null, localTheta: null }, localTheta: null };
-  }
+  if (family === "opt") return { theta: 0, rotaryDim: 0, scaling: null, otherScaling: null, localTheta: null, localScaling: null };
   // GPT-NeoX's old keys: rotary_pct and rotary_emb_base.
   const neox = family === "gpt_neox";
   const partialKey = neox && own("rotary_pct") != null ? "rotary_pct" : "partial_rotary_factor";
   const partialDefault = family === "phi" ? 0.5 : neox ? 0.25 : 1;
-  const parsed = parseRope(neox && own("rotary_emb_base") != null && own("rope_theta") == null ? { ...j, rope_theta: own("rotary_emb_base") } : j,
-    file, maxPos, { partialKey, partialDefault, allowOther: true, thetaDefault: DEFAULTS[family].theta });
+  let global: Json = neox && own("rotary_emb_base") != null && own("rope_theta") == null ? { ...j, rope_theta: own("rotary_emb_base") } : j;
+  let localTheta: number | null = null, localScaling: string | null = null;
+  if (family === "gemma3_text") {
+    // Gemma3TextConfig: rope_parameters nested by layer type (transformers v5), or rope_theta + rope_scaling for the
+    // full-attention layers and rope_local_base_freq for the sliding ones (v4); rope_scaling updates the nested one.
+    const rp = own("rope_parameters");
+    const isObj = (v: unknown): v is Json => v !== null && typeof v === "object" && !Array.isArray(v);
+    const nested = isObj(rp) && (Object.hasOwn(rp, "full_attention") || Object.hasOwn(rp, "sliding_attention"));
+    const part = (k: string): Json => {
+      const v = nested ? (rp as Json)[k] : undefined;
+      if (v != null && !isObj(v)) throw new Error(`${file}: "rope_parameters.${k}" must be an object, got ${brief(v)}`);
+      return v ?? {};
+    };
+    const rs = own("rope_scaling");
+    const full = nested ? { rope_type: "default", ...part("full_attention"), ...(isObj(rs) ? rs : {}) } : undefined;
+    if (full) global = { rope_parameters: full, ...(own("rope_theta") != null ? { rope_theta: own("rope_theta") } : {}) };
+    const sliding = part("sliding_attention");
+    const v = sliding.rope_theta ?? own("rope_local_base_freq") ?? 10000;
+    const field = sliding.rope_theta != null ? "rope_parameters.sliding_attention.rope_theta" : "rope_local_base_freq";
+    if (typeof v !== "number" || !Number.isFinite(v) || !(v > 0)) throw new Error(`${file}: "${field}" must be a positive number, got ${brief(v)}`);
+    localTheta = v;
+    note("local_rope", field, v);
+    const t = sliding.rope_type ?? sliding.type ?? "default";
+    if (t !== "default") { localScaling = String(t); note("local_rope_scaling", `rope_parameters.sliding_attention.${sliding.rope_type != null ? "rope_type" : "type"}`, t); }
+  }
+  // Phi3Config takes only plain RoPE or longrope (it renames "su" and "yarn" to longrope).
+  const supported = family === "phi3" ? ["default"] : undefined;
+  const parsed = parseRope(global, file, maxPos, { partialKey, partialDefault, allowOther: true, thetaDefault: DEFAULTS[family].theta, supported });
   const rotaryDim = Math.floor(headDim * parsed.partial);
   if (rotaryDim !== headDim) note("partial_rotary", partialKey, parsed.partial);
   if (rotaryDim % 2 !== 0 || rotaryDim <= 0) throw new Error(`${file}: the rotary dimension head_dim × ${partialKey} = ${rotaryDim} must be a positive even number`);
+  let otherScaling = parsed.other?.type ?? null;
   if (parsed.other) note("rope_scaling", parsed.other.field, parsed.other.type);
-  let localTheta: number | null = null;
-  if (family === "gemma3_text") {
-    const v = own("rope_local_base_freq") ?? 10000;
-    if (typeof v !== "number" || !(v > 0)) throw new Error(`${file}: "rope_local_base_freq" must be a positive number, got ${brief(v)}`);
-    localTheta = v;
-    note("local_rope", "rope_local_base_freq", v);
-  }
-  return { desc: { theta: parsed.theta, rotaryDim, scaling: parsed.scaling, otherScaling: parsed.other?.type ?? null, localTheta }, localTheta };
+  if (family === "phi3" && (otherScaling === "su" || otherScaling === "yarn")) otherScaling = "longrope";
+  return { theta: parsed.theta, rotaryDim, scaling: parsed.scaling, otherScaling, localTheta, localScaling };
 }
 
-function describeLayers(j: Json, file: string, family: FamilyName, L: number, maxPos: number, localRope: boolean,
+function describeLayers(j: Json, file: string, family: FamilyName, L: number, localRope: boolean,
   note: (f: string, k: string, v: unknown) => void, int: (k: string, d: number | null) => number): LayerSpec[] {
   const own = (k: string): unknown => (Object.hasOwn(j, k) ? j[k] : undefined);
   const layers: LayerSpec[] = Array.from({ length: L }, () => ({ attention: "full", window: null, rope: family === "opt" ? "none" : "global" }));
@@ -321,7 +355,8 @@ function describeLayers(j: Json, file: string, family: FamilyName, L: number, ma
     const n = layers.filter((l) => l.attention === "sliding").length;
     if (n > 0 && n < L) note("sliding", types != null ? "layer_types" : "sliding_window", types != null ? types : window);
   }
-  if (localRope) for (const l of layers) if (l.attention === "sliding") l.rope = "local";
+  // Gemma 3 picks the RoPE table by layer type, with or without a window
+  if (localRope) for (let i = 0; i < L; i++) if (sliding(i)) layers[i].rope = "local";
   if (family === "smollm3") {
     const list = noRopeList();
     list.forEach((v, i) => { if (v === 0) layers[i].rope = "none"; });
@@ -337,7 +372,7 @@ function describeLayers(j: Json, file: string, family: FamilyName, L: number, ma
 // original_max_position_embeddings when null, beta_fast 32 and beta_slow 1 when absent or 0, truncate true, and
 // attention_factor from get_mscale (0.1 ln(factor) + 1, or the mscale / mscale_all_dim ratio when both are set).
 export const ROPE_SUPPORTED = ["default", "linear", "dynamic", "yarn", "llama3"];
-export interface RopeOptions { partialKey?: string; partialDefault?: number; allowOther?: boolean; thetaDefault?: number }
+export interface RopeOptions { partialKey?: string; partialDefault?: number; allowOther?: boolean; thetaDefault?: number; supported?: readonly string[] }
 export function parseRope(j: Json, file: string, maxPositionEmbeddings: number, o: RopeOptions = {}):
   { theta: number; partial: number; scaling: RopeScaling | null; other: { field: string; type: string } | null } {
   const own = (obj: Json, k: string): unknown => (Object.hasOwn(obj, k) ? obj[k] : undefined);
@@ -362,9 +397,9 @@ export function parseRope(j: Json, file: string, maxPositionEmbeddings: number, 
   const typeKey = Object.hasOwn(s, "rope_type") ? "rope_type" : "type";
   const type = Object.hasOwn(s, typeKey) ? s[typeKey] : "default";
   if (typeof type !== "string") throw new Error(`${file}: "${field(typeKey)}" must be a string such as "llama3", got ${brief(type)}`);
-  if (!ROPE_SUPPORTED.includes(type)) {
+  if (!(o.supported ?? ROPE_SUPPORTED).includes(type)) {
     if (o.allowOther) return { theta, partial, scaling: null, other: { field: field(typeKey), type } };
-    throw new Error(`${file}: ${field(typeKey)} ${brief(type)} is not supported; supported: ${ROPE_SUPPORTED.join(", ")}`);
+    throw new Error(`${file}: ${field(typeKey)} ${brief(type)} is not supported; supported: ${(o.supported ?? ROPE_SUPPORTED).join(", ")}`);
   }
   if (type === "default") return { theta, partial, scaling: null, other: null };
 
@@ -416,6 +451,7 @@ export function tensorShapes(m: FamilyDescription): { name: string; shape: numbe
     if (bias) add(`${name}.bias`, outF);
   };
   const norm = (name: string, width: number) => {
+    if (!m.norm.affine) return;
     add(`${name}.weight`, width);
     if (m.norm.bias) add(`${name}.bias`, width);
   };

@@ -1,17 +1,20 @@
-// PEFT LoRA and DoRA adapters: PEFT's initialisation (A kaiming-uniform with a = √5, B = 0; DoRA's magnitude
-// = the row norms of W), an adapter folder written as PEFT's save_pretrained writes it (adapter_config.json with
-// sorted keys + adapter_model.safetensors under base_model.model.* names, DoRA's lora_magnitude_vector included),
-// loading such a folder onto a NativeModel with every name and shape checked, and merging (W += s·B·A; DoRA:
-// each row then scaled to m / ‖row‖) into a full Hugging Face model folder (from a 4-bit base: into its
-// dequantized fp32 copy).
+// PEFT LoRA and DoRA adapters: target_modules resolved per family as PEFT resolves them (each family's module names,
+// "all-linear", PEFT's per-model_type default), PEFT's initialisation (A kaiming-uniform with a = √5, B = 0; DoRA's
+// magnitude = the row norms of W), an adapter folder written as PEFT's save_pretrained writes it
+// (adapter_config.json with sorted keys + adapter_model.safetensors under base_model.model.* names, DoRA's
+// lora_magnitude_vector included; GPT-NeoX's query_key_value B rows in the checkpoint's per-head order), loading such
+// a folder onto a NativeModel with every name and shape checked, and merging (W += s·B·A; DoRA: each row then scaled
+// to m / ‖row‖) into a full Hugging Face model folder (from a 4-bit base: into its dequantized fp32 copy).
 // Not the LoRA math (native/src/lora.h) and not how training uses adapters (src/train).
 import { existsSync } from "node:fs";
 import { join } from "node:path";
-import { LORA_TARGETS, type LoraAdapter, type NativeModel } from "../core/native.ts";
+import { ALL_LORA_MODULE_NAMES, layerPrefix, loraModulesAt, loraModules } from "../core/arch.ts";
+import type { LoraAdapter, NativeModel } from "../core/native.ts";
 import type { DecoderConfig, LoraConfig, LoraTarget } from "../core/types.ts";
 import { readTextFile, writeFolderAtomic, writeNewFile } from "../util/durable.ts";
 import { mulberry32 } from "../util/random.ts";
 import { saveModel, type SaveOptions } from "./checkpoint.ts";
+import { isNeoxQkvAdapter, neoxHeadsOf, neoxQkvToStacked, stackedToNeoxQkv } from "./neox.ts";
 import { dequantizedCopy } from "./quantize.ts";
 import { readHeader, readTensor, writeSafetensors, type SafetensorsHeader, type TensorToWrite } from "./safetensors.ts";
 
@@ -19,32 +22,67 @@ export const ADAPTER_CONFIG_FILE = "adapter_config.json";
 export const ADAPTER_WEIGHTS_FILE = "adapter_model.safetensors";
 /** PEFT's target_modules for Llama-family models when none are given. */
 export const LLAMA_DEFAULT_TARGETS: readonly LoraTarget[] = ["q_proj", "v_proj"];
-
-const NAME_RE = /^base_model\.model\.model\.layers\.(\d+)\.(self_attn|mlp)\.([a-z_]+)\.(lora_A\.weight|lora_B\.weight|lora_magnitude_vector)$/;
-const PARENT: Record<LoraTarget, string> = {
-  q_proj: "self_attn", k_proj: "self_attn", v_proj: "self_attn", o_proj: "self_attn", gate_proj: "mlp", up_proj: "mlp", down_proj: "mlp",
+// PEFT's TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING, by the config.json class; null: PEFT has none and asks
+// for target_modules. SmolLM3 (none in PEFT) keeps the Llama default it has always had here.
+const PEFT_DEFAULT_TARGETS: Record<string, readonly LoraTarget[] | null> = {
+  LlamaForCausalLM: LLAMA_DEFAULT_TARGETS, MistralForCausalLM: LLAMA_DEFAULT_TARGETS, Qwen2ForCausalLM: LLAMA_DEFAULT_TARGETS,
+  Qwen3ForCausalLM: LLAMA_DEFAULT_TARGETS, SmolLM3ForCausalLM: LLAMA_DEFAULT_TARGETS, Gemma2ForCausalLM: LLAMA_DEFAULT_TARGETS,
+  Gemma3ForCausalLM: LLAMA_DEFAULT_TARGETS, OPTForCausalLM: LLAMA_DEFAULT_TARGETS, PhiForCausalLM: ["q_proj", "v_proj", "fc1", "fc2"],
+  GPTNeoXForCausalLM: ["query_key_value"], Phi3ForCausalLM: null,
 };
+
+const NAME_RE = /^base_model\.model\.(.+\.layers)\.(\d+)\.(.+)\.(lora_A\.weight|lora_B\.weight|lora_magnitude_vector)$/;
 const MAX_LISTED_PROBLEMS = 20;
 const FLOAT_DTYPES = new Set(["F32", "F16", "BF16"]);
-const isTarget = (s: string): s is LoraTarget => (LORA_TARGETS as readonly string[]).includes(s);
+const isAnyModule = (s: string): s is LoraTarget => (ALL_LORA_MODULE_NAMES as readonly string[]).includes(s);
 
-/**
- * lora_target_modules (TRL / PEFT) → projection names: null → PEFT's Llama default q_proj, v_proj;
- * "all-linear" → all seven (PEFT leaves the output layer out); otherwise module names (a list, or one name).
- */
-export function resolveTargetModules(v: unknown, where = "lora_target_modules"): LoraTarget[] {
-  if (v === null || v === undefined) return [...LLAMA_DEFAULT_TARGETS];
-  if (v === "all-linear") return [...LORA_TARGETS];
+/** The list form of lora_target_modules, checked: null, "all-linear", or one or more module names. */
+function targetList(v: unknown, where: string): string[] | "all-linear" | null {
+  if (v === null || v === undefined) return null;
+  if (v === "all-linear") return "all-linear";
   const list = typeof v === "string" ? [v] : v;
   if (!Array.isArray(list) || list.length === 0 || !list.every((x) => typeof x === "string")) {
     throw new Error(`${where}: expected null, "all-linear" or a non-empty list of module names, got ${JSON.stringify(v)}`);
   }
-  const bad = list.filter((x) => !isTarget(x));
+  return list as string[];
+}
+const headHint = (bad: string[]) => (bad.some((x) => /lm_head|embed_tokens|embed_in|embed_out/.test(x)) ? " (adapters on the embeddings or the head are not supported)" : "");
+
+/**
+ * lora_target_modules checked before the model is known (config time): null, "all-linear", or names of linear
+ * modules some supported family has; which of them the model has is checked by resolveTargetModules.
+ */
+export function checkTargetModules(v: unknown, where = "lora_target_modules"): void {
+  const list = targetList(v, where);
+  if (!Array.isArray(list)) return;
+  const bad = list.filter((x) => !isAnyModule(x));
   if (bad.length > 0) {
-    const hint = bad.some((x) => /lm_head|embed_tokens/.test(x)) ? " (adapters on the embeddings or the head are not supported)" : "";
-    throw new Error(`${where}: ${bad.map((x) => JSON.stringify(x)).join(", ")} ${bad.length > 1 ? "are" : "is"} not a LoRA target here${hint}; use names from ${LORA_TARGETS.join(", ")} or "all-linear"`);
+    throw new Error(`${where}: ${bad.map((x) => JSON.stringify(x)).join(", ")} ${bad.length > 1 ? "are" : "is"} not a LoRA target of any supported model${headHint(bad)}; use a model's layer modules (${ALL_LORA_MODULE_NAMES.join(", ")}) or "all-linear"`);
   }
-  return LORA_TARGETS.filter((t) => list.includes(t));
+}
+
+/**
+ * lora_target_modules (TRL / PEFT) → the module names of `model`'s family (a Llama when absent), as PEFT resolves
+ * them: null → PEFT's default for the family (q_proj, v_proj for Llama, Mistral, Qwen, Gemma and OPT; q_proj, v_proj,
+ * fc1, fc2 for Phi-2; query_key_value for GPT-NeoX; Phi-3 has none and must name its targets); "all-linear" → every
+ * linear module of the layers (PEFT leaves the output layer out); otherwise module names (a list, or one name), each
+ * of which must be a module of the family. In the family's module order.
+ */
+export function resolveTargetModules(v: unknown, where = "lora_target_modules", model?: DecoderConfig): LoraTarget[] {
+  const modules = loraModules(model ?? {});
+  const arch = model?.architecture ?? "LlamaForCausalLM";
+  const list = targetList(v, where);
+  if (list === "all-linear") return modules.map((x) => x.name);
+  if (list === null) {
+    const def = Object.hasOwn(PEFT_DEFAULT_TARGETS, arch) ? PEFT_DEFAULT_TARGETS[arch] : LLAMA_DEFAULT_TARGETS;
+    if (!def) throw new Error(`${where}: PEFT has no default target_modules for ${arch}; name them, e.g. [${modules.map((x) => JSON.stringify(x.name)).join(", ")}] or "all-linear"`);
+    return modules.filter((x) => def.includes(x.name)).map((x) => x.name);
+  }
+  const bad = list.filter((x) => !modules.some((m) => m.name === x));
+  if (bad.length > 0) {
+    throw new Error(`${where}: ${bad.map((x) => JSON.stringify(x)).join(", ")} ${bad.length > 1 ? "are" : "is"} not a LoRA target of ${arch}${headHint(bad)}; use names from ${modules.map((x) => x.name).join(", ")} or "all-linear"`);
+  }
+  return modules.filter((m) => list.includes(m.name)).map((x) => x.name);
 }
 
 /** PEFT's scaling s: lora_alpha / r, or lora_alpha / √r with use_rslora. */
@@ -105,9 +143,14 @@ export function pythonJson(v: unknown, indent = "", key = ""): string {
 /** Writes adapter_config.json and adapter_model.safetensors (F32, names sorted, {"format": "pt"}) as new files into dir, a staging folder. */
 export function writeAdapterFiles(dir: string, adapter: LoraAdapter, baseModelNameOrPath: string | null): void {
   writeNewFile(join(dir, ADAPTER_CONFIG_FILE), pythonJson(adapterConfigJson(adapter.config, baseModelNameOrPath)));
+  const heads = neoxHeadsOf(adapter.modelConfig);
   const tensors: TensorToWrite[] = [...adapter.table]
     .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))
-    .map((p) => ({ name: p.name, dtype: "F32", shape: p.shape, data: adapter.params.subarray(p.offset, p.offset + p.size) }));
+    .map((p) => {
+      const data = adapter.params.subarray(p.offset, p.offset + p.size);
+      // GPT-NeoX: query_key_value's B rows (and DoRA magnitude) in the checkpoint's per-head order, as PEFT holds them
+      return { name: p.name, dtype: "F32", shape: p.shape, data: heads && isNeoxQkvAdapter(p.name) ? stackedToNeoxQkv(data, heads.numHeads, heads.headSize) : data };
+    });
   writeSafetensors(join(dir, ADAPTER_WEIGHTS_FILE), tensors, { format: "pt" }, { fsync: true });
 }
 
@@ -179,25 +222,29 @@ export function readAdapterFolder(dir: string): AdapterFolder {
     const bin = existsSync(join(dir, "adapter_model.bin")) ? "; found adapter_model.bin, which is not read here: re-save with save_pretrained(dir, safe_serialization=True)" : "";
     throw new Error(`${dir}: no ${ADAPTER_WEIGHTS_FILE}${bin}`);
   }
-  const found = new Set<LoraTarget>();
+  // (layers prefix, module path) of every tensor: which family's modules they are
+  const pairs = new Map<string, { prefix: string; path: string }>();
   const problems: string[] = [];
   let magnitudes = 0;
   for (const name of readHeader(wFile).tensors.keys()) {
     const m = NAME_RE.exec(name);
-    if (!m || !isTarget(m[3]) || PARENT[m[3]] !== m[2]) {
-      const why = /lora_embedding|lm_head|embed_tokens/.test(name) ? " (adapters on embeddings or the head are not supported)" : "";
-      problems.push(`unexpected tensor ${name}${why}; expected base_model.model.model.layers.{i}.{self_attn|mlp}.<proj>.lora_{A|B}.weight${useDora ? " or .lora_magnitude_vector" : ""}`);
+    const pair = m ? { prefix: m[1], path: m[3] } : null;
+    if (!pair || !loraModulesAt([pair])) {
+      const why = /lora_embedding|lm_head|embed_tokens|embed_in|embed_out/.test(name) ? " (adapters on embeddings or the head are not supported)" : "";
+      problems.push(`unexpected tensor ${name}${why}; expected base_model.model.<layers>.{i}.<module>.lora_{A|B}.weight${useDora ? " or .lora_magnitude_vector" : ""} of a layer module (${ALL_LORA_MODULE_NAMES.join(", ")})`);
     } else {
-      found.add(m[3]);
-      if (m[4] === "lora_magnitude_vector") magnitudes++;
+      pairs.set(`${pair.prefix}|${pair.path}`, pair);
+      if (m![4] === "lora_magnitude_vector") magnitudes++;
     }
   }
   if (magnitudes > 0 && !useDora) problems.push(`holds ${magnitudes} DoRA lora_magnitude_vector tensors but ${ADAPTER_CONFIG_FILE} does not say use_dora: true`);
   if (problems.length) throw new Error(`${wFile}: ${problems.slice(0, MAX_LISTED_PROBLEMS).join("; ")}`);
-  if (found.size === 0) throw new Error(`${wFile}: holds no LoRA tensors`);
-  const targetModules = LORA_TARGETS.filter((t) => found.has(t));
+  if (pairs.size === 0) throw new Error(`${wFile}: holds no LoRA tensors`);
+  const family = loraModulesAt([...pairs.values()]);
+  if (!family) throw new Error(`${wFile}: its tensors adapt modules of different model families (${[...pairs.values()].map((x) => `${x.prefix}.{i}.${x.path}`).join(", ")})`);
+  const targetModules = family.names;
   const declared = j.target_modules;
-  if (Array.isArray(declared) && declared.every((x) => typeof x === "string" && isTarget(x))) {
+  if (Array.isArray(declared) && declared.every((x) => typeof x === "string" && isAnyModule(x))) {
     const listed = [...new Set(declared as string[])].sort().join(", ");
     if (listed !== [...targetModules].sort().join(", ")) {
       throw new Error(`${dir}: ${ADAPTER_CONFIG_FILE} lists target_modules [${listed}] but ${ADAPTER_WEIGHTS_FILE} holds adapters for [${[...targetModules].sort().join(", ")}]`);
@@ -212,15 +259,14 @@ export function readAdapterFolder(dir: string): AdapterFolder {
 
 /** The tensors (names and shapes) an adapter with LoRA settings `lora` has on a model of config `cfg`, without allocating it. */
 export function adapterShapes(cfg: DecoderConfig, lora: Pick<LoraConfig, "r" | "targetModules" | "useDora">): { name: string; shape: number[] }[] {
-  const C = cfg.hiddenSize, I = cfg.intermediateSize, Q = cfg.numHeads * cfg.headDim, KV = cfg.numKvHeads * cfg.headDim;
-  const dims: Record<LoraTarget, [number, number]> = {   // [in, out]
-    q_proj: [C, Q], k_proj: [C, KV], v_proj: [C, KV], o_proj: [Q, C], gate_proj: [C, I], up_proj: [C, I], down_proj: [I, C],
-  };
+  const modules = loraModules(cfg);
+  const bad = lora.targetModules.filter((t) => !modules.some((x) => x.name === t));
+  if (bad.length) throw new Error(`the adapter's target_modules ${bad.map((x) => JSON.stringify(x)).join(", ")} are not modules of this ${cfg.architecture} (its modules: ${modules.map((x) => x.name).join(", ")}); the adapter was trained on another model family`);
   const out: { name: string; shape: number[] }[] = [];
   for (let i = 0; i < cfg.numLayers; i++) {
-    for (const t of lora.targetModules) {
-      const [inDim, outDim] = dims[t];
-      const base = `base_model.model.model.layers.${i}.${PARENT[t]}.${t}`;
+    for (const mod of modules.filter((x) => lora.targetModules.includes(x.name))) {
+      const [inDim, outDim] = mod.dims(cfg);
+      const base = `base_model.model.${layerPrefix(cfg, i)}.${mod.path}`;
       out.push({ name: `${base}.lora_A.weight`, shape: [lora.r, inDim] }, { name: `${base}.lora_B.weight`, shape: [outDim, lora.r] });
       if (lora.useDora) out.push({ name: `${base}.lora_magnitude_vector`, shape: [outDim] });
     }
@@ -261,7 +307,14 @@ export function loadAdapterWeights(dir: string, adapter: LoraAdapter): void {
   const h = adapterHeader(dir);
   checkAdapterHeader(h, adapter.table);
   adapter.params.fill(0);
-  for (const p of adapter.table) readTensor(h, p.name, adapter.params, p.offset);
+  const heads = neoxHeadsOf(adapter.modelConfig);
+  for (const p of adapter.table) {
+    readTensor(h, p.name, adapter.params, p.offset);
+    if (heads && isNeoxQkvAdapter(p.name)) {
+      const v = adapter.params.subarray(p.offset, p.offset + p.size);
+      v.set(neoxQkvToStacked(v, heads.numHeads, heads.headSize));
+    }
+  }
 }
 
 /**

@@ -5,8 +5,12 @@
 // Not the 4-bit format itself (native/src/quant4.h) and not the config keys that ask for it (src/train/config.ts).
 import { NativeModel, type Quant4Config } from "../core/native.ts";
 import type { DecoderConfig, ParamInfo } from "../core/types.ts";
-import { checkWeightFiles, readWeightFiles } from "./checkpoint.ts";
-import { forEachTensorChunk } from "./safetensors.ts";
+import { checkWeightFiles, qkvHeadsOfFolder, readWeightFiles } from "./checkpoint.ts";
+import { isNeoxQkv, neoxQkvToStacked } from "./neox.ts";
+import { forEachTensorChunk, readTensor } from "./safetensors.ts";
+
+// Values per chunk when a whole tensor is at hand (a multiple of the 64-value blocks).
+const CHUNK = 1 << 20;
 
 /** Bytes the weights of a 4-bit base take: 4 bits a value plus the block scales, the other tensors at 2 or 4 bytes. */
 export function quantizedWeightBytes(table: readonly ParamInfo[], q: Quant4Config, rest: "fp32" | "bf16"): number {
@@ -22,17 +26,22 @@ export function quantizedWeightBytes(table: readonly ParamInfo[], q: Quant4Confi
 /**
  * A 4-bit base read from `dir` (after checkWeightFiles): projection weights quantized as they stream in, the rest
  * written into the fp32 or bf16 store. A tied checkpoint's copy of the embeddings as lm_head.weight is not read (the
- * fp32 loader checks it equals the embeddings; here it is simply the embeddings). Free the model when done.
+ * fp32 loader checks it equals the embeddings; here it is simply the embeddings). GPT-NeoX's query_key_value is read
+ * whole, its rows put into the core's q | k | v order, then quantized. Free the model when done.
  */
 export function loadQuantizedModel(dir: string, config: DecoderConfig, q: Quant4Config, rest: "fp32" | "bf16"): NativeModel {
   const model = new NativeModel(config, { quantization: q, baseDtype: rest });
   try {
     const files = readWeightFiles(dir);
-    checkWeightFiles(files, model.table);
+    const { sources } = checkWeightFiles(files, model.table);
+    const heads = qkvHeadsOfFolder(files, model.table);
     for (const p of model.table) {
-      const h = files.tensors.get(p.name)!;
-      if (p.quant4) forEachTensorChunk(h, p.name, (v, start) => model.quantize4bit(p.name, v, start));
-      else forEachTensorChunk(h, p.name, (v, start) => model.writeTensor(p.name, v, start));
+      const { header: h, name } = sources.get(p.name)!;
+      const write = (v: Float32Array, start: number) => (p.quant4 ? model.quantize4bit(p.name, v, start) : model.writeTensor(p.name, v, start));
+      if (heads && isNeoxQkv(p.name)) {
+        const v = neoxQkvToStacked(readTensor(h, name), heads.numHeads, heads.headSize);
+        for (let start = 0; start < v.length; start += CHUNK) write(v.subarray(start, start + CHUNK), start);
+      } else forEachTensorChunk(h, name, write);
     }
   } catch (e) {
     model.free();

@@ -7,7 +7,7 @@
 import { extname } from "node:path";
 import { parse as parseYaml } from "yaml";
 import { F_DIVERGENCE_TYPES } from "../losses/dpo.ts";
-import { resolveTargetModules } from "../models/peft.ts";
+import { checkTargetModules } from "../models/peft.ts";
 import { ADAMW_8BIT_OPTIMS } from "../core/adamw8bit.ts";
 import { ALIASES, COMPAT_KEYS, MISNAMES, type Alias, type CompatKey, type CompatKind } from "./config-compat.ts";
 import { parseMixture } from "../data/mixture.ts";
@@ -258,7 +258,7 @@ const HONOURED = {
   lora_r: num("peft", "LoRA rank r", 16, { int: true, min: 1 }),
   lora_alpha: num("peft", "LoRA α: the update B·A is scaled by lora_alpha / r (by lora_alpha / √r with use_rslora)", 32, { gt: 0 }),
   lora_dropout: num("peft", "LoRA dropout (TRL's CLI default 0.05): in training forwards the adapter sees dropout(x), the base x itself (PEFT); seeded by seed, step and micro-batch, so a resumed run draws the same masks; off in evaluation, reference and generation. Except for sft it acts only with disable_dropout: false, as in TRL", 0.05, { min: 0, lt: 1 }),
-  lora_target_modules: { type: "string[] | \"all-linear\" | null", group: "peft", doc: "projections to adapt: a list from q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj, or \"all-linear\" (all seven); null: PEFT's Llama default q_proj, v_proj", def: null, list: true, cli: cliList, check: (v: unknown) => { const t = Array.isArray(v) && v.length === 1 ? v[0] : v; if (t !== null) resolveTargetModules(t, "lora_target_modules"); return t; } } as Field<string | string[] | null>,   // TRL: a one-element list is its element ("all-linear")
+  lora_target_modules: { type: "string[] | \"all-linear\" | null", group: "peft", doc: "modules to adapt, by the model's module names: q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj (Llama, Mistral, Qwen, Gemma); qkv_proj, o_proj, gate_up_proj, down_proj (Phi-3); q_proj, k_proj, v_proj, dense, fc1, fc2 (Phi-2); query_key_value, dense, dense_h_to_4h, dense_4h_to_h (GPT-NeoX); q_proj, k_proj, v_proj, out_proj, fc1, fc2 (OPT); or \"all-linear\" (every linear layer but the head); null: PEFT's default for the model (q_proj, v_proj; Phi-2 also fc1, fc2; GPT-NeoX query_key_value; Phi-3 has none)", def: null, list: true, cli: cliList, check: (v: unknown) => { const t = Array.isArray(v) && v.length === 1 ? v[0] : v; if (t !== null) checkTargetModules(t, "lora_target_modules"); return t; } } as Field<string | string[] | null>,   // TRL: a one-element list is its element ("all-linear")
   use_rslora: bool("peft", "rank-stabilised LoRA: scale by lora_alpha / √r", false),
   lora_task_type: oneOf("peft", "PEFT task type of the adapter (only causal LM)", ["CAUSAL_LM"] as const, "CAUSAL_LM"),
   use_dora: bool("peft", "PEFT's DoRA: a trainable lora_magnitude_vector per output row, W' = m · (W + s·B·A) / ‖W + s·B·A‖_row (the norm detached in the backward)", false),

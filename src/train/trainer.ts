@@ -19,6 +19,7 @@ import { pairLengths, unpairedLengths } from "../data/sampler.ts";
 import type { TokenizedPair, TokenizedUnpaired } from "../data/tokenize.ts";
 import { loadWeightsInto, loadWeightsIntoBf16, openModelFolder, saveDtypeOf, storedDtype, type ModelFiles, type SaveDtype } from "../models/checkpoint.ts";
 import { initLora, resolveTargetModules, saveMergedModel } from "../models/peft.ts";
+import { isEmbeddingTensor } from "../core/arch.ts";
 import { needsReference, pairedStep, sftStep, unpairedStep, type MethodConfig, type Reference, type StepOutput } from "./objectives.ts";
 import { gatherPaired, gatherUnpaired, loadReference, loadReferenceLogps, precomputeReference, saveReferenceLogps, type IndexedBatch, type RefTable } from "./reference.ts";
 import { copyTokenizerFiles, latestCheckpoint, loadCheckpointWeights, readCheckpoint, recoverOutputDir, rotateCheckpoints, saveCheckpoint, saveFinalAdapter, saveFinalModel, writeJsonFile, type CheckpointState } from "./checkpoint.ts";
@@ -297,7 +298,7 @@ export class Trainer {
       this.lora = policy.lora;   // the caller's model already carries its adapter (evaluating after training)
     } else if (c.use_peft) {
       // PEFT's fresh adapter (B = 0): the policy starts equal to the base, which stays frozen.
-      const lora = this.lora = policy.attachLora({ r: c.lora_r, loraAlpha: c.lora_alpha, useRslora: c.use_rslora, targetModules: resolveTargetModules(c.lora_target_modules), loraDropout: effectiveLoraDropout(c), useDora: c.use_dora });
+      const lora = this.lora = policy.attachLora({ r: c.lora_r, loraAlpha: c.lora_alpha, useRslora: c.use_rslora, targetModules: resolveTargetModules(c.lora_target_modules, "lora_target_modules", policy.config), loraDropout: effectiveLoraDropout(c), useDora: c.use_dora });
       initLora(lora, c.seed);
       this.print(`${c.use_dora ? "DoRA" : "LoRA"}: training ${lora.numParameters} adapter parameters (r ${c.lora_r}, lora_alpha ${c.lora_alpha}${c.use_rslora ? ", rsLoRA" : ""}${lora.config.loraDropout > 0 ? `, lora_dropout ${lora.config.loraDropout}` : ""}, ${lora.config.targetModules.join(", ")}); ${policy.numParameters} base parameters frozen`);
     }
@@ -309,7 +310,7 @@ export class Trainer {
     // transformers' Trainer.floating_point_ops (trainer.py): 6 · input_ids.numel() · model.num_parameters(exclude_embeddings=True)
     // per training micro-batch; input_ids is the padded policy batch (2B × T for pairs: TRL's concatenated forward;
     // KTO's KL rows are a separate input and not counted), and under PEFT the count includes the adapter.
-    this.flopParams = policy.table.filter((p) => p.name !== "model.embed_tokens.weight").reduce((s, p) => s + p.size, 0) + (this.lora?.numParameters ?? 0);
+    this.flopParams = policy.table.filter((p) => !isEmbeddingTensor(p.name)).reduce((s, p) => s + p.size, 0) + (this.lora?.numParameters ?? 0);
   }
 
   /** Rows idx of `rows` as one batch: packed SFT rows, pairs, or unpaired rows with their fixed KL completions. */

@@ -84,7 +84,8 @@ test("unsupported architecture lists the supported ones", () => {
     for (const a of SUPPORTED_ARCHITECTURES) assert.ok(e.message.includes(a), a);
     return true;
   });
-  assert.deepEqual(SUPPORTED_ARCHITECTURES, ["LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM", "SmolLM3ForCausalLM"]);
+  assert.deepEqual(SUPPORTED_ARCHITECTURES, ["LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM", "SmolLM3ForCausalLM",
+    "Gemma2ForCausalLM", "Gemma3ForCausalLM", "PhiForCausalLM", "Phi3ForCausalLM", "GPTNeoXForCausalLM", "OPTForCausalLM"]);
   assert.throws(() => parseConfig({ ...smollm2, architectures: undefined }, "c"), /"architectures" must be a one-element list/);
 });
 
@@ -95,7 +96,8 @@ test("features we do not run are refused with the reason", () => {
   assert.throws(() => parseConfig({ ...smollm2, rope_scaling: { rope_type: "linear" } }, "c"), /"rope_scaling" of rope_type "linear" needs "factor"/);
   assert.throws(() => parseConfig({ ...smollm2, rope_scaling: { rope_type: "llama3", factor: 8, low_freq_factor: 1 } }, "c"), /needs "high_freq_factor"/);
   assert.throws(() => parseConfig({ ...smollm2, rope_scaling: { rope_type: "dynamic", factor: -1 } }, "c"), /"rope_scaling\.factor" must be a positive number, got -1/);
-  assert.throws(() => parseConfig({ ...smollm2, partial_rotary_factor: 0.5 }, "c"), /partial_rotary_factor 0\.5 \(RoPE over 32 of 64 head dims\)/);
+  // LlamaForCausalLM rotates whole heads: a partial_rotary_factor is not something it does
+  assert.throws(() => parseConfig({ ...smollm2, partial_rotary_factor: 0.5 }, "c"), /partial_rotary_factor 0\.5 \(RoPE over 32 of 64 head dims, which LlamaForCausalLM does not do/);
   // Qwen2.5's window on the layers from max_window_layers on (transformers' Qwen2Config): 0 of 24 layers, all 24, the last 4.
   assert.equal(parseConfig({ ...qwen25, use_sliding_window: true }, "c").layerWindows, undefined);
   const all = parseConfig({ ...qwen25, use_sliding_window: true, max_window_layers: 0, sliding_window: 4096 }, "c");
@@ -108,7 +110,9 @@ test("features we do not run are refused with the reason", () => {
   assert.deepEqual(parseConfig({ ...noKey, use_sliding_window: true, max_window_layers: 23 }, "c").layerWindows, [...new Array(23).fill(0), 4096]);
   const smolNoKey = { architectures: ["SmolLM3ForCausalLM"], hidden_size: 64, num_attention_heads: 4, num_hidden_layers: 4, intermediate_size: 128, vocab_size: 100, use_sliding_window: true };
   assert.equal(parseConfig(smolNoKey, "c").layerWindows, undefined);
-  assert.throws(() => parseConfig({ ...smollm2, hidden_act: "gelu" }, "c"), /hidden_act "gelu" \(GELU MLP; the native MLP is SiLU\)/);
+  // LlamaMLP applies ACT2FN[hidden_act] to the gate: any activation the core has runs
+  assert.equal(parseConfig({ ...smollm2, hidden_act: "gelu" }, "c").mlpAct, "gelu");
+  assert.equal(parseConfig({ ...smollm2, hidden_act: "gelu_new" }, "c").mlpAct, "gelu_tanh");
   assert.throws(() => parseConfig({ ...smollm2, hidden_act: "tanh" }, "c"), /hidden_act "tanh" is not an activation we know/);
   assert.throws(() => parseConfig({ ...smollm2, hidden_size: 577 }, "c"), /hidden_size \(577\) is not a multiple of num_attention_heads \(9\)/);
   assert.throws(() => parseConfig({ ...smollm2, vocab_size: "49152" }, "c"), /"vocab_size" must be a positive integer, got "49152"/);

@@ -1,7 +1,8 @@
 // The family descriptions of the published config.json files in tests/fixtures/configs: each is described with
-// the parameter count transformers builds from it (param_counts.json, written by tools/reference/family_configs.py),
-// the Llama-shaped ones load into the native layout with that same count, and every other one is refused naming
-// the config.json fields and values the native core cannot run yet.
+// the parameter count transformers builds from it (param_counts.json, written by tools/reference/family_configs.py);
+// every one the native core runs is laid out by the core with the tensors the description lists, name by name and
+// shape by shape, and so the same count; the others are refused naming the config.json fields and values the native
+// core cannot run yet.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { readdirSync, readFileSync } from "node:fs";
@@ -10,29 +11,18 @@ import { fileURLToPath } from "node:url";
 import { nativeGaps, parseConfig } from "../../src/models/config.ts";
 import { describeModel, parameterCount, tensorShapes } from "../../src/models/family.ts";
 import { buildParamTable } from "../../src/models/params.ts";
+import { usesFamilyFeatures, waitsForCore } from "../helpers/families.ts";
 
 const dir = join(dirname(fileURLToPath(import.meta.url)), "..", "fixtures", "configs");
 const counts = JSON.parse(readFileSync(join(dir, "param_counts.json"), "utf8")) as { transformers: string; models: Record<string, { class: string; parameters: number }> };
 const read = (name: string) => JSON.parse(readFileSync(join(dir, `${name}.json`), "utf8")) as Record<string, unknown>;
 
-// What the native core runs today, and for every other model the fragments its refusal must contain.
-const RUNS = ["Llama-3.1-8B", "Llama-3.2-1B-Instruct", "Llama-3.2-3B-Instruct", "Qwen2.5-0.5B", "SmolLM3-3B"];
+// What the native core runs, and for every other model the fragments its refusal must contain (and only those).
+const RUNS = ["Llama-3.1-8B", "Llama-3.2-1B-Instruct", "Llama-3.2-3B-Instruct", "Qwen2.5-0.5B", "SmolLM3-3B", "gemma-2-2b", "gemma-3-1b-it",
+  "Phi-3-mini-4k-instruct", "phi-2", "opt-125m", "opt-1.3b", "pythia-160m", "pythia-410m", "pythia-1b"];
 const REFUSED: Record<string, RegExp[]> = {
-  "gemma-2-2b": [/hidden_activation "gelu_pytorch_tanh" \(GELU \(tanh approximation\) MLP/, /model_type "gemma2" \(RMSNorm scaled by \(1 \+ weight\), before and after attention and MLP; embeddings scaled by sqrt\(hidden_size\)\)/,
-    /attn_logit_softcapping 50 \(attention-logit soft-capping\)/, /final_logit_softcapping 30 \(final-logit soft-capping\)/],
-  "gemma-3-1b-it": [/hidden_activation "gelu_pytorch_tanh"/, /model_type "gemma3_text"/,
-    /rope_local_base_freq 10000 \(its own RoPE base on the sliding-window layers\)/],
-  "Phi-3-mini-4k-instruct": [/model_type "phi3" \(fused qkv_proj and gate_up_proj weights\)/],
-  "Phi-4-mini-instruct": [/partial_rotary_factor 0\.75 \(RoPE over 96 of 128 head dims\)/, /rope_scaling\.type "longrope"/, /model_type "phi3"/],
-  "phi-2": [/hidden_act "gelu_new"/, /model_type "phi" \(a plain fc1 -> activation -> fc2 MLP; LayerNorm with bias; attention and MLP in parallel from one norm; a bias on lm_head\)/,
-    /partial_rotary_factor 0\.4 \(RoPE over 32 of 80 head dims\)/],
-  "opt-125m": [/activation_function "relu" \(ReLU MLP/, /model_type "opt" \(a plain fc1 -> activation -> fc2 MLP; LayerNorm with bias; learned positional embeddings \(offset 2\) instead of RoPE\)/],
-  "opt-350m": [/do_layer_norm_before false \(LayerNorm after each block instead of before\)/, /word_embed_proj_dim 512 \(project_in \/ project_out around the decoder\)/, /model_type "opt"/],
-  "opt-1.3b": [/activation_function "relu"/, /model_type "opt"/],
-  "pythia-160m": [/hidden_act "gelu" \(GELU MLP/, /rotary_pct 0\.25 \(RoPE over 16 of 64 head dims\)/, /use_parallel_residual true \(attention and MLP in parallel\)/,
-    /model_type "gpt_neox" \(a plain fc1 -> activation -> fc2 MLP; LayerNorm with bias; a fused, head-interleaved query_key_value weight\)/],
-  "pythia-410m": [/rotary_pct 0\.25/, /use_parallel_residual true/, /model_type "gpt_neox"/],
-  "pythia-1b": [/rotary_pct 0\.25 \(RoPE over 64 of 256 head dims\)/, /model_type "gpt_neox"/],
+  "Phi-4-mini-instruct": [/rope_scaling\.type "longrope" \(RoPE scaling "longrope"; the native core runs Phi-3 with plain RoPE only \(Phi3Config takes default or longrope\)\)$/],
+  "opt-350m": [/do_layer_norm_before false \(LayerNorm after each block instead of before\)/, /word_embed_proj_dim 512 \(project_in \/ project_out around the decoder\)/],
 };
 
 test("every published config in the fixtures is covered, and every covered one is there", () => {
@@ -52,11 +42,17 @@ for (const [name, ref] of Object.entries(counts.models)) {
 }
 
 for (const name of RUNS) {
-  test(`${name}: runs natively, in a layout of the same parameter count`, () => {
-    const cfg = parseConfig(read(name), `${name}/config.json`);
-    const native = buildParamTable(cfg).reduce((s, p) => s + p.size, 0);
-    assert.equal(native, counts.models[name].parameters);
+  const cfg = parseConfig(read(name), `${name}/config.json`);
+  test(`${name}: runs natively; the core's layout has the description's tensors, name by name and shape by shape`, { skip: usesFamilyFeatures(cfg) && waitsForCore() }, () => {
     assert.deepEqual(nativeGaps(describeModel(read(name), "c")), []);
+    const table = buildParamTable(cfg);
+    const ours = new Map(table.map((p) => [p.name, p.shape.join("x")]));
+    const theirs = new Map(tensorShapes(describeModel(read(name), "c")).map((t) => [t.name, t.shape.join("x")]));
+    assert.equal(ours.size, table.length, "the core's names are unique");
+    assert.deepEqual([...ours.keys()].filter((n) => !theirs.has(n)), [], "tensors the core has and the checkpoint does not");
+    assert.deepEqual([...theirs.keys()].filter((n) => !ours.has(n)), [], "tensors the checkpoint has and the core does not");
+    for (const [n, shape] of theirs) assert.equal(ours.get(n), shape, n);
+    assert.equal(table.reduce((s, p) => s + p.size, 0), counts.models[name].parameters);
     if (name.startsWith("Llama")) assert.equal(cfg.ropeScaling?.type, "llama3");
   });
 }
@@ -66,6 +62,7 @@ for (const [name, fragments] of Object.entries(REFUSED)) {
     assert.throws(() => parseConfig(read(name), `${name}/config.json`), (e: Error) => {
       assert.match(e.message, new RegExp(`^${name.replace(/[.]/g, "\\.")}/config\\.json: \\w+ForCausalLM cannot run on the native core yet: `));
       for (const f of fragments) assert.match(e.message, f);
+      assert.equal(e.message.split("), ").length, fragments.length, "only these fields are named");
       return true;
     });
   });
@@ -106,8 +103,46 @@ test("SmolLM3-3B runs with its 9 NoPE layers (no_rope_layers) and no window (use
   assert.deepEqual(slid.layerWindows, cfg.layerRope!.map((r) => (r ? 0 : 4096)));
 });
 
-test("Gemma's sliding windows are no longer named as a gap; what still blocks Gemma is", () => {
-  const gaps = (name: string) => nativeGaps(describeModel(read(name), "c")).flatMap((g) => g.needs);
-  for (const name of ["gemma-2-2b", "gemma-3-1b-it"]) assert.ok(!gaps(name).some((n) => /sliding-window attention/.test(n)), name);
-  assert.ok(gaps("gemma-3-1b-it").includes("its own RoPE base on the sliding-window layers"));
+
+test("what the core still cannot run is refused naming the config.json field and value", () => {
+  const refused = (json: Record<string, unknown>, ...fragments: RegExp[]) => assert.throws(() => parseConfig(json, "c"), (e: Error) => {
+    for (const f of fragments) assert.match(e.message, f);
+    return true;
+  });
+  const opt = read("opt-125m"), gemma3 = read("gemma-3-1b-it"), gemma2 = read("gemma-2-2b"), phi2 = read("phi-2"), phi3 = read("Phi-3-mini-4k-instruct");
+  refused({ ...opt, _remove_final_layer_norm: true }, /: OPTForCausalLM cannot run on the native core yet: _remove_final_layer_norm true \(no final LayerNorm\)$/);
+  refused({ ...opt, layer_norm_elementwise_affine: false }, /layer_norm_elementwise_affine false \(LayerNorms without weights and biases\)$/);
+  refused({ ...phi2, qk_layernorm: true }, /: PhiForCausalLM cannot run on the native core yet: qk_layernorm true \(LayerNorms on q and k \(q_layernorm, k_layernorm\)\)$/);
+  refused({ ...gemma2, use_bidirectional_attention: true }, /use_bidirectional_attention true \(attention without the causal mask\)$/);
+  refused({ ...gemma3, use_bidirectional_attention: true }, /use_bidirectional_attention true/);
+  // Phi3Config reads "yarn" and "su" as longrope, and takes no other scaling
+  refused({ ...phi3, rope_scaling: { type: "yarn", factor: 2, short_factor: [1], long_factor: [1] } }, /rope_scaling\.type "yarn" \(RoPE scaling "longrope"; the native core runs Phi-3 with plain RoPE only/);
+  refused({ ...phi3, rope_scaling: { rope_type: "linear", factor: 2 } }, /rope_scaling\.rope_type "linear" \(RoPE scaling "linear"; the native core runs Phi-3 with plain RoPE only/);
+  // Gemma 3 (transformers v5): RoPE parameters per layer type; the sliding layers' own scaling is refused
+  const { rope_theta: _t, rope_local_base_freq: _l, ...g3 } = gemma3;
+  refused({ ...g3, rope_parameters: { full_attention: { rope_type: "linear", factor: 8, rope_theta: 1e6 }, sliding_attention: { rope_type: "linear", factor: 2, rope_theta: 1e4 } } },
+    /rope_parameters\.sliding_attention\.rope_type "linear" \(RoPE scaling "linear" on the sliding-window layers; the native core runs their local base unscaled\)$/);
+  // what runs is no longer named: Gemma's windows, norms, soft-caps and local base, Phi's and NeoX's partial rotary, OPT's positions
+  for (const name of ["gemma-2-2b", "gemma-3-1b-it", "phi-2", "pythia-160m", "opt-125m", "Phi-3-mini-4k-instruct"]) assert.deepEqual(nativeGaps(describeModel(read(name), "c")), [], name);
+});
+
+test("Gemma 3: rope_parameters nested by layer type (transformers v5) read as the v4 keys are", () => {
+  const gemma3 = read("gemma-3-1b-it");
+  const v4 = parseConfig({ ...gemma3, rope_scaling: { rope_type: "linear", factor: 8 } }, "c");
+  const { rope_theta: _t, rope_local_base_freq: _l, rope_scaling: _s, ...rest } = gemma3;
+  const v5 = parseConfig({ ...rest, rope_parameters: { full_attention: { rope_type: "linear", factor: 8, rope_theta: 1000000 }, sliding_attention: { rope_type: "default", rope_theta: 10000 } } }, "c");
+  assert.deepEqual(v5, v4);
+  assert.deepEqual([v4.ropeScaling?.type, v4.ropeScaling?.factor, v4.ropeTheta, v4.ropeLocalTheta], ["linear", 8, 1000000, 10000]);
+  // v5 applies a rope_scaling beside the nested parameters to the full-attention layers
+  const both = parseConfig({ ...rest, rope_scaling: { rope_type: "linear", factor: 8 }, rope_parameters: { full_attention: { rope_type: "default", rope_theta: 1000000 }, sliding_attention: { rope_type: "default", rope_theta: 10000 } } }, "c");
+  assert.deepEqual(both, v4);
+  // the defaults when neither says: 1e6 globally, 1e4 locally (Gemma3TextConfig.default_theta)
+  const bare = parseConfig(rest, "c");
+  assert.deepEqual([bare.ropeTheta, bare.ropeLocalTheta, bare.ropeScaling], [1000000, 10000, null]);
+  // the local base follows the layer types even without a window
+  const noWindow = parseConfig({ ...gemma3, sliding_window: null }, "c");
+  assert.equal(noWindow.layerWindows, undefined);
+  assert.deepEqual(noWindow.layerRope!.slice(0, 7), ["local", "local", "local", "local", "local", true, "local"]);
+  // Gemma's MLP reads hidden_activation only (transformers ignores a hidden_act beside it)
+  assert.equal(parseConfig({ ...rest, hidden_activation: undefined, hidden_act: "relu" }, "c").mlpAct, "gelu_tanh");
 });

@@ -43,7 +43,7 @@ test("target modules: PEFT's Llama default, all-linear, lists; unknown names ref
   assert.deepEqual(resolveTargetModules("all-linear"), ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]);
   assert.deepEqual(resolveTargetModules(["down_proj", "q_proj"]), ["q_proj", "down_proj"]);
   assert.deepEqual(resolveTargetModules("o_proj"), ["o_proj"]);
-  assert.throws(() => resolveTargetModules(["q_proj", "lm_head"]), /"lm_head" is not a LoRA target here \(adapters on the embeddings or the head are not supported\); use names from q_proj/);
+  assert.throws(() => resolveTargetModules(["q_proj", "lm_head"]), /"lm_head" is not a LoRA target of LlamaForCausalLM \(adapters on the embeddings or the head are not supported\); use names from q_proj/);
   assert.throws(() => resolveTargetModules([]), /non-empty list/);
 });
 
@@ -274,7 +274,9 @@ test("config: TRL's LoRA keys and defaults; lora_dropout acts where TRL lets it 
   assert.ok(!resolveConfig({ ...base, use_peft: true, lora_dropout: 0 }).notes.some((n) => n.startsWith("lora_dropout")));
   assert.ok(resolveConfig({ ...base, disable_dropout: false }).notes.some((n) => /^disable_dropout: false changes nothing here/.test(n)));
   assert.throws(() => resolveConfig({ ...base, use_peft: true, lora_dropout: 1 }), /lora_dropout: must be < 1/);
-  assert.throws(() => resolveConfig({ ...base, use_peft: true, lora_target_modules: ["q_proj", "lm_head"] }), /lora_target_modules: .*"lm_head" is not a LoRA target here/);
+  assert.throws(() => resolveConfig({ ...base, use_peft: true, lora_target_modules: ["q_proj", "lm_head"] }), /lora_target_modules: .*"lm_head" is not a LoRA target of any supported model/);
+  // a module of another family passes the config check; the model decides (resolveTargetModules with its config)
+  assert.deepEqual(resolveConfig({ ...base, use_peft: true, lora_target_modules: ["query_key_value"] }).config.lora_target_modules, "query_key_value");
   assert.throws(() => resolveConfig({ ...base, merge_adapter: true }), /merge_adapter: true needs use_peft: true/);
   assert.equal(resolveConfig({ ...base, use_peft: true, use_dora: true }).config.use_dora, true);
   const { notes } = resolveConfig({ ...base, lora_r: 8, lora_dropout: 0.05 });
