@@ -38,8 +38,8 @@ bool get_int(Napi::Env env, const Napi::Object& o, const char* key, int32_t& out
 
 // A pt_config from the JavaScript object native.ts builds (snake_case keys); false after throwing. The optional
 // per-layer arrays layer_window and layer_rope (0 none, 1 RoPE, 2 the local base) are held in `layers`
-// (2 x num_layers), which must outlive c's use.
-bool read_config(Napi::Env env, const Napi::Object& o, pt_config& c, std::vector<int32_t>& layers) {
+// (2 x num_layers), and longrope's rope_short_factor and rope_long_factor in `factors`; both must outlive c's use.
+bool read_config(Napi::Env env, const Napi::Object& o, pt_config& c, std::vector<int32_t>& layers, std::vector<float>& factors) {
   const std::pair<const char*, int32_t*> dims[] = {
       {"vocab_size", &c.vocab_size}, {"hidden_size", &c.hidden_size}, {"intermediate_size", &c.intermediate_size},
       {"num_layers", &c.num_layers}, {"num_heads", &c.num_heads}, {"num_kv_heads", &c.num_kv_heads},
@@ -64,6 +64,22 @@ bool read_config(Napi::Env env, const Napi::Object& o, pt_config& c, std::vector
     for (const auto& [key, dst] : reals) {
       Napi::Value v = o.Get(key);
       *dst = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : 0.0;
+    }
+    // longrope's divisors: two number arrays of one length (the core checks it against rotary_dim / 2)
+    Napi::Value sf = o.Get("rope_short_factor"), lf = o.Get("rope_long_factor");
+    if (!sf.IsUndefined() || !lf.IsUndefined()) {
+      if (throw_if(env, !sf.IsArray() || !lf.IsArray() || sf.As<Napi::Array>().Length() != lf.As<Napi::Array>().Length(),
+                   "rope_short_factor and rope_long_factor must be number arrays of one length"))
+        return false;
+      const uint32_t n = sf.As<Napi::Array>().Length();
+      factors.assign(2 * (size_t)n, 0.0f);
+      for (uint32_t i = 0; i < 2 * n; i++) {
+        Napi::Value e = (i < n ? sf : lf).As<Napi::Array>().Get(i % n);
+        if (throw_if(env, !e.IsNumber(), "rope_short_factor and rope_long_factor must hold numbers")) return false;
+        factors[i] = e.As<Napi::Number>().FloatValue();
+      }
+      c.rope_short_factor = factors.data();
+      c.rope_long_factor = factors.data() + n;
     }
   }
   // The family features (ABI 13): optional keys, absent = 0 (the Llama shape); their ranges are checked by the core.
@@ -100,6 +116,10 @@ bool read_config(Napi::Env env, const Napi::Object& o, pt_config& c, std::vector
     }
     *arrays[a].second = dst;
   }
+  const size_t half = (size_t)(c.rotary_dim > 0 ? c.rotary_dim : c.head_dim) / 2;
+  if (throw_if(env, !factors.empty() && factors.size() != 2 * half,
+               "rope_short_factor and rope_long_factor must have rotary_dim / 2 = " + std::to_string(half) + " entries each"))
+    return false;
   return true;
 }
 
@@ -164,7 +184,8 @@ class Model : public Napi::ObjectWrap<Model> {
     if (throw_if(env, info.Length() < 1 || !info[0].IsObject(), "Model(config): config object expected")) return;
     pt_config c{};
     std::vector<int32_t> layers;
-    if (!read_config(env, info[0].As<Napi::Object>(), c, layers)) return;
+    std::vector<float> factors;
+    if (!read_config(env, info[0].As<Napi::Object>(), c, layers, factors)) return;
     int32_t model_flags = 0;  // Model(config, flags?): PT_MODEL_* bits
     if (info.Length() > 1 && !info[1].IsUndefined()) {
       if (throw_if(env, !info[1].IsNumber(), "Model(config, flags): flags must be a number")) return;
@@ -527,7 +548,8 @@ Napi::Value ParamLayout(const Napi::CallbackInfo& info) {
   if (throw_if(env, info.Length() < 1 || !info[0].IsObject(), "paramLayout(config): config object expected")) return env.Undefined();
   pt_config c{};
   std::vector<int32_t> layers;
-  if (!read_config(env, info[0].As<Napi::Object>(), c, layers)) return env.Undefined();
+  std::vector<float> factors;
+  if (!read_config(env, info[0].As<Napi::Object>(), c, layers, factors)) return env.Undefined();
   int32_t n = 0;
   int64_t floats = 0;
   if (check_status(env, pt_param_layout(&c, nullptr, 0, &n, &floats))) return env.Undefined();

@@ -407,15 +407,16 @@ export interface NativeModelOptions {
 }
 // PT_MODEL_* flags
 const MODEL_BF16_BASE = 1, MODEL_NF4_BASE = 2, MODEL_FP4_BASE = 4, MODEL_DOUBLE_QUANT = 8;
-const ROPE_TYPES: Record<RopeScaling["type"], number> = { linear: 1, dynamic: 2, yarn: 3, llama3: 4 };  // PT_ROPE_*
+const ROPE_TYPES: Record<RopeScaling["type"], number> = { linear: 1, dynamic: 2, yarn: 3, llama3: 4, longrope: 5 };  // PT_ROPE_*
 
 /** pt_config's rope_* fields; none for plain RoPE. */
-function ropeFields(r: RopeScaling | null): Record<string, number> {
+function ropeFields(r: RopeScaling | null): Record<string, number | number[]> {
   if (!r) return {};
   return {
     rope_type: ROPE_TYPES[r.type], rope_factor: r.factor, rope_original_max_position_embeddings: r.originalMaxPositionEmbeddings,
     rope_low_freq_factor: r.lowFreqFactor, rope_high_freq_factor: r.highFreqFactor, rope_beta_fast: r.betaFast,
     rope_beta_slow: r.betaSlow, rope_truncate: r.truncate ? 1 : 0, rope_attention_factor: r.attentionFactor,
+    ...(r.shortFactor && r.longFactor ? { rope_short_factor: r.shortFactor, rope_long_factor: r.longFactor } : {}),
   };
 }
 

@@ -60,16 +60,19 @@ export interface DecoderConfig {
  * native core takes it (native/src/rope.h). Fields a type does not use hold their neutral values.
  */
 export interface RopeScaling {
-  type: "linear" | "dynamic" | "yarn" | "llama3";
+  type: "linear" | "dynamic" | "yarn" | "llama3" | "longrope";
   factor: number;
-  /** llama3, yarn: original_max_position_embeddings; dynamic: max_position_embeddings (its threshold); linear: unused */
+  /** llama3, yarn, longrope: original_max_position_embeddings; dynamic: max_position_embeddings (its threshold); linear: unused */
   originalMaxPositionEmbeddings: number;
   lowFreqFactor: number;        // llama3 (else 0)
   highFreqFactor: number;       // llama3 (else 0)
   betaFast: number;             // yarn (else 32)
   betaSlow: number;             // yarn (else 1)
   truncate: boolean;            // yarn (else true)
-  attentionFactor: number;      // yarn: cos and sin are multiplied by it; 1 for the others
+  attentionFactor: number;      // yarn, longrope: cos and sin are multiplied by it; 1 for the others
+  /** longrope: the frequencies' divisors (rotary_dim / 2 each), long ones once a run's positions pass the original length */
+  shortFactor?: number[];
+  longFactor?: number[];
 }
 
 /** One named parameter inside the flat parameter buffer; the name is the Hugging Face weight name. */

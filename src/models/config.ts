@@ -4,8 +4,8 @@
 // sandwich norms, scaled embeddings, query_pre_attn_scalar, soft-caps, a local RoPE base), Phi-2 (LayerNorm, parallel
 // block, plain MLP, partial rotary, a biased head), Phi-3 / Phi-4-mini (fused qkv_proj and gate_up_proj), GPT-NeoX
 // (fused per-head query_key_value, parallel residual, partial rotary) and OPT (learned positions, ReLU MLP); RoPE
-// scaling of rope_type linear, dynamic, yarn or llama3, sliding windows on any layers. What it still cannot run is
-// refused naming the config.json field and value (nativeGaps): other RoPE types (longrope, ...), OPT's
+// scaling of rope_type linear, dynamic, yarn or llama3 (and Phi-3's longrope), sliding windows on any layers. What it
+// still cannot run is refused naming the config.json field and value (nativeGaps): other RoPE types, OPT's
 // do_layer_norm_before false, project_in/out (word_embed_proj_dim), norms without weights or without the final one,
 // Phi-2's qk_layernorm, Gemma's bidirectional attention or a scaled local RoPE, and partial rotary embeddings where
 // the family's transformers class rotates whole heads.
@@ -36,8 +36,8 @@ const PARTIAL_ROTARY = new Set<FamilyName>(["phi", "phi3", "gpt_neox"]);
 // What the core cannot run, by feature of the description: the refusal's words.
 const GAPS: Record<string, (d: FamilyDescription) => string> = {
   rope_scaling: (d) => (d.family === "phi3"
-    ? `RoPE scaling "${d.rope.otherScaling}"; the native core runs Phi-3 with plain RoPE only (Phi3Config takes default or longrope)`
-    : `RoPE scaling "${d.rope.otherScaling}"; the native core has linear, dynamic, yarn and llama3`),
+    ? `RoPE scaling "${d.rope.otherScaling}"; Phi3Config takes default or longrope`
+    : `RoPE scaling "${d.rope.otherScaling}"; the native core has linear, dynamic, yarn, llama3 and (Phi-3's) longrope`),
   local_rope_scaling: (d) => `RoPE scaling "${d.rope.localScaling}" on the sliding-window layers; the native core runs their local base unscaled`,
   partial_rotary: (d) => `RoPE over ${d.rope.rotaryDim} of ${d.headDim} head dims, which ${d.architecture} does not do (transformers rotates part of a head for Phi, Phi-3 and GPT-NeoX only)`,
   placement: () => "LayerNorm after each block instead of before",
@@ -237,6 +237,8 @@ export function configToJson(cfg: DecoderConfig, extra: Record<string, unknown> 
     if (fam.arch === "phi3") {
       const factor = partialFactor();
       Object.assign(out, { partial_rotary_factor: factor, rope_parameters: ropeParameters({ partial_rotary_factor: factor }) });
+      // Phi3Config's own original_max_position_embeddings (default 4096) wins over rope_scaling's
+      if (cfg.ropeScaling?.type === "longrope") out.original_max_position_embeddings = cfg.ropeScaling.originalMaxPositionEmbeddings;
     } else if (fam.modelType === "gemma3_text") {
       // v5 nests rope_parameters by layer type; v4 reads rope_theta / rope_scaling (full attention) and rope_local_base_freq
       const local = f.ropeLocalTheta || 10000;
@@ -320,6 +322,10 @@ function ropeScalingJson(cfg: DecoderConfig): Record<string, unknown> | null {
   if (r.type === "linear" || r.type === "dynamic") return { rope_type: r.type, factor: r.factor };
   if (r.type === "llama3") {
     return { rope_type: r.type, factor: r.factor, low_freq_factor: r.lowFreqFactor, high_freq_factor: r.highFreqFactor, original_max_position_embeddings: r.originalMaxPositionEmbeddings };
+  }
+  if (r.type === "longrope") {
+    return { rope_type: r.type, factor: r.factor, attention_factor: r.attentionFactor, original_max_position_embeddings: r.originalMaxPositionEmbeddings,
+      short_factor: r.shortFactor, long_factor: r.longFactor };
   }
   return {
     rope_type: r.type, factor: r.factor, original_max_position_embeddings: r.originalMaxPositionEmbeddings, beta_fast: r.betaFast,

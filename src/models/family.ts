@@ -294,16 +294,35 @@ function describeRope(j: Json, file: string, family: FamilyName, headDim: number
     const t = sliding.rope_type ?? sliding.type ?? "default";
     if (t !== "default") { localScaling = String(t); note("local_rope_scaling", `rope_parameters.sliding_attention.${sliding.rope_type != null ? "rope_type" : "type"}`, t); }
   }
-  // Phi3Config takes only plain RoPE or longrope (it renames "su" and "yarn" to longrope).
-  const supported = family === "phi3" ? ["default"] : undefined;
-  const parsed = parseRope(global, file, maxPos, { partialKey, partialDefault, allowOther: true, thetaDefault: DEFAULTS[family].theta, supported });
+  // Phi3Config takes only plain RoPE or longrope (it renames "su" and "yarn" to longrope, and its own
+  // original_max_position_embeddings defaults to 4096); longrope is Phi-3's alone among these families.
+  const phi3 = family === "phi3";
+  const renamed = phi3 ? renameRopeType(global, ["su", "yarn"], "longrope") : global;
+  const supported = phi3 ? ["default", "longrope"] : ROPE_SUPPORTED.filter((t) => t !== "longrope");
+  const parsed = parseRope(renamed, file, maxPos, { partialKey, partialDefault, allowOther: true, thetaDefault: DEFAULTS[family].theta, supported, topOriginalMax: phi3 ? 4096 : undefined });
   const rotaryDim = Math.floor(headDim * parsed.partial);
   if (rotaryDim !== headDim) note("partial_rotary", partialKey, parsed.partial);
   if (rotaryDim % 2 !== 0 || rotaryDim <= 0) throw new Error(`${file}: the rotary dimension head_dim × ${partialKey} = ${rotaryDim} must be a positive even number`);
+  for (const [k, v] of [["short_factor", parsed.scaling?.shortFactor], ["long_factor", parsed.scaling?.longFactor]] as const) {
+    if (v && v.length !== rotaryDim / 2) throw new Error(`${file}: "rope_scaling.${k}" must have rotary_dim / 2 = ${rotaryDim / 2} entries, got ${v.length}`);
+  }
+  if (parsed.scaling?.type === "longrope") note("longrope", "rope_scaling.rope_type", "longrope");
   let otherScaling = parsed.other?.type ?? null;
   if (parsed.other) note("rope_scaling", parsed.other.field, parsed.other.type);
-  if (family === "phi3" && (otherScaling === "su" || otherScaling === "yarn")) otherScaling = "longrope";
   return { theta: parsed.theta, rotaryDim, scaling: parsed.scaling, otherScaling, localTheta, localScaling };
+}
+
+/** The config with its rope_scaling / rope_parameters type renamed from any of `from` to `to` (Phi3Config's rule). */
+function renameRopeType(j: Json, from: string[], to: string): Json {
+  for (const key of ["rope_scaling", "rope_parameters"]) {
+    const v = Object.hasOwn(j, key) ? j[key] : undefined;
+    if (v === null || typeof v !== "object" || Array.isArray(v)) continue;
+    const r = v as Json;
+    for (const tk of ["rope_type", "type"]) {
+      if (Object.hasOwn(r, tk) && typeof r[tk] === "string" && from.includes(r[tk] as string)) return { ...j, [key]: { ...r, [tk]: to } };
+    }
+  }
+  return j;
 }
 
 function describeLayers(j: Json, file: string, family: FamilyName, L: number, localRope: boolean,
@@ -371,8 +390,10 @@ function describeLayers(j: Json, file: string, family: FamilyName, L: number, lo
 // original_max_position_embeddings = max_position_embeddings (llama3, yarn), yarn's factor = max_position_embeddings /
 // original_max_position_embeddings when null, beta_fast 32 and beta_slow 1 when absent or 0, truncate true, and
 // attention_factor from get_mscale (0.1 ln(factor) + 1, or the mscale / mscale_all_dim ratio when both are set).
-export const ROPE_SUPPORTED = ["default", "linear", "dynamic", "yarn", "llama3"];
-export interface RopeOptions { partialKey?: string; partialDefault?: number; allowOther?: boolean; thetaDefault?: number; supported?: readonly string[] }
+export const ROPE_SUPPORTED = ["default", "linear", "dynamic", "yarn", "llama3", "longrope"];
+// topOriginalMax: the config class's own original_max_position_embeddings default (Phi3Config's 4096); a top-level
+// original_max_position_embeddings key wins over rope_scaling's for llama3, yarn and longrope, as transformers' standardize_rope_params does.
+export interface RopeOptions { partialKey?: string; partialDefault?: number; allowOther?: boolean; thetaDefault?: number; supported?: readonly string[]; topOriginalMax?: number }
 export function parseRope(j: Json, file: string, maxPositionEmbeddings: number, o: RopeOptions = {}):
   { theta: number; partial: number; scaling: RopeScaling | null; other: { field: string; type: string } | null } {
   const own = (obj: Json, k: string): unknown => (Object.hasOwn(obj, k) ? obj[k] : undefined);
@@ -405,13 +426,34 @@ export function parseRope(j: Json, file: string, maxPositionEmbeddings: number, 
 
   const factorOf = () => number("factor", required("factor", type));
   const originalMax = (): number => {
-    const v = own(s, "original_max_position_embeddings") ?? maxPositionEmbeddings;
-    if (typeof v !== "number" || !Number.isInteger(v) || v <= 0 || v > MAX_DIMENSION) throw new Error(`${file}: "${field("original_max_position_embeddings")}" must be a positive integer, got ${brief(v)}`);
+    const top = own(j, "original_max_position_embeddings") ?? o.topOriginalMax;
+    const v = top ?? own(s, "original_max_position_embeddings") ?? maxPositionEmbeddings;
+    const name = top != null ? "original_max_position_embeddings" : field("original_max_position_embeddings");
+    if (typeof v !== "number" || !Number.isInteger(v) || v <= 0 || v > MAX_DIMENSION) throw new Error(`${file}: "${name}" must be a positive integer, got ${brief(v)}`);
     return v;
   };
   const base = { lowFreqFactor: 0, highFreqFactor: 0, betaFast: 32, betaSlow: 1, truncate: true, attentionFactor: 1 };
   const done = (scaling: RopeScaling) => ({ theta, partial, scaling, other: null });
   if (type === "linear") return done({ type, factor: factorOf(), originalMaxPositionEmbeddings: maxPositionEmbeddings, ...base });
+  if (type === "longrope") {
+    // transformers' _compute_longrope_parameters: factor defaults to max / original, the cos/sin attention factor to
+    // sqrt(1 + ln(factor) / ln(original)) (1 when factor <= 1); short_factor / long_factor divide the frequencies
+    // (their length, rotary_dim / 2, is checked by the caller, which knows the head size).
+    const original = originalMax();
+    const list = (k: string): number[] => {
+      const v = required(k, type);
+      if (!Array.isArray(v) || v.length === 0 || v.some((x) => typeof x !== "number" || !Number.isFinite(x) || x <= 0)) {
+        throw new Error(`${file}: "${field(k)}" must be a list of positive numbers, got ${brief(v)}`);
+      }
+      return v as number[];
+    };
+    const shortFactor = list("short_factor"), longFactor = list("long_factor");
+    const f = own(s, "factor");
+    const factor = f == null ? maxPositionEmbeddings / original : number("factor", f);
+    const att = own(s, "attention_factor");
+    const attentionFactor = att == null ? (factor <= 1 ? 1 : Math.sqrt(1 + Math.log(factor) / Math.log(original))) : number("attention_factor", att);
+    return done({ type, factor, originalMaxPositionEmbeddings: original, ...base, attentionFactor, shortFactor, longFactor });
+  }
   if (type === "dynamic") return done({ type, factor: factorOf(), originalMaxPositionEmbeddings: maxPositionEmbeddings, ...base });
   if (type === "llama3") {
     const factor = factorOf();

@@ -91,7 +91,7 @@ test("unsupported architecture lists the supported ones", () => {
 
 test("features we do not run are refused with the reason", () => {
   const longrope = { rope_type: "longrope", short_factor: [1], long_factor: [2], original_max_position_embeddings: 4096 };
-  assert.throws(() => parseConfig({ ...smollm2, rope_scaling: longrope }, "c"), /^Error: c: LlamaForCausalLM cannot run on the native core yet: rope_scaling\.rope_type "longrope" \(RoPE scaling "longrope"; the native core has linear, dynamic, yarn and llama3\)$/);
+  assert.throws(() => parseConfig({ ...smollm2, rope_scaling: longrope }, "c"), /^Error: c: LlamaForCausalLM cannot run on the native core yet: rope_scaling\.rope_type "longrope" \(RoPE scaling "longrope"; the native core has linear, dynamic, yarn, llama3 and \(Phi-3's\) longrope\)$/);
   assert.throws(() => parseConfig({ ...smollm2, rope_scaling: { type: "mrope", factor: 2 } }, "c"), /rope_scaling\.type "mrope" \(RoPE scaling "mrope"/);
   assert.throws(() => parseConfig({ ...smollm2, rope_scaling: { rope_type: "linear" } }, "c"), /"rope_scaling" of rope_type "linear" needs "factor"/);
   assert.throws(() => parseConfig({ ...smollm2, rope_scaling: { rope_type: "llama3", factor: 8, low_freq_factor: 1 } }, "c"), /needs "high_freq_factor"/);

@@ -19,9 +19,8 @@ const read = (name: string) => JSON.parse(readFileSync(join(dir, `${name}.json`)
 
 // What the native core runs, and for every other model the fragments its refusal must contain (and only those).
 const RUNS = ["Llama-3.1-8B", "Llama-3.2-1B-Instruct", "Llama-3.2-3B-Instruct", "Qwen2.5-0.5B", "SmolLM3-3B", "gemma-2-2b", "gemma-3-1b-it",
-  "Phi-3-mini-4k-instruct", "phi-2", "opt-125m", "opt-1.3b", "pythia-160m", "pythia-410m", "pythia-1b"];
+  "Phi-3-mini-4k-instruct", "Phi-4-mini-instruct", "phi-2", "opt-125m", "opt-1.3b", "pythia-160m", "pythia-410m", "pythia-1b"];
 const REFUSED: Record<string, RegExp[]> = {
-  "Phi-4-mini-instruct": [/rope_scaling\.type "longrope" \(RoPE scaling "longrope"; the native core runs Phi-3 with plain RoPE only \(Phi3Config takes default or longrope\)\)$/],
   "opt-350m": [/do_layer_norm_before false \(LayerNorm after each block instead of before\)/, /word_embed_proj_dim 512 \(project_in \/ project_out around the decoder\)/],
 };
 
@@ -83,7 +82,11 @@ test("the descriptions carry each family's shape", () => {
   const phi3 = d("Phi-3-mini-4k-instruct");
   assert.deepEqual([phi3.weights.qkv, phi3.weights.gateUp, phi3.layers[0].window, phi3.attention.qkvBias], ["fused", "fused", 2047, false]);
   const phi4 = d("Phi-4-mini-instruct");
-  assert.deepEqual([phi4.rope.otherScaling, phi4.rope.rotaryDim, phi4.head.tied, phi4.layers[0].window], ["longrope", 96, true, 262144]);
+  assert.deepEqual([phi4.rope.scaling?.type, phi4.rope.rotaryDim, phi4.head.tied, phi4.layers[0].window], ["longrope", 96, true, 262144]);
+  // longrope's attention factor from max_position_embeddings over Phi3Config's original_max_position_embeddings
+  const r = phi4.rope.scaling!;
+  assert.deepEqual([r.originalMaxPositionEmbeddings, r.shortFactor!.length, r.longFactor!.length], [4096, 48, 48]);
+  assert.equal(r.attentionFactor, Math.sqrt(1 + Math.log(131072 / 4096) / Math.log(4096)));
   const smol = d("SmolLM3-3B");
   assert.deepEqual(smol.layers.map((l, i) => (l.rope === "none" ? i : -1)).filter((i) => i >= 0), [3, 7, 11, 15, 19, 23, 27, 31, 35]);
   const opt = d("opt-350m");
@@ -116,8 +119,10 @@ test("what the core still cannot run is refused naming the config.json field and
   refused({ ...gemma2, use_bidirectional_attention: true }, /use_bidirectional_attention true \(attention without the causal mask\)$/);
   refused({ ...gemma3, use_bidirectional_attention: true }, /use_bidirectional_attention true/);
   // Phi3Config reads "yarn" and "su" as longrope, and takes no other scaling
-  refused({ ...phi3, rope_scaling: { type: "yarn", factor: 2, short_factor: [1], long_factor: [1] } }, /rope_scaling\.type "yarn" \(RoPE scaling "longrope"; the native core runs Phi-3 with plain RoPE only/);
-  refused({ ...phi3, rope_scaling: { rope_type: "linear", factor: 2 } }, /rope_scaling\.rope_type "linear" \(RoPE scaling "linear"; the native core runs Phi-3 with plain RoPE only/);
+  const yarn = parseConfig({ ...phi3, rope_scaling: { type: "yarn", short_factor: new Array(48).fill(1), long_factor: new Array(48).fill(2) } }, "c");
+  assert.equal(yarn.ropeScaling?.type, "longrope");
+  assert.throws(() => parseConfig({ ...phi3, rope_scaling: { type: "su", short_factor: [1], long_factor: [1] } }, "c"), /"rope_scaling\.short_factor" must have rotary_dim \/ 2 = 48 entries, got 1/);
+  refused({ ...phi3, rope_scaling: { rope_type: "linear", factor: 2 } }, /rope_scaling\.rope_type "linear" \(RoPE scaling "linear"; Phi3Config takes default or longrope/);
   // Gemma 3 (transformers v5): RoPE parameters per layer type; the sliding layers' own scaling is refused
   const { rope_theta: _t, rope_local_base_freq: _l, ...g3 } = gemma3;
   refused({ ...g3, rope_parameters: { full_attention: { rope_type: "linear", factor: 8, rope_theta: 1e6 }, sliding_attention: { rope_type: "linear", factor: 2, rope_theta: 1e4 } } },

@@ -82,7 +82,7 @@ for (const name of CASES) {
     const { fx, get, batchOf } = readFixture(join(dir, "lora.safetensors"));
     const md = fx.metadata!;
     try {
-      const adapter = model.attachLora({ r: Number(md.r), loraAlpha: Number(md.lora_alpha), useRslora: false, targetModules: resolveTargetModules("all-linear"), loraDropout: 0 });
+      const adapter = model.attachLora({ r: Number(md.r), loraAlpha: Number(md.lora_alpha), useRslora: false, targetModules: resolveTargetModules("all-linear", "target_modules", model.config), loraDropout: 0 });
       assert.deepEqual(adaptedModules(adapter.table.map((p) => p.name)), JSON.parse(md.adapted_modules), "the modules PEFT's all-linear targets");
       assert.equal(adapter.scaling, Number(md.scaling));
       loadAdapterWeights(join(dir, ADAPTER), adapter);

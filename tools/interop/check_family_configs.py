@@ -44,9 +44,11 @@ def shrink(cfg):
         out["sliding_window"] = 5
     if isinstance(out.get("rope_scaling"), dict):
         rs = dict(out["rope_scaling"])
+        head = out.get("head_dim", out["hidden_size"] // out["num_attention_heads"])
+        half = int(head * out.get("partial_rotary_factor", 1.0)) // 2  # longrope: one divisor per rotary frequency
         for k in ("short_factor", "long_factor"):
             if k in rs:
-                rs[k] = rs[k][: 16 * 4 // 4]
+                rs[k] = rs[k][:half]
         if "original_max_position_embeddings" in rs:
             rs["original_max_position_embeddings"] = 16
         out["rope_scaling"] = rs
