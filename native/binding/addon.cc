@@ -87,7 +87,8 @@ bool read_config(Napi::Env env, const Napi::Object& o, pt_config& c, std::vector
       {"arch", &c.arch}, {"norm_type", &c.norm_type}, {"norm_unit_offset", &c.norm_unit_offset},
       {"sandwich_norms", &c.sandwich_norms}, {"parallel_residual", &c.parallel_residual}, {"mlp_plain", &c.mlp_plain},
       {"mlp_act", &c.mlp_act}, {"rotary_dim", &c.rotary_dim}, {"head_bias", &c.head_bias},
-      {"position_rows", &c.position_rows}, {"position_offset", &c.position_offset}};
+      {"position_rows", &c.position_rows}, {"position_offset", &c.position_offset}, {"norm_after", &c.norm_after},
+      {"no_final_norm", &c.no_final_norm}, {"embed_dim", &c.embed_dim}};
   for (const auto& [key, dst] : family) if (!get_int(env, o, key, *dst, 0, true)) return false;
   const std::pair<const char*, float*> family_reals[] = {
       {"embed_scale", &c.embed_scale}, {"attn_scale", &c.attn_scale}, {"attn_softcap", &c.attn_softcap},

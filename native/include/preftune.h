@@ -87,6 +87,11 @@ typedef struct {
   float attn_softcap;          // scores -> c tanh(s / c) before the mask (Gemma 2's attn_logit_softcapping); 0: none
   float final_softcap;         // logits -> c tanh(z / c) (Gemma 2's final_logit_softcapping); 0: none
   float rope_local_theta;      // the base of the layers whose layer_rope is 2
+  int32_t norm_after;          // OPT's do_layer_norm_before false: x' = n1(x + attn(x)), x'' = n2(x' + mlp(x'))
+  int32_t no_final_norm;       // no norm before the head (OPT with do_layer_norm_before false)
+  int32_t embed_dim;           // OPT's word_embed_proj_dim when it differs from hidden_size (0: none): embeddings and
+                               // the head are (V, embed_dim), with project_in (C, embed_dim) after the embedding and
+                               // project_out (embed_dim, C) before the head, both without bias
   // longrope (Phi-3 128k, Phi-3.5, Phi-4-mini): per-frequency divisors, rotary_dim / 2 each (read when a model is
   // created); the long ones apply while a run's positions reach past rope_original_max_position_embeddings
   const float* rope_short_factor;
@@ -106,7 +111,8 @@ typedef struct {
 //                    layout every arch has); the checkpoint's per-head [q_h | k_h | v_h] rows are permuted by the
 //                    loader and back by the saver (and so its LoRA B rows)
 //   PT_ARCH_OPT      model.decoder.{embed_tokens, embed_positions}, model.decoder.layers.{i}.{self_attn.{q,k,v}_proj,
-//                    self_attn.out_proj, self_attn_layer_norm, fc1, fc2, final_layer_norm}, model.decoder.final_layer_norm
+//                    self_attn.out_proj, self_attn_layer_norm, fc1, fc2, final_layer_norm}, model.decoder.final_layer_norm,
+//                    model.decoder.project_in, model.decoder.project_out
 enum { PT_ARCH_LLAMA = 0, PT_ARCH_PHI3 = 1, PT_ARCH_PHI = 2, PT_ARCH_GPT_NEOX = 3, PT_ARCH_OPT = 4 };
 enum { PT_NORM_RMS = 0, PT_NORM_LAYER = 1 };
 // silu; GELU with the tanh approximation (gelu_pytorch_tanh, gelu_new); exact GELU (erf); relu
@@ -264,11 +270,14 @@ void pt_adamw8bit_tensor(float* p, const float* g, uint8_t* state1, uint8_t* sta
 enum {
   PT_LORA_Q_PROJ = 1, PT_LORA_K_PROJ = 2, PT_LORA_V_PROJ = 4, PT_LORA_O_PROJ = 8,
   PT_LORA_GATE_PROJ = 16, PT_LORA_UP_PROJ = 32, PT_LORA_DOWN_PROJ = 64,
-  PT_LORA_ALL_LINEAR = 127,    // PEFT's "all-linear": every linear layer of the decoder layers
+  PT_LORA_PROJECT_IN = 128, PT_LORA_PROJECT_OUT = 256,  // OPT's project_in / project_out (embed_dim set)
+  PT_LORA_ALL_LINEAR = 511,    // PEFT's "all-linear": every linear layer but the head (a bit naming a module the
+                               // model lacks selects nothing)
 };
 // Fused weights carry one adapter each (PEFT adapts the module as it is): on PT_ARCH_PHI3 any of the q/k/v bits
 // selects qkv_proj and gate/up select gate_up_proj; on PT_ARCH_GPT_NEOX q/k/v select query_key_value. A plain MLP
-// (mlp_plain) has no gate: its fc1 is the up bit and fc2 the down bit. Module names follow the arch's tensor names.
+// (mlp_plain) has no gate: its fc1 is the up bit and fc2 the down bit. Module names follow the arch's tensor names:
+// base_model.model.<layer prefix>.{i}.<module>, and OPT's base_model.model.model.decoder.project_{in,out}.
 
 typedef struct {
   int32_t r;                   // rank, >= 1

@@ -91,6 +91,7 @@ struct Layer {  // pointers into the parameter buffer or, for G, the gradient bu
 // The model-level tensors besides embed, normf and head: LayerNorm's final bias, the head bias, learned positions.
 struct Extras {
   float *normfb = nullptr, *headb = nullptr, *positions = nullptr;
+  float *proj_in = nullptr, *proj_out = nullptr;  // (C, W) and (W, C), or null
 };
 
 // The module names of an arch (preftune.h lists them): the one place they are written. A name left empty does not
@@ -100,10 +101,13 @@ struct Names {
   std::string layer_prefix;                    // + layer index + "."
   std::string ln1, ln2, ln_attn_out, ln_mlp_out;  // ln2: the MLP's input norm; the last two: Gemma's post-norms
   std::string q, k, v, qkv, qn, kn, o, gate, up, gate_up, down;
+  std::string project_in, project_out;         // OPT's projections between embed_dim and hidden_size
 };
 
-// The four linear GEMMs of a layer, in the order an adapter's groups are laid out.
+// The four linear GEMMs of a layer, in the order an adapter's groups are laid out. An adapter on OPT's projections
+// holds them in a slot after the last layer's, as groups G_PROJ_IN and G_PROJ_OUT.
 enum { G_QKV, G_O, G_GU, G_DOWN, NGROUPS };
+enum { G_PROJ_IN = 0, G_PROJ_OUT = 1 };
 
 // A LoRA adapter set: a second parameter set (own table with PEFT names, flat params and grads) and, per
 // layer, views of it grouped like the base GEMMs they ride on.
@@ -114,7 +118,7 @@ struct Adapter {
   float* params = nullptr;
   float* grads = nullptr;
   int64_t nfloats = 0;
-  std::vector<std::array<LoraGroup<float>, NGROUPS>> P;  // (L) per-layer groups
+  std::vector<std::array<LoraGroup<float>, NGROUPS>> P;  // (L) per-layer groups, (L + 1) with OPT's projections
   int ucol[NGROUPS] = {0, 0, 0, 0};  // first column of group k's u = x A^T inside a token's row of u
   int uwidth = 0;                    // columns of u per token per layer: sum of members * r
   int max_group = 0;                 // widest group's members * r
@@ -139,6 +143,7 @@ struct pt_model {
   const uint16_t *embed16 = nullptr, *head16 = nullptr;
   int C, I, V, L, NH, NKV, HS, QKV, AO;  // AO = NH * HS, the attention output width
   int GU = 0;                           // width of the up projection: 2I gated (gate|up), I plain (fc1)
+  int W = 0;                            // width of the embeddings and the head: C, or OPT's embed_dim
   int R = 0;                            // rotary dims of each head (partial rotary: < HS)
   Names names;                          // the arch's module names
   Norm<float> norm;                     // RMSNorm (Gemma's 1 + w) or LayerNorm, every norm of the model
@@ -151,6 +156,7 @@ struct pt_model {
   float *embed, *normf, *head, *gembed, *gnormf, *ghead;
   Extras ex, gex;                       // final-norm bias, head bias, position table (params, grads)
   const uint16_t* pos16 = nullptr;      // the position table of a bf16-held base
+  const uint16_t *proj_in16 = nullptr, *proj_out16 = nullptr;  // OPT's projections in a bf16-held base
   std::vector<int32_t> window, use_rope;  // (L) pt_config's layer_window and layer_rope, resolved (0 / 1 by default)
   RopeState rope, rope_local;           // the frequencies in use (rope.h; dynamic RoPE changes them per run); the
                                         // local base's (layer_rope 2), unscaled
@@ -170,10 +176,13 @@ struct pt_model {
   // Activations, (L, ...) when training, one slot otherwise.
   Buf<float> xin, rstd1, qkv, qkvpre, qkrstd, att, lse, xmid, rstd2, gu, hf, rstdf, headlse;
   Buf<float> aout, rstda, mout, rstdm;  // Gemma: the attention and MLP outputs before their post-norms, and rstds
+                                        // (OPT's norm_after: the sums before its norms)
+  Buf<float> xe, hn;                    // embed_dim: the embeddings (N, W); the final hidden (N, C) before project_out
   Buf<float> h, h2, act, tmp, dx, dh, dh2, dact, dgu, datt, dqkv, headwork;
   Buf<float> r_logp, r_mean, r_ent;
   Buf<float> xscratch;  // (N, C) the discarded output of a layer recomputed in the backward
   Buf<float> lora_u, lora_du, lora_sink;  // (L, N, uwidth) or one slot; (N, max_group); (max(C, HS))
+  Buf<float> lora_top;                    // (2, N, r): u of an adapter on OPT's project_in and project_out
   // The member-wise path (dora.h): x~ (N, max_in), t and w (N, max_out), du (N, r), dx~ (N, max_in), one row per
   // thread for the norms, and one member's base rows widened from a bf16-held base (max_out, max_in).
   Buf<float> dora_xd, dora_t, dora_w, dora_du, dora_dX, dora_row, dora_W;
@@ -196,7 +205,7 @@ struct pt_kv_cache {
   // Scratch of one pt_decode over N new tokens of n rows.
   std::vector<SeqSpan> seqs;     // (n)
   std::vector<int32_t> tok, pos, past;
-  Buf<float> x, xm, h, h2, rstd, rstd2, qkv, qkvpre, att, ao, mo, gu, act, lu, hf;
+  Buf<float> x, xm, h, h2, rstd, rstd2, qkv, qkvpre, att, ao, mo, gu, act, lu, hf, xe, hn;
   Buf<float> dn;                 // DoRA: one member's row norms
   ~pt_kv_cache() {
     std::free(k);
@@ -231,24 +240,25 @@ Names names_of(const pt_config& c) {
     case PT_ARCH_PHI:
       n = {"model.embed_tokens", "", "model.final_layernorm", "lm_head", "model.layers.", "input_layernorm", "", "", "",
            "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "", "", "", "self_attn.dense", "", "mlp.fc1", "",
-           "mlp.fc2"};
+           "mlp.fc2", "", ""};
       break;
     case PT_ARCH_GPT_NEOX:
       n = {"gpt_neox.embed_in", "", "gpt_neox.final_layer_norm", "embed_out", "gpt_neox.layers.", "input_layernorm",
            "post_attention_layernorm", "", "", "", "", "", "attention.query_key_value", "", "", "attention.dense", "",
-           "mlp.dense_h_to_4h", "", "mlp.dense_4h_to_h"};
+           "mlp.dense_h_to_4h", "", "mlp.dense_4h_to_h", "", ""};
       break;
     case PT_ARCH_OPT:
       n = {"model.decoder.embed_tokens", "model.decoder.embed_positions", "model.decoder.final_layer_norm", "lm_head",
            "model.decoder.layers.", "self_attn_layer_norm", "final_layer_norm", "", "", "self_attn.q_proj",
-           "self_attn.k_proj", "self_attn.v_proj", "", "", "", "self_attn.out_proj", "", "fc1", "", "fc2"};
+           "self_attn.k_proj", "self_attn.v_proj", "", "", "", "self_attn.out_proj", "", "fc1", "", "fc2",
+           "model.decoder.project_in", "model.decoder.project_out"};
       break;
     default:  // PT_ARCH_LLAMA, PT_ARCH_PHI3
       n = {"model.embed_tokens", "", "model.norm", "lm_head", "model.layers.", "input_layernorm",
            c.sandwich_norms ? "pre_feedforward_layernorm" : "post_attention_layernorm",
            c.sandwich_norms ? "post_attention_layernorm" : "", c.sandwich_norms ? "post_feedforward_layernorm" : "",
            "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "", "self_attn.q_norm", "self_attn.k_norm",
-           "self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj", "", "mlp.down_proj"};
+           "self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj", "", "mlp.down_proj", "", ""};
       if (c.arch == PT_ARCH_PHI3) {
         n.q = n.k = n.v = n.gate = n.up = "";
         n.qkv = "self_attn.qkv_proj";
@@ -283,8 +293,13 @@ int64_t build_layout(const pt_config& cfg, std::vector<pt_param>& table) {
     align(off);
     for (const auto& [name, rows] : members) if (!name->empty()) add(p + *name + ".bias", rows, 0, false);
   };
-  add(nm.embed + ".weight", V, C, true);
+  const int64_t W = cfg.embed_dim > 0 ? cfg.embed_dim : C;  // the embeddings' and the head's width
+  add(nm.embed + ".weight", V, W, true);
   if (cfg.position_rows > 0) { align(off); add(nm.positions + ".weight", cfg.position_rows, C, true); }
+  if (cfg.embed_dim > 0) {
+    align(off); add(nm.project_out + ".weight", W, C, true);
+    align(off); add(nm.project_in + ".weight", C, W, true);
+  }
   for (int l = 0; l < cfg.num_layers; l++) {
     const std::string p = nm.layer_prefix + std::to_string(l) + ".";
     norm(p + nm.ln1, C);
@@ -303,8 +318,8 @@ int64_t build_layout(const pt_config& cfg, std::vector<pt_param>& table) {
     stacked(p, {{&nm.down, C}}, I, cfg.mlp_bias);
     if (!nm.ln_mlp_out.empty()) norm(p + nm.ln_mlp_out, C);
   }
-  norm(nm.normf, C);
-  if (!cfg.tie_word_embeddings) { align(off); add(nm.head + ".weight", V, C, true); }
+  if (!cfg.no_final_norm) norm(nm.normf, C);
+  if (!cfg.tie_word_embeddings) { align(off); add(nm.head + ".weight", V, W, true); }
   if (cfg.head_bias) { align(off); add(nm.head + ".bias", V, 0, false); }
   align(off);
   return off;
@@ -336,6 +351,11 @@ std::string family_check(const pt_config& c) {
   if (c.qk_norm && (c.arch != PT_ARCH_LLAMA || c.norm_type != PT_NORM_RMS)) return "qk_norm is an RMSNorm of the PT_ARCH_LLAMA names";
   if (c.position_rows > 0 && c.arch != PT_ARCH_OPT) return "learned positions are OPT's (arch PT_ARCH_OPT)";
   if (c.norm_unit_offset && c.norm_type != PT_NORM_RMS) return "norm_unit_offset applies to RMSNorm";
+  for (int32_t f : {c.norm_after, c.no_final_norm})
+    if (!in(f, 0, 1)) return "norm_after and no_final_norm are 0 or 1";
+  if (c.embed_dim < 0) return "embed_dim must not be negative";
+  if ((c.norm_after || c.no_final_norm || c.embed_dim > 0) && c.arch != PT_ARCH_OPT)
+    return "norm_after, no_final_norm and embed_dim are OPT's (arch PT_ARCH_OPT)";
   return "";
 }
 
@@ -407,6 +427,8 @@ void bind_views(pt_model* m, float* base, std::vector<Layer>& Ls, float*& embed,
   ex.normfb = find(m, base, n.normf + ".bias");
   ex.headb = find(m, base, n.head + ".bias");
   ex.positions = n.positions.empty() ? nullptr : find(m, base, n.positions + ".weight");
+  ex.proj_in = m->cfg.embed_dim > 0 ? find(m, base, n.project_in + ".weight") : nullptr;
+  ex.proj_out = m->cfg.embed_dim > 0 ? find(m, base, n.project_out + ".weight") : nullptr;
 }
 
 
@@ -426,18 +448,27 @@ bool build_adapter(const pt_model* m, Adapter& a) {
   else if (m->cfg.mlp_plain) spec[G_GU] = {{nm.up, PT_LORA_UP_PROJ, 0, I}};
   else spec[G_GU] = {{nm.gate, PT_LORA_GATE_PROJ, 0, I}, {nm.up, PT_LORA_UP_PROJ, I, I}};
   spec[G_DOWN] = {{nm.down, PT_LORA_DOWN_PROJ, 0, C}};
+  // OPT's project_in / project_out: groups G_PROJ_IN and G_PROJ_OUT of a slot after the layers (index L)
+  std::vector<Member> top[NGROUPS];
+  const int W = m->W, top_in[NGROUPS] = {W, C, 0, 0};
+  if (m->cfg.embed_dim > 0) {
+    top[G_PROJ_IN] = {{nm.project_in, PT_LORA_PROJECT_IN, 0, C}};
+    top[G_PROJ_OUT] = {{nm.project_out, PT_LORA_PROJECT_OUT, 0, W}};
+  }
+  const int slots = m->L + (m->cfg.embed_dim > 0 ? 1 : 0);
   struct Offsets { int64_t A = 0, B[3] = {0, 0, 0}, M[3] = {0, 0, 0}; };
-  std::vector<std::array<Offsets, NGROUPS>> offs(m->L);
-  a.P.assign(m->L, {});
+  std::vector<std::array<Offsets, NGROUPS>> offs(slots);
+  a.P.assign(slots, {});
   int64_t off = 0;
-  for (int l = 0; l < m->L; l++) {
-    const std::string p = "base_model.model." + nm.layer_prefix + std::to_string(l) + ".";
+  for (int l = 0; l < slots; l++) {
+    const bool layer = l < m->L;
+    const std::string p = "base_model.model." + (layer ? nm.layer_prefix + std::to_string(l) + "." : std::string());
     for (int k = 0; k < NGROUPS; k++) {
       LoraGroup<float>& g = a.P[l][k];
       std::vector<Member> on;
-      for (const Member& x : spec[k]) if (a.cfg.targets & x.bit) on.push_back(x);
+      for (const Member& x : layer ? spec[k] : top[k]) if (a.cfg.targets & x.bit) on.push_back(x);
       g.members = (int)on.size();
-      g.in = in[k];
+      g.in = layer ? in[k] : top_in[k];
       g.r = r;
       if (on.empty()) continue;
       align(off);
@@ -460,7 +491,7 @@ bool build_adapter(const pt_model* m, Adapter& a) {
   align(off);
   a.nfloats = off;
   size_t nnorm = 0;
-  for (int l = 0; l < m->L; l++)
+  for (int l = 0; l < slots; l++)
     for (int k = 0; k < NGROUPS; k++)
       for (int j = 0; j < a.P[l][k].members; j++) {
         nnorm += a.dora ? a.P[l][k].out[j] : 0;
@@ -474,13 +505,14 @@ bool build_adapter(const pt_model* m, Adapter& a) {
     a.uwidth += a.P[0][k].members * r;
     a.max_group = std::max(a.max_group, a.P[0][k].members * r);
   }
+  if (slots > m->L) a.max_group = std::max(a.max_group, r);  // the projections' single members
   const size_t bytes = ((size_t)a.nfloats * sizeof(float) + 63) / 64 * 64;
   a.params = static_cast<float*>(std::aligned_alloc(64, bytes));
   a.grads = static_cast<float*>(std::aligned_alloc(64, bytes));
   if (!a.params || !a.grads) return false;
   std::memset(a.params, 0, bytes);
   std::memset(a.grads, 0, bytes);
-  for (int l = 0; l < m->L; l++) {
+  for (int l = 0; l < slots; l++) {
     for (int k = 0; k < NGROUPS; k++) {
       LoraGroup<float>& g = a.P[l][k];
       if (!g.members) continue;
@@ -493,7 +525,7 @@ bool build_adapter(const pt_model* m, Adapter& a) {
     }
   }
   float* nb = a.norms.data();
-  for (int l = 0; l < m->L && a.dora; l++)
+  for (int l = 0; l < slots && a.dora; l++)
     for (int k = 0; k < NGROUPS; k++) {
       LoraGroup<float>& g = a.P[l][k];
       for (int j = 0; j < g.members; j++) {
@@ -641,7 +673,7 @@ void base_linear(pt_model* m, bool mixed, float* y, const float* x, const float*
 // The head weight's bf16 form for this pass, or null (fp32 weight and fp32 compute).
 const HeadBf16* head_bf16(pt_model* m, bool mixed, HeadBf16& hw) {
   if (!mixed && !m->head16) return nullptr;
-  hw.W = m->head16 ? m->head16 : bf16_weight(m->headwb, m->head, m->V, m->C);
+  hw.W = m->head16 ? m->head16 : bf16_weight(m->headwb, m->head, m->V, m->W);
   hw.widen = !mixed;
   hw.s = &m->bs;
   hw.tile = &m->wtile;
@@ -676,15 +708,21 @@ Dropout member_dropout(const Adapter& a, bool train, int l, int k, int j) {
 // Rows [row0, row0 + rows) of group k's base matrix in layer l, as fp32: the matrix itself, or (a bf16-held base)
 // widened into m->dora_W.
 const float* group_rows(pt_model* m, int l, int k, int row0, int rows, int in) {
-  const Layer& P = m->P[l];
+  const bool top = l == m->L;  // OPT's projections
+  const Layer& P = m->P[top ? 0 : l];
   const float* W[NGROUPS] = {P.wqkv, P.wo, P.wgu, P.wd};
   const uint16_t* Wh[NGROUPS] = {P.hqkv, P.ho, P.hgu, P.hd};
+  if (top) {
+    W[G_PROJ_IN] = m->ex.proj_in, W[G_PROJ_OUT] = m->ex.proj_out;
+    Wh[G_PROJ_IN] = m->proj_in16, Wh[G_PROJ_OUT] = m->proj_out16;
+  }
   if (W[k]) return W[k] + (size_t)row0 * in;
   float* t = m->dora_W.need((size_t)rows * in);
   from_bf16(t, Wh[k] + (size_t)row0 * in, (int64_t)rows * in);
   return t;
 }
 const float* group_bias(const pt_model* m, int l, int k) {
+  if (l == m->L) return nullptr;  // OPT's projections have no bias
   const Layer& P = m->P[l];
   const float* b[NGROUPS] = {P.bqkv, P.bo, P.bgu, P.bd};
   return b[k];
@@ -777,6 +815,7 @@ std::pair<const float*, const float*> rope_of(const pt_model* m, int l) {
 //   sequential  xm = x + post_a(attn(n1(x)));  xnext = xm + post_m(mlp(n2(xm)))   (post_*: Gemma's norms, else none)
 //   parallel 1  xm = x + attn(n1(x));          xnext = xm + mlp(n1(x))            (Phi-2)
 //   parallel 2  xm = x + attn(n1(x));          xnext = xm + mlp(n2(x))            (GPT-NeoX)
+//   norm_after  xm = n1(x + attn(x));          xnext = n2(xm + mlp(xm))           (OPT-350m; ao, mo: the sums)
 // adapt(k, y, ldy, in) adds the adapter terms of GEMM group k; attend(qkv, att) runs attention over the rows.
 template <class Adapt, class Attend>
 void layer_body(pt_model* m, int l, const LayerIO& io, const float* x, float* xnext, int64_t N, const int32_t* pos,
@@ -785,19 +824,28 @@ void layer_body(pt_model* m, int l, const LayerIO& io, const float* x, float* xn
   const int nN = (int)N;
   const Layer& P = m->P[l];
   const Norm<float>& nm = m->norm;
+  const bool after = m->cfg.norm_after;
   auto lin = [&](float* y, const float* in, const float* W, const uint16_t* Wh, const Q4Matrix& Q, const float* b, int nin,
                  int nout) { base_linear(m, mixed, y, in, W, Wh, Q, b, nN, nin, nout); };
-  nm.forward(io.h, io.rstd1, x, P.ln1, P.ln1b, N, 1, C, C);
+  auto add = [&](float* y, const float* r) {
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < N * C; i++) y[i] += r[i];
+  };
+  const float* ain = x;  // attention's input: n1(x), or x itself under norm_after
+  if (!after) {
+    nm.forward(io.h, io.rstd1, x, P.ln1, P.ln1b, N, 1, C, C);
+    ain = io.h;
+  }
   g_prof.lap(P_NORM);
   if (m->cfg.qk_norm) {
-    lin(io.qkvpre, io.h, P.wqkv, P.hqkv, P.qqkv, P.bqkv, C, QKV);
-    adapt(G_QKV, io.qkvpre, QKV, io.h);
+    lin(io.qkvpre, ain, P.wqkv, P.hqkv, P.qqkv, P.bqkv, C, QKV);
+    adapt(G_QKV, io.qkvpre, QKV, ain);
     std::memcpy(io.qkv, io.qkvpre, sizeof(float) * N * QKV);
     nm.forward(io.qkv, io.qkr, io.qkvpre, P.qn, nullptr, N, NH, HS, QKV);
     nm.forward(io.qkv + AO, io.qkr + N * NH, io.qkvpre + AO, P.kn, nullptr, N, NKV, HS, QKV);
   } else {
-    lin(io.qkv, io.h, P.wqkv, P.hqkv, P.qqkv, P.bqkv, C, QKV);
-    adapt(G_QKV, io.qkv, QKV, io.h);
+    lin(io.qkv, ain, P.wqkv, P.hqkv, P.qqkv, P.bqkv, C, QKV);
+    adapt(G_QKV, io.qkv, QKV, ain);
   }
   g_prof.lap(P_QKV);
   const auto [cs, sn] = rope_of(m, l);
@@ -808,13 +856,18 @@ void layer_body(pt_model* m, int l, const LayerIO& io, const float* x, float* xn
   float* o = io.ao ? io.ao : io.xm;
   lin(o, io.att, P.wo, P.ho, P.qo, P.bo, AO, C);
   adapt(G_O, o, C, io.att);
-  if (io.ao) nm.forward(io.xm, io.rstda, io.ao, P.lna, nullptr, N, 1, C, C);
   g_prof.lap(P_OPROJ);
-#pragma omp parallel for schedule(static)
-  for (int64_t i = 0; i < N * C; i++) io.xm[i] += x[i];
+  if (after) {
+    add(io.ao, x);
+    nm.forward(io.xm, io.rstd1, io.ao, P.ln1, P.ln1b, N, 1, C, C);
+  } else {
+    if (io.ao) nm.forward(io.xm, io.rstda, io.ao, P.lna, nullptr, N, 1, C, C);
+    add(io.xm, x);
+  }
   g_prof.lap(P_RESID);
   const float* hin = io.h;  // parallel 1: the MLP reads n1(x) too
-  if (m->cfg.parallel_residual != 1) {
+  if (after) hin = io.xm;
+  else if (m->cfg.parallel_residual != 1) {
     nm.forward(io.h2, io.rstd2, m->cfg.parallel_residual == 2 ? x : io.xm, P.ln2, P.ln2b, N, 1, C, C);
     hin = io.h2;
   }
@@ -827,10 +880,14 @@ void layer_body(pt_model* m, int l, const LayerIO& io, const float* x, float* xn
   float* d = io.mo ? io.mo : xnext;
   lin(d, io.act, P.wd, P.hd, P.qd, P.bd, I, C);
   adapt(G_DOWN, d, C, io.act);
-  if (io.mo) nm.forward(xnext, io.rstdm, io.mo, P.lnm, nullptr, N, 1, C, C);
   g_prof.lap(P_DOWN);
-#pragma omp parallel for schedule(static)
-  for (int64_t i = 0; i < N * C; i++) xnext[i] += io.xm[i];
+  if (after) {
+    add(io.mo, io.xm);
+    nm.forward(xnext, io.rstd2, io.mo, P.ln2, P.ln2b, N, 1, C, C);
+  } else {
+    if (io.mo) nm.forward(xnext, io.rstdm, io.mo, P.lnm, nullptr, N, 1, C, C);
+    add(xnext, io.xm);
+  }
   g_prof.lap(P_RESID);
 }
 
@@ -838,7 +895,7 @@ void layer_body(pt_model* m, int l, const LayerIO& io, const float* x, float* xn
 // for a 4-bit base, whose backward recomputes it).
 LayerIO slot_io(pt_model* m, int s) {
   const size_t N = (size_t)m->N;
-  const bool sandwich = m->cfg.sandwich_norms;
+  const bool sandwich = m->cfg.sandwich_norms || m->cfg.norm_after;  // the outputs kept before a norm
   LayerIO io{};
   io.h = m->h.p;
   io.h2 = m->h2.p;
@@ -886,12 +943,39 @@ void layer_forward(pt_model* m, int l, int s, const float* x, float* xnext, cons
   layer_body(m, l, slot_io(m, s), x, xnext, N, m->pos.data(), mixed, adapt, attend);
 }
 
-// x (N, C) = the token embeddings (times embed_scale) plus, with learned positions, row pos + position_offset of
-// the position table.
-void embed_tokens(pt_model* m, float* x, const int32_t* tok, const int32_t* pos, int64_t N) {
-  const int C = m->C;
-  if (m->embed16) embedding_forward_bf16(x, tok, m->embed16, N, C);
-  else embedding_forward(x, tok, m->embed, N, C);
+// Whether the adapter has a member on OPT's projection group k (G_PROJ_IN, G_PROJ_OUT).
+bool adapts_top(const pt_model* m, const Adapter* lo, int k) {
+  return lo && (int)lo->P.size() > m->L && lo->P[m->L][k].members > 0;
+}
+
+// y (N, ldy) += the adapter terms of OPT's projection group k, u (N, r) receiving x~ A^T; norm_to as in
+// members_forward (decoding's own scratch for DoRA's norms).
+void adapt_top(pt_model* m, const Adapter* lo, bool train, int k, float* y, int ldy, const float* x, int N, float* u,
+               float* norm_to = nullptr) {
+  if (!adapts_top(m, lo, k)) return;
+  if (member_path(*lo, train)) members_forward(m, *lo, train, m->L, k, y, ldy, u, x, N, norm_to);
+  else lora_forward(y, ldy, u, x, lo->P[m->L][k], N, (float)lo->scaling);
+}
+
+// Where an adapter (any) is, what a pass needs to run OPT's projections with it: train or not, and u (N, r) of each.
+struct TopAdapt {
+  const Adapter* lo = nullptr;
+  bool train = false;
+  float *u_in = nullptr, *u_out = nullptr, *norm_to = nullptr;
+};
+
+// x (N, C) = the token embeddings (times embed_scale; through project_in when embed_dim is set, e (N, W) then
+// keeping them) plus, with learned positions, row pos + position_offset of the position table.
+void embed_tokens(pt_model* m, float* x, float* e, const int32_t* tok, const int32_t* pos, int64_t N, bool mixed,
+                  const TopAdapt& ta = {}) {
+  const int C = m->C, W = m->W;
+  float* t = m->cfg.embed_dim > 0 ? e : x;
+  if (m->embed16) embedding_forward_bf16(t, tok, m->embed16, N, W);
+  else embedding_forward(t, tok, m->embed, N, W);
+  if (t != x) {
+    base_linear(m, mixed, x, e, m->ex.proj_in, m->proj_in16, Q4Matrix{}, nullptr, (int)N, W, C);
+    adapt_top(m, ta.lo, ta.train, G_PROJ_IN, x, C, e, (int)N, ta.u_in, ta.norm_to);
+  }
   const float sc = m->cfg.embed_scale;
   const int off = m->cfg.position_offset;
   const float* P = m->ex.positions;
@@ -910,8 +994,8 @@ void embed_tokens(pt_model* m, float* x, const int32_t* tok, const int32_t* pos,
   }
 }
 
-// The backward of embed_tokens into the gradient buffer (dx is scaled in place).
-void embed_tokens_backward(pt_model* m, float* dx, int64_t N) {
+// The backward of embed_tokens into the gradient buffer (dx is scaled in place; e: the forward's embeddings).
+void embed_tokens_backward(pt_model* m, float* dx, const float* e, int64_t N, bool mixed) {
   const int C = m->C;
   if (m->gex.positions) {
     const int off = m->cfg.position_offset;
@@ -923,7 +1007,28 @@ void embed_tokens_backward(pt_model* m, float* dx, int64_t N) {
   }
   const float sc = m->cfg.embed_scale;
   if (sc > 0 && sc != 1.0f) scale(dx, N * C, sc);
-  embedding_backward(m->gembed, dx, m->tok.data(), N, C);
+  if (m->cfg.embed_dim > 0) {  // through project_in: de (N, W) into the embeddings' slot of xe
+    float* de = m->hn.need((size_t)N * m->W);
+    if (mixed) linear_backward_bf16(de, m->gex.proj_in, nullptr, dx, e, bf16_weight(m->wb, m->ex.proj_in, C, m->W), (int)N, m->W, C, false, m->bs);
+    else linear_backward(de, m->gex.proj_in, (float*)nullptr, dx, e, m->ex.proj_in, (int)N, m->W, C, false);
+    dx = de;
+  }
+  embedding_backward(m->gembed, dx, m->tok.data(), N, m->W);
+}
+
+// The head's input (N, W) from the last hidden x (N, C): the final norm (rstd (N) kept) or x itself, then
+// project_out when embed_dim is set (hn (N, C) keeps the normed rows for its backward).
+const float* head_input(pt_model* m, float* hf, float* hn, float* rstd, const float* x, int64_t N, bool mixed,
+                        const TopAdapt& ta = {}) {
+  const int C = m->C;
+  float* normed = m->cfg.embed_dim > 0 ? hn : hf;
+  if (m->cfg.no_final_norm) std::memcpy(normed, x, sizeof(float) * N * C);
+  else m->norm.forward(normed, rstd, x, m->normf, m->ex.normfb, N, 1, C, C);
+  if (m->cfg.embed_dim > 0) {
+    base_linear(m, mixed, hf, hn, m->ex.proj_out, m->proj_out16, Q4Matrix{}, nullptr, (int)N, C, m->W);
+    adapt_top(m, ta.lo, ta.train, G_PROJ_OUT, hf, m->W, hn, (int)N, ta.u_out, ta.norm_to);
+  }
+  return hf;
 }
 
 // The head's bias and soft-cap (and, in a backward of a trained base, where the bias gradient goes).
@@ -980,6 +1085,7 @@ pt_status pt_model_create_ex(const pt_config* cfg, int32_t flags, pt_model** out
   m->QKV = (int)qkv;
   m->AO = m->NH * m->HS;
   m->GU = cfg->mlp_plain ? m->I : 2 * m->I;
+  m->W = cfg->embed_dim > 0 ? cfg->embed_dim : m->C;
   m->R = cfg->rotary_dim > 0 ? cfg->rotary_dim : m->HS;
   m->norm.layer = cfg->norm_type == PT_NORM_LAYER;
   m->norm.eps = cfg->rms_norm_eps;
@@ -1061,7 +1167,9 @@ pt_status pt_model_create_ex(const pt_config* cfg, int32_t flags, pt_model** out
     m->head16 = at(m->head);
     m->embed = m->head = nullptr;
     if (m->ex.positions) m->pos16 = at(m->ex.positions);
-    m->ex.positions = nullptr;
+    if (m->ex.proj_in) m->proj_in16 = at(m->ex.proj_in);
+    if (m->ex.proj_out) m->proj_out16 = at(m->ex.proj_out);
+    m->ex.positions = m->ex.proj_in = m->ex.proj_out = nullptr;
   }
   bool q4_ok = true;
   try {
@@ -1274,7 +1382,7 @@ pt_status pt_forward(pt_model* m, const int32_t* ids, const int32_t* lengths, in
     m->lse.need((size_t)S * N * NH);
     m->xmid.need((size_t)S * N * C);
     m->rstd2.need((size_t)S * N);
-    if (m->cfg.sandwich_norms) {
+    if (m->cfg.sandwich_norms || m->cfg.norm_after) {
       m->aout.need((size_t)S * N * C);
       m->rstda.need((size_t)S * N);
       m->mout.need((size_t)S * N * C);
@@ -1286,15 +1394,22 @@ pt_status pt_forward(pt_model* m, const int32_t* ids, const int32_t* lengths, in
     m->h.need((size_t)N * C);
     m->h2.need((size_t)N * C);
     m->act.need((size_t)N * I);
-    float* hf = m->hf.need((size_t)N * C);
+    float* hf = m->hf.need((size_t)N * m->W);
     float* rstdf = m->rstdf.need((size_t)N);
+    float* xe = m->cfg.embed_dim > 0 ? m->xe.need((size_t)N * m->W) : nullptr;
+    float* hn = m->cfg.embed_dim > 0 ? m->hn.need((size_t)N * C) : nullptr;
     float* headlse = m->headlse.need((size_t)N);
     const Adapter* lo = m->lora && !(flags & PT_FORWARD_NO_ADAPTERS) ? m->lora.get() : nullptr;
     if (lo) m->lora_u.need((size_t)S * N * lo->uwidth);
     const bool mixed = m->compute == PT_COMPUTE_BF16;
+    TopAdapt ta{lo, train};
+    if (adapts_top(m, lo, G_PROJ_IN) || adapts_top(m, lo, G_PROJ_OUT)) {
+      ta.u_in = m->lora_top.need((size_t)2 * N * lo->cfg.r);
+      ta.u_out = ta.u_in + (size_t)N * lo->cfg.r;
+    }
 
     g_prof.start();
-    embed_tokens(m, xin, m->tok.data(), m->pos.data(), N);
+    embed_tokens(m, xin, xe, m->tok.data(), m->pos.data(), N, mixed, ta);
     g_prof.lap(P_EMBED);
     for (int l = 0; l < L; l++) {
       const float* x = xin + (size_t)(train ? l : (l & 1)) * N * C;
@@ -1302,13 +1417,13 @@ pt_status pt_forward(pt_model* m, const int32_t* ids, const int32_t* lengths, in
       layer_forward(m, l, S == L ? l : 0, x, xnext, lo, mixed, train);
     }
     const float* xL = xin + (size_t)(train ? L : (L & 1)) * N * C;
-    m->norm.forward(hf, rstdf, xL, m->normf, m->ex.normfb, N, 1, C, C);
+    head_input(m, hf, hn, rstdf, xL, N, mixed, ta);
     float* r_logp = m->r_logp.need(N);
     float* r_mean = m->r_mean.need(N);
     float* r_ent = m->r_ent.need(N);
     uint8_t* r_correct = m->r_correct.need(N);
     HeadBf16 hw;
-    head_forward(r_logp, headlse, r_mean, r_ent, r_correct, hf, m->labels.data(), m->head, N, C, m->V,
+    head_forward(r_logp, headlse, r_mean, r_ent, r_correct, hf, m->labels.data(), m->head, N, m->W, m->V,
                  m->headwork, head_bf16(m, mixed, hw), head_post(m, false));
     g_prof.lap(P_HEAD);
     const size_t BT = (size_t)B * T;
@@ -1355,7 +1470,7 @@ pt_status pt_backward(pt_model* m, const float* dlogps) {
   }
   try {
     float* dx = m->dx.need((size_t)N * C);
-    float* dh = m->dh.need((size_t)N * C);
+    float* dh = m->dh.need((size_t)N * std::max(C, m->W));
     // the MLP's input gradient when it is not dh's (parallel layouts), or Gemma's post-norm input gradients
     float* dh2 = m->dh2.need((size_t)N * C);
     float* act = m->act.need((size_t)N * I);
@@ -1367,6 +1482,7 @@ pt_status pt_backward(pt_model* m, const float* dlogps) {
     for (int64_t n = 0; n < N; n++) dlogp_r[n] = m->out_index[n] >= 0 ? dlogps[m->out_index[n]] : 0.0f;
     const Norm<float>& nm = m->norm;
     const int par = m->cfg.parallel_residual;
+    const bool after = m->cfg.norm_after;
     // With an adapter the base is frozen: input gradients only, plus the adapter's dA, dB. Norm-weight
     // gradients (a few floats) go to a sink instead of branching inside the norm kernel.
     const Adapter* lo = m->lora.get();
@@ -1405,10 +1521,21 @@ pt_status pt_backward(pt_model* m, const float* dlogps) {
 
     g_prof.start();
     HeadBf16 hw;
-    head_backward(dh, lo ? nullptr : m->ghead, dlogp_r, m->hf.p, m->labels.data(), m->headlse.p, m->head, N, C,
-                  m->V, m->headwork, head_bf16(m, mixed, hw), head_post(m, !lo));  // a frozen head under LoRA: no (V, C) weight gradient
+    head_backward(dh, lo ? nullptr : m->ghead, dlogp_r, m->hf.p, m->labels.data(), m->headlse.p, m->head, N, m->W,
+                  m->V, m->headwork, head_bf16(m, mixed, hw), head_post(m, !lo));  // a frozen head under LoRA: no (V, W) weight gradient
     g_prof.lap(P_HEAD);
-    nm.backward(dx, gw(m->gnormf), gb(m->gex.normfb), dh, m->xin.p + (size_t)L * N * C, m->normf, m->rstdf.p, N, 1, C, C, false);
+    if (m->cfg.embed_dim > 0) {  // project_out: dh (N, W) -> (N, C) in dh2, then the rest reads it from dh
+      base_back(dh2, lo ? nullptr : m->gex.proj_out, nullptr, dh, m->hn.p, m->ex.proj_out, m->proj_out16, Q4Matrix{}, C, m->W);
+      if (adapts_top(m, lo, G_PROJ_OUT)) {
+        const float* u = m->lora_top.p + (size_t)N * lo->cfg.r;
+        if (member_path(*lo, true)) members_backward(m, *lo, L, G_PROJ_OUT, dh2, dh, m->W, m->hn.p, u, nN);
+        else lora_backward(dh2, du, dh, m->W, m->hn.p, u, lo->P[L][G_PROJ_OUT], nN, (float)lo->scaling);
+      }
+      std::memcpy(dh, dh2, sizeof(float) * N * C);
+    }
+    const float* xL = m->xin.p + (size_t)L * N * C;
+    if (m->cfg.no_final_norm) std::memcpy(dx, dh, sizeof(float) * N * C);
+    else nm.backward(dx, gw(m->gnormf), gb(m->gex.normfb), dh, xL, m->normf, m->rstdf.p, N, 1, C, C, false);
     float* tmp_rstd = m->tmp.need(N);
     for (int l = L - 1; l >= 0; l--) {
       const Layer& P = m->P[l];
@@ -1419,14 +1546,19 @@ pt_status pt_backward(pt_model* m, const float* dlogps) {
         g_prof.lap(P_RECOMPUTE);
       }
       const LayerIO io = slot_io(m, slot(l));
-      // MLP branch: xnext = xm + post_m(down(act(up(hin)))); hin = n2(xm), n1(x) (parallel 1) or n2(x) (parallel 2)
+      // MLP branch: xnext = xm + post_m(down(act(up(hin)))); hin = n2(xm), n1(x) (parallel 1) or n2(x) (parallel 2);
+      // under norm_after xnext = n2(mo), mo = xm + down(...), hin = xm
       const float* dmlp = dx;
-      if (io.mo) {
+      if (after) {
+        nm.backward(dh2, gw(G.ln2), gb(G.ln2b), dx, io.mo, P.ln2, io.rstd2, N, 1, C, C, false);  // d mo
+        dmlp = dh2;
+      } else if (io.mo) {
         nm.backward(dh2, gw(G.lnm), nullptr, dx, io.mo, P.lnm, io.rstdm, N, 1, C, C, false);
         dmlp = dh2;
       }
-      float* hin = par == 1 ? m->h.p : m->h2.p;
-      if (par == 1) nm.forward(hin, tmp_rstd, x, P.ln1, P.ln1b, N, 1, C, C);
+      float* hin = after ? io.xm : par == 1 ? m->h.p : m->h2.p;
+      if (after) {
+      } else if (par == 1) nm.forward(hin, tmp_rstd, x, P.ln1, P.ln1b, N, 1, C, C);
       else nm.forward(hin, tmp_rstd, par == 2 ? x : io.xm, P.ln2, P.ln2b, N, 1, C, C);
       g_prof.lap(P_NORM);
       // up = hin Wgu^T (+b) + LoRA, as the forward computed it (u rewritten with the same values); a checkpointed
@@ -1449,15 +1581,21 @@ pt_status pt_backward(pt_model* m, const float* dlogps) {
       float* dhin = par ? dh2 : dh;
       lin_back(l, G_GU, dhin, G.wgu, G.bgu, dgu, hin, P.wgu, P.hgu, P.qgu, C, m->GU);
       g_prof.lap(P_UP);
-      if (!par) nm.backward(dx, gw(G.ln2), gb(G.ln2b), dh, io.xm, P.ln2, io.rstd2, N, 1, C, C, true);  // dx = d xm
+      if (after) {  // d xm = d mo (residual) + the MLP's; xm = n1(ao), ao = x + attn(x): dx = d ao
+#pragma omp parallel for schedule(static)
+        for (int64_t i = 0; i < N * C; i++) dh[i] += dh2[i];
+        nm.backward(dx, gw(G.ln1), gb(G.ln1b), dh, io.ao, P.ln1, io.rstd1, N, 1, C, C, false);
+      } else if (!par) {
+        nm.backward(dx, gw(G.ln2), gb(G.ln2b), dh, io.xm, P.ln2, io.rstd2, N, 1, C, C, true);  // dx = d xm
+      }
       // Attention branch: xm = x + post_a(attn(n1(x)) Wo^T)
       const float* dao = dx;
-      if (io.ao) {
+      if (io.ao && !after) {
         nm.backward(dh2, gw(G.lna), nullptr, dx, io.ao, P.lna, io.rstda, N, 1, C, C, false);
         dao = dh2;
       }
-      float* h = m->h.p;
-      if (par != 1) nm.forward(h, tmp_rstd, x, P.ln1, P.ln1b, N, 1, C, C);
+      const float* h = after ? x : m->h.p;  // attention's input
+      if (!after && par != 1) nm.forward(m->h.p, tmp_rstd, x, P.ln1, P.ln1b, N, 1, C, C);
       g_prof.lap(P_NORM);
       lin_back(l, G_O, datt, G.wo, G.bo, dao, io.att, P.wo, P.ho, P.qo, AO, C);
       g_prof.lap(P_OPROJ);
@@ -1477,12 +1615,22 @@ pt_status pt_backward(pt_model* m, const float* dlogps) {
 #pragma omp parallel for schedule(static)
         for (int64_t i = 0; i < N * C; i++) dh[i] += dh2[i];
       }
-      nm.backward(dx, gw(G.ln1), gb(G.ln1b), dh, x, P.ln1, io.rstd1, N, 1, C, C, true);
+      if (after) {
+#pragma omp parallel for schedule(static)
+        for (int64_t i = 0; i < N * C; i++) dx[i] += dh[i];
+      } else {
+        nm.backward(dx, gw(G.ln1), gb(G.ln1b), dh, x, P.ln1, io.rstd1, N, 1, C, C, true);
+      }
       if (par == 2) nm.backward(dx, gw(G.ln2), gb(G.ln2b), dh2, x, P.ln2, io.rstd2, N, 1, C, C, true);
       g_prof.lap(P_NORM);
       layer_grads_ready(l);
     }
-    if (!lo) embed_tokens_backward(m, dx, N);
+    if (!lo) embed_tokens_backward(m, dx, m->xe.p, N, mixed);
+    if (adapts_top(m, lo, G_PROJ_IN)) {  // the adapter on project_in: dA, dB (the frozen embeddings need no gradient)
+      float* de = m->hn.need((size_t)N * m->W);  // a discarded input gradient
+      if (member_path(*lo, true)) members_backward(m, *lo, L, G_PROJ_IN, de, dx, C, m->xe.p, m->lora_top.p, nN);
+      else lora_backward(de, du, dx, C, m->xe.p, m->lora_top.p, lo->P[L][G_PROJ_IN], nN, (float)lo->scaling);
+    }
     g_prof.lap(P_EMBED);
     g_prof.print();
   } catch (const std::bad_alloc&) {
@@ -1500,7 +1648,8 @@ void pt_release_activations(pt_model* m) {
   for (Buf<float>* b : {&m->xin, &m->rstd1, &m->qkv, &m->qkvpre, &m->qkrstd, &m->att, &m->lse, &m->xmid,
                         &m->rstd2, &m->aout, &m->rstda, &m->mout, &m->rstdm, &m->gu, &m->hf, &m->rstdf, &m->headlse,
                         &m->h, &m->h2, &m->act, &m->tmp, &m->dx, &m->dh, &m->dh2, &m->dact, &m->dgu, &m->datt,
-                        &m->dqkv, &m->headwork, &m->lora_u, &m->lora_du, &m->lora_sink, &m->xscratch})
+                        &m->dqkv, &m->headwork, &m->lora_u, &m->lora_du, &m->lora_sink, &m->lora_top, &m->xscratch,
+                        &m->xe, &m->hn})
     b->release();
   release_member_scratch(m);
   for (Buf<bf16>* b : {&m->bs.a, &m->bs.g, &m->wb, &m->headwb}) b->release();
@@ -1551,7 +1700,7 @@ pt_status pt_lora_attach(pt_model* m, const pt_lora_config* cfg) {
 void pt_lora_detach(pt_model* m) {
   m->lora.reset();
   m->saved = false;
-  for (Buf<float>* b : {&m->lora_u, &m->lora_du, &m->lora_sink}) b->release();
+  for (Buf<float>* b : {&m->lora_u, &m->lora_du, &m->lora_sink, &m->lora_top}) b->release();
   release_member_scratch(m);
 }
 
@@ -1608,12 +1757,18 @@ pt_status pt_lora_merge(pt_model* m) {
     return fail(PT_ERR_STATE, "a 4-bit base cannot hold a merged weight: merge into a full-precision copy (every tensor "
                               "read with pt_model_dequantize) instead");
   const Adapter& a = *m->lora;
-  const int64_t rows[NGROUPS] = {m->QKV, m->C, m->GU, m->C};
   try {
-    for (int l = 0; l < m->L; l++) {
-      const Layer& P = m->P[l];
+    for (int l = 0; l < (int)a.P.size(); l++) {  // the layers, then OPT's projections (slot L)
+      const bool top = l == m->L;
+      const Layer& P = m->P[top ? 0 : l];
       float* W[NGROUPS] = {P.wqkv, P.wo, P.wgu, P.wd};
       const uint16_t* Wh[NGROUPS] = {P.hqkv, P.ho, P.hgu, P.hd};
+      int64_t rows[NGROUPS] = {m->QKV, m->C, m->GU, m->C};
+      if (top) {
+        W[G_PROJ_IN] = m->ex.proj_in, W[G_PROJ_OUT] = m->ex.proj_out;
+        Wh[G_PROJ_IN] = m->proj_in16, Wh[G_PROJ_OUT] = m->proj_out16;
+        rows[G_PROJ_IN] = m->C, rows[G_PROJ_OUT] = m->W;
+      }
       for (int k = 0; k < NGROUPS; k++) {
         const LoraGroup<float>& g = a.P[l][k];
         if (!g.members) continue;
@@ -1733,7 +1888,7 @@ pt_status pt_decode(pt_model* m, pt_kv_cache* kv, const int32_t* rows, const int
       io.qkr = io.rstd1;
     }
     io.att = kv->att.need((size_t)N * m->AO);
-    if (m->cfg.sandwich_norms) {
+    if (m->cfg.sandwich_norms || m->cfg.norm_after) {
       io.ao = kv->ao.need((size_t)N * C);
       io.mo = kv->mo.need((size_t)N * C);
       io.rstda = io.rstdm = io.rstd2;
@@ -1744,7 +1899,8 @@ pt_status pt_decode(pt_model* m, pt_kv_cache* kv, const int32_t* rows, const int
     float* dn = lo && lo->dora ? kv->dn.need((size_t)lo->max_out) : nullptr;
     const size_t layer = (size_t)kv->B * NKV * kv->Tmax * HS;
     refresh_small(m);
-    embed_tokens(m, x, kv->tok.data(), kv->pos.data(), N);
+    const TopAdapt ta{lo, false, lu, lu, dn};
+    embed_tokens(m, x, m->cfg.embed_dim > 0 ? kv->xe.need((size_t)N * m->W) : nullptr, kv->tok.data(), kv->pos.data(), N, false, ta);
     for (int l = 0; l < m->L; l++) {
       auto adapt = [&](int k, float* y, int ldy, const float* in) {  // y += s (in A^T) B^T, or DoRA's terms
         if (!lo || !lo->P[l][k].members) return;
@@ -1772,15 +1928,15 @@ pt_status pt_decode(pt_model* m, pt_kv_cache* kv, const int32_t* rows, const int
     float* last = kv->h.need((size_t)N * C);
     for (int i = 0; i < n; i++)
       std::memcpy(last + (size_t)i * C, x + (kv->seqs[i].start + kv->seqs[i].len - 1) * C, sizeof(float) * C);
-    float* hf = kv->hf.need((size_t)n * C);
-    m->norm.forward(hf, io.rstd1, last, m->normf, m->ex.normfb, n, 1, C, C);
+    float* hf = kv->hf.need((size_t)n * m->W);
+    head_input(m, hf, m->cfg.embed_dim > 0 ? kv->hn.need((size_t)n * C) : nullptr, io.rstd1, last, n, false, ta);
     if (!m->head16) {
-      gemm(false, true, n, m->V, C, 1.0f, hf, C, m->head, C, 0.0f, logits, m->V);
+      gemm(false, true, n, m->V, m->W, 1.0f, hf, m->W, m->head, m->W, 0.0f, logits, m->V);
     } else if (n <= kFewRows) {
-      gemm_few_rows_bf16(n, m->V, C, hf, C, m->head16, C, logits, m->V);
+      gemm_few_rows_bf16(n, m->V, m->W, hf, m->W, m->head16, m->W, logits, m->V);
     } else {
       HeadBf16 hw;
-      head_logits(logits, hf, (const float*)nullptr, head_bf16(m, false, hw), nullptr, n, C, m->V);
+      head_logits(logits, hf, (const float*)nullptr, head_bf16(m, false, hw), nullptr, n, m->W, m->V);
     }
     const HeadPost<float> post = head_post(m, false);
     if (post.any())

@@ -9,14 +9,15 @@ export const ARCH_CODE: Readonly<Record<DecoderArch, number>> = { llama: 0, phi3
 export const ACT_CODE: Readonly<Record<Activation, number>> = { silu: 0, gelu_tanh: 1, gelu: 2, relu: 3 };        // PT_ACT_*
 
 // PT_LORA_* bits
-const Q = 1, K = 2, V = 4, O = 8, GATE = 16, UP = 32, DOWN = 64;
+const Q = 1, K = 2, V = 4, O = 8, GATE = 16, UP = 32, DOWN = 64, PROJECT_IN = 128, PROJECT_OUT = 256;
 
-/** One linear module of a decoder layer that a LoRA adapter can target. */
+/** One linear module that a LoRA adapter can target: of each decoder layer, or (top) one of the whole model. */
 export interface LoraModule {
   name: LoraTarget;                                  // PEFT's target_modules name
-  path: string;                                      // where it sits in a layer, e.g. "self_attn.q_proj"
+  path: string;                                      // where it sits in a layer, e.g. "self_attn.q_proj"; top: in the model
   bits: number;                                      // the PT_LORA_* bits that select it (a fused module: several)
   dims: (c: DecoderConfig) => [inF: number, outF: number];
+  top?: boolean;                                     // once per model, not per layer (OPT's project_in / project_out)
 }
 
 type Dims = LoraModule["dims"];
@@ -52,15 +53,24 @@ export const ARCHS = Object.keys(ARCH_CODE) as DecoderArch[];
 /** The arch of a config (absent: "llama"). */
 export const archOf = (c: Pick<DecoderConfig, "arch">): DecoderArch => c.arch ?? "llama";
 
-/** The LoRA modules of each layer of a model of `c`, in table order ("all-linear" is all of them; never the head). */
-export function loraModules(c: Pick<DecoderConfig, "arch" | "mlpPlain">): readonly LoraModule[] {
+// OPT's projections between word_embed_proj_dim (W) and hidden_size, when it has them: PEFT's all-linear adapts them.
+const W_: (c: DecoderConfig) => number = (c) => c.embedDim || c.hiddenSize;
+const TOP: readonly LoraModule[] = [
+  { name: "project_in", path: "model.decoder.project_in", bits: PROJECT_IN, dims: (c) => [W_(c), c.hiddenSize], top: true },
+  { name: "project_out", path: "model.decoder.project_out", bits: PROJECT_OUT, dims: (c) => [c.hiddenSize, W_(c)], top: true },
+];
+
+/** The LoRA modules of a model of `c`, in table order: each layer's, then the model's own ("all-linear" is all of
+ * them; never the head). */
+export function loraModules(c: Pick<DecoderConfig, "arch" | "mlpPlain" | "embedDim">): readonly LoraModule[] {
   const all = MODULES[archOf(c)];
   // a plain MLP on the Llama names has no gate: up_proj is fc1 and down_proj fc2
-  return archOf(c) === "llama" && c.mlpPlain ? all.filter((x) => x.name !== "gate_proj") : all;
+  if (archOf(c) === "llama" && c.mlpPlain) return all.filter((x) => x.name !== "gate_proj");
+  return archOf(c) === "opt" && (c.embedDim ?? 0) > 0 ? [...all, ...TOP] : all;
 }
 
 /** Every module name any arch has, each once (for checking target_modules before the model is known). */
-export const ALL_LORA_MODULE_NAMES: readonly LoraTarget[] = [...new Set(ARCHS.flatMap((a) => MODULES[a].map((x) => x.name)))];
+export const ALL_LORA_MODULE_NAMES: readonly LoraTarget[] = [...new Set([...ARCHS.flatMap((a) => MODULES[a].map((x) => x.name)), ...TOP.map((x) => x.name)])];
 
 /**
  * For adapter file names (base_model.model.<layers prefix>.{i}.<module path>...): the first arch whose layers hold
@@ -68,8 +78,10 @@ export const ALL_LORA_MODULE_NAMES: readonly LoraTarget[] = [...new Set(ARCHS.fl
  */
 export function loraModulesAt(pairs: readonly { prefix: string; path: string }[]): { arch: DecoderArch; names: LoraTarget[] } | null {
   for (const a of ARCHS) {
-    if (!pairs.every((x) => x.prefix === LAYERS[a] && MODULES[a].some((mod) => mod.path === x.path))) continue;
-    return { arch: a, names: MODULES[a].filter((mod) => pairs.some((x) => x.path === mod.path)).map((mod) => mod.name) };
+    const mods = a === "opt" ? [...MODULES[a], ...TOP] : MODULES[a];
+    const holds = (x: { prefix: string; path: string }) => mods.some((mod) => mod.path === x.path && (mod.top ? x.prefix === "" : x.prefix === LAYERS[a]));
+    if (!pairs.every(holds)) continue;
+    return { arch: a, names: mods.filter((mod) => pairs.some((x) => x.path === mod.path)).map((mod) => mod.name) };
   }
   return null;
 }

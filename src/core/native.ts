@@ -162,6 +162,9 @@ function coreConfig(config: DecoderConfig): Record<string, number | number[]> {
     attn_softcap: config.attnSoftcap ?? 0,
     final_softcap: config.finalSoftcap ?? 0,
     rope_local_theta: config.ropeLocalTheta ?? 0,
+    norm_after: config.normAfter ? 1 : 0,
+    no_final_norm: config.noFinalNorm ? 1 : 0,
+    embed_dim: config.embedDim ?? 0,
   };
 }
 

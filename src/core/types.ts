@@ -53,6 +53,9 @@ export interface DecoderConfig {
   attnSoftcap?: number;         // scores -> c tanh(s / c) (Gemma 2's attn_logit_softcapping); absent or 0: none
   finalSoftcap?: number;        // logits -> c tanh(z / c) (Gemma 2's final_logit_softcapping); absent or 0: none
   ropeLocalTheta?: number;      // the base of the layers whose layerRope is "local" (Gemma 3's rope_local_base_freq)
+  normAfter?: boolean;          // OPT's do_layer_norm_before false: each block's LayerNorm after its residual add
+  noFinalNorm?: boolean;        // no norm before the head (OPT with do_layer_norm_before false or _remove_final_layer_norm)
+  embedDim?: number;            // OPT's word_embed_proj_dim when it is not hidden_size: project_in / project_out; absent or 0: none
 }
 
 /**
@@ -119,7 +122,8 @@ export interface AdamWConfig {
  */
 export type LoraTarget =
   | "q_proj" | "k_proj" | "v_proj" | "o_proj" | "gate_proj" | "up_proj" | "down_proj"
-  | "qkv_proj" | "gate_up_proj" | "dense" | "fc1" | "fc2" | "query_key_value" | "dense_h_to_4h" | "dense_4h_to_h" | "out_proj";
+  | "qkv_proj" | "gate_up_proj" | "dense" | "fc1" | "fc2" | "query_key_value" | "dense_h_to_4h" | "dense_4h_to_h" | "out_proj"
+  | "project_in" | "project_out";
 
 /**
  * A LoRA adapter set on every layer of a decoder (PEFT's LoraConfig, the parts the core runs):

@@ -4,9 +4,9 @@
 // sandwich norms, scaled embeddings, query_pre_attn_scalar, soft-caps, a local RoPE base), Phi-2 (LayerNorm, parallel
 // block, plain MLP, partial rotary, a biased head), Phi-3 / Phi-4-mini (fused qkv_proj and gate_up_proj), GPT-NeoX
 // (fused per-head query_key_value, parallel residual, partial rotary) and OPT (learned positions, ReLU MLP); RoPE
-// scaling of rope_type linear, dynamic, yarn or llama3 (and Phi-3's longrope), sliding windows on any layers. What it
-// still cannot run is refused naming the config.json field and value (nativeGaps): other RoPE types, OPT's
-// do_layer_norm_before false, project_in/out (word_embed_proj_dim), norms without weights or without the final one,
+// scaling of rope_type linear, dynamic, yarn or llama3 (and Phi-3's longrope), sliding windows on any layers, OPT-350m's
+// LayerNorm after each block and project_in / project_out. What it still cannot run is refused naming the
+// config.json field and value (nativeGaps): other RoPE types, norms without weights,
 // Phi-2's qk_layernorm, Gemma's bidirectional attention or a scaled local RoPE, and partial rotary embeddings where
 // the family's transformers class rotates whole heads.
 import type { DecoderArch, DecoderConfig, RopeScaling } from "../core/types.ts";
@@ -40,9 +40,6 @@ const GAPS: Record<string, (d: FamilyDescription) => string> = {
     : `RoPE scaling "${d.rope.otherScaling}"; the native core has linear, dynamic, yarn, llama3 and (Phi-3's) longrope`),
   local_rope_scaling: (d) => `RoPE scaling "${d.rope.localScaling}" on the sliding-window layers; the native core runs their local base unscaled`,
   partial_rotary: (d) => `RoPE over ${d.rope.rotaryDim} of ${d.headDim} head dims, which ${d.architecture} does not do (transformers rotates part of a head for Phi, Phi-3 and GPT-NeoX only)`,
-  placement: () => "LayerNorm after each block instead of before",
-  project: () => "project_in / project_out around the decoder",
-  final_norm: () => "no final LayerNorm",
   norm_affine: () => "LayerNorms without weights and biases",
   qk_layernorm: () => "LayerNorms on q and k (q_layernorm, k_layernorm)",
   bidirectional: () => "attention without the causal mask",
@@ -128,6 +125,9 @@ export function parseConfig(json: unknown, file: string): DecoderConfig {
   if (d.attention.softcap != null) cfg.attnSoftcap = d.attention.softcap;
   if (d.head.softcap != null) cfg.finalSoftcap = d.head.softcap;
   if (d.rope.localTheta != null) cfg.ropeLocalTheta = d.rope.localTheta;
+  if (d.norm.placement === "post") cfg.normAfter = true;
+  if (d.norm.noFinal) cfg.noFinalNorm = true;
+  if (d.embedding.projectDim != null) cfg.embedDim = d.embedding.projectDim;
   return cfg;
 }
 
@@ -152,7 +152,8 @@ function filled(c: DecoderConfig): Required<DecoderConfig> {
     parallelResidual: c.parallelResidual ?? 0, mlpPlain: c.mlpPlain ?? false, mlpAct: c.mlpAct ?? "silu",
     rotaryDim: c.rotaryDim === c.headDim ? 0 : c.rotaryDim ?? 0, headBias: c.headBias ?? false, positionRows: c.positionRows ?? 0,
     positionOffset: c.positionOffset ?? 0, embedScale: c.embedScale ?? 0, attnScale: c.attnScale ?? 0, attnSoftcap: c.attnSoftcap ?? 0,
-    finalSoftcap: c.finalSoftcap ?? 0, ropeLocalTheta: c.ropeLocalTheta ?? 0,
+    finalSoftcap: c.finalSoftcap ?? 0, ropeLocalTheta: c.ropeLocalTheta ?? 0, normAfter: c.normAfter ?? false,
+    noFinalNorm: c.noFinalNorm ?? false, embedDim: c.embedDim === c.hiddenSize ? 0 : c.embedDim ?? 0,
   };
 }
 
@@ -205,8 +206,10 @@ export function configToJson(cfg: DecoderConfig, extra: Record<string, unknown> 
   if (fam.arch === "opt") {
     wholeHeads();
     Object.assign(out, {
-      ...common, ffn_dim: cfg.intermediateSize, activation_function: act, do_layer_norm_before: true, word_embed_proj_dim: cfg.hiddenSize,
-      enable_bias: cfg.qkvBias, layer_norm_elementwise_affine: true, _remove_final_layer_norm: false,
+      ...common, ffn_dim: cfg.intermediateSize, activation_function: act, do_layer_norm_before: !f.normAfter,
+      word_embed_proj_dim: f.embedDim || cfg.hiddenSize, enable_bias: cfg.qkvBias, layer_norm_elementwise_affine: true,
+      // OPTDecoder has a final LayerNorm when do_layer_norm_before and not _remove_final_layer_norm
+      _remove_final_layer_norm: f.noFinalNorm && !f.normAfter,
       // OPTLearnedPositionalEmbedding: max_position_embeddings + 2 rows
       max_position_embeddings: f.positionRows - f.positionOffset,
     });

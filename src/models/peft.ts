@@ -32,6 +32,8 @@ const PEFT_DEFAULT_TARGETS: Record<string, readonly LoraTarget[] | null> = {
 };
 
 const NAME_RE = /^base_model\.model\.(.+\.layers)\.(\d+)\.(.+)\.(lora_A\.weight|lora_B\.weight|lora_magnitude_vector)$/;
+// a model-level module (OPT's project_in / project_out): groups 1 and 3 of NAME_RE's shape, the layers prefix ""
+const TOP_RE = /^base_model\.model\.()(model\.decoder\.project_(?:in|out))\.(lora_A\.weight|lora_B\.weight|lora_magnitude_vector)$/;
 const MAX_LISTED_PROBLEMS = 20;
 const FLOAT_DTYPES = new Set(["F32", "F16", "BF16"]);
 const isAnyModule = (s: string): s is LoraTarget => (ALL_LORA_MODULE_NAMES as readonly string[]).includes(s);
@@ -57,7 +59,7 @@ export function checkTargetModules(v: unknown, where = "lora_target_modules"): v
   if (!Array.isArray(list)) return;
   const bad = list.filter((x) => !isAnyModule(x));
   if (bad.length > 0) {
-    throw new Error(`${where}: ${bad.map((x) => JSON.stringify(x)).join(", ")} ${bad.length > 1 ? "are" : "is"} not a LoRA target of any supported model${headHint(bad)}; use a model's layer modules (${ALL_LORA_MODULE_NAMES.join(", ")}) or "all-linear"`);
+    throw new Error(`${where}: ${bad.map((x) => JSON.stringify(x)).join(", ")} ${bad.length > 1 ? "are" : "is"} not a LoRA target of any supported model${headHint(bad)}; use a model's linear modules (${ALL_LORA_MODULE_NAMES.join(", ")}) or "all-linear"`);
   }
 }
 
@@ -227,7 +229,8 @@ export function readAdapterFolder(dir: string): AdapterFolder {
   const problems: string[] = [];
   let magnitudes = 0;
   for (const name of readHeader(wFile).tensors.keys()) {
-    const m = NAME_RE.exec(name);
+    const t = TOP_RE.exec(name);
+    const m = NAME_RE.exec(name) ?? (t ? [t[0], t[1], "", t[2], t[3]] : null);
     const pair = m ? { prefix: m[1], path: m[3] } : null;
     if (!pair || !loraModulesAt([pair])) {
       const why = /lora_embedding|lm_head|embed_tokens|embed_in|embed_out/.test(name) ? " (adapters on embeddings or the head are not supported)" : "";
@@ -263,14 +266,14 @@ export function adapterShapes(cfg: DecoderConfig, lora: Pick<LoraConfig, "r" | "
   const bad = lora.targetModules.filter((t) => !modules.some((x) => x.name === t));
   if (bad.length) throw new Error(`the adapter's target_modules ${bad.map((x) => JSON.stringify(x)).join(", ")} are not modules of this ${cfg.architecture} (its modules: ${modules.map((x) => x.name).join(", ")}); the adapter was trained on another model family`);
   const out: { name: string; shape: number[] }[] = [];
-  for (let i = 0; i < cfg.numLayers; i++) {
-    for (const mod of modules.filter((x) => lora.targetModules.includes(x.name))) {
-      const [inDim, outDim] = mod.dims(cfg);
-      const base = `base_model.model.${layerPrefix(cfg, i)}.${mod.path}`;
-      out.push({ name: `${base}.lora_A.weight`, shape: [lora.r, inDim] }, { name: `${base}.lora_B.weight`, shape: [outDim, lora.r] });
-      if (lora.useDora) out.push({ name: `${base}.lora_magnitude_vector`, shape: [outDim] });
-    }
-  }
+  const chosen = modules.filter((x) => lora.targetModules.includes(x.name));
+  const add = (mod: (typeof modules)[number], base: string) => {
+    const [inDim, outDim] = mod.dims(cfg);
+    out.push({ name: `${base}.lora_A.weight`, shape: [lora.r, inDim] }, { name: `${base}.lora_B.weight`, shape: [outDim, lora.r] });
+    if (lora.useDora) out.push({ name: `${base}.lora_magnitude_vector`, shape: [outDim] });
+  };
+  for (let i = 0; i < cfg.numLayers; i++) for (const mod of chosen.filter((x) => !x.top)) add(mod, `base_model.model.${layerPrefix(cfg, i)}.${mod.path}`);
+  for (const mod of chosen.filter((x) => x.top)) add(mod, `base_model.model.${mod.path}`);
   return out;
 }
 

@@ -95,7 +95,7 @@ test("OPT (opt-125m, opt-1.3b): LayerNorm, plain ReLU MLP, learned positions of 
 
 test("configToJson -> parseConfig gives the same config back for every family's published config and the tiny ones", () => {
   const published = ["Llama-3.1-8B", "Llama-3.2-1B-Instruct", "Qwen2.5-0.5B", "SmolLM3-3B", "gemma-2-2b", "gemma-3-1b-it", "phi-2", "Phi-3-mini-4k-instruct",
-    "Phi-4-mini-instruct", "pythia-160m", "pythia-1b", "opt-125m", "opt-1.3b"].map((n) => [n, read(n)] as const);
+    "Phi-4-mini-instruct", "pythia-160m", "pythia-1b", "opt-125m", "opt-350m", "opt-1.3b"].map((n) => [n, read(n)] as const);
   const variants: [string, Record<string, unknown>][] = [
     ["gemma-3 + linear", { ...read("gemma-3-1b-it"), rope_scaling: { rope_type: "linear", factor: 8 } }],
     ["gemma-3 no window", { ...read("gemma-3-1b-it"), sliding_window: null }],

@@ -48,7 +48,10 @@ test("target_modules per family: all-linear, PEFT's default, lists in the family
   assert.throws(() => resolve(["q_proj", "o_proj"], "opt"), /"o_proj" is not a LoRA target of OPTForCausalLM; use names from q_proj, k_proj, v_proj, out_proj, fc1, fc2/);
   // before the model is known (config time) any family's module name passes, anything else does not
   for (const ok of ["qkv_proj", ["query_key_value", "dense"], "all-linear", null]) checkTargetModules(ok);
-  assert.throws(() => checkTargetModules(["q_proj", "c_attn"]), /"c_attn" is not a LoRA target of any supported model; use a model's layer modules \(q_proj, .*out_proj\) or "all-linear"/);
+  assert.throws(() => checkTargetModules(["q_proj", "c_attn"]), /"c_attn" is not a LoRA target of any supported model; use a model's linear modules \(q_proj, .*out_proj, project_in, project_out\) or "all-linear"/);
+  // OPT-350m's project_in / project_out (word_embed_proj_dim) are linear modules PEFT's all-linear adapts too
+  const opt350 = { ...tinyFamily("opt"), embedDim: 16 };
+  assert.deepEqual(resolveTargetModules("all-linear", "t", opt350), ["q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2", "project_in", "project_out"]);
   assert.throws(() => checkTargetModules([]), /non-empty list/);
 });
 

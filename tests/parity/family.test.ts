@@ -18,7 +18,7 @@ import {
 } from "../helpers/parity.ts";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..", "fixtures", "family");
-const CASES = ["gemma2", "gemma3", "phi2", "phi3", "phi4mini", "phi4mini-longrope", "phi3-longrope-short", "neox", "neox-seq", "opt"];
+const CASES = ["gemma2", "gemma3", "phi2", "phi3", "phi4mini", "phi4mini-longrope", "phi3-longrope-short", "neox", "neox-seq", "opt", "opt-350m"];
 const QKV = /\.attention\.query_key_value\.(weight|bias|lora_B\.weight)$/;  // GPT-NeoX's fused rows (a lora_B's too)
 const ADAPTER = "lora-adapter";
 

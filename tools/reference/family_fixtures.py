@@ -75,6 +75,16 @@ LONGROPE_SHORT_FULL = [1.0, 1.05, 1.2, 1.4, 1.7, 2.1, 2.6, 3.2]
 LONGROPE_LONG_FULL = [1.0, 1.6, 2.8, 4.5, 7.0, 10.0, 14.0, 19.0]
 
 
+def _opt(**extra):
+    return {"_remove_final_layer_norm": False, "activation_dropout": 0.0, "activation_function": "relu",
+             "architectures": ["OPTForCausalLM"], "attention_dropout": 0.0, "bos_token_id": 2,
+             "do_layer_norm_before": True, "dropout": 0.0, "enable_bias": True, "eos_token_id": 2, "ffn_dim": I,
+             "hidden_size": C, "init_std": 0.02, "layer_norm_elementwise_affine": True, "layerdrop": 0.0,
+             "max_position_embeddings": MAX_POS, "model_type": "opt", "num_attention_heads": HEADS,
+             "num_hidden_layers": 2, "pad_token_id": 0, "prefix": "</s>", "torch_dtype": "float32", "use_cache": True,
+             "vocab_size": V, "word_embed_proj_dim": C, **extra}
+
+
 # name -> (config.json, seed, init_weights options, {feature: what removes it}): a config override (dict), or a
 # function that edits the loaded model.
 # Gemma: no tie_word_embeddings key (tied by default, as the published configs); norms are applied as (1 + w), so
@@ -135,14 +145,11 @@ CASES = {
              {"use_parallel_residual": {"use_parallel_residual": False}, "rotary_pct": {"rotary_pct": 1.0},
               "rotary_emb_base": {"rotary_emb_base": 10000}}),
     "neox-seq": (_neox(False), 4007, {"std": 0.1}, {"use_parallel_residual": {"use_parallel_residual": True}}),
-    "opt": ({"_remove_final_layer_norm": False, "activation_dropout": 0.0, "activation_function": "relu",
-             "architectures": ["OPTForCausalLM"], "attention_dropout": 0.0, "bos_token_id": 2,
-             "do_layer_norm_before": True, "dropout": 0.0, "enable_bias": True, "eos_token_id": 2, "ffn_dim": I,
-             "hidden_size": C, "init_std": 0.02, "layer_norm_elementwise_affine": True, "layerdrop": 0.0,
-             "max_position_embeddings": MAX_POS, "model_type": "opt", "num_attention_heads": HEADS,
-             "num_hidden_layers": 2, "pad_token_id": 0, "prefix": "</s>", "torch_dtype": "float32", "use_cache": True,
-             "vocab_size": V, "word_embed_proj_dim": C},
-            4008, {"std": 0.1}, {"position offset 2": lambda m: setattr(m.model.decoder.embed_positions, "offset", 0)}),
+    "opt": (_opt(), 4008, {"std": 0.1}, {"position offset 2": lambda m: setattr(m.model.decoder.embed_positions, "offset", 0)}),
+    # OPT-350m's layout: LayerNorm after each block (do_layer_norm_before false, so no final LayerNorm) and
+    # embeddings of word_embed_proj_dim 32 with project_in / project_out around the decoder, tied head (V, 32)
+    "opt-350m": (_opt(do_layer_norm_before=False, word_embed_proj_dim=32), 4011, {"std": 0.1},
+                 {"do_layer_norm_before": {"do_layer_norm_before": True}}),
 }
 # transformers renames on load (conversion_mapping.py) and back on save; model.safetensors and the grad.<name> keys
 # use the names on disk, which save_pretrained is checked to write.
@@ -154,7 +161,7 @@ MIN_EFFECT = 1e-3  # each feature listed in CASES must move some log-prob by mor
 # query, which softmax ignores. transformers' eager softmax runs in float32 even in a float64 model, so the fixture
 # holds float32 rounding noise there (~1e-9), not a value an implementation can match relatively; the test checks
 # them absolutely (ZERO_GRAD_ABS).
-ZERO_GRADS = {"opt": r"\.self_attn\.k_proj\.bias$"}
+ZERO_GRADS = {"opt": r"\.self_attn\.k_proj\.bias$", "opt-350m": r"\.self_attn\.k_proj\.bias$"}
 ZERO_GRAD_ABS = 1e-7
 
 
