@@ -1,6 +1,4 @@
-// Test helpers for the model families beyond the Llama shape: whether the native core lays them out (the ABI 13
-// decoder), to skip (with the reason) the tests that need it on a core that does not, and tiny configs of each family.
-import { paramLayout } from "../../src/core/native.ts";
+// Test helper for the model families beyond the Llama shape: tiny configs of each family.
 import type { DecoderConfig } from "../../src/core/types.ts";
 import { parseConfig } from "../../src/models/config.ts";
 
@@ -14,26 +12,3 @@ export const TINY_FAMILY_JSON: Record<string, Record<string, unknown>> = {
   opt: { architectures: ["OPTForCausalLM"], vocab_size: 64, hidden_size: 16, ffn_dim: 24, num_hidden_layers: 2, num_attention_heads: 2, max_position_embeddings: 64 },
 };
 export const tinyFamily = (name: keyof typeof TINY_FAMILY_JSON): DecoderConfig => parseConfig(TINY_FAMILY_JSON[name], `tiny ${name}`);
-
-let known: boolean | null = null;
-/** Whether the native core lays out the family features of ABI 13 (an OPT config gets OPT's tensor names). */
-export function coreHasFamilies(): boolean {
-  if (known === null) {
-    try {
-      known = paramLayout(tinyFamily("opt")).table.some((p) => p.name === "model.decoder.embed_positions.weight");
-    } catch {
-      known = false;
-    }
-  }
-  return known;
-}
-
-/** For a test's skip option: false on a core with the families, else the reason the test waits. */
-export const waitsForCore = (): false | string => !coreHasFamilies() && "waits for the native core's family layouts (pt_config's arch, ABI 13 decoder)";
-
-/** Whether a config uses any family feature beyond the Llama shape (so its layout needs the ABI 13 decoder). */
-export function usesFamilyFeatures(c: DecoderConfig): boolean {
-  const keys: (keyof DecoderConfig)[] = ["arch", "normType", "normUnitOffset", "sandwichNorms", "parallelResidual", "mlpPlain", "mlpAct", "rotaryDim",
-    "headBias", "positionRows", "positionOffset", "embedScale", "attnScale", "attnSoftcap", "finalSoftcap", "ropeLocalTheta"];
-  return keys.some((k) => c[k] !== undefined) || (c.layerRope ?? []).some((r) => r === "local");
-}

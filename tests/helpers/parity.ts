@@ -9,6 +9,7 @@ import { AdamW, NativeModel, type Optimizer, type Trainable } from "../../src/co
 import type { DecoderConfig, TokenBatch } from "../../src/core/types.ts";
 import { greedyIds } from "../../src/generate/greedy.ts";
 import { loadWeightsInto, readModelDir } from "../../src/models/checkpoint.ts";
+import { neoxQkvToStacked } from "../../src/models/neox.ts";
 import { readHeader, readTensor, type SafetensorsHeader } from "../../src/models/safetensors.ts";
 import { maxAbs, relErr } from "./compare.ts";
 
@@ -65,6 +66,19 @@ export function nllTrainStep(model: NativeModel, batch: TokenBatch, mask: Float3
  * gradient in the core's layout (default: grad.<name> as stored); zero, gradients that are 0 in exact arithmetic,
  * whose stored value is rounding noise: each entry must be within zeroAbs (default 1e-6) of 0 instead. */
 export interface GradCheck { tol?: number; reference?: (name: string) => Float32Array; zero?: RegExp; zeroAbs?: number }
+
+const NEOX_QKV = /\.attention\.query_key_value\.(weight|bias|lora_B\.weight)$/;  // GPT-NeoX's fused rows (a lora_B's too)
+
+/** The family fixtures' gradients in the core's layout (GPT-NeoX's query_key_value rows, per head [q_h | k_h | v_h] in
+ * the files, q|k|v-stacked as the loader permutes the weights), and the ones that are 0 in exact arithmetic (the
+ * fixture's zero_grads regex: OPT's key biases). */
+export function familyGradCheck(model: NativeModel, get: (k: string) => Float32Array, zeroGrads = ""): GradCheck {
+  const { numHeads, headDim } = model.config;
+  return {
+    reference: (n) => (NEOX_QKV.test(n) ? neoxQkvToStacked(get(`grad.${n}`), numHeads, headDim) : get(`grad.${n}`)),
+    zero: zeroGrads ? new RegExp(zeroGrads) : undefined,
+  };
+}
 
 /** Every gradient of a parameter set (a model or its adapter) against the fixture's grad.<name> (relative error
  * <= tol, or |g| <= zeroAbs where `zero` matches), and no reference gradient left unchecked. Returns the worst

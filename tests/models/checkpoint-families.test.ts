@@ -19,7 +19,7 @@ import { neoxQkvToStacked, stackedToNeoxQkv } from "../../src/models/neox.ts";
 import { loadQuantizedModel } from "../../src/models/quantize.ts";
 import { readHeader, readTensor, writeSafetensors } from "../../src/models/safetensors.ts";
 import { mulberry32 } from "../../src/util/random.ts";
-import { TINY_FAMILY_JSON, tinyFamily, waitsForCore } from "../helpers/families.ts";
+import { TINY_FAMILY_JSON, tinyFamily } from "../helpers/families.ts";
 
 const root = mkdtempSync(join(tmpdir(), "preftune-checkpoint-families-"));
 after(() => rmSync(root, { recursive: true, force: true }));
@@ -166,7 +166,7 @@ test("a LlamaModel checkpoint (no model. prefix) loads into the native Llama lay
 });
 
 for (const name of Object.keys(TINY_FAMILY_JSON)) {
-  test(`${name}: a random model saved with configToJson loads back through the native layout unchanged`, { skip: waitsForCore() }, () => {
+  test(`${name}: a random model saved with configToJson loads back through the native layout unchanged`, () => {
     const cfg = tinyFamily(name);
     const model = new NativeModel(cfg);
     const dir = freshDir();
@@ -194,7 +194,7 @@ for (const name of Object.keys(TINY_FAMILY_JSON)) {
   });
 }
 
-test("GPT-NeoX 4-bit base: query_key_value is quantized in the core's q | k | v order, its bias kept exact in that order", { skip: waitsForCore() }, () => {
+test("GPT-NeoX 4-bit base: query_key_value is quantized in the core's q | k | v order, its bias kept exact in that order", () => {
   const cfg = tinyFamily("gpt_neox");
   const json = configToJson(cfg);
   const dir = freshDir();

@@ -11,7 +11,6 @@ import { fileURLToPath } from "node:url";
 import { nativeGaps, parseConfig } from "../../src/models/config.ts";
 import { describeModel, parameterCount, tensorShapes } from "../../src/models/family.ts";
 import { buildParamTable } from "../../src/models/params.ts";
-import { usesFamilyFeatures, waitsForCore } from "../helpers/families.ts";
 
 const dir = join(dirname(fileURLToPath(import.meta.url)), "..", "fixtures", "configs");
 const counts = JSON.parse(readFileSync(join(dir, "param_counts.json"), "utf8")) as { transformers: string; models: Record<string, { class: string; parameters: number }> };
@@ -41,7 +40,7 @@ for (const [name, ref] of Object.entries(counts.models)) {
 
 for (const name of RUNS) {
   const cfg = parseConfig(read(name), `${name}/config.json`);
-  test(`${name}: runs natively; the core's layout has the description's tensors, name by name and shape by shape`, { skip: usesFamilyFeatures(cfg) && waitsForCore() }, () => {
+  test(`${name}: runs natively; the core's layout has the description's tensors, name by name and shape by shape`, () => {
     assert.deepEqual(nativeGaps(describeModel(read(name), "c")), []);
     const table = buildParamTable(cfg);
     const ours = new Map(table.map((p) => [p.name, p.shape.join("x")]));

@@ -18,7 +18,7 @@ import {
 } from "../../src/models/peft.ts";
 import { readHeader, readTensor, writeSafetensors } from "../../src/models/safetensors.ts";
 import { mulberry32 } from "../../src/util/random.ts";
-import { tinyFamily, waitsForCore } from "../helpers/families.ts";
+import { tinyFamily } from "../helpers/families.ts";
 
 const root = mkdtempSync(join(tmpdir(), "preftune-lora-families-"));
 after(() => rmSync(root, { recursive: true, force: true }));
@@ -160,7 +160,7 @@ test("GPT-NeoX adapters: query_key_value's lora_B rows and DoRA magnitude in the
 });
 
 for (const name of Object.keys(HAND)) {
-  test(`${name}: the core's adapter table has PEFT's names and shapes; an all-linear DoRA adapter saves and loads back`, { skip: waitsForCore() }, () => {
+  test(`${name}: the core's adapter table has PEFT's names and shapes; an all-linear DoRA adapter saves and loads back`, () => {
     const cfg = tinyFamily(name);
     const model = new NativeModel(cfg), other = new NativeModel(cfg);
     try {

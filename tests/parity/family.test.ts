@@ -8,34 +8,22 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { setNumThreads, type NativeModel } from "../../src/core/native.ts";
-import { neoxQkvToStacked } from "../../src/models/neox.ts";
+import { setNumThreads } from "../../src/core/native.ts";
 import { loadAdapter, loadAdapterWeights, resolveTargetModules } from "../../src/models/peft.ts";
 import { maxAbs } from "../helpers/compare.ts";
 import {
-  checkFullForwardArgmax, checkGrads, checkGreedy, checkLogpsLossGrads, checkTrajectory, loadCheckpoint, nll, readFixture,
-  readGenerateFixture, type GradCheck,
+  checkFullForwardArgmax, checkGrads, checkGreedy, checkLogpsLossGrads, checkTrajectory, familyGradCheck as gradCheck, loadCheckpoint, nll,
+  readFixture, readGenerateFixture,
 } from "../helpers/parity.ts";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..", "fixtures", "family");
 const CASES = ["gemma2", "gemma3", "phi2", "phi3", "phi4mini", "phi4mini-longrope", "phi3-longrope-short", "neox", "neox-seq", "opt", "opt-350m"];
-const QKV = /\.attention\.query_key_value\.(weight|bias|lora_B\.weight)$/;  // GPT-NeoX's fused rows (a lora_B's too)
 const ADAPTER = "lora-adapter";
 
 function load(name: string) {
   const dir = join(root, name);
   const fixture = readFixture(join(dir, "fixture.safetensors"));
   return { dir, ...loadCheckpoint(dir), ...fixture, batch: fixture.batchOf() };
-}
-
-/** The fixture's gradients in the core's layout (GPT-NeoX's query_key_value rows q|k|v-stacked), and the ones
- * that are 0 in exact arithmetic (the fixture's zero_grads regex: OPT's key biases). */
-function gradCheck(model: NativeModel, get: (k: string) => Float32Array, zeroGrads = ""): GradCheck {
-  const { numHeads, headDim } = model.config;
-  return {
-    reference: (n) => (QKV.test(n) ? neoxQkvToStacked(get(`grad.${n}`), numHeads, headDim) : get(`grad.${n}`)),
-    zero: zeroGrads ? new RegExp(zeroGrads) : undefined,
-  };
 }
 
 /** The module paths an adapter table covers: base_model.model.<path>.lora_A.weight → <path>. */
