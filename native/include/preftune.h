@@ -1,5 +1,6 @@
 // preftune native core: the whole C ABI between the decoder math and everything else.
-// A Llama-family decoder (Llama 2/3, Mistral, Qwen2/2.5, Qwen3, SmolLM2) in fp32 over a BLAS:
+// One decoder for every family pt_config describes (Llama, Mistral, Qwen2/3, SmolLM2/3, Gemma 2/3, Phi-2, Phi-3/4,
+// GPT-NeoX, OPT) in fp32 over a BLAS:
 // forward to per-token log-probs, backward into flat gradients, AdamW over flat arrays, and decoding with a
 // KV cache (one call per step for the whole batch, logits of the last position only).
 // Optionally bf16 mixed precision (pt_set_compute): the GEMMs of the linear layers and the LM head take bf16

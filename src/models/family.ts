@@ -12,8 +12,9 @@
 // softcap -> headBias, finalSoftcap; embedding.positions "learned" -> positionRows / positionOffset; embedding.scale
 // -> embedScale; attention.scale / softcap -> attnScale, attnSoftcap; layers[i].rope "local" + rope.localTheta ->
 // layerRope "local", ropeLocalTheta; the family -> arch (the tensor names; weights.qkv "fused_interleaved" is GPT-NeoX's
-// per-head query_key_value, permuted into the core's q|k|v stack by src/models/neox.ts at load and back at save).
-// What the core does not run (placement "post", embedding.projectDim, norm.noFinal, ...) is refused there, by the
+// per-head query_key_value, permuted into the core's q|k|v stack by src/models/neox.ts at load and back at save);
+// placement "post", norm.noFinal, embedding.projectDim -> normAfter, noFinalNorm, embedDim (OPT-350m).
+// What the core does not run (norms without weights, bidirectional attention, ...) is refused there, by the
 // config.json field and value each feature notes in `sources`.
 import type { Activation, RopeScaling } from "../core/types.ts";
 
