@@ -8,7 +8,6 @@
 import argparse
 import copy
 import json
-import math
 import os
 import sys
 
@@ -21,6 +20,7 @@ import transformers  # noqa: E402
 from peft import LoraConfig, get_peft_model  # noqa: E402
 from transformers import AutoModelForCausalLM  # noqa: E402
 
+from hf_fixtures import seed_adapter  # noqa: E402
 from make_fixtures import core_batch, masked_nll  # noqa: E402
 from model import stats_from_logits  # noqa: E402
 from safetensors_io import save_file  # noqa: E402
@@ -51,20 +51,7 @@ def build(name, case, seed):
                      target_modules=case["target_modules"], use_dora=True, task_type="CAUSAL_LM")
     pm = get_peft_model(model, cfg)
     pm.peft_config["default"].base_model_name_or_path = f"tests/fixtures/core/{name}"  # no machine path in the file
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for n, p in sorted(pm.named_parameters()):
-            if not p.requires_grad:
-                continue
-            if ".lora_A." in n:
-                bound = 1.0 / math.sqrt(p.shape[1])
-                p.copy_((torch.rand(p.shape, generator=g) * 2 - 1) * bound)
-            elif ".lora_B." in n:
-                p.copy_(torch.randn(p.shape, generator=g) * B_STD)
-            elif "lora_magnitude_vector" in n:
-                p.mul_(1 + MAG_JITTER * torch.randn(p.shape, generator=g))
-            else:
-                sys.exit(f"{name}: unexpected trainable parameter {n}")
+    seed_adapter(pm, seed, B_STD, name, MAG_JITTER)
     return pm
 
 

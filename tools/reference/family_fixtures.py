@@ -13,7 +13,6 @@
 # Usage, from the repo root:  python3 tools/reference/family_fixtures.py [--out DIR]
 # Deterministic: one thread, seeded weights and ids, sorted safetensors keys; two runs write identical bytes.
 import json
-import math
 import os
 import re
 import sys
@@ -28,7 +27,7 @@ import torch  # noqa: E402
 import transformers  # noqa: E402
 from peft import LoraConfig, get_peft_model  # noqa: E402
 
-from hf_fixtures import (build_auto, fixture_main, loaded, row_logps, write_trained_fixture)  # noqa: E402
+from hf_fixtures import (build_auto, fixture_main, loaded, row_logps, seed_adapter, write_trained_fixture)  # noqa: E402
 from safetensors_io import load_file, save_file  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -225,17 +224,7 @@ def lora_model(cfg, state, seed, name):
     pm = get_peft_model(loaded(build_auto, cfg, state, torch.float32),
                         LoraConfig(task_type="CAUSAL_LM", **LORA))
     pm.peft_config["default"].base_model_name_or_path = f"tests/fixtures/family/{name}"  # no machine path in the file
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for n, p in sorted(pm.named_parameters()):
-            if not p.requires_grad:
-                continue
-            if ".lora_A." in n:
-                p.copy_((torch.rand(p.shape, generator=g) * 2 - 1) / math.sqrt(p.shape[1]))
-            elif ".lora_B." in n:
-                p.copy_(torch.randn(p.shape, generator=g) * B_STD)
-            else:
-                sys.exit(f"{name}: unexpected trainable parameter {n}")
+    seed_adapter(pm, seed, B_STD, name)
     return pm
 
 

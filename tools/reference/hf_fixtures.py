@@ -6,6 +6,7 @@
 # class and writes its own extra tensors and metadata.
 import argparse
 import json
+import math
 import os
 import sys
 
@@ -244,3 +245,23 @@ def fixture_main(description, default_out, names, write_model):
     transformers.utils.logging.set_verbosity_error()
     for name in names:
         write_model(name, args.out)
+
+
+def seed_adapter(pm, seed, b_std, what, mag_jitter=0.0):
+    """A PEFT model's adapter drawn in sorted name order from one seeded generator: lora_A as PEFT draws it
+    (kaiming-uniform a = sqrt(5): U(-1/sqrt(in), 1/sqrt(in))), lora_B ~ N(0, b_std) instead of PEFT's zeros (so that
+    d loss / d lora_A is not zero), DoRA's magnitudes times 1 + N(0, mag_jitter); exits on any other trainable tensor."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for n, p in sorted(pm.named_parameters()):
+            if not p.requires_grad:
+                continue
+            if ".lora_A." in n:
+                p.copy_((torch.rand(p.shape, generator=g) * 2 - 1) * (1.0 / math.sqrt(p.shape[1])))
+            elif ".lora_B." in n:
+                p.copy_(torch.randn(p.shape, generator=g) * b_std)
+            elif "lora_magnitude_vector" in n:
+                p.mul_(1 + mag_jitter * torch.randn(p.shape, generator=g))
+            else:
+                sys.exit(f"{what}: unexpected trainable parameter {n}")
+    return pm
