@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-# TRL's own ORPOTrainer as the peer of `preftune bench`: a randomly initialised transformers Llama of the given
-# config, trained on random token pairs by trl's ORPOTrainer (LoRA through PEFT with --lora), timed per optimizer
+# TRL's own ORPOTrainer as the peer of `preftune bench`: a randomly initialised transformers model of the given
+# config.json (any family: its model_type picks the class), trained on random token pairs by trl's ORPOTrainer (LoRA through PEFT with --lora), timed per optimizer
 # step by a callback, printed as ONE JSON line in the schema of `preftune bench`.
 # Not part of preftune's runtime; needs a python with torch, transformers, trl and peft.
 #   python bench/peer_trl.py --config bench/configs/smollm2-135m.json --pairs 2 --seq 512 --steps 3 --warmup 1 \
@@ -57,7 +57,7 @@ def main():
     ap.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="bf16: TrainingArguments(bf16=True), CPU autocast")
     ap.add_argument("--base-dtype", choices=["fp32", "bf16"], default="fp32", help="dtype the model is created in (bf16: the frozen base under LoRA)")
     ap.add_argument("--gradient-checkpointing", action="store_true", help="ORPOConfig's default is on")
-    ap.add_argument("--lora", action="store_true", help="PEFT LoRA on all seven projections")
+    ap.add_argument("--lora", action="store_true", help="PEFT LoRA on all-linear (the seven projections of a Llama)")
     ap.add_argument("--lora-r", type=int, default=16)
     ap.add_argument("--lora-alpha", type=float, default=None, help="default 2 * r")
     ap.add_argument("--seed", type=int, default=0)
@@ -70,18 +70,19 @@ def main():
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     from datasets import Dataset
-    from transformers import LlamaConfig, LlamaForCausalLM, TrainerCallback
+    from transformers import AutoConfig, AutoModelForCausalLM, TrainerCallback
     from trl.experimental.orpo import ORPOConfig, ORPOTrainer
 
     with open(args.config) as f:
         cj = json.load(f)
-    cfg = LlamaConfig(**{k: v for k, v in cj.items() if k not in ("architectures", "transformers_version", "torch_dtype", "dtype")})
+    cfg = AutoConfig.for_model(cj.get("model_type", "llama"),
+                               **{k: v for k, v in cj.items() if k not in ("architectures", "model_type", "transformers_version", "torch_dtype", "dtype")})
     dtype = torch.bfloat16 if args.base_dtype == "bf16" else torch.float32
-    model = LlamaForCausalLM(cfg).to(dtype)
+    model = AutoModelForCausalLM.from_config(cfg).to(dtype)
     model.config.use_cache = False
     n_matmul = sum(p.numel() for p in model.parameters())
     if not cfg.tie_word_embeddings:
-        n_matmul -= model.model.embed_tokens.weight.numel()
+        n_matmul -= model.get_input_embeddings().weight.numel()
 
     rng = random.Random(args.seed)
     V, half = cfg.vocab_size, args.seq // 2
@@ -93,7 +94,7 @@ def main():
     if args.lora:
         from peft import LoraConfig
         peft_config = LoraConfig(r=args.lora_r, lora_alpha=args.lora_alpha or 2 * args.lora_r, lora_dropout=0.0, bias="none", task_type="CAUSAL_LM",
-                                 target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+                                 target_modules="all-linear")
 
     out_dir = tempfile.mkdtemp(prefix="peer_trl_")
     targs = ORPOConfig(

@@ -42,7 +42,7 @@ template <typename T>
 inline void softcap_row(T* s, int lo, int nv, double cap) {
   if (cap <= 0) return;
   const T c = (T)cap, ic = (T)(1.0 / cap);
-  for (int j = lo; j < nv; j++) s[j] = c * std::tanh(s[j] * ic);
+  for (int j = lo; j < nv; j++) s[j] = c * ttanh(s[j] * ic);
 }
 
 // The first key a query at position t sees: 0, or with a sliding window w > 0 (transformers' sliding_window mask,
@@ -175,7 +175,7 @@ void attention_backward(T* dqkv, const T* dout, const T* out, const T* lse, cons
             for (int j = 0; j < lo; j++) { p[j] = 0; ds[j] = 0; }
             if (cap > 0) {  // through the cap: d s / d raw = 1 - tanh^2
               for (int j = lo; j < nv; j++) {
-                const T th = std::tanh(p[j] * icap);
+                const T th = ttanh(p[j] * icap);
                 p[j] = texp(cap * th - l);
                 ds[j] = p[j] * (ds[j] - Di) * ((T)1 - th * th);
               }

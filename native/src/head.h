@@ -34,7 +34,7 @@ struct HeadPost {
       for (int v = 0; v < V; v++) x[v] += bias[v];
     if (softcap > 0) {
       const T c = (T)softcap, ic = (T)(1.0 / softcap);
-      for (int v = 0; v < V; v++) x[v] = c * std::tanh(x[v] * ic);
+      for (int v = 0; v < V; v++) x[v] = c * ttanh(x[v] * ic);
     }
   }
 };
@@ -143,7 +143,7 @@ void head_backward(T* dH, T* dW, const T* dlogp, const T* H, const int32_t* labe
         const T c = (T)post.softcap, ic = (T)(1.0 / post.softcap);
         const int lab = labels[r];
         for (int v = 0; v < V; v++) {
-          const T th = std::tanh((x[v] + (post.bias ? post.bias[v] : (T)0)) * ic);
+          const T th = ttanh((x[v] + (post.bias ? post.bias[v] : (T)0)) * ic);
           x[v] = (-g * texp(c * th - l) + (v == lab ? g : (T)0)) * ((T)1 - th * th);
         }
         continue;

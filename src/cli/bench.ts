@@ -1,7 +1,7 @@
 // `preftune bench`: full fine-tuning steps of a randomly initialised model given by a config.json, on random
 // token ids, timed; prints one JSON line (tokens_per_second, seconds_per_step median, gflops, peak_rss_mb).
 // --bf16 picks the GEMM precision as `bf16: true` does in training (chooseCompute; --compute forces one);
-// --lora trains a LoRA adapter (PEFT init, rank --lora-r) on all seven projections with the base frozen;
+// --lora trains a LoRA adapter (PEFT init, rank --lora-r) on every linear layer (PEFT's all-linear) with the base frozen;
 // --base-bf16 holds that frozen base in bf16 only (`torch_dtype: bfloat16` under LoRA); --gradient-checkpointing
 // recomputes each layer in the backward; --optim adamw_8bit keeps bitsandbytes' 8-bit AdamW state.
 // `preftune bench --generate`: greedy decoding through the generation engine instead (decode tokens/s per batch
@@ -13,7 +13,7 @@ import { totalmem } from "node:os";
 import { resourceUsage } from "node:process";
 import { InvalidArgumentError, type Command } from "commander";
 import { createOptimizer } from "../core/adamw8bit.ts";
-import { LORA_TARGETS, NativeModel, bf16Support, blasCore, chooseCompute, getNumThreads, setNumThreads } from "../core/native.ts";
+import { NativeModel, bf16Support, blasCore, chooseCompute, getNumThreads, setNumThreads } from "../core/native.ts";
 import { Generator, type LoadedModel } from "../generate/engine.ts";
 import { defaultGenerationConfig } from "../generate/config.ts";
 import type { Tokenizer } from "../data/tokenizer.ts";
@@ -21,7 +21,7 @@ import type { ComputeDtype, DecoderConfig } from "../core/types.ts";
 import { parseConfig } from "../models/config.ts";
 import { randomInit } from "../models/params.ts";
 import { checkSeed } from "../util/random.ts";
-import { initLora } from "../models/peft.ts";
+import { initLora, resolveTargetModules } from "../models/peft.ts";
 import { f32ToBf16 } from "../models/dtype.ts";
 
 export interface BenchOptions {
@@ -141,7 +141,7 @@ export function runBench(o: BenchOptions): Record<string, unknown> {
   else randomInit(model.table, model.params, o.seed);
   const r = o.loraR ?? 16;
   if (o.lora && !(Number.isInteger(r) && r >= 1)) throw new Error(`--lora-r must be a whole number >= 1, got ${o.loraR}`);
-  const lora = o.lora ? model.attachLora({ r, loraAlpha: o.loraAlpha ?? 2 * r, useRslora: false, targetModules: LORA_TARGETS, loraDropout: 0 }) : null;
+  const lora = o.lora ? model.attachLora({ r, loraAlpha: o.loraAlpha ?? 2 * r, useRslora: false, targetModules: resolveTargetModules("all-linear", "--lora", cfg), loraDropout: 0 }) : null;
   if (lora) initLora(lora, o.seed + 1);
   const trainable = lora ?? model;
   model.gradientCheckpointing = o.gradientCheckpointing === true;
@@ -266,7 +266,7 @@ export function registerBenchCommand(program: Command): void {
     .option("--seed <n>", "weights and token ids seed", wholeArg, 0)
     .option("--bf16", "bf16 mixed precision as `bf16: true` in training picks it (a note and fp32 where the CPU has no fast bf16)")
     .option("--compute <dtype>", "force the GEMM precision: fp32 or bf16 (bf16 needs AVX512-BF16 or AMX)")
-    .option("--lora", "train a LoRA adapter on all seven projections (q,k,v,o,gate,up,down) with the base frozen")
+    .option("--lora", "train a LoRA adapter on every linear layer (PEFT's all-linear: q,k,v,o,gate,up,down on a Llama) with the base frozen")
     .option("--lora-r <n>", "with --lora: the adapter rank", wholeArg, 16)
     .option("--lora-alpha <n>", "with --lora: lora_alpha (default 2 * r)", (v) => Number(v))
     .option("--base-bf16", "with --lora: hold the frozen base in bf16 only (torch_dtype: bfloat16), half its memory")
