@@ -3,6 +3,7 @@
 // the HF Trainer's order, and the log-prob / loss / every-gradient, AdamW-trajectory and greedy-decoding checks.
 // Not the fixtures' expected values: those are in the files.
 import assert from "node:assert/strict";
+import type { TestContext } from "node:test";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { AdamW, NativeModel, type Optimizer, type Trainable } from "../../src/core/native.ts";
@@ -113,6 +114,19 @@ export function checkLogpsLossGrads(model: NativeModel, batch: TokenBatch, fx: S
   model.zeroGrad();
   model.backward(dlogps);
   return { d, ...checkGrads(model, fx, get, opts) };
+}
+
+/** A test body for a fixture's AdamW trajectory: load, checkTrajectory, report the worst step, free the model. */
+export function trajectoryTest(load: () => { model: NativeModel; batch: TokenBatch; fx: SafetensorsHeader; get: (k: string) => Float32Array }) {
+  return (t: TestContext): void => {
+    const { model, get, batch, fx } = load();
+    try {
+      const { worst, steps } = checkTrajectory(model, batch, fx, get);
+      t.diagnostic(`worst loss relative error over ${steps} steps ${worst.toExponential(2)}`);
+    } finally {
+      model.free();
+    }
+  };
 }
 
 /** The fixture's AdamW trajectory (traj_loss, traj_grad_norm, with lr, eps, weight_decay and max_grad_norm from

@@ -12,8 +12,8 @@ import { setNumThreads } from "../../src/core/native.ts";
 import { loadAdapter, loadAdapterWeights, resolveTargetModules } from "../../src/models/peft.ts";
 import { maxAbs } from "../helpers/compare.ts";
 import {
-  checkFullForwardArgmax, checkGrads, checkGreedy, checkLogpsLossGrads, checkTrajectory, familyGradCheck as gradCheck, loadCheckpoint, nll,
-  readFixture, readGenerateFixture,
+  checkFullForwardArgmax, checkGrads, checkGreedy, checkLogpsLossGrads, familyGradCheck as gradCheck, loadCheckpoint, nll,
+  readFixture, readGenerateFixture, trajectoryTest,
 } from "../helpers/parity.ts";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..", "fixtures", "family");
@@ -44,15 +44,7 @@ for (const name of CASES) {
     }
   });
 
-  test(`${name}: 10 AdamW steps with clipping follow the PyTorch trajectory`, (t) => {
-    const { model, get, batch, fx } = load(name);
-    try {
-      const { worst, steps } = checkTrajectory(model, batch, fx, get);
-      t.diagnostic(`worst loss relative error over ${steps} steps ${worst.toExponential(2)}`);
-    } finally {
-      model.free();
-    }
-  });
+  test(`${name}: 10 AdamW steps with clipping follow the PyTorch trajectory`, trajectoryTest(() => load(name)));
 
   test(`${name}: greedy decoding with the KV cache matches transformers' generate()`, (t) => {
     const { dir, model } = load(name);

@@ -11,7 +11,8 @@ import { fileURLToPath } from "node:url";
 import { NativeModel, setNumThreads } from "../../src/core/native.ts";
 import type { DecoderConfig } from "../../src/core/types.ts";
 import {
-  checkFullForwardArgmax, checkGreedy, checkLogpsLossGrads, checkTrajectory, loadCheckpoint, logpsDiff, readFixture, readGenerateFixture,
+  checkFullForwardArgmax, checkGreedy, checkLogpsLossGrads, loadCheckpoint, logpsDiff, readFixture, readGenerateFixture,
+  trajectoryTest,
 } from "../helpers/parity.ts";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..", "fixtures", "window");
@@ -52,15 +53,7 @@ for (const [name, want] of Object.entries(MODELS)) {
     }
   });
 
-  test(`${name}: 10 AdamW steps with clipping follow the PyTorch trajectory`, (t) => {
-    const { model, get, batch, fx } = load(name);
-    try {
-      const { worst, steps } = checkTrajectory(model, batch, fx, get);
-      t.diagnostic(`worst loss relative error over ${steps} steps ${worst.toExponential(2)}`);
-    } finally {
-      model.free();
-    }
-  });
+  test(`${name}: 10 AdamW steps with clipping follow the PyTorch trajectory`, trajectoryTest(() => load(name)));
 
   if (want.windows) {
     test(`${name}: the fixture depends on the window (full attention is far off)`, () => {
