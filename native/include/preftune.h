@@ -317,8 +317,10 @@ void pt_lora_set_dropout_seed(pt_model* m, uint64_t seed, int64_t step, int32_t 
 pt_status pt_lora_dora_init(pt_model* m);
 
 // ---- Decoding with a KV cache ----------------------------------------------------------------------
-// A decoding session of B rows: per layer a K and a V cache (L, B, NKV, T_max, HS) holding each row's keys and
-// values after RoPE (and q/k norm), plus the session's own scratch, so decoding never disturbs training state.
+// A decoding session of B rows: per layer a K and a V cache (B, NKV, T_max, HS) holding each row's keys and
+// values after RoPE (and q/k norm), plus the session's own scratch, so decoding never disturbs training state. A
+// sliding-window layer holds only a ring of its window plus 127 positions when that is shorter than T_max (appends
+// of more than 128 tokens per row then run in chunks of 128, in order).
 // A row holds the tokens appended to it so far (0 at creation). The cache belongs to no model: pass the model it
 // was created for (same shapes) to every pt_decode; a LoRA adapter may be attached, detached or merged between
 // calls (what the cache holds was computed with whatever was attached then).

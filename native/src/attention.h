@@ -8,6 +8,7 @@
 // c tanh(s / c) before the mask (Gemma 2's attn_logit_softcapping); the backward recomputes the cap's tanh.
 // Also the inference-only variant for decoding, whose keys and values come from a per-sequence KV cache.
 #pragma once
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -200,12 +201,13 @@ void attention_backward(T* dqkv, const T* dout, const T* out, const T* lse, cons
 
 // Decoding (no backward): new query rows against a KV cache. q (N, ldq) holds the packed new tokens after RoPE;
 // sequence i has seqs[i] = {first packed row, new tokens}, held past[i] tokens before them and lives in cache row
-// rows[i]. Kc, Vc: one layer's cache (B, NKV, Tmax, HS), the new tokens' keys and values already written at
-// positions past[i] ... So new token t of sequence i sees cache positions first_key(past[i] + t, window) .. past[i] + t.
-// out (N, NH*HS).
+// rows[i]. Kc, Vc: one layer's cache (B, NKV, cap, HS), the new tokens' keys and values already written. Key
+// position s sits in slot s % cap: cap is the full length (no wrap) or, for a sliding-window layer, a ring that holds
+// at least the window plus this call's new tokens. So new token t of sequence i sees positions
+// first_key(past[i] + t, window) .. past[i] + t. out (N, NH*HS).
 template <typename T>
 void attention_cached(T* out, const T* q, int64_t ldq, const SeqSpan* seqs, const int32_t* past, const int32_t* rows,
-                      const T* Kc, const T* Vc, int Tmax, int n, int NH, int NKV, int HS, int window,
+                      const T* Kc, const T* Vc, int cap, int n, int NH, int NKV, int HS, int window,
                       const AttnScore& sc = {}) {
   const int64_t ldo = (int64_t)NH * HS;
   const int G = NH / NKV;
@@ -215,18 +217,22 @@ void attention_cached(T* out, const T* q, int64_t ldq, const SeqSpan* seqs, cons
     for (int g = 0; g < NKV; g++) {
       const int len = seqs[i].len, p0 = past[i];
       const int64_t s0 = seqs[i].start;
-      const size_t cache = ((size_t)rows[i] * NKV + g) * Tmax * HS;
-      const T* K = Kc + cache;   // (Tmax, HS)
+      const size_t cache = ((size_t)rows[i] * NKV + g) * cap * HS;
+      const T* K = Kc + cache;   // (cap, HS)
       const T* Vv = Vc + cache;
       const int rows_max = G * (len < kAttnBlock ? len : kAttnBlock);
-      T* S = attn_scratch<T>(0, (size_t)rows_max * (p0 + len));  // (G*br, p0 + r1)
+      const int keys_max = std::min(p0 + len, cap);
+      T* S = attn_scratch<T>(0, (size_t)rows_max * keys_max);  // (G*br, nk)
       T* Qs = attn_scratch<T>(1, (size_t)rows_max * HS);
       T* Os = attn_scratch<T>(2, (size_t)rows_max * HS);
       for (int r0 = 0; r0 < len; r0 += kAttnBlock) {
         const int r1 = r0 + kAttnBlock < len ? r0 + kAttnBlock : len, br = r1 - r0;
         const int k0 = first_key(p0 + r0, window), nk = p0 + r1 - k0;  // the block's keys: k0 .. p0 + r1 - 1
+        // their slots: one run, or two when the ring wraps ([a, cap) then [0, nk - (cap - a)))
+        const int a = k0 % cap, first = std::min(nk, cap - a);
         stack_heads(Qs, q + s0 * ldq, ldq, g * G, G, r0, br, HS);
-        gemm(false, true, G * br, nk, HS, scale, Qs, HS, K + (size_t)k0 * HS, HS, (T)0, S, nk);  // (G*br, nk)
+        gemm(false, true, G * br, first, HS, scale, Qs, HS, K + (size_t)a * HS, HS, (T)0, S, nk);  // (G*br, nk)
+        if (first < nk) gemm(false, true, G * br, nk - first, HS, scale, Qs, HS, K, HS, (T)0, S + first, nk);
         for (int k = 0; k < G; k++) {
           for (int r = 0; r < br; r++) {
             const int t = p0 + r0 + r;
@@ -234,7 +240,8 @@ void attention_cached(T* out, const T* q, int64_t ldq, const SeqSpan* seqs, cons
             causal_softmax(S + ((size_t)k * br + r) * nk, first_key(t, window) - k0, t + 1 - k0, nk);
           }
         }
-        gemm(false, false, G * br, HS, nk, (T)1, S, nk, Vv + (size_t)k0 * HS, HS, (T)0, Os, HS);  // (G*br, HS)
+        gemm(false, false, G * br, HS, first, (T)1, S, nk, Vv + (size_t)a * HS, HS, (T)0, Os, HS);  // (G*br, HS)
+        if (first < nk) gemm(false, false, G * br, HS, nk - first, (T)1, S + first, nk, Vv, HS, (T)1, Os, HS);
         unstack_heads(out + s0 * ldo, Os, ldo, g * G, G, r0, br, HS);
       }
     }

@@ -197,10 +197,18 @@ struct pt_model {
   Buf<float> q4absmax;
 };
 
+// The most tokens per row one pass of decoding appends when the cache has sliding-window rings: longer appends
+// (prefill) run in chunks of it, in order, so a ring always holds its window plus the pass's new tokens.
+constexpr int kDecodeChunk = 128;
+
 struct pt_kv_cache {
   int B = 0, Tmax = 0, L = 0, NKV = 0, HS = 0;
   std::vector<int32_t> held;     // (B) tokens each row holds
-  float* k = nullptr;            // (L, B, NKV, Tmax, HS)
+  // Layer l holds (B, NKV, cap[l], HS) at offset[l]: cap Tmax, or for a sliding-window layer w a ring of
+  // w - 1 + kDecodeChunk positions (position s in slot s % cap), when that is shorter.
+  std::vector<int32_t> cap;
+  std::vector<size_t> offset;
+  float* k = nullptr;
   float* v = nullptr;
   // Scratch of one pt_decode over N new tokens of n rows.
   std::vector<SeqSpan> seqs;     // (n)
@@ -1807,7 +1815,13 @@ pt_status pt_kv_create(const pt_model* m, int32_t B, int32_t T_max, pt_kv_cache*
   if (!kv) return fail(PT_ERR_MEMORY, "out of memory");
   kv->B = B; kv->Tmax = T_max; kv->L = m->L; kv->NKV = m->NKV; kv->HS = m->HS;
   kv->held.assign(B, 0);
-  const size_t floats = (size_t)m->L * B * m->NKV * (size_t)T_max * m->HS;
+  size_t floats = 0;
+  for (int l = 0; l < m->L; l++) {
+    const int w = m->window[l];
+    kv->cap.push_back(w > 0 && (int64_t)w - 1 + kDecodeChunk < T_max ? w - 1 + kDecodeChunk : T_max);
+    kv->offset.push_back(floats);
+    floats += (size_t)B * m->NKV * kv->cap[l] * m->HS;
+  }
   const size_t bytes = (floats * sizeof(float) + 63) / 64 * 64;
   kv->k = static_cast<float*>(std::aligned_alloc(64, bytes));
   kv->v = static_cast<float*>(std::aligned_alloc(64, bytes));
@@ -1824,7 +1838,8 @@ void pt_kv_reset(pt_kv_cache* kv, int32_t row) {
   if (row >= 0 && row < kv->B) kv->held[row] = 0;
 }
 
-pt_status pt_decode(pt_model* m, pt_kv_cache* kv, const int32_t* rows, const int32_t* ids, const int32_t* lengths,
+// One pass of pt_decode (every argument as there), each row's tokens at once.
+static pt_status decode_step(pt_model* m, pt_kv_cache* kv, const int32_t* rows, const int32_t* ids, const int32_t* lengths,
                     int32_t n, int32_t T, int32_t flags, float* logits) {
   if (kv->L != m->L || kv->NKV != m->NKV || kv->HS != m->HS)
     return fail(PT_ERR_ARGUMENT, "this KV cache was made for a model of another shape");
@@ -1897,7 +1912,6 @@ pt_status pt_decode(pt_model* m, pt_kv_cache* kv, const int32_t* rows, const int
     io.act = kv->act.need((size_t)N * m->I);
     float* lu = lo ? kv->lu.need((size_t)N * lo->max_group) : nullptr;
     float* dn = lo && lo->dora ? kv->dn.need((size_t)lo->max_out) : nullptr;
-    const size_t layer = (size_t)kv->B * NKV * kv->Tmax * HS;
     refresh_small(m);
     const TopAdapt ta{lo, false, lu, lu, dn};
     embed_tokens(m, x, m->cfg.embed_dim > 0 ? kv->xe.need((size_t)N * m->W) : nullptr, kv->tok.data(), kv->pos.data(), N, false, ta);
@@ -1907,19 +1921,20 @@ pt_status pt_decode(pt_model* m, pt_kv_cache* kv, const int32_t* rows, const int
         if (lo->dora) members_forward(m, *lo, false, l, k, y, ldy, lu, in, nN, dn);
         else lora_forward(y, ldy, lu, in, lo->P[l][k], nN, (float)lo->scaling);
       };
-      float* Kc = kv->k + l * layer;
-      float* Vc = kv->v + l * layer;
+      float* Kc = kv->k + kv->offset[l];
+      float* Vc = kv->v + kv->offset[l];
+      const int cap = kv->cap[l];
       auto attend = [&](const float* qkv, float* att) {  // the new keys and values into the cache, then attention
         for (int i = 0; i < n; i++)
           for (int t = 0; t < kv->seqs[i].len; t++) {
             const float* src = qkv + (kv->seqs[i].start + t) * QKV;
             for (int g = 0; g < NKV; g++) {
-              const size_t at = (((size_t)rows[i] * NKV + g) * kv->Tmax + kv->past[i] + t) * HS;
+              const size_t at = (((size_t)rows[i] * NKV + g) * cap + (kv->past[i] + t) % cap) * HS;
               std::memcpy(Kc + at, src + (size_t)(NH + g) * HS, sizeof(float) * HS);
               std::memcpy(Vc + at, src + (size_t)(NH + NKV + g) * HS, sizeof(float) * HS);
             }
           }
-        attention_cached(att, qkv, QKV, kv->seqs.data(), kv->past.data(), rows, Kc, Vc, kv->Tmax, n, NH, NKV, HS,
+        attention_cached(att, qkv, QKV, kv->seqs.data(), kv->past.data(), rows, Kc, Vc, cap, n, NH, NKV, HS,
                          m->window[l], m->score);
       };
       layer_body(m, l, io, x, x, N, kv->pos.data(), false, adapt, attend);
@@ -1945,6 +1960,43 @@ pt_status pt_decode(pt_model* m, pt_kv_cache* kv, const int32_t* rows, const int
     return fail(PT_ERR_MEMORY, "out of memory decoding " + std::to_string(N) + " tokens");
   }
   for (int i = 0; i < n; i++) kv->held[rows[i]] += lengths[i];
+  return PT_OK;
+}
+
+pt_status pt_decode(pt_model* m, pt_kv_cache* kv, const int32_t* rows, const int32_t* ids, const int32_t* lengths,
+                    int32_t n, int32_t T, int32_t flags, float* logits) {
+  const bool rings = kv->L == m->L && std::any_of(kv->cap.begin(), kv->cap.end(), [&](int32_t c) { return c < kv->Tmax; });
+  if (!rings || T <= kDecodeChunk || n < 1 || n > kv->B) return decode_step(m, kv, rows, ids, lengths, n, T, flags, logits);
+  // Appends longer than a chunk run chunk by chunk; everything a later chunk could refuse is checked first, so a
+  // refused call changes nothing.
+  int longest = 0;
+  for (int i = 0; i < n; i++) {
+    const int r = rows[i], len = lengths[i];
+    if (r < 0 || r >= kv->B || len < 1 || len > T || kv->held[r] + len > kv->Tmax)
+      return decode_step(m, kv, rows, ids, lengths, n, T, flags, logits);  // its message names the problem
+    for (int t = 0; t < len; t++)
+      if (ids[(int64_t)i * T + t] < 0 || ids[(int64_t)i * T + t] >= m->V) return decode_step(m, kv, rows, ids, lengths, n, T, flags, logits);
+    longest = std::max(longest, len);
+  }
+  std::vector<int32_t> sub_rows, sub_len, sub_ids((size_t)n * kDecodeChunk), which;
+  std::vector<float> sub_logits((size_t)n * m->V);
+  for (int c0 = 0; c0 < longest; c0 += kDecodeChunk) {
+    sub_rows.clear(); sub_len.clear(); which.clear();
+    for (int i = 0; i < n; i++) {
+      if (lengths[i] <= c0) continue;
+      const int len = std::min(kDecodeChunk, lengths[i] - c0), j = (int)sub_rows.size();
+      std::memcpy(sub_ids.data() + (size_t)j * kDecodeChunk, ids + (int64_t)i * T + c0, sizeof(int32_t) * len);
+      sub_rows.push_back(rows[i]);
+      sub_len.push_back(len);
+      which.push_back(i);
+    }
+    const int k = (int)sub_rows.size();
+    if (pt_status st = decode_step(m, kv, sub_rows.data(), sub_ids.data(), sub_len.data(), k, kDecodeChunk, flags, sub_logits.data()); st != PT_OK)
+      return st;
+    for (int j = 0; j < k; j++)  // a row whose last token was in this chunk: its logits
+      if (lengths[which[j]] <= c0 + kDecodeChunk)
+        std::memcpy(logits + (size_t)which[j] * m->V, sub_logits.data() + (size_t)j * m->V, sizeof(float) * m->V);
+  }
   return PT_OK;
 }
 

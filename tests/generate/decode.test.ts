@@ -2,7 +2,9 @@
 // Qwen2 (q/k/v bias, tied) and Qwen3 (q/k norm) checkpoints, with and without their LoRA adapters:
 // every greedy token is the argmax of a full forward over prompt + generated, its log-prob from the cached
 // logits equals the full forward's, and each row of a batch of prompts of different lengths equals its own
-// batch-of-one run. Also the refusals of the native decode call.
+// batch-of-one run; sliding-window layers, whose cache is a ring of the window plus 127 positions, decode past
+// several wraps of it (prefill in chunks, pieces of every size, two rows at different positions) as the full forward
+// computes. Also the refusals of the native decode call.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { dirname, join } from "node:path";
@@ -125,6 +127,44 @@ test("a prefill appended in pieces equals one prefill (chat turns reuse the cach
     model.free();
   }
 });
+
+// Mistral with an 8-token window on every layer, and Gemma 2 (window 8 on alternate layers, soft-caps): a cache
+// of 256 positions holds rings of 135 on those layers; 250-token rows wrap them.
+for (const [dir, what] of [["window/mistral-window", "every layer"], ["family/gemma2", "alternate layers"]]) {
+  test(`sliding window on ${what}: the ring cache decodes 250 tokens in pieces as the full forward computes`, (t) => {
+    const path = join(fixtures, dir);
+    const model = new NativeModel(readModelDir(path).config);
+    loadWeightsInto(path, model.table, model.params);
+    try {
+      const V = model.config.vocabSize, T = 250;
+      const seqs = prompts(V, [T, T], 21);
+      const cache = model.kvCache(2, 256);
+      try {
+        // row 0: a 200-token prefill (two chunks of 128 and 72) then pieces of 1..13 tokens; row 1 starts 37 tokens behind
+        const pieces = (start: number): number[][] => {
+          const out: number[][] = [];
+          for (let at = start, k = 1; at < T; at += k, k = (k % 13) + 1) out.push([at, Math.min(T, at + k)]);
+          return out;
+        };
+        let worst = 0;
+        for (const [row, first] of [[0, 200], [1, 163]] as const) {
+          const full = model.forward({ ids: Int32Array.from(seqs[row]), lengths: Int32Array.of(T), B: 1, T }, { train: false }).logps;
+          for (const [a, b] of [[0, first], ...pieces(first)]) {
+            const logits = model.decode(cache, Int32Array.of(row), Int32Array.from(seqs[row].slice(a, b)), Int32Array.of(b - a), b - a);
+            if (b < T) worst = Math.max(worst, Math.abs(logSoftmaxAt(logits, seqs[row][b]) - full[b]));
+          }
+          assert.equal(cache.length(row), T);
+        }
+        assert.ok(worst < 1e-5, `ring-cache log-probs differ from the full forward by ${worst}`);
+        t.diagnostic(`max |logp cached - full| = ${worst.toExponential(2)} over two rows of ${T} tokens`);
+      } finally {
+        cache.free();
+      }
+    } finally {
+      model.free();
+    }
+  });
+}
 
 test("decode refuses bad input with the numbers", () => {
   const model = load("llama-tiny", false);
