@@ -1,6 +1,7 @@
 // Node-API glue for the native core: unwraps typed arrays, checks their lengths, maps pt_status to
 // JavaScript errors. No math here; everything numeric is behind native/include/preftune.h.
 #include <napi.h>
+#include <sys/sysinfo.h>
 #include <cmath>
 #include <functional>
 #include <string>
@@ -192,12 +193,42 @@ class Model : public Napi::ObjectWrap<Model> {
       if (throw_if(env, !info[1].IsNumber(), "Model(config, flags): flags must be a number")) return;
       model_flags = info[1].As<Napi::Number>().Int32Value();
     }
+    // A parameter buffer of 4 GiB or more lives in a JavaScript ArrayBuffer the core uses as its storage: N-API
+    // can view external memory only below 4 GiB. Smaller ones stay the core's own (freed with the model, not by GC).
+    int64_t floats = 0;
+    const bool q4 = model_flags & (PT_MODEL_NF4_BASE | PT_MODEL_FP4_BASE);
+    if (!q4 && pt_param_layout(&c, nullptr, 0, nullptr, &floats) == PT_OK) {
+      const size_t bytes = (size_t)floats * ((model_flags & PT_MODEL_BF16_BASE) ? sizeof(uint16_t) : sizeof(float));
+      if (bytes >= ((size_t)1 << 32)) {
+        // V8 aborts the process when an ArrayBuffer cannot be allocated: refuse what memory and swap cannot hold
+        struct sysinfo si{};
+        if (sysinfo(&si) == 0 && bytes / si.mem_unit > (size_t)si.totalram + si.totalswap) {
+          throw_if(env, true, "cannot allocate " + std::to_string(bytes >> 20) + " MiB for " + std::to_string(floats) +
+                                  " parameters (the machine has " + std::to_string(((size_t)si.totalram * si.mem_unit) >> 20) +
+                                  " MiB of memory)");
+          return;
+        }
+        Napi::ArrayBuffer ab = Napi::ArrayBuffer::New(env, bytes);  // zero-filled
+        if (env.IsExceptionPending()) return;
+        storage_ = Napi::Persistent(ab);
+        check_status(env, pt_model_create_in(&c, model_flags, ab.Data(), bytes, &m_));
+        return;
+      }
+    }
     check_status(env, pt_model_create_ex(&c, model_flags, &m_));
   }
   ~Model() override { pt_model_free(m_); }
 
  private:
   pt_model* m_ = nullptr;
+  Napi::Reference<Napi::ArrayBuffer> storage_;  // the parameter buffer when it is JavaScript's (4 GiB or more)
+
+  // A typed view of the parameter buffer: over the JavaScript storage, or of the core's memory.
+  template <typename TA, typename E>
+  Napi::Value StorageView(Napi::Env env, E* p, size_t n) {
+    if (!storage_.IsEmpty()) return TA::New(env, n, storage_.Value(), 0);
+    return TA::New(env, n, Napi::ArrayBuffer::New(env, p, n * sizeof(E)), 0);
+  }
 
   bool Alive(Napi::Env env) { return !throw_if(env, m_ == nullptr, "the model was freed"); }
 
@@ -255,14 +286,12 @@ class Model : public Napi::ObjectWrap<Model> {
     Napi::Env env = info.Env();
     if (!Alive(env) || throw_if(env, Bf16Base(), "this model's base is held in bf16 only: use paramsBf16()"))
       return env.Undefined();
-    return View(env, pt_model_params(m_));
+    return StorageView<Napi::Float32Array>(env, pt_model_params(m_), (size_t)pt_model_num_floats(m_));
   }
   Napi::Value ParamsBf16(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     if (!Alive(env) || throw_if(env, !Bf16Base(), "this model's parameters are fp32: use params()")) return env.Undefined();
-    const size_t n = (size_t)pt_model_num_floats(m_);
-    auto ab = Napi::ArrayBuffer::New(env, pt_model_params_bf16(m_), n * sizeof(uint16_t));
-    return Napi::Uint16Array::New(env, n, ab, 0);
+    return StorageView<Napi::Uint16Array>(env, pt_model_params_bf16(m_), (size_t)pt_model_num_floats(m_));
   }
   Napi::Value Grads(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
@@ -466,6 +495,7 @@ class Model : public Napi::ObjectWrap<Model> {
   Napi::Value Free(const Napi::CallbackInfo& info) {
     pt_model_free(m_);
     m_ = nullptr;
+    storage_.Reset();  // JavaScript views of it keep the memory alive; the garbage collector frees it after them
     return info.Env().Undefined();
   }
 };

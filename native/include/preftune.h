@@ -41,7 +41,7 @@ extern "C" {
                            // 12: pt_param.quant4 (which tensors a 4-bit base quantizes)
                            // 13: pt_config's family features (arch, LayerNorm, Gemma's norms and soft-caps, plain
                            // MLPs and their activations, partial rotary, parallel residual, learned positions, biases
-                           // on the head); layer_rope 2 (the local RoPE base)
+                           // on the head); layer_rope 2 (the local RoPE base); pt_model_create_in
 
 typedef enum {
   PT_OK = 0,
@@ -175,6 +175,12 @@ enum { PT_MODEL_BF16_BASE = 1 };
 // only through a LoRA adapter, and pt_lora_merge refuses (merge into a full-precision copy: pt_model_dequantize).
 enum { PT_MODEL_NF4_BASE = 2, PT_MODEL_FP4_BASE = 4, PT_MODEL_DOUBLE_QUANT = 8 };
 pt_status pt_model_create_ex(const pt_config* cfg, int32_t flags, pt_model** out);
+// pt_model_create_ex with the parameter buffer in caller-owned memory: `storage` (zero-filled, `bytes` at least the
+// buffer's size: pt_param_layout's num_floats times 4, or times 2 for a PT_MODEL_BF16_BASE model; 16-byte aligned)
+// holds the fp32 parameters, or the bf16 ones of a bf16-held base; not for a 4-bit base. It must outlive the
+// model, which never frees it. For bindings that can only view memory their own allocator owns (N-API's views of
+// external memory stop at 4 GiB).
+pt_status pt_model_create_in(const pt_config* cfg, int32_t flags, void* storage, size_t bytes, pt_model** out);
 // Quantizes elements [start, start + n) of projection weight `param` (table index; its flat (out, in) order) into
 // the 4-bit store. Chunks of one tensor come in order from element 0, each a multiple of 64 elements except the
 // last; the last chunk also double-quantizes the tensor's absmax values (PT_MODEL_DOUBLE_QUANT).

@@ -140,6 +140,7 @@ struct pt_model {
   uint16_t* params16 = nullptr;         // PT_MODEL_BF16_BASE: every parameter in bf16 (same offsets)
   size_t params_mapped = 0;             // bytes of params when it is an anonymous mapping (bf16 or 4-bit base)
   size_t params16_mapped = 0;           // bytes of params16 when it is an anonymous mapping (bf16 + 4-bit base)
+  bool storage_external = false;        // params (fp32) or params16 (bf16 base) is the caller's (pt_model_create_in)
   const uint16_t *embed16 = nullptr, *head16 = nullptr;
   int C, I, V, L, NH, NKV, HS, QKV, AO;  // AO = NH * HS, the attention output width
   int GU = 0;                           // width of the up projection: 2I gated (gate|up), I plain (fc1)
@@ -1073,9 +1074,15 @@ pt_status pt_param_layout(const pt_config* cfg, pt_param* out, int32_t capacity,
 }
 
 pt_status pt_model_create(const pt_config* cfg, pt_model** out) { return pt_model_create_ex(cfg, 0, out); }
-
 pt_status pt_model_create_ex(const pt_config* cfg, int32_t flags, pt_model** out) {
+  return pt_model_create_in(cfg, flags, nullptr, 0, out);
+}
+
+pt_status pt_model_create_in(const pt_config* cfg, int32_t flags, void* storage, size_t storage_bytes, pt_model** out) {
   *out = nullptr;
+  if (storage && (flags & (PT_MODEL_NF4_BASE | PT_MODEL_FP4_BASE)))
+    return fail(PT_ERR_ARGUMENT, "caller-owned parameter storage is not for a 4-bit base");
+  if (storage && (uintptr_t)storage % 16 != 0) return fail(PT_ERR_ARGUMENT, "the parameter storage must be 16-byte aligned");
   if (flags & ~(PT_MODEL_BF16_BASE | PT_MODEL_NF4_BASE | PT_MODEL_FP4_BASE | PT_MODEL_DOUBLE_QUANT))
     return fail(PT_ERR_ARGUMENT, "unknown pt_model_create_ex flags " + std::to_string(flags));
   if ((flags & PT_MODEL_NF4_BASE) && (flags & PT_MODEL_FP4_BASE))
@@ -1137,7 +1144,14 @@ pt_status pt_model_create_ex(const pt_config* cfg, int32_t flags, pt_model** out
     // bf16 store, plus an fp32 mapping of which only the 1-D tensors' pages are ever written (refresh_small).
     // With a 4-bit base the bf16 store is a mapping too: its matrix pages are never written.
     const size_t half = ((size_t)m->nfloats * sizeof(uint16_t) + 63) / 64 * 64;
-    if (q4_base(m)) {
+    if (storage) {
+      if (storage_bytes < (size_t)m->nfloats * sizeof(uint16_t)) {
+        pt_model_free(m);
+        return fail(PT_ERR_ARGUMENT, "the parameter storage is smaller than the model's bf16 parameters");
+      }
+      m->params16 = static_cast<uint16_t*>(storage);
+      m->storage_external = true;
+    } else if (q4_base(m)) {
       m->params16 = static_cast<uint16_t*>(reserve(half));
       m->params16_mapped = half;
     } else {
@@ -1153,7 +1167,14 @@ pt_status pt_model_create_ex(const pt_config* cfg, int32_t flags, pt_model** out
       return fail(PT_ERR_MEMORY, "cannot allocate " + std::to_string(half >> 20) + " MiB for " +
                                      std::to_string(m->nfloats) + " bf16 parameters");
     }
-    if (!q4_base(m)) std::memset(m->params16, 0, half);
+    if (!q4_base(m) && !m->storage_external) std::memset(m->params16, 0, half);
+  } else if (storage) {
+    if (storage_bytes < bytes) {
+      pt_model_free(m);
+      return fail(PT_ERR_ARGUMENT, "the parameter storage is smaller than the model's parameters");
+    }
+    m->params = static_cast<float*>(storage);
+    m->storage_external = true;
   } else {
     m->params = static_cast<float*>(std::aligned_alloc(64, (bytes + 63) / 64 * 64));
     if (!m->params) {
@@ -1198,10 +1219,11 @@ pt_status pt_model_create_ex(const pt_config* cfg, int32_t flags, pt_model** out
 
 void pt_model_free(pt_model* m) {
   if (!m) return;
+  const bool own16 = !(m->storage_external && bf16_base(m)), own32 = !(m->storage_external && !bf16_base(m));
   if (m->params_mapped) munmap(m->params, m->params_mapped);
-  else std::free(m->params);
+  else if (own32) std::free(m->params);
   if (m->params16_mapped) munmap(m->params16, m->params16_mapped);
-  else std::free(m->params16);
+  else if (own16) std::free(m->params16);
   for (Q4Tensor& t : m->q4) {
     std::free(t.packed);
     std::free(t.absmax);
