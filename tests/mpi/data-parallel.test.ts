@@ -206,7 +206,9 @@ test("SIGUSR2 to mpirun stops every rank after the same step, with a checkpoint"
     }, 200);
     p.on("close", (code) => { clearInterval(poll); resolve(code); });
   });
-  assert.equal(status, 140, stderr);
+  // Every rank stops with 140. mpirun ends the job as soon as one rank exits non-zero and sends SIGTERM to the
+  // others, so a rank still tearing down can be reported with SIGTERM's 143 instead (about one run in four here).
+  assert.ok(status === 140 || status === 143, `mpirun exited with ${status}\n${stderr}`);
   const steps = log(outputDir).map((e) => e.step);
   const last = latestCheckpoint(outputDir);
   assert.equal(last, join(outputDir, `checkpoint-${steps[steps.length - 1]}`), "the checkpoint is of the last step every rank took");
