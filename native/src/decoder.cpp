@@ -714,20 +714,31 @@ Dropout member_dropout(const Adapter& a, bool train, int l, int k, int j) {
   return d;
 }
 
-// Rows [row0, row0 + rows) of group k's base matrix in layer l, as fp32: the matrix itself, or (a bf16-held base)
+// The base matrix adapter group k of slot l rides on: fp32 (W) or held in bf16 only (Wh, W then null), and its
+// rows. Slot L holds OPT's projections (G_PROJ_IN, G_PROJ_OUT).
+struct GroupMatrix {
+  float* W;
+  const uint16_t* Wh;
+  int64_t rows;
+};
+GroupMatrix group_matrix(pt_model* m, int l, int k) {
+  if (l == m->L) return k == G_PROJ_IN ? GroupMatrix{m->ex.proj_in, m->proj_in16, m->C} : GroupMatrix{m->ex.proj_out, m->proj_out16, m->W};
+  const Layer& P = m->P[l];
+  switch (k) {
+    case G_QKV: return {P.wqkv, P.hqkv, m->QKV};
+    case G_O: return {P.wo, P.ho, m->C};
+    case G_GU: return {P.wgu, P.hgu, m->GU};
+    default: return {P.wd, P.hd, m->C};
+  }
+}
+
+// Rows [row0, row0 + rows) of group k's base matrix in slot l, as fp32: the matrix itself, or (a bf16-held base)
 // widened into m->dora_W.
 const float* group_rows(pt_model* m, int l, int k, int row0, int rows, int in) {
-  const bool top = l == m->L;  // OPT's projections
-  const Layer& P = m->P[top ? 0 : l];
-  const float* W[NGROUPS] = {P.wqkv, P.wo, P.wgu, P.wd};
-  const uint16_t* Wh[NGROUPS] = {P.hqkv, P.ho, P.hgu, P.hd};
-  if (top) {
-    W[G_PROJ_IN] = m->ex.proj_in, W[G_PROJ_OUT] = m->ex.proj_out;
-    Wh[G_PROJ_IN] = m->proj_in16, Wh[G_PROJ_OUT] = m->proj_out16;
-  }
-  if (W[k]) return W[k] + (size_t)row0 * in;
+  const GroupMatrix g = group_matrix(m, l, k);
+  if (g.W) return g.W + (size_t)row0 * in;
   float* t = m->dora_W.need((size_t)rows * in);
-  from_bf16(t, Wh[k] + (size_t)row0 * in, (int64_t)rows * in);
+  from_bf16(t, g.Wh + (size_t)row0 * in, (int64_t)rows * in);
   return t;
 }
 const float* group_bias(const pt_model* m, int l, int k) {
@@ -1003,8 +1014,9 @@ void embed_tokens(pt_model* m, float* x, float* e, const int32_t* tok, const int
   }
 }
 
-// The backward of embed_tokens into the gradient buffer (dx is scaled in place; e: the forward's embeddings).
-void embed_tokens_backward(pt_model* m, float* dx, const float* e, int64_t N, bool mixed) {
+// The backward of embed_tokens' positions and scale: the position table's gradient, then dx (N, C) scaled in place
+// by embed_scale (the gradient at the token embeddings, or at project_in's output).
+void embed_positions_backward(pt_model* m, float* dx, int64_t N) {
   const int C = m->C;
   if (m->gex.positions) {
     const int off = m->cfg.position_offset;
@@ -1016,13 +1028,6 @@ void embed_tokens_backward(pt_model* m, float* dx, const float* e, int64_t N, bo
   }
   const float sc = m->cfg.embed_scale;
   if (sc > 0 && sc != 1.0f) scale(dx, N * C, sc);
-  if (m->cfg.embed_dim > 0) {  // through project_in: de (N, W) into the embeddings' slot of xe
-    float* de = m->hn.need((size_t)N * m->W);
-    if (mixed) linear_backward_bf16(de, m->gex.proj_in, nullptr, dx, e, bf16_weight(m->wb, m->ex.proj_in, C, m->W), (int)N, m->W, C, false, m->bs);
-    else linear_backward(de, m->gex.proj_in, (float*)nullptr, dx, e, m->ex.proj_in, (int)N, m->W, C, false);
-    dx = de;
-  }
-  embedding_backward(m->gembed, dx, m->tok.data(), N, m->W);
 }
 
 // The head's input (N, W) from the last hidden x (N, C): the final norm (rstd (N) kept) or x itself, then
@@ -1586,10 +1591,9 @@ pt_status pt_backward(pt_model* m, const float* dlogps) {
         nm.backward(dh2, gw(G.lnm), nullptr, dx, io.mo, P.lnm, io.rstdm, N, 1, C, C, false);
         dmlp = dh2;
       }
+      // recomputed: n2(xm), or n2(x) in parallel (Phi-2's ln2 is its shared ln1); norm_after reads xm itself
       float* hin = after ? io.xm : par == 1 ? m->h.p : m->h2.p;
-      if (after) {
-      } else if (par == 1) nm.forward(hin, tmp_rstd, x, P.ln1, P.ln1b, N, 1, C, C);
-      else nm.forward(hin, tmp_rstd, par == 2 ? x : io.xm, P.ln2, P.ln2b, N, 1, C, C);
+      if (!after) nm.forward(hin, tmp_rstd, par ? x : io.xm, P.ln2, P.ln2b, N, 1, C, C);
       g_prof.lap(P_NORM);
       // up = hin Wgu^T (+b) + LoRA, as the forward computed it (u rewritten with the same values); a checkpointed
       // layer was just recomputed whole
@@ -1655,7 +1659,15 @@ pt_status pt_backward(pt_model* m, const float* dlogps) {
       g_prof.lap(P_NORM);
       layer_grads_ready(l);
     }
-    if (!lo) embed_tokens_backward(m, dx, m->xe.p, N, mixed);
+    if (!lo) {
+      embed_positions_backward(m, dx, N);
+      float* demb = dx;
+      if (m->cfg.embed_dim > 0) {  // through project_in: the embeddings' gradient (N, W)
+        demb = m->hn.need((size_t)N * m->W);
+        base_back(demb, m->gex.proj_in, nullptr, dx, m->xe.p, m->ex.proj_in, m->proj_in16, Q4Matrix{}, m->W, C);
+      }
+      embedding_backward(m->gembed, demb, m->tok.data(), N, m->W);
+    }
     if (adapts_top(m, lo, G_PROJ_IN)) {  // the adapter on project_in: dA, dB (the frozen embeddings need no gradient)
       float* de = m->hn.need((size_t)N * m->W);  // a discarded input gradient
       if (member_path(*lo, true)) members_backward(m, *lo, L, G_PROJ_IN, de, dx, C, m->xe.p, m->lora_top.p, nN);
@@ -1789,34 +1801,25 @@ pt_status pt_lora_merge(pt_model* m) {
   const Adapter& a = *m->lora;
   try {
     for (int l = 0; l < (int)a.P.size(); l++) {  // the layers, then OPT's projections (slot L)
-      const bool top = l == m->L;
-      const Layer& P = m->P[top ? 0 : l];
-      float* W[NGROUPS] = {P.wqkv, P.wo, P.wgu, P.wd};
-      const uint16_t* Wh[NGROUPS] = {P.hqkv, P.ho, P.hgu, P.hd};
-      int64_t rows[NGROUPS] = {m->QKV, m->C, m->GU, m->C};
-      if (top) {
-        W[G_PROJ_IN] = m->ex.proj_in, W[G_PROJ_OUT] = m->ex.proj_out;
-        Wh[G_PROJ_IN] = m->proj_in16, Wh[G_PROJ_OUT] = m->proj_out16;
-        rows[G_PROJ_IN] = m->C, rows[G_PROJ_OUT] = m->W;
-      }
       for (int k = 0; k < NGROUPS; k++) {
         const LoraGroup<float>& g = a.P[l][k];
         if (!g.members) continue;
+        const GroupMatrix base = group_matrix(m, l, k);
         auto merge = [&](float* w) {  // W += s B A; DoRA then scales each row to m / ||row||
           lora_merge(w, g, (float)a.scaling);
           for (int j = 0; j < g.members; j++)
             if (g.mag[j]) dora_rescale_rows(w + (size_t)g.col[j] * g.in, g.mag[j], g.out[j], g.in);
         };
-        if (!Wh[k]) {
-          merge(W[k]);
+        if (!base.Wh) {
+          merge(base.W);
           continue;
         }
         // A bf16-held base: merge in fp32 over the widened matrix, then round it back to bf16.
-        const int64_t n = rows[k] * g.in;
+        const int64_t n = base.rows * g.in;
         float* t = m->wtile.need((size_t)n);
-        from_bf16(t, Wh[k], n);
+        from_bf16(t, base.Wh, n);
         merge(t);
-        to_bf16(m->params16 + (Wh[k] - m->params16), t, n);
+        to_bf16(m->params16 + (base.Wh - m->params16), t, n);
       }
     }
   } catch (const std::bad_alloc&) {
@@ -1860,18 +1863,15 @@ void pt_kv_reset(pt_kv_cache* kv, int32_t row) {
   if (row >= 0 && row < kv->B) kv->held[row] = 0;
 }
 
-// One pass of pt_decode (every argument as there), each row's tokens at once.
-static pt_status decode_step(pt_model* m, pt_kv_cache* kv, const int32_t* rows, const int32_t* ids, const int32_t* lengths,
-                    int32_t n, int32_t T, int32_t flags, float* logits) {
+// pt_decode's arguments checked, nothing changed: PT_OK, or the error naming the row, length or token.
+static pt_status check_decode(const pt_model* m, const pt_kv_cache* kv, const int32_t* rows, const int32_t* ids,
+                              const int32_t* lengths, int32_t n, int32_t T, int32_t flags) {
   if (kv->L != m->L || kv->NKV != m->NKV || kv->HS != m->HS)
     return fail(PT_ERR_ARGUMENT, "this KV cache was made for a model of another shape");
   if (n < 1 || n > kv->B || T < 1)
     return fail(PT_ERR_ARGUMENT, "pt_decode needs 1 <= n <= " + std::to_string(kv->B) + " rows and T >= 1");
   if (flags & ~PT_FORWARD_NO_ADAPTERS) return fail(PT_ERR_ARGUMENT, "pt_decode takes only PT_FORWARD_NO_ADAPTERS");
   std::vector<uint8_t> seen(kv->B, 0);
-  kv->seqs.resize(n);
-  kv->past.resize(n);
-  int64_t N = 0;
   for (int i = 0; i < n; i++) {
     const int r = rows[i], len = lengths[i];
     if (r < 0 || r >= kv->B || seen[r])
@@ -1883,19 +1883,32 @@ static pt_status decode_step(pt_model* m, pt_kv_cache* kv, const int32_t* rows, 
     if (kv->held[r] + len > kv->Tmax)
       return fail(PT_ERR_ARGUMENT, "row " + std::to_string(r) + " would hold " + std::to_string(kv->held[r] + len) +
                                        " tokens but the cache has " + std::to_string(kv->Tmax) + " positions");
-    kv->seqs[i] = {N, len};
-    kv->past[i] = kv->held[r];
-    N += len;
+    for (int t = 0; t < len; t++) {
+      const int id = ids[(int64_t)i * T + t];
+      if (id < 0 || id >= m->V)
+        return fail(PT_ERR_ARGUMENT, "token id " + std::to_string(id) + " of row " + std::to_string(r) +
+                                         " is outside [0, vocab_size = " + std::to_string(m->V) + ")");
+    }
+  }
+  return PT_OK;
+}
+
+// One pass of pt_decode over checked arguments (check_decode), each row's tokens at once.
+static pt_status decode_step(pt_model* m, pt_kv_cache* kv, const int32_t* rows, const int32_t* ids, const int32_t* lengths,
+                             int32_t n, int32_t T, int32_t flags, float* logits) {
+  kv->seqs.resize(n);
+  kv->past.resize(n);
+  int64_t N = 0;
+  for (int i = 0; i < n; i++) {
+    kv->seqs[i] = {N, lengths[i]};
+    kv->past[i] = kv->held[rows[i]];
+    N += lengths[i];
   }
   kv->tok.resize(N);
   kv->pos.resize(N);
   for (int i = 0; i < n; i++)
     for (int t = 0; t < lengths[i]; t++) {
-      const int id = ids[(int64_t)i * T + t];
-      if (id < 0 || id >= m->V)
-        return fail(PT_ERR_ARGUMENT, "token id " + std::to_string(id) + " of row " + std::to_string(rows[i]) +
-                                         " is outside [0, vocab_size = " + std::to_string(m->V) + ")");
-      kv->tok[kv->seqs[i].start + t] = id;
+      kv->tok[kv->seqs[i].start + t] = ids[(int64_t)i * T + t];
       kv->pos[kv->seqs[i].start + t] = kv->past[i] + t;
     }
   // A step of a small model is a few microseconds of work per op; waking a second thread for each of the ~10
@@ -1987,19 +2000,13 @@ static pt_status decode_step(pt_model* m, pt_kv_cache* kv, const int32_t* rows, 
 
 pt_status pt_decode(pt_model* m, pt_kv_cache* kv, const int32_t* rows, const int32_t* ids, const int32_t* lengths,
                     int32_t n, int32_t T, int32_t flags, float* logits) {
-  const bool rings = kv->L == m->L && std::any_of(kv->cap.begin(), kv->cap.end(), [&](int32_t c) { return c < kv->Tmax; });
-  if (!rings || T <= kDecodeChunk || n < 1 || n > kv->B) return decode_step(m, kv, rows, ids, lengths, n, T, flags, logits);
-  // Appends longer than a chunk run chunk by chunk; everything a later chunk could refuse is checked first, so a
-  // refused call changes nothing.
+  // The whole call is checked before any chunk runs, so a refused call changes nothing.
+  if (pt_status st = check_decode(m, kv, rows, ids, lengths, n, T, flags); st != PT_OK) return st;
+  const bool rings = std::any_of(kv->cap.begin(), kv->cap.end(), [&](int32_t c) { return c < kv->Tmax; });
+  if (!rings || T <= kDecodeChunk) return decode_step(m, kv, rows, ids, lengths, n, T, flags, logits);
+  // Appends longer than a chunk run chunk by chunk.
   int longest = 0;
-  for (int i = 0; i < n; i++) {
-    const int r = rows[i], len = lengths[i];
-    if (r < 0 || r >= kv->B || len < 1 || len > T || kv->held[r] + len > kv->Tmax)
-      return decode_step(m, kv, rows, ids, lengths, n, T, flags, logits);  // its message names the problem
-    for (int t = 0; t < len; t++)
-      if (ids[(int64_t)i * T + t] < 0 || ids[(int64_t)i * T + t] >= m->V) return decode_step(m, kv, rows, ids, lengths, n, T, flags, logits);
-    longest = std::max(longest, len);
-  }
+  for (int i = 0; i < n; i++) longest = std::max(longest, lengths[i]);
   std::vector<int32_t> sub_rows, sub_len, sub_ids((size_t)n * kDecodeChunk), which;
   std::vector<float> sub_logits((size_t)n * m->V);
   for (int c0 = 0; c0 < longest; c0 += kDecodeChunk) {
