@@ -1,10 +1,12 @@
 // Test helpers: the tiny model builder (src/models/tiny.ts), random pre-tokenized preference rows, a small text
-// preference dataset folder, and a scratch-folder maker. Not fixtures of expected values: tests compute.
+// preference dataset folder, a scratch-folder maker, and LoRA training configs over a tiny model. Not fixtures of expected values: tests compute.
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { seededRandom } from "../../src/data/sampler.ts";
 import type { TokenizedPair, TokenizedUnpaired } from "../../src/data/tokenize.ts";
+import { makeTinyModel } from "../../src/models/tiny.ts";
+import { resolveConfig, type TrainConfig } from "../../src/train/config.ts";
 
 export { makeTinyModel, TINY_CHAT_TEMPLATE, type TinyModelOptions } from "../../src/models/tiny.ts";
 
@@ -43,4 +45,21 @@ export function writeWordPairs(dir: string, train: number, test: number): void {
   mkdirSync(dir, { recursive: true });
   writeFileSync(join(dir, "train.jsonl"), rows(train, 0).join("\n") + "\n");
   writeFileSync(join(dir, "test.jsonl"), rows(test, 4).join("\n") + "\n");
+}
+
+/**
+ * Training configs for use_peft runs on pre-tokenized rows over one tiny model (vocab 96, hidden 32, 2 layers, seeded):
+ * DPO, LoRA r 4 on all-linear, learning rate 1e-2, batch 2, one thread, no saves, each run in its own output folder;
+ * `defaults` then `over` on top. Call cleanup() when done.
+ */
+export function loraRuns(seed: number, defaults: Record<string, unknown> = {}) {
+  const runs = scratch();
+  const model = makeTinyModel(join(runs.dir, "model"), { vocab: 96, hidden: 32, layers: 2, seed });
+  let runNo = 0;
+  const cfg = (over: Record<string, unknown>): TrainConfig => resolveConfig({
+    method: "dpo", model_name_or_path: model, dataset: "(pre-tokenized rows)", output_dir: join(runs.dir, `run-${++runNo}`),
+    threads: 1, logging_steps: 1, learning_rate: 1e-2, per_device_train_batch_size: 2, save_strategy: "no",
+    use_peft: true, lora_r: 4, lora_alpha: 8, lora_target_modules: "all-linear", ...defaults, ...over,
+  }).config;
+  return { model, cfg, cleanup: runs.cleanup };
 }

@@ -15,9 +15,9 @@ import {
   ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, initLora, loadAdapter, pythonJson, readAdapterFolder, resolveTargetModules, saveAdapter, saveMergedModel,
 } from "../../src/models/peft.ts";
 import { readHeader, readTensor, writeSafetensors } from "../../src/models/safetensors.ts";
-import { effectiveLoraDropout, resolveConfig, type TrainConfig } from "../../src/train/config.ts";
+import { effectiveLoraDropout, resolveConfig } from "../../src/train/config.ts";
 import { train } from "../../src/train/loop.ts";
-import { makeTinyModel, randomPairs, scratch } from "../helpers/tiny-model.ts";
+import { loraRuns, randomPairs, scratch } from "../helpers/tiny-model.ts";
 import { maxAbs } from "../helpers/compare.ts";
 
 const fixtures = join(dirname(fileURLToPath(import.meta.url)), "..", "fixtures");
@@ -246,17 +246,9 @@ test("native refusals: lora_dropout outside [0, 1), a second adapter, training w
 
 // ---- training with use_peft --------------------------------------------------------------------------
 
-const runs = scratch();
+const runs = loraRuns(5);
 after(() => runs.cleanup());
-const tinyModel = makeTinyModel(join(runs.dir, "model"), { vocab: 96, hidden: 32, layers: 2, seed: 5 });
-let runNo = 0;
-function cfg(over: Record<string, unknown>): TrainConfig {
-  return resolveConfig({
-    method: "dpo", model_name_or_path: tinyModel, dataset: "(pre-tokenized rows)", output_dir: join(runs.dir, `run-${++runNo}`),
-    threads: 1, logging_steps: 1, learning_rate: 1e-2, per_device_train_batch_size: 2, save_strategy: "no",
-    use_peft: true, lora_r: 4, lora_alpha: 8, lora_target_modules: "all-linear", ...over,
-  }).config;
-}
+const { model: tinyModel, cfg } = runs;
 
 test("config: TRL's LoRA keys and defaults; lora_dropout acts where TRL lets it (sft, or disable_dropout: false) and is noted where TRL zeroes it", () => {
   const base = { method: "dpo", model_name_or_path: "m", dataset: "d", output_dir: "o" };

@@ -15,10 +15,9 @@ import { loadWeightsInto, readModelDir, readWeightFiles } from "../../src/models
 import { bf16ToF32, f32ToBf16 } from "../../src/models/dtype.ts";
 import { ADAPTER_WEIGHTS_FILE, initLora, loadAdapter, readAdapterFolder, resolveTargetModules } from "../../src/models/peft.ts";
 import { forEachTensorChunk, readHeader, readTensor } from "../../src/models/safetensors.ts";
-import { resolveConfig, type TrainConfig } from "../../src/train/config.ts";
 import { train } from "../../src/train/loop.ts";
 import { maxAbs, relErr } from "../helpers/compare.ts";
-import { makeTinyModel, randomPairs, scratch } from "../helpers/tiny-model.ts";
+import { loraRuns, randomPairs } from "../helpers/tiny-model.ts";
 
 const fixtures = join(dirname(fileURLToPath(import.meta.url)), "..", "fixtures");
 setNumThreads(2);
@@ -119,17 +118,9 @@ test("LoRA dropout with a rate that drops nothing equals the fused LoRA path (fo
 
 // ---- training runs ----------------------------------------------------------------------------------
 
-const runs = scratch();
+const runs = loraRuns(9, { lora_dropout: 0.2, disable_dropout: false });
 after(() => runs.cleanup());
-const tinyModel = makeTinyModel(join(runs.dir, "model"), { vocab: 96, hidden: 32, layers: 2, seed: 9 });
-let runNo = 0;
-function cfg(over: Record<string, unknown>): TrainConfig {
-  return resolveConfig({
-    method: "dpo", model_name_or_path: tinyModel, dataset: "(pre-tokenized rows)", output_dir: join(runs.dir, `run-${++runNo}`),
-    threads: 1, logging_steps: 1, learning_rate: 1e-2, per_device_train_batch_size: 2, save_strategy: "no",
-    use_peft: true, lora_r: 4, lora_alpha: 8, lora_target_modules: "all-linear", lora_dropout: 0.2, disable_dropout: false, ...over,
-  }).config;
-}
+const { model: tinyModel, cfg } = runs;
 const losses = (r: { logHistory: Record<string, number>[] }) => r.logHistory.filter((e) => "loss" in e).map((e) => e.loss);
 
 for (const dora of [false, true]) {
